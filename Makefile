@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make serve   install, then serve forecasts from the embedded default models
+#   make test    install, then run lint, the type checker and the tests
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A known-good torch. On PyPI this is the CUDA build for Linux; on machines with a local CPU
+# wheel of this version (our CI), pip takes that. Override with TORCH= to keep what you have.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest -q -m "not slow and not gpu"
+
+test: lint typecheck pytest
+
+serve: install
+	$(BIN)/latentcast serve
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

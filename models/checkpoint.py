@@ -1,0 +1,130 @@
+"""Checkpoints: one `.pt` file of plain types and tensors, loaded with `weights_only=True` (no pickle).
+
+It holds everything needed to serve the model: format version, name and version, the model config,
+weights, normalisation statistics, channel names, time unit and scale, a description of the training
+data and its evaluation metrics. Training checkpoints add the optimiser state for resuming.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.config import ModelConfig, from_dict, to_dict
+from models.data import Normalizer, TimeSpec
+from models.latent_ode import LatentODE
+from models.rnn_baseline import RNNBaseline
+
+FORMAT = "latentcast.checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read; the message says which file and what is wrong."""
+
+
+def build_model(cfg: ModelConfig, n_channels: int) -> LatentODE | RNNBaseline:
+    return LatentODE(cfg, n_channels) if cfg.kind == "latent_ode" else RNNBaseline(cfg, n_channels)
+
+
+@dataclasses.dataclass
+class ModelBundle:
+    """A model with everything that gives its numbers meaning."""
+
+    name: str
+    model: LatentODE | RNNBaseline
+    normalizer: Normalizer
+    time: TimeSpec
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: str = ""
+    created: str = ""
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.normalizer.channels
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Short content hash of the weights: the model's version."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str, Any] | None = None) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": bundle.name,
+        "version": weights_digest(bundle.model),
+        "created": bundle.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": to_dict(bundle.config),
+        "n_channels": bundle.model.n_channels,
+        "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
+        "normalizer": bundle.normalizer.to_dict(),
+        "time": {"unit": bundle.time.unit, "scale": bundle.time.scale},
+        "data": bundle.data,
+        "metrics": bundle.metrics,
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict (weights-only unpickler: tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler raises many types for foreign or corrupt files
+        raise CheckpointError(
+            f"{path}: not a readable weights-only checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a latentcast checkpoint")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version}; this code reads version {FORMAT_VERSION}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    payload = read_payload(path)
+    cfg = from_dict(ModelConfig, payload["config"])
+    model = build_model(cfg, int(payload["n_channels"]))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({exc})") from exc
+    model.to(device).eval()
+    return ModelBundle(
+        name=str(payload["name"]),
+        model=model,
+        normalizer=Normalizer.from_dict(payload["normalizer"]),
+        time=TimeSpec(**payload["time"]),
+        data=dict(payload["data"]),
+        metrics=dict(payload["metrics"]),
+        version=str(payload["version"]),
+        created=str(payload["created"]),
+    )

@@ -1,0 +1,249 @@
+"""Configuration: frozen dataclasses holding plain values only, so they travel inside checkpoints.
+
+Three groups, kept apart on purpose:
+- `SolverConfig`: how ODEs are integrated. A server can change it without retraining.
+- `ModelConfig`: the architecture, i.e. what the weights mean.
+- `TrainConfig`: the optimisation recipe.
+`ExperimentConfig` bundles them with the data description for the training CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+import tomllib
+
+Activation = Literal["elu", "tanh", "softplus", "silu", "relu"]
+EncoderKind = Literal["gru", "odernn"]
+ModelKind = Literal["latent_ode", "rnn"]
+Anchor = Literal["first", "last"]
+ContextPolicy = Literal["fixed", "random"]
+
+ADAPTIVE_METHODS = ("dopri5", "bosh3")
+FIXED_METHODS = ("euler", "midpoint", "rk4")
+METHODS = ADAPTIVE_METHODS + FIXED_METHODS
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field and what to change."""
+
+
+def _check(cond: bool, field: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{field}: {msg}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverConfig:
+    """How an ODE is integrated.
+
+    `method`: one of METHODS. Adaptive methods (dopri5, bosh3) use `rtol`/`atol`; fixed-step methods
+    take `step_size` (model time units). `max_num_steps` bounds the work of any single solve: a solve
+    that needs more raises `SolverError` instead of running forever. `adjoint` selects
+    `torchdiffeq.odeint_adjoint` for training (memory O(1) in the number of steps).
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    step_size: float = 0.05
+    max_num_steps: int = 2000
+    adjoint: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.method in METHODS, "solver.method", f"{self.method!r} is not one of {list(METHODS)}")
+        _check(0 < self.rtol < 1, "solver.rtol", f"must be in (0, 1), got {self.rtol}")
+        _check(0 < self.atol < 1, "solver.atol", f"must be in (0, 1), got {self.atol}")
+        _check(self.step_size > 0, "solver.step_size", f"must be > 0, got {self.step_size}")
+        _check(
+            0 < self.max_num_steps <= 10**6,
+            "solver.max_num_steps",
+            f"must be in [1, 1e6] (a finite bound), got {self.max_num_steps}",
+        )
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE_METHODS
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture.
+
+    kind: "latent_ode" (the product) or "rnn" (the paper's RNN baseline, for comparison only).
+    encoder: "gru" (Chen 2018: GRU run backwards over [x, mask, Δt]) or "odernn" (Rubanova 2019).
+    anchor: where z0 lives. "first": at the first observation, encoder runs backwards (the papers).
+        "last": at the last observation, encoder runs forwards (fresher state for forecasting).
+    obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.
+    """
+
+    kind: ModelKind = "latent_ode"
+    latent_dim: int = 8
+    encoder: EncoderKind = "gru"
+    encoder_hidden: int = 32
+    encoder_ode_hidden: int = 32
+    encoder_substeps: int = 2
+    anchor: Anchor = "first"
+    dynamics_hidden: int = 64
+    dynamics_depth: int = 2
+    activation: Activation = "elu"
+    time_input: bool = False
+    decoder_hidden: int = 0
+    obs_std: float = 0.1
+    learn_std: bool = False
+    min_std: float = 1e-3
+    solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.kind in get_args(ModelKind), "model.kind", f"must be one of {get_args(ModelKind)}")
+        _check(
+            self.encoder in get_args(EncoderKind), "model.encoder", f"must be one of {get_args(EncoderKind)}"
+        )
+        _check(self.anchor in get_args(Anchor), "model.anchor", f"must be one of {get_args(Anchor)}")
+        _check(
+            self.activation in get_args(Activation),
+            "model.activation",
+            f"must be one of {get_args(Activation)}",
+        )
+        for name in ("latent_dim", "encoder_hidden", "encoder_ode_hidden", "dynamics_hidden"):
+            _check(getattr(self, name) >= 1, f"model.{name}", "must be >= 1")
+        _check(self.dynamics_depth >= 1, "model.dynamics_depth", "must be >= 1 hidden layer")
+        _check(self.encoder_substeps >= 1, "model.encoder_substeps", "must be >= 1")
+        _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")
+        _check(self.obs_std > self.min_std > 0, "model.obs_std", "must exceed model.min_std > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe.
+
+    context: "fixed" uses each series' own context length (data sets that define one, e.g. spirals'
+    observation window); "random" draws a cut per series and epoch in [min_context, n - 1] so the
+    model learns to forecast from any history (pbcseq, user data).
+    """
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 3e-3
+    lr_min: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    iwae_samples: int = 1
+    kl_anneal_epochs: int = 0
+    context: ContextPolicy = "random"
+    min_context: int = 1
+    val_samples: int = 32
+    plot_series: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.lr > 0 and 0 <= self.lr_min <= self.lr, "train.lr", "need 0 <= lr_min <= lr, lr > 0")
+        _check(self.iwae_samples >= 1, "train.iwae_samples", "must be >= 1 (1 = plain ELBO)")
+        _check(self.kl_anneal_epochs >= 0, "train.kl_anneal_epochs", "must be >= 0")
+        _check(self.context in get_args(ContextPolicy), "train.context", f"one of {get_args(ContextPolicy)}")
+        _check(self.min_context >= 1, "train.min_context", "must be >= 1")
+        _check(self.val_samples >= 1, "train.val_samples", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data, how to read it, and how to split it.
+
+    name: "spirals", "pbcseq" or a path to a long table (CSV/parquet) with columns id, time, channels.
+    time_unit/time_scale: model time = (time in `time_unit`) × time_scale. Date-time columns are first
+    converted to `time_unit` ("day", "hour", "minute", "second", "week").
+    log_channels: channels modelled on a log scale (must be positive).
+    """
+
+    name: str = "spirals"
+    channels: tuple[str, ...] = ()
+    log_channels: tuple[str, ...] = ()
+    time_unit: str = "day"
+    time_scale: float = 1.0
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    n_series: int = 1250
+    n_obs: tuple[int, ...] = (30, 50, 100)
+    noise_std: float = 0.3
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6,
+            "data.split",
+            "three fractions summing to 1",
+        )
+        _check(all(f >= 0 for f in self.split), "data.split", "fractions must be >= 0")
+        _check(self.time_scale > 0, "data.time_scale", "must be > 0")
+        _check(
+            not set(self.log_channels) - set(self.channels) or not self.channels,
+            "data.log_channels",
+            f"{sorted(set(self.log_channels) - set(self.channels))} are not in data.channels",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+T = TypeVar("T")
+
+_NESTED: dict[type, dict[str, type]] = {
+    ModelConfig: {"solver": SolverConfig},
+    ExperimentConfig: {"data": DataConfig, "model": ModelConfig, "train": TrainConfig},
+}
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
+    """Build a config dataclass from plain values (JSON/TOML), rejecting unknown keys by name."""
+    assert dataclasses.is_dataclass(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        nested = _NESTED.get(cls, {}).get(key)
+        if nested is not None:
+            kwargs[key] = from_dict(nested, value, f"{where}{key}.")
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) for JSON and checkpoints."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: values of `override` win, nested tables merge key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into plain nested dicts."""
+    path = Path(path)
+    if path.suffix not in (".json", ".toml"):
+        raise ConfigError(f"{path}: config files must end in .toml or .json")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
+    data: dict[str, Any] = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    return data

@@ -1,0 +1,330 @@
+"""Data pipeline: long tables → per-series arrays → normalised, padded batches. Pure functions.
+
+The input format everywhere is a *long table*: one row per (series, time), a column `id`, a column
+`time` (numbers or date-times) and one column per channel, empty/NaN where not observed.
+
+Shapes: B series, T time points (padded), D channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+# Seconds per supported time unit; date-times are converted to these units, then scaled.
+# "unitless": plain numbers with no calendar meaning (synthetic data); date-times are refused.
+TIME_UNITS: dict[str, float] = {
+    "unitless": 0.0,
+    "second": 1.0,
+    "minute": 60.0,
+    "hour": 3600.0,
+    "day": 86400.0,
+    "week": 604800.0,
+}
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the series, column or value to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One irregularly sampled series.
+
+    times: (n,) float64 model time, strictly increasing. values: (n, D) float32 raw units, NaN =
+    not observed; every row has at least one observed value. truth: (n, D) noise-free values where a
+    synthetic data set knows them (evaluation only). n_context: how many leading points a data set
+    designates as the observation window (the rest is the forecast window), if it does.
+    """
+
+    id: str
+    times: np.ndarray
+    values: np.ndarray
+    truth: np.ndarray | None = None
+    n_context: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return ~np.isnan(self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeSpec:
+    """model time = (time in `unit`) × `scale`; date-times are first expressed in `unit`."""
+
+    unit: str = "day"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.unit not in TIME_UNITS:
+            raise DataError(f"time unit {self.unit!r} is not one of {sorted(TIME_UNITS)}")
+        if not self.scale > 0:
+            raise DataError(f"time scale must be > 0, got {self.scale}")
+
+
+def to_model_time(col: pd.Series, spec: TimeSpec, name: str = "time") -> np.ndarray:
+    """A column of numbers (already in `spec.unit`) or date-times → float64 model time.
+
+    Date-times (datetime64 columns or ISO-8601 strings) become `spec.unit`s since the Unix epoch;
+    only differences matter downstream.
+    """
+    if pd.api.types.is_bool_dtype(col):
+        raise DataError(f"column {name!r}: booleans are not times")
+    if pd.api.types.is_numeric_dtype(col):
+        out = col.to_numpy(dtype=np.float64)
+    elif spec.unit == "unitless":
+        raise DataError(f"column {name!r}: this data/model takes numeric times, not date-times")
+    else:
+        try:
+            stamps = pd.to_datetime(col, utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"column {name!r}: not numbers and not ISO-8601 date-times ({exc})") from exc
+        if stamps.isna().any():
+            raise DataError(f"column {name!r}: {int(stamps.isna().sum())} missing times")
+        ns = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+        out = ns / 1e9 / TIME_UNITS[spec.unit]
+    if not np.isfinite(out).all():
+        raise DataError(f"column {name!r}: {int((~np.isfinite(out)).sum())} missing or non-finite times")
+    return out * spec.scale
+
+
+def read_long_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (optionally .gz) or parquet long table."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(path)
+    raise DataError(f"{path}: expected .csv, .csv.gz or .parquet")
+
+
+def series_from_frame(
+    frame: pd.DataFrame,
+    channels: Sequence[str],
+    spec: TimeSpec,
+    id_col: str = "id",
+    time_col: str = "time",
+) -> list[Series]:
+    """Long table → one `Series` per id, sorted by time.
+
+    Rows with no observed channel are dropped; series left with no observation are dropped. Duplicate
+    (id, time) rows are an error: merge them upstream, we will not guess which value is right.
+    """
+    missing = [c for c in (id_col, time_col, *channels) if c not in frame.columns]
+    if missing:
+        raise DataError(f"columns {missing} not in the table (it has {list(frame.columns)})")
+    if not channels:
+        raise DataError("name at least one channel")
+    values = frame[list(channels)]
+    non_numeric = [c for c in channels if not pd.api.types.is_numeric_dtype(values[c])]
+    if non_numeric:
+        raise DataError(f"channels {non_numeric} are not numeric")
+    vals = values.to_numpy(dtype=np.float32)
+    if np.isinf(vals).any():
+        raise DataError("channel values contain inf; use an empty cell for 'not observed'")
+    times = to_model_time(frame[time_col], spec, time_col)
+    ids = frame[id_col].astype(str).to_numpy()
+    keep = ~np.isnan(vals).all(axis=1)
+    ids, times, vals = ids[keep], times[keep], vals[keep]
+    order = np.lexsort((times, ids))
+    ids, times, vals = ids[order], times[order], vals[order]
+    out: list[Series] = []
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.int64)
+    ends = np.r_[starts[1:], len(ids)]
+    for s, e in zip(starts, ends, strict=True):
+        t = times[s:e]
+        dup = np.flatnonzero(np.diff(t) == 0)
+        if dup.size:
+            raise DataError(f"series {ids[s]!r}: duplicate time {t[dup[0]]} (model time); merge those rows")
+        out.append(Series(id=str(ids[s]), times=t.copy(), values=vals[s:e].copy()))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalizer:
+    """Per-channel standardisation, optionally after a log: x' = (f(x) - mean) / std, f = log or id."""
+
+    channels: tuple[str, ...]
+    log: tuple[bool, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @staticmethod
+    def fit(
+        series: Sequence[Series], channels: Sequence[str], log_channels: Sequence[str] = ()
+    ) -> Normalizer:
+        """Fit on (training) series: statistics over all observed values of each channel."""
+        unknown = set(log_channels) - set(channels)
+        if unknown:
+            raise DataError(f"log channels {sorted(unknown)} are not among the channels {list(channels)}")
+        if not series:
+            raise DataError("cannot fit normalisation statistics on zero series")
+        allv = np.concatenate([s.values for s in series]).astype(np.float64)
+        log = tuple(c in log_channels for c in channels)
+        means, stds = [], []
+        for j, c in enumerate(channels):
+            col = allv[:, j]
+            col = col[~np.isnan(col)]
+            if col.size == 0:
+                raise DataError(f"channel {c!r} has no observed value in the training series")
+            if log[j]:
+                if (col <= 0).any():
+                    raise DataError(f"channel {c!r} has values <= 0; remove it from log_channels")
+                col = np.log(col)
+            means.append(float(col.mean()))
+            sd = float(col.std())
+            stds.append(sd if sd > 1e-8 else 1.0)
+        return Normalizer(tuple(channels), log, tuple(means), tuple(stds))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """(…, D) raw → normalised; NaN stays NaN."""
+        v = np.asarray(values, dtype=np.float64)
+        logged = np.asarray(self.log)
+        if logged.any():
+            v = v.copy()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v[..., logged] = np.log(v[..., logged])
+        return ((v - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+
+    def inverse(self, values: torch.Tensor) -> torch.Tensor:
+        """(…, D) normalised → raw units (quantiles map to quantiles: the map is monotone per channel)."""
+        mean = torch.as_tensor(self.mean, dtype=values.dtype, device=values.device)
+        std = torch.as_tensor(self.std, dtype=values.dtype, device=values.device)
+        raw = values * std + mean
+        logged = torch.as_tensor(self.log, device=values.device)
+        return torch.where(logged, torch.exp(raw.clamp(max=80.0)), raw) if any(self.log) else raw
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Normalizer:
+        return Normalizer(tuple(d["channels"]), tuple(d["log"]), tuple(d["mean"]), tuple(d["std"]))
+
+
+def split_ids(
+    ids: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> tuple[list[str], list[str], list[str]]:
+    """Deterministic train/val/test split by series id: independent of row order, seeded.
+
+    Ids are sorted, shuffled by a seeded generator and cut by the fractions (rounded down, the
+    remainder going to train). Every id lands in exactly one part.
+    """
+    uniq = sorted(set(ids))
+    if len(uniq) != len(ids):
+        raise DataError("series ids must be unique")
+    perm = np.random.default_rng(seed).permutation(len(uniq))
+    shuffled = [uniq[i] for i in perm]
+    n_val = int(fractions[1] * len(uniq))
+    n_test = int(fractions[2] * len(uniq))
+    n_train = len(uniq) - n_val - n_test
+    return shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :]
+
+
+@dataclasses.dataclass
+class Batch:
+    """A padded batch. Times are relative to each series' anchor (its z0 time), in model units.
+
+    ctx_*: the encoder's input, chronological, padded at the end to Tc.
+        ctx_t (B, Tc), ctx_x (B, Tc, D) normalised with 0 where missing, ctx_m (B, Tc, D), ctx_len (B,)
+    tgt_*: all points of each series (context and forecast window), padded to Tt.
+        tgt_t (B, Tt), tgt_x (B, Tt, D), tgt_m (B, Tt, D) (0 on padding), tgt_future (B, Tt) bool
+    anchor: (B,) float64 absolute model time of each series' z0.
+    """
+
+    ids: list[str]
+    ctx_t: torch.Tensor
+    ctx_x: torch.Tensor
+    ctx_m: torch.Tensor
+    ctx_len: torch.Tensor
+    tgt_t: torch.Tensor
+    tgt_x: torch.Tensor
+    tgt_m: torch.Tensor
+    tgt_future: torch.Tensor
+    anchor: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move the model's inputs; `anchor` (float64 bookkeeping) stays on the CPU."""
+        tensors = ("ctx_t", "ctx_x", "ctx_m", "ctx_len", "tgt_t", "tgt_x", "tgt_m", "tgt_future")
+        return dataclasses.replace(self, **{k: getattr(self, k).to(device) for k in tensors})
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+def _pad(arrays: Sequence[np.ndarray], length: int, fill: float = 0.0) -> np.ndarray:
+    out = np.full((len(arrays), length, *arrays[0].shape[1:]), fill, dtype=np.float64)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return out
+
+
+def collate(
+    series: Sequence[Series],
+    normalizer: Normalizer,
+    n_context: Sequence[int] | None = None,
+    anchor: str = "first",
+) -> Batch:
+    """Series → padded `Batch`. n_context[i] leading points of series i feed the encoder (default:
+    the series' own n_context, else all points); the targets are all points of the series."""
+    if not series:
+        raise DataError("cannot collate zero series")
+    if n_context is None:
+        n_context = [s.n_context if s.n_context is not None else len(s) for s in series]
+    if len(n_context) != len(series):
+        raise DataError("n_context needs one entry per series")
+    for s, c in zip(series, n_context, strict=True):
+        if not 1 <= c <= len(s):
+            raise DataError(f"series {s.id!r}: context length {c} outside [1, {len(s)}]")
+    anchors = np.array(
+        [s.times[0] if anchor == "first" else s.times[c - 1] for s, c in zip(series, n_context, strict=True)]
+    )
+    norm = [normalizer.transform(s.values) for s in series]
+    rel = [s.times - a for s, a in zip(series, anchors, strict=True)]
+    tc = max(n_context)
+    tt = max(len(s) for s in series)
+    ctx_x = _pad([v[:c] for v, c in zip(norm, n_context, strict=True)], tc, np.nan)
+    tgt_x = _pad(norm, tt, np.nan)
+    ctx_m, tgt_m = ~np.isnan(ctx_x), ~np.isnan(tgt_x)
+    future = np.zeros((len(series), tt), dtype=bool)
+    for i, (s, c) in enumerate(zip(series, n_context, strict=True)):
+        future[i, c : len(s)] = True
+    f32 = torch.float32
+    return Batch(
+        ids=[s.id for s in series],
+        ctx_t=torch.as_tensor(_pad([r[:c] for r, c in zip(rel, n_context, strict=True)], tc), dtype=f32),
+        ctx_x=torch.as_tensor(np.nan_to_num(ctx_x), dtype=f32),
+        ctx_m=torch.as_tensor(ctx_m, dtype=f32),
+        ctx_len=torch.as_tensor(list(n_context), dtype=torch.long),
+        tgt_t=torch.as_tensor(_pad(rel, tt), dtype=f32),
+        tgt_x=torch.as_tensor(np.nan_to_num(tgt_x), dtype=f32),
+        tgt_m=torch.as_tensor(tgt_m, dtype=f32),
+        tgt_future=torch.as_tensor(future),
+        anchor=torch.as_tensor(anchors, dtype=torch.float64),
+    )
+
+
+def random_contexts(series: Sequence[Series], min_context: int, rng: np.random.Generator) -> list[int]:
+    """One cut per series, uniform in [min(min_context, n - 1), n - 1]: at least one point is forecast
+    whenever the series has two or more points (a single-point series is reconstructed)."""
+    out = []
+    for s in series:
+        n = len(s)
+        if n == 1:
+            out.append(1)
+            continue
+        lo = max(1, min(min_context, n - 1))
+        out.append(int(rng.integers(lo, n)))
+    return out

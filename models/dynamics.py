@@ -1,0 +1,45 @@
+"""Latent dynamics f(t, z): an MLP vector field, integrated by `models.solve`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.config import ModelConfig
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+}
+
+
+def mlp(n_in: int, hidden: int, depth: int, n_out: int, activation: str) -> nn.Sequential:
+    """n_in → [hidden, activation] × depth → n_out."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), _ACTIVATIONS[activation]()]
+        width = hidden
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class Dynamics(nn.Module):
+    """dz/dt = f(t, z). z: (R, L); t: scalar or (R,) (used only with `time_input`). Counts calls in `nfe`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.time_input = cfg.time_input
+        n_in = cfg.latent_dim + int(cfg.time_input)
+        self.net = mlp(n_in, cfg.dynamics_hidden, cfg.dynamics_depth, cfg.latent_dim, cfg.activation)
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        if self.time_input:
+            tt = torch.as_tensor(t, dtype=z.dtype, device=z.device).expand(z.shape[0])  # (R,)
+            z = torch.cat([z, tt[:, None]], dim=-1)  # (R, L + 1)
+        return self.net(z)  # (R, L)

@@ -1,0 +1,101 @@
+"""Recognition networks q(z0 | observations): a GRU (Chen et al. 2018) or an ODE-RNN (Rubanova et al. 2019).
+
+Both read the context in *processing order*: backwards in time when z0 sits at the first observation
+(anchor "first"), forwards when it sits at the last (anchor "last"), so the last point read is always
+the anchor. Inputs per point: [x · mask, mask, Δt] where Δt is the gap to the previously read point.
+Padding (positions ≥ length) never changes the state, so a series encodes the same in any batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+from torchdiffeq import odeint
+
+from models.config import ModelConfig
+from models.dynamics import mlp
+
+
+def processing_order(
+    t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor, anchor: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reorder (B, T, …) chronological padded context into processing order.
+
+    Returns x (B, T, D), m (B, T, D) and dt (B, T, 1) with dt[:, 0] = 0 and |t_j - t_{j-1}| after.
+    """
+    b, tmax = t.shape
+    j = torch.arange(tmax, device=t.device).expand(b, tmax)
+    # (B, T): "first" reverses the valid part, padding stays after it
+    idx = (lengths[:, None] - 1 - j).clamp(min=0) if anchor == "first" else j
+    valid = j < lengths[:, None]
+    tp = t.gather(1, idx)
+    xp = x.gather(1, idx[..., None].expand_as(x))
+    mp = m.gather(1, idx[..., None].expand_as(m)) * valid[..., None]
+    dt = torch.zeros_like(tp)
+    dt[:, 1:] = (tp[:, 1:] - tp[:, :-1]).abs()
+    dt = dt * valid
+    return xp * mp, mp, dt[..., None]
+
+
+class GRUEncoder(nn.Module):
+    """GRU over processing-ordered [x·m, m, Δt]; final state → (mean, log-variance) of z0."""
+
+    def __init__(self, cfg: ModelConfig, n_channels: int):
+        super().__init__()
+        self.anchor = cfg.anchor
+        self.gru = nn.GRU(2 * n_channels + 1, cfg.encoder_hidden, batch_first=True)
+        self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
+
+    def forward(
+        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
+        inputs = torch.cat([xp, mp, dt], dim=-1)  # (B, T, 2D + 1)
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)  # h: (1, B, H)
+        mean, logvar = self.out(h[0]).chunk(2, dim=-1)  # (B, L) each
+        return mean, logvar
+
+
+class ODERNNEncoder(nn.Module):
+    """ODE-RNN: between points h follows dh/dt = g(h) for Δt (fixed-step RK4, `encoder_substeps` steps
+    through torchdiffeq on s ∈ [0, 1] with dh/ds = Δt g(h), so every series has its own Δt); at each point
+    a GRU cell takes [x·m, m]. Final state → (mean, log-variance) of z0."""
+
+    def __init__(self, cfg: ModelConfig, n_channels: int):
+        super().__init__()
+        self.anchor = cfg.anchor
+        self.substeps = cfg.encoder_substeps
+        self.g = mlp(cfg.encoder_hidden, cfg.encoder_ode_hidden, 1, cfg.encoder_hidden, "tanh")
+        self.cell = nn.GRUCell(2 * n_channels, cfg.encoder_hidden)
+        self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
+        self.hidden = cfg.encoder_hidden
+
+    def _evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """h (B, H), dt (B, 1) → h after time dt under g."""
+        grid = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
+
+        def field(_s: torch.Tensor, hh: torch.Tensor) -> torch.Tensor:
+            return self.g(hh) * dt
+
+        out: torch.Tensor = odeint(field, h, grid, method="rk4", options={"step_size": 1.0 / self.substeps})
+        return out[-1]
+
+    def forward(
+        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
+        b, tmax, _ = xp.shape
+        h = xp.new_zeros(b, self.hidden)
+        for j in range(tmax):
+            valid = (j < lengths)[:, None]  # (B, 1)
+            if j > 0:
+                h = torch.where(valid, self._evolve(h, dt[:, j]), h)
+            h = torch.where(valid, self.cell(torch.cat([xp[:, j], mp[:, j]], dim=-1), h), h)
+        mean, logvar = self.out(h).chunk(2, dim=-1)
+        return mean, logvar
+
+
+def make_encoder(cfg: ModelConfig, n_channels: int) -> nn.Module:
+    return GRUEncoder(cfg, n_channels) if cfg.encoder == "gru" else ODERNNEncoder(cfg, n_channels)

@@ -1,0 +1,235 @@
+"""Training: ELBO (or IWAE) with Adam and cosine decay, validation every epoch, best and last
+checkpoints, resumable, a metrics JSON and a PNG of validation forecasts.
+
+Randomness is derived from (seed, epoch), so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from models.checkpoint import ModelBundle, build_model, read_payload, save_checkpoint
+from models.config import ExperimentConfig, from_dict, to_dict
+from models.data import Normalizer, collate, random_contexts
+from models.datasets import DatasetSplit
+from models.forecast import Forecaster
+from models.metrics import forecast_contexts, holdout_metrics
+from models.solve import SolverError
+
+log = logging.getLogger("latentcast.train")
+
+BEST, LAST, METRICS, PLOT = "best.pt", "last.pt", "metrics.json", "validation.png"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    best: Path
+    last: Path
+    metrics: dict[str, Any]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(device)
+
+
+def _lr_at(exp: ExperimentConfig, epoch: int) -> float:
+    tc = exp.train
+    return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * epoch / max(1, tc.epochs)))
+
+
+def _kl_weight(exp: ExperimentConfig, progress: float) -> float:
+    n = exp.train.kl_anneal_epochs
+    return 1.0 if n == 0 else min(1.0, progress / n)
+
+
+def validate(
+    bundle: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, device: torch.device
+) -> dict[str, float]:
+    """Validation loss (negative ELBO per observed value, fixed noise) and held-out forecast metrics."""
+    model = bundle.model
+    model.eval()
+    series = split.val
+    contexts = forecast_contexts(series)
+    total, count = 0.0, 0.0
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(exp.train.seed + 10_000)
+        for start in range(0, len(series), exp.train.batch_size):
+            part = series[start : start + exp.train.batch_size]
+            batch = collate(
+                part, bundle.normalizer, contexts[start : start + len(part)], model.cfg.anchor
+            ).to(device)
+            loss, _ = model.loss(batch)
+            n = float(batch.tgt_m.sum())
+            total += float(loss) * n
+            count += n
+    forecaster = Forecaster(model, bundle.normalizer, device, num_samples=exp.train.val_samples)
+    out = {"val_loss": total / max(count, 1.0)}
+    out.update({f"val_{k}": v for k, v in holdout_metrics(forecaster, series, contexts).items()})
+    return out
+
+
+def train(
+    exp: ExperimentConfig,
+    split: DatasetSplit,
+    out_dir: str | Path,
+    device: str = "auto",
+    resume: str | Path | None = None,
+    show_progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    tc = exp.train
+    torch.manual_seed(tc.seed)
+    normalizer = Normalizer.fit(split.train, split.channels, split.log_channels)
+    model = build_model(exp.model, len(split.channels)).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    history: list[dict[str, Any]] = []
+    best_score, start_epoch = math.inf, 0
+    if resume is not None:
+        payload = read_payload(resume)
+        state = payload.get("train_state")
+        if state is None:
+            raise ValueError(f"{resume}: has no training state; resume from {LAST}, not {BEST}")
+        model.load_state_dict(payload["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        history, best_score, start_epoch = (
+            list(state["history"]),
+            float(state["best_score"]),
+            int(state["epoch"]),
+        )
+        log.info("resumed from %s at epoch %d", resume, start_epoch)
+    description = dict(
+        split.description,
+        channels=list(split.channels),
+        log_channels=list(split.log_channels),
+        config=to_dict(exp.data),
+    )
+
+    def bundle(metrics: dict[str, Any]) -> ModelBundle:
+        name = str(split.description.get("name", "model"))
+        return ModelBundle(name, model, normalizer, split.time, description, metrics)
+
+    n_train = len(split.train)
+    steps = math.ceil(n_train / tc.batch_size)
+    progress = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f} | {task.fields[val]}"),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    )
+    started = time.perf_counter()
+    with progress:
+        task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=float("nan"), val="")
+        for epoch in range(start_epoch, tc.epochs):
+            model.train()
+            rng = np.random.default_rng([tc.seed, epoch])
+            torch.manual_seed(tc.seed * 100_003 + epoch)
+            lr = _lr_at(exp, epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            perm = rng.permutation(n_train)
+            progress.reset(task, total=steps, epoch=epoch + 1)
+            run_loss, run_n, nfe, t0 = 0.0, 0, 0, time.perf_counter()
+            for step in range(steps):
+                part = [split.train[i] for i in perm[step * tc.batch_size : (step + 1) * tc.batch_size]]
+                ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, rng)
+                batch = collate(part, normalizer, ctx, exp.model.anchor).to(dev)
+                try:
+                    loss, stats = model.loss(batch, _kl_weight(exp, epoch + step / steps), tc.iwae_samples)
+                except SolverError as exc:
+                    log.warning("epoch %d step %d: skipped a batch: %s", epoch + 1, step, exc)
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                opt.step()
+                run_loss += stats.loss
+                run_n += 1
+                nfe += stats.nfe
+                progress.update(task, advance=1, loss=run_loss / run_n)
+            train_seconds = time.perf_counter() - t0
+            val = validate(bundle({}), split, exp, dev)
+            score = val.get("val_nmse", val["val_loss"])
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": run_loss / max(run_n, 1),
+                "train_nfe": nfe,
+                "train_seconds": train_seconds,
+                **val,
+            }
+            history.append(row)
+            improved = score < best_score
+            if improved:
+                best_score = score
+                save_checkpoint(out / BEST, bundle({"validation": row}))
+            state = {
+                "epoch": epoch + 1,
+                "optimizer": opt.state_dict(),
+                "history": history,
+                "best_score": best_score,
+                "experiment": to_dict(exp),
+            }
+            save_checkpoint(out / LAST, bundle({"validation": row}), train_state=state)
+            _write_metrics(out, exp, history, best_score, time.perf_counter() - started)
+            summary = f"val nmse {val.get('val_nmse', float('nan')):.4f}" + (" *" if improved else "")
+            progress.update(task, val=summary)
+            log.info(
+                "epoch %d: %s",
+                epoch + 1,
+                json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}),
+            )
+            if on_epoch is not None:
+                on_epoch(row)
+    metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started)
+    _plot_best(out, split, exp, dev)
+    return TrainResult(out / BEST, out / LAST, metrics)
+
+
+def _write_metrics(
+    out: Path, exp: ExperimentConfig, history: list[dict[str, Any]], best: float, seconds: float
+) -> dict[str, Any]:
+    best_row = min(history, key=lambda r: r.get("val_nmse", r["val_loss"])) if history else {}
+    metrics = {
+        "experiment": to_dict(exp),
+        "best": best_row,
+        "best_score": best,
+        "history": history,
+        "wall_seconds_this_run": seconds,
+    }
+    (out / METRICS).write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _plot_best(out: Path, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> None:
+    from models.checkpoint import load_checkpoint
+    from models.plot import plot_validation
+
+    best = load_checkpoint(out / BEST, device)
+    plot_validation(out / PLOT, best, split.val[: exp.train.plot_series], device)
+
+
+def experiment_from_checkpoint(path: str | Path) -> ExperimentConfig:
+    state = read_payload(path).get("train_state")
+    if state is None:
+        raise ValueError(f"{path}: has no training state")
+    return from_dict(ExperimentConfig, state["experiment"])

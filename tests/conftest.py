@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny seeded models and small irregular series, CPU only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.config import ModelConfig, SolverConfig
+from models.data import Normalizer, Series
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+
+
+def make_series(n_series: int = 6, d: int = 3, seed: int = 0, missing: float = 0.3) -> list[Series]:
+    """Irregular sine-like series with random lengths, times and missing values (never a fully empty row)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_series):
+        n = int(rng.integers(3, 12))
+        t = np.sort(rng.uniform(0, 5, n)) + rng.uniform(0, 100)
+        phase = rng.uniform(0, 2 * np.pi, d)
+        v = (np.sin(t[:, None] + phase) + 2 + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+        drop = rng.random((n, d)) < missing
+        drop[np.arange(n), rng.integers(0, d, n)] = False  # keep ≥ 1 channel per row
+        v[drop] = np.nan
+        out.append(Series(id=f"s{i}", times=t, values=v))
+    return out
+
+
+@pytest.fixture
+def series() -> list[Series]:
+    return make_series()
+
+
+@pytest.fixture
+def normalizer(series: list[Series]) -> Normalizer:
+    return Normalizer.fit(series, ("a", "b", "c"), ("b",))
+
+
+def tiny_config(**kw: object) -> ModelConfig:
+    base: dict[str, object] = dict(
+        latent_dim=4,
+        encoder_hidden=8,
+        encoder_ode_hidden=8,
+        dynamics_hidden=16,
+        decoder_hidden=8,
+        solver=SolverConfig(rtol=1e-5, atol=1e-6),
+    )
+    base.update(kw)
+    return ModelConfig(**base)  # type: ignore[arg-type]

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, ModelBundle, load_checkpoint, read_payload, save_checkpoint
+from models.data import TimeSpec, collate
+from models.latent_ode import LatentODE
+from tests.conftest import tiny_config
+
+
+def _bundle(normalizer) -> ModelBundle:
+    model = LatentODE(tiny_config(encoder="odernn", learn_std=True), 3).eval()
+    return ModelBundle("tiny", model, normalizer, TimeSpec("day", 0.5), {"series": 6}, {"val_nmse": 0.5})
+
+
+def test_round_trip_restores_everything(tmp_path, series, normalizer) -> None:
+    b = _bundle(normalizer)
+    path = save_checkpoint(tmp_path / "m.pt", b)
+    back = load_checkpoint(path)
+    assert back.config == b.config and back.normalizer == b.normalizer and back.time == b.time
+    assert back.data == {"series": 6} and back.metrics == {"val_nmse": 0.5}
+    assert back.version and back.channels == ("a", "b", "c") and back.created
+    batch = collate(series, normalizer)
+    q = torch.linspace(-1, 4, 6).expand(len(series), -1)
+    a = b.model.predict(batch, q, num_samples=4, levels=(0.1, 0.9))
+    c = back.model.predict(batch, q, num_samples=4, levels=(0.1, 0.9))
+    torch.testing.assert_close(a.mean, c.mean, rtol=0, atol=0)
+    torch.testing.assert_close(a.quantiles, c.quantiles, rtol=0, atol=0)
+
+
+def test_version_is_a_digest_of_the_weights(tmp_path, normalizer) -> None:
+    b = _bundle(normalizer)
+    v1 = load_checkpoint(save_checkpoint(tmp_path / "a.pt", b)).version
+    v2 = load_checkpoint(save_checkpoint(tmp_path / "b.pt", b)).version
+    with torch.no_grad():
+        next(b.model.parameters()).add_(1.0)
+    v3 = load_checkpoint(save_checkpoint(tmp_path / "c.pt", b)).version
+    assert v1 == v2 != v3
+
+
+def test_payload_is_plain_enough_for_weights_only(tmp_path, normalizer) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", _bundle(normalizer), train_state={"epoch": 3})
+    payload = torch.load(path, weights_only=True)
+    assert payload["train_state"] == {"epoch": 3} and payload["format_version"] == 1
+
+
+def test_pickled_objects_are_refused(tmp_path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "evil.pt"
+    with path.open("wb") as fh:
+        pickle.dump({"format": "latentcast.checkpoint", "x": Evil()}, fh, protocol=2)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        read_payload(path)
+
+
+def test_wrong_format_and_version_are_refused(tmp_path, normalizer) -> None:
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a latentcast checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    path = save_checkpoint(tmp_path / "m.pt", _bundle(normalizer))
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "nope.pt")

@@ -1,0 +1,145 @@
+"""The training and evaluation CLI, end to end on tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from models.checkpoint import load_checkpoint
+from models.cli import app
+
+TINY = """
+[model]
+latent_dim = 3
+encoder_hidden = 8
+dynamics_hidden = 8
+[train]
+batch_size = 64
+val_samples = 4
+plot_series = 1
+"""
+
+
+def test_train_on_a_user_file_then_resume(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        days = np.sort(rng.choice(60, size=6, replace=False))
+        for d in days:
+            rows.append(
+                {
+                    "id": f"u{i}",
+                    "time": (pd.Timestamp("2026-01-01") + pd.Timedelta(days=int(d))).isoformat(),
+                    "hr": 60 + 10 * np.sin(d / 9 + i) + rng.normal(),
+                    "bp": np.nan if d % 3 else 120.0 + i,
+                }
+            )
+    data = tmp_path / "obs.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--channels",
+        "hr,bp",
+        "--log-channels",
+        "bp",
+        "--time-unit",
+        "day",
+        "--time-scale",
+        "0.1",
+        "--config",
+        str(tmp_path / "tiny.toml"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "best epoch" in res.output
+    bundle = load_checkpoint(out / "best.pt")
+    assert bundle.channels == ("hr", "bp") and bundle.normalizer.log == (False, True)
+    assert bundle.time.unit == "day" and bundle.time.scale == 0.1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["experiment"]["train"]["seed"] == 3 and len(metrics["history"]) == 2
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--resume",
+            str(out / "last.pt"),
+            "--epochs",
+            "3",
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 3
+
+
+def test_user_file_without_channels_is_a_clear_error(tmp_path) -> None:
+    data = tmp_path / "obs.csv"
+    pd.DataFrame({"id": [1], "time": [0.0], "x": [1.0]}).to_csv(data, index=False)
+    res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--quiet"])
+    assert res.exit_code != 0
+    assert "channels" in str(res.exception)
+
+
+def test_evaluate_pbcseq_writes_the_table(tmp_path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY + "[model.solver]\nrtol = 1e-2\natol = 1e-3\n")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "pbcseq",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--config",
+            str(tmp_path / "tiny.toml"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "pbcseq",
+            "--checkpoint",
+            str(out / "best.pt"),
+            "--out",
+            str(tmp_path / "results"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    table = json.loads((tmp_path / "results" / "pbcseq.json").read_text())
+    assert table["held_out"] == 62 and table["patients"] == 59  # 3 held-out patients have a single visit
+    for key in ("latent_ode", "locf", "linear_trend"):
+        assert 0 < table[key]["nmse"] < 100
+    assert "last observation carried forward" in (tmp_path / "results" / "pbcseq.md").read_text()
+    assert load_checkpoint(out / "best.pt").metrics["evaluation"]["task"] == "pbcseq last visit"

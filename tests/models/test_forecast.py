@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import Normalizer
+from models.forecast import Forecaster, raw_mean
+from models.latent_ode import LatentODE
+from tests.conftest import make_series, tiny_config
+
+
+def test_raw_units_queries_anywhere_and_in_the_order_given(series, normalizer) -> None:
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=8, batch_size=4)
+    queries = [np.array([s.times[-1] + 1.0, s.times[0] - 0.5, (s.times[0] + s.times[1]) / 2]) for s in series]
+    out = fc.predict(series, queries, levels=(0.1, 0.5, 0.9), return_samples=True)
+    assert [f.id for f in out] == [s.id for s in series]
+    for f, q in zip(out, queries, strict=True):
+        assert f.mean.shape == (3, 3) and f.samples is not None and f.samples.shape == (8, 3, 3)
+        np.testing.assert_array_equal(f.times, q)
+        assert (f.quantiles[0.1] <= f.quantiles[0.5]).all() and (f.quantiles[0.5] <= f.quantiles[0.9]).all()
+        assert (f.samples[:, :, 1] > 0).all()  # channel b is on a log scale: raw values stay positive
+        assert f.status == 0
+    # batching (batch_size=4 over 6 series) changes nothing
+    one = fc.predict(series[5:], queries[5:], levels=(0.1, 0.5, 0.9))
+    np.testing.assert_allclose(one[0].mean, out[5].mean, rtol=1e-4, atol=1e-6)
+
+
+def test_series_can_have_different_numbers_of_queries(series, normalizer) -> None:
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=4)
+    queries = [s.times[-1] + np.arange(1, k + 2) for k, s in enumerate(series)]
+    out = fc.predict(series, queries)
+    assert [len(f.mean) for f in out] == [k + 1 for k in range(len(series))]
+    with pytest.raises(ValueError, match="at least one query"):
+        fc.predict(series[:2], [queries[0], np.array([])])
+
+
+def test_raw_mean_of_a_log_channel_is_the_log_normal_mean() -> None:
+    norm = Normalizer(("x",), (True,), (1.0,), (2.0,))
+    samples = torch.tensor([[[0.0]], [[1.0]]], dtype=torch.float64)  # (S=2, 1, D=1)
+    std = torch.tensor([0.5], dtype=torch.float64)
+    got = float(raw_mean(norm, samples, std))
+    want = np.mean([np.exp(1 + 2 * m + (2 * 0.5) ** 2 / 2) for m in (0.0, 1.0)])
+    assert abs(got - want) / want < 1e-9
+
+
+def test_context_length_limits_what_the_model_sees(normalizer) -> None:
+    s = make_series(3, seed=4)
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=0)
+    q = [x.times[-1:] + 1 for x in s]
+    full = fc.predict(s, q)
+    short = fc.predict(s, q, n_context=[1, 1, 1])
+    assert any(not np.allclose(a.mean, b.mean) for a, b in zip(full, short, strict=True))

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.data import collate
+from models.latent_ode import LatentODE, gather_times
+from tests.conftest import make_series, tiny_config
+
+
+def _queries(batch, q: int = 9, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch.size, q, generator=g) - 0.2) * 6  # before, between and after the observations
+
+
+@pytest.mark.parametrize("encoder", ["gru", "odernn"])
+@pytest.mark.parametrize("anchor", ["first", "last"])
+def test_prediction_is_batch_invariant(normalizer, encoder: str, anchor: str) -> None:
+    """A series' forecast must not change (beyond 1e-4 relative) with whatever else is in the batch."""
+    many = make_series(24, seed=1)
+    model = LatentODE(tiny_config(encoder=encoder, anchor=anchor), 3).eval()
+    batch = collate(many, normalizer, anchor=anchor)
+    q = _queries(batch)
+    together = model.predict(batch, q, num_samples=8, levels=(0.1, 0.5, 0.9))
+    for i in (0, 5, 23):
+        one = collate(many[i : i + 1], normalizer, anchor=anchor)
+        alone = model.predict(one, q[i : i + 1], num_samples=8, levels=(0.1, 0.5, 0.9))
+        torch.testing.assert_close(alone.mean[0], together.mean[i], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(alone.quantiles[:, 0], together.quantiles[:, i], rtol=1e-4, atol=1e-5)
+
+
+def test_prediction_shapes_and_monotone_quantiles(series, normalizer) -> None:
+    model = LatentODE(tiny_config(learn_std=True), 3).eval()
+    batch = collate(series, normalizer)
+    q = _queries(batch, 5)
+    p = model.predict(batch, q, num_samples=16, levels=(0.05, 0.5, 0.95), return_samples=True)
+    n = len(series)
+    assert p.mean.shape == (n, 5, 3) and p.quantiles.shape == (3, n, 5, 3)
+    assert p.samples is not None and p.samples.shape == (16, n, 5, 3)
+    assert (p.quantiles[1:] >= p.quantiles[:-1]).all()
+    assert (p.status == 0).all() and p.nfe > 0
+    torch.testing.assert_close(p.mean, p.samples.mean(0))
+
+
+def test_zero_samples_gives_the_posterior_mean_trajectory(series, normalizer) -> None:
+    model = LatentODE(tiny_config(), 3).eval()
+    batch = collate(series, normalizer)
+    q = _queries(batch, 4)
+    p = model.predict(batch, q, num_samples=0, levels=(0.5,), include_noise=False)
+    torch.testing.assert_close(p.quantiles[0], p.mean)  # one sample, no noise: its median is itself
+
+
+def test_predict_agrees_with_the_training_path(series, normalizer) -> None:
+    """The per-series inference solver and the torchdiffeq training solve give the same trajectory."""
+    model = LatentODE(tiny_config(), 3).eval()
+    batch = collate(series, normalizer)
+    with torch.no_grad():
+        mean, _ = model.encode(batch)
+        t_union, idx = gather_times(batch)
+        from models.solve import odeint_grid
+
+        zs = odeint_grid(model.dynamics, mean, t_union, model.cfg.solver)
+        ref = model.decoder(zs.gather(1, idx[..., None].expand(-1, -1, 4)))
+    p = model.predict(batch, batch.tgt_t, num_samples=0)
+    valid = batch.tgt_m.any(-1)
+    torch.testing.assert_close(p.mean[valid], ref[valid], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("iwae", [1, 4])
+def test_loss_is_finite_and_differentiable(series, normalizer, iwae: int) -> None:
+    model = LatentODE(tiny_config(encoder="odernn", learn_std=True), 3)
+    batch = collate(series, normalizer, [2] * len(series))
+    loss, stats = model.loss(batch, kl_weight=0.5, iwae_samples=iwae)
+    loss.backward()
+    assert torch.isfinite(loss) and stats.nfe > 0
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.decoder.log_std.grad is not None and model.decoder.log_std.grad.abs().sum() > 0
+
+
+def test_adjoint_gives_the_same_gradients(series, normalizer) -> None:
+    from dataclasses import replace
+
+    cfg = tiny_config()
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(0)
+        model = LatentODE(replace(cfg, solver=replace(cfg.solver, adjoint=adjoint)), 3)
+        batch = collate(series, normalizer)
+        torch.manual_seed(1)
+        loss, _ = model.loss(batch)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.dynamics.parameters() if p.grad is not None]))
+    # the adjoint re-solves backwards to tolerance, so gradients agree to solver accuracy, not bitwise
+    assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-2

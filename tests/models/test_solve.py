@@ -1,0 +1,157 @@
+"""Solvers against problems with exact solutions, failure modes, and batch invariance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from models.config import SolverConfig
+from models.solve import SolverError, Status, odeint_grid, solve_per_series
+
+# Damped rotation: z' = A z, exact z(t) = exp(A t) z0, for any sign of t.
+A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
+
+
+def linear(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return z @ A.T
+
+
+def exact(z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """z0 (B, 2), t (B, Q) → (B, Q, 2)."""
+    expm = torch.linalg.matrix_exp(A * t[..., None, None])  # (B, Q, 2, 2)
+    return (expm @ z0[:, None, :, None]).squeeze(-1)
+
+
+# method → (settings, tolerance on the max abs error)
+METHODS: dict[str, tuple[dict[str, Any], float]] = {
+    "dopri5": (dict(rtol=1e-7, atol=1e-9), 1e-6),
+    "bosh3": (dict(rtol=1e-6, atol=1e-8), 5e-5),
+    "rk4": (dict(step_size=0.01), 1e-8),
+    "midpoint": (dict(step_size=0.005), 5e-5),
+    "euler": (dict(step_size=2e-3), 2e-2),
+}
+
+
+def problem(b: int = 5, q: int = 7):
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(b, 2, generator=g, dtype=torch.float64)
+    t = (torch.rand(b, q, generator=g, dtype=torch.float64) - 0.3) * 8  # before and after the anchor
+    t[0] = 0.0  # a series asking only for t = 0
+    t[1, 3] = t[1, 2]  # repeated query
+    return z0, t
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_per_series_matches_exact_solution(method: str) -> None:
+    kw, tol = METHODS[method]
+    z0, t = problem()
+    sol = solve_per_series(linear, z0, t, SolverConfig(method=method, max_num_steps=100_000, **kw))
+    assert sol.status.tolist() == [0] * 5
+    assert (sol.z - exact(z0, t)).abs().max() < tol
+    assert torch.equal(sol.z[0], z0[0].expand(7, 2))  # t = 0 is z0 exactly
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_grid_wrapper_matches_exact_solution(method: str) -> None:
+    kw, tol = METHODS[method]
+    z0, _ = problem()
+    t = torch.tensor([-3.0, -1.0, 0.0, 0.5, 2.5], dtype=torch.float64)
+    zs = odeint_grid(_Module(), z0, t, SolverConfig(method=method, max_num_steps=100_000, **kw))
+    assert zs.shape == (5, 5, 2)
+    assert (zs - exact(z0, t.expand(5, -1))).abs().max() < tol * 10
+
+
+class _Module(torch.nn.Module):
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return linear(t, z)
+
+
+def test_dense_output_is_fourth_order() -> None:
+    """Halving the tolerance-driven step should shrink interpolation error ~16× between steps."""
+    z0, t = problem()
+    errs = []
+    for rtol in (1e-4, 1e-4 / 2**5):
+        sol = solve_per_series(linear, z0, t, SolverConfig(rtol=rtol, atol=rtol * 1e-2))
+        errs.append(float((sol.z - exact(z0, t)).abs().max()))
+    assert errs[1] < errs[0] / 8
+
+
+def test_queries_in_any_order_are_answered_in_order() -> None:
+    z0, t = problem()
+    perm = torch.randperm(t.shape[1])
+    cfg = SolverConfig(rtol=1e-8, atol=1e-10)
+    a = solve_per_series(linear, z0, t, cfg).z
+    b = solve_per_series(linear, z0, t[:, perm], cfg).z
+    torch.testing.assert_close(a[:, perm], b)
+
+
+@pytest.mark.parametrize("window", [1, 2, 8, 64])
+def test_result_does_not_depend_on_the_window(window: int) -> None:
+    z0, t = problem(q=20)
+    ref = solve_per_series(linear, z0, t, SolverConfig(), window=20)
+    sol = solve_per_series(linear, z0, t, SolverConfig(), window=window)
+    torch.testing.assert_close(sol.z, ref.z, rtol=0, atol=1e-12)
+
+
+def test_batch_invariance_is_exact_per_row() -> None:
+    z0, t = problem(b=9)
+    together = solve_per_series(linear, z0, t, SolverConfig())
+    for i in range(9):
+        alone = solve_per_series(linear, z0[i : i + 1], t[i : i + 1], SolverConfig())
+        torch.testing.assert_close(alone.z[0], together.z[i], rtol=1e-12, atol=1e-12)
+
+
+def blowup(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return z**2  # z(t) = z0 / (1 - z0 t): infinite at t = 1/z0
+
+
+def test_blow_up_is_reported_per_series_not_for_the_batch() -> None:
+    z0 = torch.tensor([[1.0], [0.1]], dtype=torch.float64)  # row 0 blows up at t = 1, row 1 at t = 10
+    t = torch.tensor([[2.0], [2.0]], dtype=torch.float64)
+    sol = solve_per_series(blowup, z0, t, SolverConfig(max_num_steps=500))
+    assert sol.status[0] != Status.OK
+    assert sol.status[1] == Status.OK
+    torch.testing.assert_close(
+        sol.z[1, 0, 0], torch.tensor(0.1 / (1 - 0.2), dtype=torch.float64), rtol=1e-3, atol=0
+    )
+    with pytest.raises(SolverError, match=r"max_num_steps|NaN") as info:
+        sol.raise_on_failure(500)
+    assert info.value.rows == [0]
+
+
+def test_max_num_steps_is_a_typed_error_naming_the_setting() -> None:
+    z0, t = problem()
+    sol = solve_per_series(linear, z0, t * 100, SolverConfig(method="rk4", step_size=0.1, max_num_steps=50))
+    assert (sol.status[1:] == Status.MAX_STEPS).all()
+    with pytest.raises(SolverError, match=r"solver\.max_num_steps=50"):
+        sol.raise_on_failure(50)
+    with pytest.raises(SolverError, match="max_num_steps"):
+        odeint_grid(
+            _Module(),
+            z0,
+            torch.tensor([0.0, 1000.0], dtype=torch.float64),
+            SolverConfig(rtol=1e-9, atol=1e-12, max_num_steps=5),
+        )
+
+
+def test_grid_wrapper_converts_blow_up() -> None:
+    class Blow(torch.nn.Module):
+        def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return z**2
+
+    with pytest.raises(SolverError):
+        odeint_grid(
+            Blow(),
+            torch.ones(1, 1, dtype=torch.float64),
+            torch.tensor([0.0, 2.0], dtype=torch.float64),
+            SolverConfig(max_num_steps=200),
+        )
+
+
+def test_non_finite_query_times_are_refused() -> None:
+    z0, t = problem()
+    t[2, 2] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        solve_per_series(linear, z0, t, SolverConfig())

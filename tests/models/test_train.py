@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint, read_payload
+from models.config import DataConfig, ExperimentConfig, TrainConfig
+from models.data import TimeSpec
+from models.datasets.base import DatasetSplit
+from models.train import BEST, LAST, METRICS, PLOT, train
+from tests.conftest import make_series, tiny_config
+
+
+def _split() -> DatasetSplit:
+    s = make_series(40, seed=2, missing=0.2)
+    return DatasetSplit(s[:30], s[30:36], s[36:], ("a", "b", "c"), ("b",), TimeSpec("day"), {"name": "toy"})
+
+
+def _exp(epochs: int = 4, **train_kw) -> ExperimentConfig:
+    tc = TrainConfig(
+        epochs=epochs, batch_size=10, lr=1e-2, lr_min=1e-3, val_samples=4, plot_series=2, **train_kw
+    )
+    return ExperimentConfig(DataConfig(name="toy"), tiny_config(), tc)
+
+
+def test_tiny_training_run_loss_falls_and_writes_everything(tmp_path) -> None:
+    res = train(_exp(), _split(), tmp_path, device="cpu", show_progress=False)
+    hist = res.metrics["history"]
+    assert len(hist) == 4
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.1
+    assert hist[-1]["val_loss"] < hist[0]["val_loss"]
+    for name in (BEST, LAST, METRICS, PLOT):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / PLOT).read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / METRICS).read_text())
+    best = min(hist, key=lambda r: r["val_nmse"])
+    assert saved["best"]["epoch"] == best["epoch"]
+    bundle = load_checkpoint(tmp_path / BEST)
+    assert bundle.metrics["validation"]["epoch"] == best["epoch"]
+    assert bundle.data["channels"] == ["a", "b", "c"] and bundle.data["config"]["name"] == "toy"
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    full = tmp_path / "full"
+    train(_exp(3), _split(), full, device="cpu", show_progress=False)
+
+    def stop_after_first(row: dict) -> None:
+        if row["epoch"] == 1:
+            raise _Stop
+
+    part = tmp_path / "part"
+    with pytest.raises(_Stop):
+        train(_exp(3), _split(), part, device="cpu", show_progress=False, on_epoch=stop_after_first)
+    assert read_payload(part / LAST)["train_state"]["epoch"] == 1
+    train(_exp(3), _split(), part, device="cpu", show_progress=False, resume=part / LAST)
+    a, b = read_payload(full / LAST), read_payload(part / LAST)
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-6, atol=1e-7)
+    assert [r["epoch"] for r in b["train_state"]["history"]] == [1, 2, 3]
+
+
+def test_resume_needs_a_training_checkpoint(tmp_path) -> None:
+    train(_exp(1), _split(), tmp_path, device="cpu", show_progress=False)
+    with pytest.raises(ValueError, match=r"last\.pt"):
+        train(_exp(2), _split(), tmp_path / "x", device="cpu", show_progress=False, resume=tmp_path / BEST)
+
+
+def test_rnn_baseline_trains_with_the_same_code(tmp_path) -> None:
+    exp = ExperimentConfig(
+        DataConfig(name="toy"),
+        tiny_config(kind="rnn", learn_std=True),
+        TrainConfig(epochs=3, batch_size=10, lr=1e-2, val_samples=1, plot_series=1),
+    )
+    res = train(exp, _split(), tmp_path, device="cpu", show_progress=False)
+    hist = res.metrics["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert load_checkpoint(tmp_path / BEST).config.kind == "rnn"
