@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from models.data import Normalizer, Series
 from models.forecast import Forecaster
@@ -61,10 +62,11 @@ def holdout_metrics(
     out["forecast_points"] = float(len(pred))
     out["failed_series"] = float(sum(f.status != 0 for f in fc))
     if all(s.truth is not None for s in sel):
-        raw = forecaster.predict(sel, queries, n_context=ctx)
-        sq = [
-            (f.mean - s.truth[c:]) ** 2 for f, s, c in zip(raw, sel, ctx, strict=True) if s.truth is not None
-        ]
+        if any(norm.log):  # the raw-unit mean of a log channel is not the inverse map of its mean
+            means = [f.mean for f in forecaster.predict(sel, queries, n_context=ctx)]
+        else:
+            means = [norm.inverse(torch.as_tensor(f.mean)).numpy() for f in fc]
+        sq = [(m - s.truth[c:]) ** 2 for m, s, c in zip(means, sel, ctx, strict=True) if s.truth is not None]
         out["rmse_truth"] = float(np.sqrt(np.concatenate(sq).mean()))
     return out
 

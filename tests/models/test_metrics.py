@@ -30,3 +30,16 @@ def test_holdout_metrics_are_complete(series, normalizer) -> None:
     assert {"nmse", "nmse_a", "nmse_b", "nmse_c", "coverage80", "forecast_points"} <= set(m)
     assert 0 <= m["coverage80"] <= 1 and m["nmse"] > 0 and m["forecast_points"] == len(series)
     assert "rmse_truth" not in m  # no truth for real data
+
+
+def test_rmse_against_truth_is_in_raw_units(series) -> None:
+    from dataclasses import replace
+
+    with_truth = [replace(s, truth=np.nan_to_num(s.values, nan=2.0) + 0.5) for s in series]
+    for logs in ((), ("b",)):
+        norm = Normalizer.fit(series, ("a", "b", "c"), logs)
+        fc = Forecaster(LatentODE(tiny_config(), 3), norm, num_samples=8)
+        m = holdout_metrics(fc, with_truth)
+        raw = fc.predict(with_truth, [s.times[-1:] for s in with_truth], n_context=[len(s) - 1 for s in with_truth])
+        want = np.sqrt(np.mean([(f.mean[0] - s.truth[-1]) ** 2 for f, s in zip(raw, with_truth, strict=True)]))
+        assert abs(m["rmse_truth"] - want) < 1e-4 * want
