@@ -78,8 +78,13 @@ def worker(steps: int, adjoint: bool, batch: int, device: str, reps: int) -> dic
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return {"steps": steps, "adjoint": adjoint, "peak_mib": peak, "seconds": sorted(times)[len(times) // 2],
-            "nfe_per_iteration": model.dynamics.nfe - nfe0}
+    return {
+        "steps": steps,
+        "adjoint": adjoint,
+        "peak_mib": peak,
+        "seconds": sorted(times)[len(times) // 2],
+        "nfe_per_iteration": model.dynamics.nfe - nfe0,
+    }
 
 
 def main() -> None:
@@ -98,18 +103,46 @@ def main() -> None:
     rows = []
     for steps in [int(s) for s in args.steps.split(",")]:
         for adjoint in (0, 1):
-            cmd = [sys.executable, __file__, "--worker", "--steps", str(steps), "--adjoint", str(adjoint),
-                   "--batch", str(args.batch), "--device", args.device, "--reps", str(args.reps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--steps",
+                str(steps),
+                "--adjoint",
+                str(adjoint),
+                "--batch",
+                str(args.batch),
+                "--device",
+                args.device,
+                "--reps",
+                str(args.reps),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"steps={steps:<5} adjoint={bool(adjoint)!s:<5} peak={row['peak_mib']:8.1f} MiB "
-                  f"time={row['seconds'] * 1e3:8.1f} ms nfe={row['nfe_per_iteration']}", flush=True)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+            print(
+                f"steps={steps:<5} adjoint={bool(adjoint)!s:<5} peak={row['peak_mib']:8.1f} MiB "
+                f"time={row['seconds'] * 1e3:8.1f} ms nfe={row['nfe_per_iteration']}",
+                flush=True,
+            )
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"device": device, "torch": torch.__version__, "date": dt.date.today().isoformat(), "commit": commit,
-            "batch": args.batch, "latent": 16, "hidden": 64, "targets": TARGETS, "rows": rows}
+    meta = {
+        "device": device,
+        "torch": torch.__version__,
+        "date": dt.date.today().isoformat(),
+        "commit": commit,
+        "batch": args.batch,
+        "latent": 16,
+        "hidden": 64,
+        "targets": TARGETS,
+        "rows": rows,
+    }
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "adjoint.json").write_text(json.dumps(meta, indent=2))
@@ -119,8 +152,11 @@ def main() -> None:
         f"One training iteration (forward + backward + Adam step) of a latent ODE: batch {args.batch}, latent 16,",
         "MLP dynamics 2 × 64, GRU encoder over 30 points, Gaussian likelihood at 50 target times, fixed-step RK4",
         f"over {SPAN:g} time units. Peak memory measured in a fresh process per row "
-        + ("(torch.cuda.max_memory_allocated over the iteration)." if args.device.startswith("cuda")
-           else "(growth of peak RSS over the first iteration)."),
+        + (
+            "(torch.cuda.max_memory_allocated over the iteration)."
+            if args.device.startswith("cuda")
+            else "(growth of peak RSS over the first iteration)."
+        ),
         "",
         "| RK4 steps | backprop through solver: peak MiB | time ms | adjoint: peak MiB | time ms | NFE (adjoint) |",
         "|---|---|---|---|---|---|",
@@ -128,10 +164,16 @@ def main() -> None:
     by = {(r["steps"], r["adjoint"]): r for r in rows}
     for steps in sorted({r["steps"] for r in rows}):
         d, a = by[(steps, False)], by[(steps, True)]
-        lines.append(f"| {steps} | {d['peak_mib']:.1f} | {d['seconds'] * 1e3:.1f} | {a['peak_mib']:.1f} | "
-                     f"{a['seconds'] * 1e3:.1f} | {a['nfe_per_iteration']} |")
-    lines += ["", f"Device: {device}; torch {torch.__version__}; {meta['date']}; commit {commit}.", "",
-              f"Reproduce: `python bench/adjoint.py --steps {args.steps} --batch {args.batch} --device {args.device}`"]
+        lines.append(
+            f"| {steps} | {d['peak_mib']:.1f} | {d['seconds'] * 1e3:.1f} | {a['peak_mib']:.1f} | "
+            f"{a['seconds'] * 1e3:.1f} | {a['nfe_per_iteration']} |"
+        )
+    lines += [
+        "",
+        f"Device: {device}; torch {torch.__version__}; {meta['date']}; commit {commit}.",
+        "",
+        f"Reproduce: `python bench/adjoint.py --steps {args.steps} --batch {args.batch} --device {args.device}`",
+    ]
     (out_dir / "adjoint.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

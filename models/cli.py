@@ -8,9 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Latent-ODE forecasts for irregular time series."
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Latent-ODE forecasts for irregular time series.")
 
 _BUILTIN = {"spirals": "spirals", "pbcseq": "pbcseq"}
 
@@ -21,24 +19,16 @@ def _split_list(value: str | None) -> list[str] | None:
 
 @app.command("train")
 def train_cmd(
-    data: Annotated[
-        str, typer.Option(help="spirals, pbcseq, or a CSV/parquet long table (id, time, channels)")
-    ],
+    data: Annotated[str, typer.Option(help="spirals, pbcseq, or a CSV/parquet long table (id, time, channels)")],
     out: Annotated[Path, typer.Option(help="run directory: best.pt, last.pt, metrics.json, validation.png")],
     config: Annotated[Path | None, typer.Option(help="TOML/JSON overriding the data set's recipe")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    adjoint: Annotated[
-        bool, typer.Option(help="train with torchdiffeq's adjoint (memory O(1) in steps)")
-    ] = False,
+    adjoint: Annotated[bool, typer.Option(help="train with torchdiffeq's adjoint (memory O(1) in steps)")] = False,
     seed: Annotated[int | None, typer.Option(help="training seed")] = None,
     epochs: Annotated[int | None, typer.Option(help="override the number of epochs")] = None,
-    channels: Annotated[
-        str | None, typer.Option(help="for a user file: channel columns, comma-separated")
-    ] = None,
+    channels: Annotated[str | None, typer.Option(help="for a user file: channel columns, comma-separated")] = None,
     log_channels: Annotated[str | None, typer.Option(help="channels to model on a log scale")] = None,
-    time_unit: Annotated[
-        str | None, typer.Option(help="unit of numeric times / unit date-times become")
-    ] = None,
+    time_unit: Annotated[str | None, typer.Option(help="unit of numeric times / unit date-times become")] = None,
     time_scale: Annotated[float | None, typer.Option(help="model time = time in unit × scale")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue from a run's last.pt")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
@@ -72,9 +62,7 @@ def train_cmd(
         )
     result = train(exp, load_dataset(exp.data), out, device=device, resume=resume, show_progress=not quiet)
     best = result.metrics["best"]
-    typer.echo(
-        f"best epoch {best.get('epoch')}: val nmse {best.get('val_nmse', float('nan')):.4f} -> {result.best}"
-    )
+    typer.echo(f"best epoch {best.get('epoch')}: val nmse {best.get('val_nmse', float('nan')):.4f} -> {result.best}")
 
 
 @app.command("evaluate")
@@ -86,9 +74,7 @@ def evaluate_cmd(
     ),
     out: Annotated[Path, typer.Option(help="where the Markdown and JSON tables go")] = Path("bench/results"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    retrain: Annotated[
-        bool, typer.Option(help="spirals: train both models even if checkpoints exist")
-    ] = False,
+    retrain: Annotated[bool, typer.Option(help="spirals: train both models even if checkpoints exist")] = False,
     epochs: Annotated[int | None, typer.Option(help="spirals: override training epochs")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:

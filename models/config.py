@@ -100,9 +100,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.kind in get_args(ModelKind), "model.kind", f"must be one of {get_args(ModelKind)}")
-        _check(
-            self.encoder in get_args(EncoderKind), "model.encoder", f"must be one of {get_args(EncoderKind)}"
-        )
+        _check(self.encoder in get_args(EncoderKind), "model.encoder", f"must be one of {get_args(EncoderKind)}")
         _check(self.anchor in get_args(Anchor), "model.anchor", f"must be one of {get_args(Anchor)}")
         _check(
             self.activation in get_args(Activation),

@@ -161,9 +161,7 @@ class Normalizer:
     std: tuple[float, ...]
 
     @staticmethod
-    def fit(
-        series: Sequence[Series], channels: Sequence[str], log_channels: Sequence[str] = ()
-    ) -> Normalizer:
+    def fit(series: Sequence[Series], channels: Sequence[str], log_channels: Sequence[str] = ()) -> Normalizer:
         """Fit on (training) series: statistics over all observed values of each channel."""
         unknown = set(log_channels) - set(channels)
         if unknown:

@@ -35,9 +35,7 @@ class Decoder(nn.Module):
         return self.log_std.exp() + self.min_std
 
 
-def gaussian_log_density(
-    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Σ over observed entries of log N(x; mean, std²). x, mean, mask: (…, T, D); std (D,) → (…,)."""
     logp = -0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)
     return (logp * mask).sum(dim=(-1, -2))

@@ -135,9 +135,7 @@ def spirals_markdown(r: dict[str, Any]) -> str:
     for kind, label in (("rnn", "RNN"), ("latent_ode", "Latent ODE")):
         paper = PAPER_SPIRALS[kind]
         lines.append(f"| {label} (paper) | " + " | ".join(f"{paper[n]:.4f}" for n in (30, 50, 100)) + " |")
-        lines.append(
-            f"| {label} (ours) | " + " | ".join(f"{m[kind]['rmse'][n]:.4f}" for n in (30, 50, 100)) + " |"
-        )
+        lines.append(f"| {label} (ours) | " + " | ".join(f"{m[kind]['rmse'][n]:.4f}" for n in (30, 50, 100)) + " |")
     lines += [
         "",
         "Cost on " + r["device"] + f", commit {r['commit']}:",

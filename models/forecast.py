@@ -72,9 +72,7 @@ class Forecaster:
         self.solver = solver or model.cfg.solver
 
     @classmethod
-    def from_bundle(
-        cls, bundle: ModelBundle, device: str | torch.device = "cpu", **kwargs: object
-    ) -> Forecaster:
+    def from_bundle(cls, bundle: ModelBundle, device: str | torch.device = "cpu", **kwargs: object) -> Forecaster:
         return cls(bundle.model, bundle.normalizer, device, **kwargs)  # type: ignore[arg-type]
 
     def predict(
@@ -99,9 +97,7 @@ class Forecaster:
         for start in range(0, len(series), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             ctx = None if n_context is None else list(n_context[chunk])
-            out += self._predict_chunk(
-                series[chunk], query_times[chunk], levels, ns, return_samples, ctx, normalized
-            )
+            out += self._predict_chunk(series[chunk], query_times[chunk], levels, ns, return_samples, ctx, normalized)
         return out
 
     @torch.no_grad()

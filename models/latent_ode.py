@@ -66,9 +66,7 @@ class LatentODE(nn.Module):
         mean, logvar = self.encoder(batch.ctx_t, batch.ctx_x, batch.ctx_m, batch.ctx_len)
         return mean, logvar.clamp(-20.0, 10.0)
 
-    def loss(
-        self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1
-    ) -> tuple[torch.Tensor, LossStats]:
+    def loss(self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1) -> tuple[torch.Tensor, LossStats]:
         """Negative ELBO (IWAE bound when iwae_samples > 1) per observed target value.
 
         The likelihood covers every observed value of the series (context reconstruction and the

@@ -36,8 +36,7 @@ def plot_validation(
     contexts = forecast_contexts(series)
     # the RNN baseline cannot look back: its curves start at the end of the context
     starts = [
-        s.times[c - 1] if bundle.config.kind == "rnn" else s.times[0]
-        for s, c in zip(series, contexts, strict=True)
+        s.times[c - 1] if bundle.config.kind == "rnn" else s.times[0] for s, c in zip(series, contexts, strict=True)
     ]
     grids = [np.linspace(t0, s.times[-1], points) for t0, s in zip(starts, series, strict=True)]
     fc = Forecaster.from_bundle(bundle, device).predict(series, grids, levels=(0.1, 0.9), n_context=contexts)
@@ -48,9 +47,7 @@ def plot_validation(
     for i, (s, c, f) in enumerate(zip(series, contexts, fc, strict=True)):
         for j, name in enumerate(channels):
             ax = axes[i][j]
-            ax.fill_between(
-                f.times, f.quantiles[0.1][:, j], f.quantiles[0.9][:, j], alpha=0.25, label="10–90%"
-            )
+            ax.fill_between(f.times, f.quantiles[0.1][:, j], f.quantiles[0.9][:, j], alpha=0.25, label="10–90%")
             ax.plot(f.times, f.mean[:, j], lw=1.5, label="mean")
             if s.truth is not None:
                 ax.plot(s.times, s.truth[:, j], "k--", lw=0.8, label="truth")

@@ -50,9 +50,7 @@ class RNNBaseline(nn.Module):
             prev_t = torch.where(valid, t[:, j], prev_t)
         return torch.stack(outs, dim=1)
 
-    def loss(
-        self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1
-    ) -> tuple[torch.Tensor, LossStats]:
+    def loss(self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1) -> tuple[torch.Tensor, LossStats]:
         """Negative Gaussian log-likelihood per observed target value (no latent, so no KL)."""
         lengths = batch.tgt_m.any(-1).sum(1)
         means = self._run(batch.tgt_t, batch.tgt_x, batch.tgt_m, ~batch.tgt_future, lengths)
@@ -86,18 +84,12 @@ class RNNBaseline(nn.Module):
         ci = j.clamp(max=tc - 1)
         qi = (j - batch.ctx_len[:, None]).clamp(0, q - 1)
         t = torch.where(is_ctx, batch.ctx_t.gather(1, ci), tq.gather(1, qi))
-        x = torch.where(
-            is_ctx[..., None], batch.ctx_x.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0
-        )
-        m = torch.where(
-            is_ctx[..., None], batch.ctx_m.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0
-        )
+        x = torch.where(is_ctx[..., None], batch.ctx_x.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0)
+        m = torch.where(is_ctx[..., None], batch.ctx_m.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0)
         means = self._run(t, x, m, is_ctx, batch.ctx_len + q)
         pos = batch.ctx_len[:, None] + torch.arange(q, device=query_t.device)  # (B, Q)
         sorted_means = means.gather(1, pos[..., None].expand(-1, -1, self.n_channels))
-        mean = torch.empty_like(sorted_means).scatter_(
-            1, order[..., None].expand_as(sorted_means), sorted_means
-        )
+        mean = torch.empty_like(sorted_means).scatter_(1, order[..., None].expand_as(sorted_means), sorted_means)
         lv = torch.as_tensor(list(levels), dtype=mean.dtype, device=mean.device)
         sd = self.decoder.std if include_noise else torch.zeros_like(self.decoder.std)
         quant = mean[None] + torch.special.ndtri(lv).view(-1, 1, 1, 1) * sd

@@ -256,8 +256,7 @@ def solve_per_series(
     """
     if t_query.ndim != 2 or z0.ndim != 2 or t_query.shape[0] != z0.shape[0]:
         raise ValueError(
-            f"solve_per_series: need z0 (B, L) and t_query (B, Q), got {tuple(z0.shape)}, "
-            f"{tuple(t_query.shape)}"
+            f"solve_per_series: need z0 (B, L) and t_query (B, Q), got {tuple(z0.shape)}, {tuple(t_query.shape)}"
         )
     if not bool(torch.isfinite(t_query).all()):
         raise ValueError("solve_per_series: query times must be finite")

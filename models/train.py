@@ -57,9 +57,7 @@ def _kl_weight(exp: ExperimentConfig, progress: float) -> float:
     return 1.0 if n == 0 else min(1.0, progress / n)
 
 
-def validate(
-    bundle: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, device: torch.device
-) -> dict[str, float]:
+def validate(bundle: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> dict[str, float]:
     """Validation loss (negative ELBO per observed value, fixed noise) and held-out forecast metrics."""
     model = bundle.model
     model.eval()
@@ -70,9 +68,7 @@ def validate(
         torch.manual_seed(exp.train.seed + 10_000)
         for start in range(0, len(series), exp.train.batch_size):
             part = series[start : start + exp.train.batch_size]
-            batch = collate(
-                part, bundle.normalizer, contexts[start : start + len(part)], model.cfg.anchor
-            ).to(device)
+            batch = collate(part, bundle.normalizer, contexts[start : start + len(part)], model.cfg.anchor).to(device)
             loss, _ = model.loss(batch)
             n = float(batch.tgt_m.sum())
             total += float(loss) * n
@@ -120,6 +116,7 @@ def train(
         channels=list(split.channels),
         log_channels=list(split.log_channels),
         config=to_dict(exp.data),
+        max_span=max(float(s.times[-1] - s.times[0]) for s in split.train),  # model time
     )
 
     def bundle(metrics: dict[str, Any]) -> ModelBundle:

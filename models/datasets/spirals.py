@@ -32,9 +32,7 @@ def spiral_trajectories() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ts, cw, cc
 
 
-def spiral_windows(
-    n: int, noise_std: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def spiral_windows(n: int, noise_std: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """n windows: times (200,), noisy (n, 200, 2), truth (n, 200, 2), counter-clockwise flags (n,)."""
     ts, cw, cc = spiral_trajectories()
     rng = np.random.default_rng([seed, 0])

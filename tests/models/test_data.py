@@ -127,9 +127,7 @@ def test_collate_shapes_masks_and_anchor(series, normalizer) -> None:
             np.testing.assert_allclose(b.tgt_t[i, : len(s)].numpy(), s.times - ref, atol=1e-5)
             np.testing.assert_array_equal(b.tgt_m[i, : len(s)].numpy(), s.mask)
             assert not b.tgt_m[i, len(s) :].any()  # padding never counts as observed
-            assert b.tgt_future[i].tolist() == [False, False] + [True] * (len(s) - 2) + [False] * (
-                tt - len(s)
-            )
+            assert b.tgt_future[i].tolist() == [False, False] + [True] * (len(s) - 2) + [False] * (tt - len(s))
         assert torch.all(b.ctx_x[b.ctx_m == 0] == 0)
 
 

@@ -55,9 +55,7 @@ def test_pbcseq_is_the_published_table() -> None:
 
 def test_user_file_needs_channels_and_splits(tmp_path) -> None:
     rows = [
-        {"id": f"u{i}", "time": f"2026-01-{d:02d}", "a": float(i + d), "b": None}
-        for i in range(10)
-        for d in (1, 3, 9)
+        {"id": f"u{i}", "time": f"2026-01-{d:02d}", "a": float(i + d), "b": None} for i in range(10) for d in (1, 3, 9)
     ]
     path = tmp_path / "obs.csv"
     pd.DataFrame(rows).to_csv(path, index=False)

@@ -113,9 +113,7 @@ def test_blow_up_is_reported_per_series_not_for_the_batch() -> None:
     sol = solve_per_series(blowup, z0, t, SolverConfig(max_num_steps=500))
     assert sol.status[0] != Status.OK
     assert sol.status[1] == Status.OK
-    torch.testing.assert_close(
-        sol.z[1, 0, 0], torch.tensor(0.1 / (1 - 0.2), dtype=torch.float64), rtol=1e-3, atol=0
-    )
+    torch.testing.assert_close(sol.z[1, 0, 0], torch.tensor(0.1 / (1 - 0.2), dtype=torch.float64), rtol=1e-3, atol=0)
     with pytest.raises(SolverError, match=r"max_num_steps|NaN") as info:
         sol.raise_on_failure(500)
     assert info.value.rows == [0]

@@ -19,9 +19,7 @@ def _split() -> DatasetSplit:
 
 
 def _exp(epochs: int = 4, **train_kw) -> ExperimentConfig:
-    tc = TrainConfig(
-        epochs=epochs, batch_size=10, lr=1e-2, lr_min=1e-3, val_samples=4, plot_series=2, **train_kw
-    )
+    tc = TrainConfig(epochs=epochs, batch_size=10, lr=1e-2, lr_min=1e-3, val_samples=4, plot_series=2, **train_kw)
     return ExperimentConfig(DataConfig(name="toy"), tiny_config(), tc)
 
 

@@ -1,0 +1,230 @@
+"""Micro-batching: concurrent requests' series are solved together by one inference thread.
+
+Requests wait on an asyncio future; the thread owns the device, so the event loop never runs model
+code. A batch starts when `max_batch_series` series are waiting or the oldest has waited
+`max_wait_ms`; it takes requests of the same (model, latent samples) in arrival order. Each series
+is solved with its own query times and steps (see `models.solve`), so batching never changes a
+forecast. Queue limits answer 503 + Retry-After; expired requests are dropped before solving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from models import SeriesForecast
+from service.errors import ServiceError
+from service.prepare import Job
+from service.registry import ServedModel
+
+log = logging.getLogger("latentcast.service")
+
+
+@dataclasses.dataclass
+class _Item:
+    job: Job
+    samples: int  # latent samples for this job
+    future: asyncio.Future[list[SeriesForecast]]
+    loop: asyncio.AbstractEventLoop
+    deadline: float
+    enqueued: float
+
+
+@dataclasses.dataclass
+class BatchStats:
+    """Reported to the metrics hooks after every solve."""
+
+    model: str
+    series: int
+    requests: int
+    seconds: float
+    nfe: int
+
+
+class Batcher:
+    def __init__(
+        self,
+        models: dict[str, ServedModel],
+        *,
+        enabled: bool,
+        max_batch_series: int,
+        max_wait_ms: float,
+        max_queue_series: int,
+        num_samples: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        on_queue: Callable[[int], None] | None = None,
+    ):
+        self.models = models
+        self.enabled = enabled
+        self.max_batch = max_batch_series
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue_series
+        self.num_samples = num_samples
+        self.on_batch = on_batch
+        self.on_queue = on_queue
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._queued_series = 0
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="latentcast-inference", daemon=True)
+        self._recent_batch_seconds = 0.05
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout=30)
+
+    @property
+    def queued_series(self) -> int:
+        return self._queued_series
+
+    async def submit(self, job: Job, timeout: float) -> list[SeriesForecast]:
+        """Queue a job and wait for its forecasts; 503 when the queue is full, 504 past the deadline."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        item = _Item(job, max(self.num_samples, job.num_samples), loop.create_future(), loop, now + timeout, now)
+        with self._cv:
+            if self._queued_series + job.size > self.max_queue:
+                retry = max(1, round(self._recent_batch_seconds * (1 + self._queued_series / self.max_batch)))
+                raise ServiceError(
+                    503,
+                    f"server busy: {self._queued_series} series queued (limit "
+                    f"{self.max_queue}, LATENTCAST_MAX_QUEUE_SERIES); retry later",
+                    headers={"Retry-After": str(retry)},
+                )
+            self._queue.append(item)
+            self._queued_series += job.size
+            self._report_queue()
+            self._cv.notify()
+        try:
+            return await asyncio.wait_for(item.future, timeout=timeout)  # cancels it on timeout
+        except asyncio.TimeoutError:
+            raise ServiceError(
+                504,
+                f"deadline of {timeout:g} s passed before the forecast was ready "
+                "(LATENTCAST_REQUEST_TIMEOUT_S); send fewer series or retry",
+            ) from None
+
+    # ---------------------------------------------------------------------------------------------
+    # inference thread
+
+    def _report_queue(self) -> None:
+        if self.on_queue is not None:
+            self.on_queue(self._queued_series)
+
+    def _take(self) -> list[_Item] | None:
+        """Block until a batch is due; pop it. None when stopping."""
+        with self._cv:
+            while True:
+                if self._stop:
+                    return None
+                if not self._queue:
+                    self._cv.wait()
+                    continue
+                first = self._queue[0]
+                due = first.enqueued + self.max_wait
+                if self.enabled and self._queued_series < self.max_batch and time.monotonic() < due:
+                    self._cv.wait(timeout=max(0.0, due - time.monotonic()))
+                    continue
+                batch: list[_Item] = []
+                n = 0
+                key = (first.job.model, first.samples)
+                for item in list(self._queue):
+                    if (item.job.model, item.samples) != key:
+                        continue
+                    if batch and (n + item.job.size > self.max_batch or not self.enabled):
+                        break
+                    batch.append(item)
+                    n += item.job.size
+                for item in batch:
+                    self._queue.remove(item)
+                self._queued_series -= n
+                self._report_queue()
+                return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            now = time.monotonic()
+            live = []
+            for item in batch:
+                if now >= item.deadline or item.future.cancelled():
+                    continue  # its request has already answered 504 or gone away
+                live.append(item)
+            if live:
+                self._solve(live)
+
+    def _solve(self, items: list[_Item]) -> None:
+        model = self.models[items[0].job.model]
+        try:
+            results = self._predict(model, items)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(items) > 1:  # retry each request alone before giving up
+                for item in items:
+                    self._solve([item])
+                return
+            self._fail(
+                items,
+                ServiceError(
+                    503,
+                    "out of GPU memory for this request; send fewer series or query times",
+                    headers={"Retry-After": "1"},
+                ),
+            )
+            return
+        except Exception as exc:  # a bug, not bad input: answer 500 rather than hang the request
+            log.exception("inference failed")
+            self._fail(items, exc)
+            return
+        for item, result in zip(items, results, strict=True):
+            item.loop.call_soon_threadsafe(_resolve, item.future, result)
+
+    def _predict(self, model: ServedModel, items: list[_Item]) -> list[list[SeriesForecast]]:
+        series = [s for it in items for s in it.job.series]
+        queries = [q for it in items for q in it.job.queries]
+        levels = tuple(sorted({lv for it in items for lv in it.job.levels}))
+        want_samples = any(it.job.num_samples for it in items)
+        dyn = getattr(model.forecaster.model, "dynamics", None)
+        nfe0 = dyn.nfe if dyn is not None else 0
+        t0 = time.perf_counter()
+        out = model.forecaster.predict(
+            series, queries, levels=levels, num_samples=items[0].samples, return_samples=want_samples
+        )
+        seconds = time.perf_counter() - t0
+        self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
+        if self.on_batch is not None:
+            nfe = (dyn.nfe if dyn is not None else 0) - nfe0
+            self.on_batch(BatchStats(model.name, len(series), len(items), seconds, nfe))
+        results, start = [], 0
+        for it in items:
+            results.append(out[start : start + it.job.size])
+            start += it.job.size
+        return results
+
+    def _fail(self, items: list[_Item], exc: BaseException) -> None:
+        for item in items:
+            item.loop.call_soon_threadsafe(_reject, item.future, exc)
+
+
+def _resolve(fut: asyncio.Future[list[SeriesForecast]], value: list[SeriesForecast]) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _reject(fut: asyncio.Future[list[SeriesForecast]], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

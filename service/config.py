@@ -1,0 +1,76 @@
+"""Service settings: one pydantic-settings class, environment prefix LATENTCAST_, checked at start."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+
+
+def embedded_models() -> list[Path]:
+    """The default models shipped in the package (service/embedded/*.pt), sorted by name."""
+    return sorted(EMBEDDED_DIR.glob("*.pt"))
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Lists come from the environment as JSON (LATENTCAST_MODELS='["a.pt"]')."""
+
+    model_config = SettingsConfigDict(env_prefix="LATENTCAST_", extra="ignore", frozen=True)
+
+    models: list[Path] = Field(default_factory=list, description="checkpoints to serve; empty = embedded defaults")
+    default_model: str | None = Field(
+        None, description="model used when a request names none (default: pbcseq if served, else the first)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    # micro-batching
+    batching: bool = Field(True, description="gather concurrent requests' series into one solve")
+    max_batch_series: int = Field(4096, ge=1, description="series per solve (before × latent samples)")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits for more series")
+    max_queue_series: int = Field(200_000, ge=1, description="series waiting; beyond this: 503 + Retry-After")
+
+    # limits per request
+    max_body_bytes: int = Field(64 * 2**20, ge=1024)
+    max_series: int = Field(10_000, ge=1)
+    max_points: int = Field(10_000, ge=1, description="observations per series")
+    max_query_times: int = Field(2_000, ge=1, description="query times per series")
+    max_total_points: int = Field(5_000_000, ge=1, description="observations + query times per request")
+    max_horizon_factor: float = Field(
+        2.0,
+        gt=0,
+        description="query times must lie within this × the longest training series span of the "
+        "observations' first/last time",
+    )
+    max_num_samples: int = Field(256, ge=0, description="most sampled trajectories a request may ask for")
+    num_samples: int = Field(64, ge=1, le=4096, description="latent samples behind means and quantiles")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it")
+
+    api_key: SecretStr | None = Field(None, description="if set, /forecast and /models need it (X-API-Key)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.api_key is not None and len(self.api_key.get_secret_value()) < 16:
+            raise ValueError("LATENTCAST_API_KEY must be at least 16 characters")
+        for path in self.models:
+            if not path.is_file():
+                raise ValueError(f"LATENTCAST_MODELS: {path} is not a file")
+        if not self.models and not embedded_models():
+            raise ValueError(f"no models: set LATENTCAST_MODELS or ship checkpoints in {EMBEDDED_DIR}")
+        return self
+
+    @property
+    def model_paths(self) -> list[Path]:
+        return list(self.models) or embedded_models()
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

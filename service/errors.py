@@ -1,0 +1,32 @@
+"""Errors the service answers with: a status, a sentence saying what to change, and where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """An HTTP error with a precise status and a body {"detail": ..., "errors": [...]}."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "errors": self.errors}
+
+
+def field_error(status: int, msg: str, loc: list[str | int], series_id: str | None = None) -> ServiceError:
+    """One bad field: `loc` is its path in the request body, `series_id` the series it belongs to."""
+    where = f"series {series_id!r}: " if series_id is not None else ""
+    path = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
+    return ServiceError(status, f"{where}{path}: {msg}", [{"loc": loc, "msg": msg, "series_id": series_id}])

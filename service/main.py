@@ -1,0 +1,163 @@
+"""The FastAPI app: `create_app(settings)`; models load in the background after start-up so that
+/healthz answers at once and /readyz turns 200 only once every model is loaded and warmed up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.batching import Batcher, BatchStats
+from service.config import Settings, get_settings
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.registry import choose_device, default_model_name, load_models, warm_up
+from service.routes import router
+from service.schemas import ForecastRequest
+from service.state import AppState
+
+log = logging.getLogger("latentcast.service")
+access = logging.getLogger("latentcast.access")
+KNOWN_PATHS = {"/forecast", "/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
+
+
+async def _load(state: AppState) -> None:
+    s = state.settings
+    try:
+        device = choose_device(s.device)
+        models = await asyncio.to_thread(load_models, s, device)
+        for served in models.values():
+            await asyncio.to_thread(warm_up, served)
+        state.default = default_model_name(s, models)
+        m = state.metrics
+
+        def on_batch(b: BatchStats) -> None:
+            m.batch_series.observe(b.series)
+            m.batch_requests.observe(b.requests)
+            m.batch_seconds.observe(b.seconds)
+            m.nfe.labels(b.model).inc(b.nfe)
+
+        state.batcher = Batcher(
+            models,
+            enabled=s.batching,
+            max_batch_series=s.max_batch_series,
+            max_wait_ms=s.max_wait_ms,
+            max_queue_series=s.max_queue_series,
+            num_samples=s.num_samples,
+            on_batch=on_batch,
+            on_queue=m.queue_series.set,
+        )
+        state.batcher.start()
+        state.models = models
+        state.ready = True
+        m.ready.set(1)
+        log.info("ready: models %s on %s (default %s)", sorted(models), device, state.default)
+    except Exception as exc:
+        state.failure = f"{type(exc).__name__}: {exc}"
+        log.exception("model loading failed; /readyz reports it")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    state = AppState(settings=settings, metrics=Metrics())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_load(state))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if state.batcher is not None:
+            await asyncio.to_thread(state.batcher.stop)
+
+    app = FastAPI(
+        title="latentcast",
+        summary="Forecasts for irregularly sampled, partly missing time series (latent ODEs).",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.latentcast = state
+    app.include_router(router)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        rid = request.scope.get("state", {}).get("request_id")
+        return JSONResponse({"detail": f"internal error (request id {rid}); this is a bug", "errors": []}, 500)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            req = ForecastRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            comps.update(req.pop("$defs", {}))
+            comps["ForecastRequest"] = req
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(AccessLog, metrics=state.metrics)
+    return app
+
+
+class AccessLog:
+    """One JSON log line and the Prometheus counters per request; adds X-Request-ID to every response."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - start
+            path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            self.metrics.requests.labels(path, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(seconds)
+            if path not in ("/metrics", "/healthz", "/readyz") or status >= 400:
+                access.info(
+                    orjson.dumps(
+                        {
+                            "request_id": rid,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "series": scope["state"].get("series", 0),
+                            "latency_ms": round(seconds * 1e3, 3),
+                        }
+                    ).decode()
+                )

@@ -1,0 +1,95 @@
+"""The served models: loaded once from checkpoints, placed on the device, warmed up."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import torch
+
+from models import Forecaster, ModelBundle, Series, load_checkpoint
+from service.config import Settings
+from service.prepare import ModelLimits
+from service.schemas import ModelInfo
+
+log = logging.getLogger("latentcast.service")
+
+
+@dataclasses.dataclass
+class ServedModel:
+    bundle: ModelBundle
+    forecaster: Forecaster
+    limits: ModelLimits
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    def info(self, default: bool) -> ModelInfo:
+        b = self.bundle
+        scale = b.time.scale
+        data = {k: v for k, v in b.data.items() if k != "config"}
+        return ModelInfo(
+            name=b.name,
+            version=b.version,
+            channels=list(b.channels),
+            log_channels=[c for c, lg in zip(b.channels, b.normalizer.log, strict=True) if lg],
+            time_unit=b.time.unit,
+            time_scale=scale,
+            max_horizon=self.limits.max_horizon / scale,
+            training_data=data,
+            metrics=b.metrics,
+            default=default,
+        )
+
+
+def choose_device(setting: str) -> torch.device:
+    """auto: the GPU when torch sees one, else the CPU. cuda without a GPU fails at start, by name."""
+    if setting == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if setting == "cuda":
+        raise RuntimeError("LATENTCAST_DEVICE=cuda but torch sees no CUDA device; use auto or cpu")
+    return torch.device("cpu")
+
+
+def load_models(settings: Settings, device: torch.device) -> dict[str, ServedModel]:
+    served: dict[str, ServedModel] = {}
+    for path in settings.model_paths:
+        bundle = load_checkpoint(path, device)
+        if bundle.name in served:
+            raise RuntimeError(f"two checkpoints are named {bundle.name!r} ({path}); serve one of them")
+        span = bundle.data.get("max_span")
+        horizon = settings.max_horizon_factor * float(span) if span else math.inf
+        limits = ModelLimits(bundle.name, len(bundle.channels), bundle.time, horizon)
+        forecaster = Forecaster.from_bundle(
+            bundle, device, num_samples=settings.num_samples, batch_size=settings.max_batch_series
+        )
+        served[bundle.name] = ServedModel(bundle, forecaster, limits)
+        log.info("loaded model %s version %s from %s on %s", bundle.name, bundle.version, path, device)
+    return served
+
+
+def default_model_name(settings: Settings, served: dict[str, ServedModel]) -> str:
+    if settings.default_model is not None:
+        if settings.default_model not in served:
+            raise RuntimeError(
+                f"LATENTCAST_DEFAULT_MODEL={settings.default_model!r} is not served (served: {sorted(served)})"
+            )
+        return settings.default_model
+    return "pbcseq" if "pbcseq" in served else next(iter(served))
+
+
+def warm_up(model: ServedModel, sizes: tuple[int, ...] = (1, 16)) -> None:
+    """Run the whole forecast path once per size so lazy initialisation happens before traffic."""
+    d = len(model.bundle.channels)
+    for n in sizes:
+        series = [
+            Series(id=f"warm{i}", times=np.array([0.0, 0.1, 0.3]), values=np.ones((3, d), dtype=np.float32))
+            for i in range(n)
+        ]
+        queries = [np.array([-0.1, 0.2, 0.5]) for _ in range(n)]
+        model.forecaster.predict(series, queries, levels=(0.1, 0.5, 0.9))

@@ -1,0 +1,235 @@
+"""HTTP routes: validate, hand the work to the batcher, map results and failures to statuses."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from models import SeriesForecast, Status
+from service.errors import ServiceError, field_error
+from service.prepare import Job, prepare
+from service.registry import ServedModel
+from service.schemas import (
+    EXAMPLE_REQUEST,
+    ErrorResponse,
+    ForecastRequest,
+    ForecastResponse,
+    ModelsResponse,
+)
+from service.state import AppState
+
+router = APIRouter()
+
+_UNION_TAGS = {"float", "str", "int", "bool", "none"}
+_SOLVER_REASONS = {
+    Status.MAX_STEPS: "the solver needed more than its step limit (the horizon may be too long for this model)",
+    Status.NONFINITE: "the forecast became non-finite (the dynamics blew up; check the values are in range)",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "malformed JSON",
+        401: "missing or wrong API key",
+        404: "unknown model",
+        413: "body, series, points or query times over a limit",
+        422: "invalid field (named, with the series id) or solver failure",
+        503: "not ready, or queue full (Retry-After)",
+        504: "deadline passed",
+    }.items()
+}
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.latentcast
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def require_api_key(request: Request, state: State) -> None:
+    """With LATENTCAST_API_KEY set, X-API-Key (or Authorization: Bearer) must match, compared in constant time."""
+    key = state.settings.api_key
+    if key is None:
+        return
+    given = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if not given or not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise ServiceError(
+            401,
+            "missing or wrong API key: send it in the X-API-Key header",
+            headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'},
+        )
+
+
+ApiKey = Annotated[None, Depends(require_api_key)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing anything over `limit` bytes (413) without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, f"body of {declared} bytes; the limit is {limit} (LATENTCAST_MAX_BODY_BYTES)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, f"body over {limit} bytes (LATENTCAST_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_request(body: bytes) -> ForecastRequest:
+    """JSON bytes → ForecastRequest; 400 for malformed JSON, 422 naming field and series id otherwise."""
+    try:
+        return ForecastRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False)
+        bad_json = next((e for e in errs if e["type"] == "json_invalid"), None)
+        if bad_json is not None or not body.strip():
+            raise ServiceError(400, f"malformed JSON: {bad_json['msg'] if bad_json else 'empty body'}") from None
+        ids = _series_ids(body)
+        items: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for e in errs:
+            loc = list(e["loc"])
+            union = isinstance(loc[-1], str) and loc[-1] in _UNION_TAGS and len(loc) > 1
+            if union:  # one error per branch of `number | string`: report the field once
+                loc = loc[:-1]
+            msg = e["msg"]
+            if union and loc[-2] in ("timestamps", "query_times") and "finite" not in msg:
+                msg = "must be a number or an ISO-8601 date-time string"
+            sid = ids.get(loc[1]) if len(loc) > 1 and loc[0] == "series" and isinstance(loc[1], int) else None
+            prev = items.get(tuple(loc))
+            if prev is None or "finite" in msg:  # of a union's branch errors, "finite" says the most
+                items[tuple(loc)] = {"loc": loc, "msg": msg, "series_id": sid}
+        first = next(iter(items.values()))
+        err = field_error(422, first["msg"], first["loc"], first["series_id"])
+        err.errors = list(items.values())
+        raise err from None
+
+
+def _series_ids(body: bytes) -> dict[int, str]:
+    """Ids by series index, for error messages (the stdlib parser also reads NaN and Infinity)."""
+    try:
+        doc = json.loads(body)
+        return {i: str(s["id"]) for i, s in enumerate(doc["series"]) if isinstance(s, dict) and "id" in s}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def render(served: ServedModel, job: Job, results: list[SeriesForecast]) -> bytes:
+    failed = []
+    for i, r in enumerate(results):
+        status = Status(r.status)
+        if status == Status.OK and not (
+            np.isfinite(r.mean).all() and all(np.isfinite(q).all() for q in r.quantiles.values())
+        ):
+            status = Status.NONFINITE
+        if status != Status.OK:
+            failed.append({"loc": ["series", i], "msg": _SOLVER_REASONS[status], "series_id": r.id})
+    if failed:
+        ids = ", ".join(repr(f["series_id"]) for f in failed[:5]) + (" …" if len(failed) > 5 else "")
+        raise ServiceError(422, f"no forecast for series {ids}: {failed[0]['msg']}", failed)
+    forecasts = []
+    for r, echo in zip(results, job.echo, strict=True):
+        out: dict[str, Any] = {
+            "id": r.id,
+            "query_times": echo,
+            "mean": r.mean,
+            "quantiles": {repr(lv): r.quantiles[lv] for lv in job.levels},
+        }
+        if job.num_samples and r.samples is not None:
+            out["samples"] = np.ascontiguousarray(r.samples[: job.num_samples])
+        forecasts.append(out)
+    b = served.bundle
+    payload = {
+        "model": {"name": b.name, "version": b.version},
+        "channels": list(b.channels),
+        "forecasts": forecasts,
+    }
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@router.post(
+    "/forecast",
+    response_model=ForecastResponse,
+    responses=ERRORS,
+    summary="Forecast irregular series at any query times",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ForecastRequest"},
+                    "example": EXAMPLE_REQUEST,
+                }
+            },
+        }
+    },
+)
+async def forecast(request: Request, state: State, _: ApiKey) -> Response:
+    """Each series: observations at its own timestamps (null = channel not observed), forecasts at its own
+    query times, answered in the order given, with the mean and the requested quantiles per channel."""
+    if not state.ready or state.batcher is None:
+        raise ServiceError(
+            503,
+            "models are still loading; retry shortly (GET /readyz says when ready)",
+            headers={"Retry-After": "2"},
+        )
+    settings = state.settings
+    req = parse_request(await read_body(request, settings.max_body_bytes))
+    name = req.model or state.default
+    served = state.models.get(name)
+    if served is None:
+        raise ServiceError(
+            404,
+            f"unknown model {name!r}; served: {sorted(state.models)} (GET /models)",
+            [{"loc": ["model"], "msg": "unknown model", "series_id": None}],
+        )
+    job = prepare(req, served.limits, settings)
+    request.scope.setdefault("state", {})["series"] = job.size
+    state.metrics.series_per_request.observe(job.size)
+    state.metrics.inflight.inc()
+    try:
+        results = await state.batcher.submit(job, settings.request_timeout_s)
+    finally:
+        state.metrics.inflight.dec()
+    return Response(render(served, job, results), media_type="application/json")
+
+
+@router.get("/models", response_model=ModelsResponse, responses={401: ERRORS[401], 503: ERRORS[503]})
+async def list_models(state: State, _: ApiKey) -> ModelsResponse:
+    """Every served model: name, version (a digest of its weights), channels in order, time unit, training
+    data and evaluation metrics."""
+    if not state.ready:
+        raise ServiceError(503, "models are still loading", headers={"Retry-After": "2"})
+    return ModelsResponse(models=[m.info(default=n == state.default) for n, m in state.models.items()])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: models loaded and warmed up", responses={503: {"description": "not yet"}})
+async def readyz(state: State) -> Response:
+    if state.ready:
+        body = {"status": "ready", "models": sorted(state.models)}
+        return Response(orjson.dumps(body), media_type="application/json")
+    body = {"status": "failed", "detail": state.failure} if state.failure else {"status": "loading"}
+    return Response(orjson.dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "2"})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(state: State) -> Response:
+    state.metrics.queue_series.set(state.batcher.queued_series if state.batcher else 0)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,129 @@
+"""Request validation against a model, without HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models import TimeSpec
+from service.config import Settings
+from service.errors import ServiceError
+from service.prepare import ModelLimits, prepare
+from service.schemas import ForecastRequest
+
+LABS = ModelLimits("labs", 3, TimeSpec("day", 1 / 365.25), max_horizon=6.0)
+TOY = ModelLimits("toy", 2, TimeSpec("unitless", 1.0), max_horizon=float("inf"))
+
+
+def _plain(**kw: Any) -> Settings:
+    defaults = {name: f.get_default(call_default_factory=True) for name, f in Settings.model_fields.items()}
+    defaults.update(kw)
+    return Settings.model_construct(**defaults)
+
+
+def _req(**series: Any) -> ForecastRequest:
+    s = {
+        "id": "p1",
+        "timestamps": [0.0, 30.0, 90.0],
+        "values": [[1, 2, 3], [None, 2, 3], [1, None, None]],
+        "query_times": [120.0, -10.0, 45.0],
+    }
+    s.update(series)
+    return ForecastRequest.model_validate({"series": [s]})
+
+
+def _fails(req: ForecastRequest, status: int, match: str, model: ModelLimits = LABS, **settings: Any) -> ServiceError:
+    with pytest.raises(ServiceError, match=match) as info:
+        prepare(req, model, _plain(**settings))
+    assert info.value.status == status
+    return info.value
+
+
+def test_numbers_are_in_the_model_time_unit_relative_to_the_first_observation() -> None:
+    job = prepare(_req(timestamps=[100.0, 130.0, 190.0]), LABS, _plain())
+    s = job.series[0]
+    np.testing.assert_allclose(s.times, np.array([0, 30, 90]) / 365.25)
+    np.testing.assert_allclose(job.queries[0], (np.array([120.0, -10.0, 45.0]) - 100) / 365.25)
+    assert np.isnan(s.values[1, 0]) and s.values[0, 2] == 3
+    assert job.echo == [[120.0, -10.0, 45.0]] and job.levels == (0.1, 0.5, 0.9)
+
+
+def test_iso_times_with_offsets() -> None:
+    job = prepare(
+        _req(
+            timestamps=["2026-01-01T00:00:00Z", "2026-01-31T00:00:00Z", "2026-04-01T02:00:00+02:00"],
+            query_times=["2026-01-16", "2025-12-31T12:00:00Z"],
+        ),
+        LABS,
+        _plain(),
+    )
+    np.testing.assert_allclose(job.series[0].times * 365.25, [0, 30, 90])
+    np.testing.assert_allclose(job.queries[0] * 365.25, [15, -0.5])
+
+
+def test_rows_with_nothing_observed_are_dropped_but_ordering_still_checked() -> None:
+    job = prepare(_req(values=[[1, 2, 3], [None, None, None], [1, None, None]]), LABS, _plain())
+    np.testing.assert_allclose(job.series[0].times * 365.25, [0, 90])
+
+
+@pytest.mark.parametrize(
+    ("series", "match"),
+    [
+        ({"timestamps": [0.0, 30.0, 30.0]}, r"timestamps\[2\]: must be strictly increasing"),
+        ({"timestamps": [0.0, "2026-01-01", 2.0]}, "mixes numbers and date-time"),
+        ({"query_times": ["2026-01-01"]}, "same kind as timestamps"),
+        (
+            {"timestamps": ["2026-01-01", "yesterday", "2026-02-01"], "query_times": ["2026-03-01"]},
+            r"timestamps\[1\]: 'yesterday' is not an ISO-8601",
+        ),
+        ({"values": [[1, 2, 3], [1, 2, 3]]}, "has 2 rows for 3 timestamps"),
+        ({"values": [[1, 2, 3], [1, 2], [1, 2, 3]]}, r"values\[1\]: row has 2 values; model 'labs' has 3"),
+        ({"values": [[None] * 3] * 3}, "no observed value at all"),
+        (
+            {"query_times": [90.0 + 7 * 365.25]},
+            r"query_times\[0\]: 2646.75 lies 2557 days from the observations; the limit is 2192",
+        ),
+    ],
+)
+def test_field_errors_name_the_series_and_field(series: dict[str, Any], match: str) -> None:
+    err = _fails(_req(**series), 422, match)
+    assert err.errors[0]["series_id"] == "p1"
+    assert err.detail.startswith("series 'p1': series[0].")
+
+
+def test_unitless_models_refuse_date_times() -> None:
+    req = ForecastRequest.model_validate(
+        {"series": [{"id": "a", "timestamps": ["2026-01-01"], "values": [[1, 2]], "query_times": ["2026-01-02"]}]}
+    )
+    _fails(req, 422, "takes numeric times", model=TOY)
+
+
+def test_request_level_errors() -> None:
+    two = ForecastRequest.model_validate({"series": [_req().series[0].model_dump(), _req().series[0].model_dump()]})
+    _fails(two, 422, r"duplicate id \(also series\[0\]\)")
+    _fails(
+        ForecastRequest.model_validate({"series": [_req().series[0].model_dump()], "quantiles": [0.5, 1.0]}),
+        422,
+        r"quantiles\[1\]: 1.0 is not in \(0, 1\)",
+    )
+    _fails(
+        ForecastRequest.model_validate({"series": [_req().series[0].model_dump()], "num_samples": 9}),
+        422,
+        "LATENTCAST_MAX_NUM_SAMPLES",
+        max_num_samples=8,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"max_series": 0}, "LATENTCAST_MAX_SERIES"),
+        ({"max_points": 2}, "LATENTCAST_MAX_POINTS"),
+        ({"max_query_times": 2}, "LATENTCAST_MAX_QUERY_TIMES"),
+        ({"max_total_points": 5}, "LATENTCAST_MAX_TOTAL_POINTS"),
+    ],
+)
+def test_limits_answer_413_and_name_the_setting(settings: dict[str, Any], match: str) -> None:
+    _fails(_req(), 413, match, **settings)

@@ -1,0 +1,194 @@
+"""Every endpoint and every error through FastAPI's TestClient (lifespan included)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import labs_series, running, settings_for
+
+
+def _post(client: TestClient, body: dict[str, Any] | bytes, **headers: str) -> Any:
+    if isinstance(body, bytes):
+        return client.post("/forecast", content=body, headers={"content-type": "application/json", **headers})
+    return client.post("/forecast", json=body, headers=headers)
+
+
+def test_forecast_shapes_order_and_quantiles(client: TestClient) -> None:
+    series = [labs_series("p1"), labs_series("p2", n=2, seed=1)]
+    body: dict[str, Any] = {
+        "series": series,
+        "quantiles": [0.9, 0.1, 0.5],
+        "num_samples": 3,
+    }
+    r = _post(client, body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"]["name"] == "labs" and len(out["model"]["version"]) == 12
+    assert out["channels"] == ["a", "logb", "c"]
+    for f, s in zip(out["forecasts"], series, strict=True):
+        assert f["id"] == s["id"] and f["query_times"] == s["query_times"]
+        assert len(f["mean"]) == 3 and all(len(row) == 3 for row in f["mean"])
+        assert list(f["quantiles"]) == ["0.9", "0.1", "0.5"]
+        for k in range(3):
+            for j in range(3):
+                assert f["quantiles"]["0.1"][k][j] <= f["quantiles"]["0.5"][k][j] <= f["quantiles"]["0.9"][k][j]
+        assert len(f["samples"]) == 3 and len(f["samples"][0]) == 3
+    assert r.headers["x-request-id"]
+
+
+def test_default_model_and_samples_omitted(client: TestClient) -> None:
+    r = _post(client, {"series": [labs_series()]})
+    assert r.status_code == 200
+    f = r.json()["forecasts"][0]
+    assert "samples" not in f and list(f["quantiles"]) == ["0.1", "0.5", "0.9"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "match"),
+    [
+        (lambda b: b.update(model="nope"), 404, "unknown model 'nope'"),
+        (lambda b: b.update(series=[]), 422, "series: List should have at least 1 item"),
+        (lambda b: b["series"].append(dict(b["series"][0])), 422, "duplicate id"),
+        (lambda b: b["series"][0].update(timestamps=[10.0, 5.0, 20.0, 30.0]), 422, "strictly increasing"),
+        (lambda b: b["series"][0].update(timestamps=[10.0, "2026-01-01", 20.0, 30.0]), 422, "mixes numbers"),
+        (
+            lambda b: b["series"][0].update(timestamps=[1.0, 2.0, True, 4.0]),
+            422,
+            r"timestamps\[2\]: must be a number or an ISO-8601 date-time string",
+        ),
+        (lambda b: b["series"][0]["values"].__setitem__(1, [1.0, 2.0]), 422, r"values\[1\]: row has 2 values"),
+        (lambda b: b["series"][0].update(values=[[None] * 3] * 4), 422, "no observed value"),
+        (lambda b: b["series"][0].update(query_times=[]), 422, "query_times: List should have at least 1 item"),
+        (lambda b: b.update(quantiles=[0.0]), 422, r"quantiles\[0\]: 0.0 is not in \(0, 1\)"),
+        (lambda b: b["series"][0]["values"][0].__setitem__(0, "1.0"), 422, r"values\[0\]\[0\]: Input should be"),
+        (lambda b: b["series"][0].update(extra=1), 422, "extra: Extra inputs are not permitted"),
+        (lambda b: b["series"][0].update(query_times=[1e7]), 422, "LATENTCAST_MAX_HORIZON_FACTOR"),
+    ],
+)
+def test_bad_input_is_a_precise_4xx_naming_the_series(client: TestClient, mutate, status: int, match: str) -> None:
+    body: dict[str, Any] = {"series": [labs_series("p-7")]}
+    mutate(body)
+    r = _post(client, body)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert re.search(match, detail), detail
+    if "series[0]" in detail:  # a field of a series: its id is named too
+        assert detail.startswith("series 'p-7': ")
+        assert r.json()["errors"][0]["series_id"] == "p-7"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"series": [', b"[1, 2"])
+def test_malformed_json_is_400(client: TestClient, raw: bytes) -> None:
+    r = _post(client, raw)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("malformed JSON")
+
+
+@pytest.mark.parametrize(("field", "literal"), [("values", "NaN"), ("values", "Infinity"), ("timestamps", "NaN")])
+def test_non_finite_numbers_are_refused(client: TestClient, field: str, literal: str) -> None:
+    s = labs_series("nf")
+    s[field] = [float(v) if field == "timestamps" else v for v in s[field]]
+    raw = json.dumps({"series": [s]})
+    head, tail = raw.split(f'"{field}": [', 1)
+    raw = f'{head}"{field}": [' + (f"[{literal}, " if field == "values" else f"{literal}, ") + tail[1:]
+    r = _post(client, raw.encode())
+    assert r.status_code == 422, r.text
+    assert "finite number" in r.json()["detail"] and r.json()["errors"][0]["series_id"] == "nf"
+
+
+def test_numeric_times_for_a_unitless_model_and_date_times_refused(client: TestClient) -> None:
+    s = {"id": "a", "timestamps": [0.0, 0.5], "values": [[1.0, 2.0], [1.5, None]], "query_times": [1.0]}
+    assert _post(client, {"model": "toy", "series": [s]}).status_code == 200
+    s.update(timestamps=["2026-01-01", "2026-01-02"], query_times=["2026-01-03"])
+    r = _post(client, {"model": "toy", "series": [s]})
+    assert r.status_code == 422 and "numeric times" in r.json()["detail"]
+
+
+def test_solver_failure_is_422_naming_the_series(client: TestClient) -> None:
+    ok = {"id": "near", "timestamps": [0.0, 0.1], "values": [[1.0, 2.0], [1.1, 2.1]], "query_times": [0.05]}
+    far = {"id": "far", "timestamps": [0.0, 0.1], "values": [[1.0, 2.0], [1.1, 2.1]], "query_times": [5.0]}
+    r = _post(client, {"model": "stiff", "series": [ok, far]})
+    assert r.status_code == 422, r.text
+    err = r.json()
+    assert "'far'" in err["detail"] and "step limit" in err["detail"]
+    assert [e["series_id"] for e in err["errors"]] == ["far"]
+
+
+def test_models_health_ready_metrics(client: TestClient) -> None:
+    models = client.get("/models").json()["models"]
+    assert {m["name"] for m in models} == {"labs", "toy", "stiff"}
+    labs = next(m for m in models if m["name"] == "labs")
+    assert labs["default"] and labs["channels"] == ["a", "logb", "c"] and labs["log_channels"] == ["logb"]
+    assert labs["time_unit"] == "day" and abs(labs["max_horizon"] - 2 * 3.0 * 365.25) < 1e-6
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    _post(client, {"series": [labs_series()]})
+    text = client.get("/metrics").text
+    for name in (
+        "latentcast_requests_total",
+        "latentcast_request_seconds_bucket",
+        "latentcast_series_per_request",
+        "latentcast_batch_series",
+        "latentcast_solver_nfe_total",
+        "latentcast_inflight_requests",
+    ):
+        assert name in text
+    assert 'latentcast_requests_total{path="/forecast",status="200"}' in text
+    doc = client.get("/openapi.json").json()
+    assert "ForecastRequest" in doc["components"]["schemas"]
+    assert (
+        doc["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["example"]["model"] == "pbcseq"
+    )
+
+
+def test_body_over_the_limit_is_413(checkpoints) -> None:
+    with running(settings_for(checkpoints, max_body_bytes=2048)) as c:
+        body = {"series": [labs_series(f"s{i}") for i in range(20)]}
+        r = _post(c, body)
+        assert r.status_code == 413 and "LATENTCAST_MAX_BODY_BYTES" in r.json()["detail"]
+
+
+def test_api_key(checkpoints) -> None:
+    key = "k" * 24
+    with running(settings_for(checkpoints, api_key=key)) as c:
+        body = {"series": [labs_series()]}
+        assert _post(c, body).status_code == 401
+        assert _post(c, body, **{"x-api-key": "k" * 23 + "x"}).status_code == 401
+        assert _post(c, body, **{"x-api-key": key}).status_code == 200
+        assert _post(c, body, authorization=f"Bearer {key}").status_code == 200
+        assert c.get("/models").status_code == 401
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+
+
+def test_queue_full_is_503_with_retry_after(checkpoints) -> None:
+    with running(settings_for(checkpoints, max_queue_series=2)) as c:
+        r = _post(c, {"series": [labs_series(f"s{i}") for i in range(3)]})
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+        assert "LATENTCAST_MAX_QUEUE_SERIES" in r.json()["detail"]
+
+
+def test_deadline_is_504(checkpoints) -> None:
+    with running(settings_for(checkpoints, request_timeout_s=1e-4, max_wait_ms=50)) as c:
+        r = _post(c, {"series": [labs_series()]})
+        assert r.status_code == 504 and "LATENTCAST_REQUEST_TIMEOUT_S" in r.json()["detail"]
+
+
+def test_not_ready_until_models_load(checkpoints, tmp_path) -> None:
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    from service.main import create_app
+
+    with TestClient(create_app(settings_for({"x": bad}, default_model=None))) as c:
+        for _ in range(200):
+            r = c.get("/readyz")
+            if r.json()["status"] != "loading":
+                break
+        assert r.status_code == 503 and r.json()["status"] == "failed" and "broken.pt" in r.json()["detail"]
+        r = _post(c, {"series": [labs_series()]})
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert c.get("/healthz").status_code == 200
