@@ -261,6 +261,10 @@ class Batch:
     def size(self) -> int:
         return len(self.ids)
 
+    def likelihood_mask(self, forecast_only: bool = False) -> torch.Tensor:
+        """(B, Tt, D) which target values the likelihood scores: all observed, or only those after the context."""
+        return self.tgt_m * self.tgt_future[..., None] if forecast_only else self.tgt_m
+
 
 def _pad(arrays: Sequence[np.ndarray], length: int, fill: float = 0.0) -> np.ndarray:
     out = np.full((len(arrays), length, *arrays[0].shape[1:]), fill, dtype=np.float64)

@@ -43,9 +43,12 @@ class LossStats:
     nfe: int
 
 
-def gather_times(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Union of the batch's target times (U,) and, per target position, its index in it (B, Tt)."""
-    valid = batch.tgt_m.any(-1)  # (B, Tt)
+def gather_times(batch: Batch, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Union of the batch's target times (U,) where `mask` (B, Tt, D) (default: observed) has a value, and
+    per target position its index in it (B, Tt)."""
+    valid = (batch.tgt_m if mask is None else mask).any(-1)  # (B, Tt)
+    if not bool(valid.any()):  # nothing to score: solve to t = 0 only
+        return batch.tgt_t.new_zeros(1), torch.zeros_like(batch.tgt_t, dtype=torch.long)
     t_union, inverse = torch.unique(batch.tgt_t[valid], sorted=True, return_inverse=True)
     idx = torch.zeros_like(batch.tgt_t, dtype=torch.long)
     idx[valid] = inverse
@@ -66,23 +69,27 @@ class LatentODE(nn.Module):
         mean, logvar = self.encoder(batch.ctx_t, batch.ctx_x, batch.ctx_m, batch.ctx_len)
         return mean, logvar.clamp(-20.0, 10.0)
 
-    def loss(self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1) -> tuple[torch.Tensor, LossStats]:
-        """Negative ELBO (IWAE bound when iwae_samples > 1) per observed target value.
+    def loss(
+        self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1, forecast_only: bool = False
+    ) -> tuple[torch.Tensor, LossStats]:
+        """Negative ELBO (IWAE bound when iwae_samples > 1) per scored target value.
 
         The likelihood covers every observed value of the series (context reconstruction and the
-        forecast window), masked to what was observed; the KL to N(0, I) is analytic for K = 1.
+        forecast window), or with `forecast_only` only the values after the context; the KL to N(0, I)
+        is analytic for K = 1.
         """
         k, b, lat = iwae_samples, batch.size, self.cfg.latent_dim
         mean, logvar = self.encode(batch)
         std = (0.5 * logvar).exp()
         eps = torch.randn(k, b, lat, device=mean.device, dtype=mean.dtype)
         z0 = mean + std * eps  # (K, B, L)
-        t_union, idx = gather_times(batch)
+        mask = batch.likelihood_mask(forecast_only)
+        t_union, idx = gather_times(batch, mask)
         nfe0 = self.dynamics.nfe
         zs = odeint_grid(self.dynamics, z0.reshape(k * b, lat), t_union, self.cfg.solver)  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
-        loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, batch.tgt_m)  # (K, B)
+        loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, mask)  # (K, B)
         if k == 1:
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)  # (B,)
             bound = loglik[0] - kl_weight * kl
@@ -91,10 +98,10 @@ class LatentODE(nn.Module):
             log_p = (-0.5 * z0.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
             bound = torch.logsumexp(loglik + kl_weight * (log_p - log_q), dim=0) - math.log(k)
             kl = (log_q - log_p).mean(0)
-        n_obs = batch.tgt_m.sum().clamp(min=1)
+        n_obs = mask.sum().clamp(min=1)
         loss = -bound.sum() / n_obs
         with torch.no_grad():
-            mse = float((((x_hat.mean(0) - batch.tgt_x) ** 2) * batch.tgt_m).sum() / n_obs)
+            mse = float((((x_hat.mean(0) - batch.tgt_x) ** 2) * mask).sum() / n_obs)
         return loss, LossStats(float(loss.detach()), float(kl.detach().mean()), mse, self.dynamics.nfe - nfe0)
 
     @torch.no_grad()

@@ -50,15 +50,18 @@ class RNNBaseline(nn.Module):
             prev_t = torch.where(valid, t[:, j], prev_t)
         return torch.stack(outs, dim=1)
 
-    def loss(self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1) -> tuple[torch.Tensor, LossStats]:
-        """Negative Gaussian log-likelihood per observed target value (no latent, so no KL)."""
+    def loss(
+        self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1, forecast_only: bool = False
+    ) -> tuple[torch.Tensor, LossStats]:
+        """Negative Gaussian log-likelihood per scored target value (no latent, so no KL)."""
         lengths = batch.tgt_m.any(-1).sum(1)
         means = self._run(batch.tgt_t, batch.tgt_x, batch.tgt_m, ~batch.tgt_future, lengths)
-        loglik = gaussian_log_density(batch.tgt_x, means, self.decoder.std, batch.tgt_m)  # (B,)
-        n_obs = batch.tgt_m.sum().clamp(min=1)
+        mask = batch.likelihood_mask(forecast_only)
+        loglik = gaussian_log_density(batch.tgt_x, means, self.decoder.std, mask)  # (B,)
+        n_obs = mask.sum().clamp(min=1)
         loss = -loglik.sum() / n_obs
         with torch.no_grad():
-            mse = float((((means - batch.tgt_x) ** 2) * batch.tgt_m).sum() / n_obs)
+            mse = float((((means - batch.tgt_x) ** 2) * mask).sum() / n_obs)
         return loss, LossStats(float(loss.detach()), 0.0, mse, 0)
 
     @torch.no_grad()

@@ -69,7 +69,7 @@ def validate(bundle: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, de
         for start in range(0, len(series), exp.train.batch_size):
             part = series[start : start + exp.train.batch_size]
             batch = collate(part, bundle.normalizer, contexts[start : start + len(part)], model.cfg.anchor).to(device)
-            loss, _ = model.loss(batch)
+            loss, _ = model.loss(batch, forecast_only=exp.train.likelihood == "forecast")
             n = float(batch.tgt_m.sum())
             total += float(loss) * n
             count += n
@@ -151,7 +151,9 @@ def train(
                 ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, rng)
                 batch = collate(part, normalizer, ctx, exp.model.anchor).to(dev)
                 try:
-                    loss, stats = model.loss(batch, _kl_weight(exp, epoch + step / steps), tc.iwae_samples)
+                    loss, stats = model.loss(
+                        batch, _kl_weight(exp, epoch + step / steps), tc.iwae_samples, tc.likelihood == "forecast"
+                    )
                 except SolverError as exc:
                     log.warning("epoch %d step %d: skipped a batch: %s", epoch + 1, step, exc)
                     continue

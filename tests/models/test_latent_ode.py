@@ -93,3 +93,19 @@ def test_adjoint_gives_the_same_gradients(series, normalizer) -> None:
         grads.append(torch.cat([p.grad.flatten() for p in model.dynamics.parameters() if p.grad is not None]))
     # the adjoint re-solves backwards to tolerance, so gradients agree to solver accuracy, not bitwise
     assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-2
+
+
+def test_forecast_only_likelihood_ignores_context_targets(series, normalizer) -> None:
+    model = LatentODE(tiny_config(), 3)
+    batch = collate(series, normalizer, [2] * len(series))
+    moved = collate(series, normalizer, [2] * len(series))
+    moved.tgt_x[:, :2] += 3.0  # only the context's targets (the encoder input ctx_x is untouched)
+    for forecast_only, should_change in ((True, False), (False, True)):
+        torch.manual_seed(0)
+        a, _ = model.loss(batch, forecast_only=forecast_only)
+        torch.manual_seed(0)
+        b, _ = model.loss(moved, forecast_only=forecast_only)
+        assert bool(torch.isclose(a, b)) != should_change
+    none = collate(series, normalizer)  # context = everything: nothing left to forecast
+    loss, _ = model.loss(none, forecast_only=True)
+    assert torch.isfinite(loss)
