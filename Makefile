@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest serve clean
+.PHONY: install test lint typecheck pytest serve embedded-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ test: lint typecheck pytest
 
 serve: install
 	$(BIN)/latentcast serve
+
+# Rebuild the default models shipped in service/embedded/ (about 1 h on 2 CPU cores): train, evaluate
+# (which writes the figures into each checkpoint and bench/results/), then copy the best checkpoints.
+embedded-models: install
+	$(BIN)/latentcast evaluate spirals --retrain --runs runs/spirals --quiet
+	$(BIN)/latentcast train --data pbcseq --out runs/pbcseq --quiet
+	$(BIN)/latentcast evaluate pbcseq --checkpoint runs/pbcseq/best.pt
+	cp runs/spirals/latent_ode/best.pt service/embedded/spirals.pt
+	cp runs/pbcseq/best.pt service/embedded/pbcseq.pt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@ times) with fixed-step RK4, so the number of steps is exact. Each configuration 
 peak memory is *measured* — on CUDA with torch.cuda.max_memory_allocated, on the CPU as the growth of
 the process's peak resident set (ru_maxrss) over one forward + backward, after setup.
 
-Run: python bench/adjoint.py [--steps 16,64,256,1024] [--batch 128] [--device cpu]
+Run: python -m bench.adjoint [--steps 16,64,256,1024] [--batch 128] [--device cpu]
 Writes bench/results/adjoint.md and adjoint.json.
 """
 
@@ -172,7 +172,7 @@ def main() -> None:
         "",
         f"Device: {device}; torch {torch.__version__}; {meta['date']}; commit {commit}.",
         "",
-        f"Reproduce: `python bench/adjoint.py --steps {args.steps} --batch {args.batch} --device {args.device}`",
+        f"Reproduce: `python -m bench.adjoint --steps {args.steps} --batch {args.batch} --device {args.device}`",
     ]
     (out_dir / "adjoint.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,0 +1,302 @@
+"""Load generator against a real `latentcast serve` on 127.0.0.1 (started here as a subprocess).
+
+Three measurements, each bounded in request count and time:
+  latency  sequential single-series requests: p50/p95/p99
+  poisson  single-series requests with Poisson arrivals (open loop), rate stepped up until p99 > 100 ms
+           (or the rate list ends), with micro-batching on and off
+  bulk     requests of --bulk-series series each: series/s end to end
+
+Run: python -m bench.http [--modes latency,poisson,bulk] [--model pbcseq] [--device cpu]
+Writes bench/results/http_<device>.json and .md (device name, date, commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`python -m service serve` with LATENTCAST_* settings, waited on until /readyz says ready."""
+
+    def __init__(self, env: dict[str, str], device: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full = {**os.environ, "LATENTCAST_LOG_LEVEL": "warning", **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--device", device],
+            env=full,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server not ready in 180 s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def make_series(model: dict[str, Any], n: int, n_obs: int, n_query: int, seed: int) -> list[dict[str, Any]]:
+    """Synthetic series in the model's channels: n_obs irregular times, n_query query times after them."""
+    rng = np.random.default_rng(seed)
+    d = len(model["channels"])
+    unit_scale = model["time_scale"]
+    span = 1.0 / unit_scale  # one model-time unit, in the model's time unit
+    out = []
+    for i in range(n):
+        t = np.sort(rng.uniform(0, 2 * span, n_obs))
+        t = np.unique(np.round(t, 3))
+        vals = rng.uniform(1.0, 2.0, (len(t), d))
+        vals[rng.random(vals.shape) < 0.2] = np.nan
+        vals[np.arange(len(t)), rng.integers(0, d, len(t))] = 1.5
+        q = t[-1] + np.sort(rng.uniform(0, 2 * span, n_query))
+        out.append(
+            {
+                "id": f"s{i}",
+                "timestamps": t.tolist(),
+                "values": [[None if np.isnan(v) else float(v) for v in row] for row in vals],
+                "query_times": q.tolist(),
+            }
+        )
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1e3, q)) if xs else float("nan")
+
+
+async def run_latency(url: str, bodies: list[bytes]) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        for b in bodies[:10]:  # warm the connection and the server
+            await c.post("/forecast", content=b, headers={"content-type": "application/json"})
+        lat = []
+        for b in bodies:
+            t0 = time.perf_counter()
+            r = await c.post("/forecast", content=b, headers={"content-type": "application/json"})
+            lat.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+    return {
+        "requests": len(bodies),
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+        "mean_ms": 1e3 * float(np.mean(lat)),
+    }
+
+
+async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: float) -> dict[str, float]:
+    """Open loop: arrivals at exponential gaps regardless of answers (so queueing shows in latency)."""
+    rng = np.random.default_rng(int(rate))
+    n = min(len(bodies), max(20, int(rate * duration)))
+    gaps = rng.exponential(1.0 / rate, n)
+    lat: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
+
+        async def one(b: bytes) -> None:
+            nonlocal errors
+            t0 = time.perf_counter()
+            try:
+                r = await c.post("/forecast", content=b, headers={"content-type": "application/json"})
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                lat.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+        tasks = []
+        start = time.perf_counter()
+        t_next = start
+        for i in range(n):
+            t_next += gaps[i]
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {
+        "rate": rate,
+        "requests": n,
+        "errors": errors,
+        "throughput": len(lat) / elapsed,
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+    }
+
+
+async def run_bulk(url: str, body: bytes, n_series: int, reps: int) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as c:
+        await c.post("/forecast", content=body, headers={"content-type": "application/json"})
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            r = await c.post("/forecast", content=body, headers={"content-type": "application/json"})
+            times.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text[:300]
+    best = float(np.median(times))
+    return {"series_per_request": n_series, "seconds_median": best, "series_per_s": n_series / best}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--modes", default="latency,poisson,bulk")
+    ap.add_argument("--model", default="pbcseq")
+    ap.add_argument("--models", default="", help="LATENTCAST_MODELS for the server (JSON list); default embedded")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--latency-requests", type=int, default=200)
+    ap.add_argument("--rates", default="10,20,40,80,160,320")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per Poisson rate")
+    ap.add_argument("--bulk-series", type=int, default=1000)
+    ap.add_argument("--bulk-reps", type=int, default=5)
+    ap.add_argument("--obs", type=int, default=50)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    modes = args.modes.split(",")
+    env = {"LATENTCAST_MODELS": args.models} if args.models else {}
+    results: dict[str, Any] = {"model": args.model, "obs": args.obs, "queries": args.queries}
+    configs = [("batching", {"LATENTCAST_BATCHING": "true"})]
+    if "poisson" in modes:
+        configs.append(("no batching", {"LATENTCAST_BATCHING": "false"}))
+    for label, extra in configs:
+        server = Server({**env, **extra}, args.device)
+        try:
+            info = next(m for m in httpx.get(f"{server.url}/models").json()["models"] if m["name"] == args.model)
+            single = [
+                json.dumps({"model": args.model, "series": [s], "quantiles": [0.1, 0.5, 0.9]}).encode()
+                for s in make_series(info, 400, args.obs, args.queries, seed=1)
+            ]
+            res: dict[str, Any] = {}
+            if "latency" in modes and label == "batching":
+                res["latency"] = asyncio.run(run_latency(server.url, single[: args.latency_requests]))
+                print(f"[{label}] latency: {res['latency']}", flush=True)
+            if "poisson" in modes:
+                res["poisson"] = []
+                for rate in [float(r) for r in args.rates.split(",")]:
+                    bodies = [
+                        json.dumps({"model": args.model, "series": [s], "quantiles": [0.1, 0.5, 0.9]}).encode()
+                        for s in make_series(
+                            info, int(rate * args.duration) + 20, args.obs, args.queries, seed=int(rate)
+                        )
+                    ]
+                    row = asyncio.run(run_poisson(server.url, bodies, rate, args.duration))
+                    res["poisson"].append(row)
+                    print(f"[{label}] poisson {row}", flush=True)
+                    if row["p99_ms"] > 100:
+                        break
+            if "bulk" in modes and label == "batching":
+                series = make_series(info, args.bulk_series, args.obs, args.queries, seed=2)
+                body = json.dumps({"model": args.model, "series": series, "quantiles": [0.1, 0.5, 0.9]}).encode()
+                res["bulk"] = asyncio.run(run_bulk(server.url, body, args.bulk_series, args.bulk_reps))
+                print(f"[{label}] bulk: {res['bulk']}", flush=True)
+            results[label] = res
+        finally:
+            server.stop()
+    device = args.device
+    if device.startswith("cuda"):
+        import torch
+
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"CPU ({os.cpu_count()} cores)"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    results.update(device=device, date=dt.date.today().isoformat(), commit=commit.strip(), argv=sys.argv[1:])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"http_{'gpu' if args.device.startswith('cuda') else 'cpu'}{args.tag}"
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (out / f"{name}.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"# HTTP load: `latentcast serve`, model {r['model']}, on {r['device']}",
+        "",
+        f"{r['date']}, commit {r['commit']}; series of {r['obs']} observations and {r['queries']} query times.",
+        f"Command: `python -m bench.http {' '.join(r['argv'])}`",
+        "",
+    ]
+    b = r.get("batching", {})
+    if "latency" in b:
+        x = b["latency"]
+        lines += [
+            "## Sequential single-series requests",
+            "",
+            "| requests | p50 ms | p95 ms | p99 ms |",
+            "|---|---|---|---|",
+            f"| {x['requests']} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} |",
+            "",
+        ]
+    for label in ("batching", "no batching"):
+        rows = r.get(label, {}).get("poisson")
+        if rows:
+            lines += [
+                f"## Poisson arrivals, micro-batching {'on' if label == 'batching' else 'off'}",
+                "",
+                "| offered req/s | served req/s | p50 ms | p95 ms | p99 ms | errors |",
+                "|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {x['rate']:.0f} | {x['throughput']:.1f} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | "
+                f"{x['p99_ms']:.1f} | {x['errors']} |"
+                for x in rows
+            ]
+            lines.append("")
+    if "bulk" in b:
+        x = b["bulk"]
+        lines += [
+            "## Bulk requests",
+            "",
+            "| series per request | median s | series/s |",
+            "|---|---|---|",
+            f"| {x['series_per_request']} | {x['seconds_median']:.3f} | {x['series_per_s']:.0f} |",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
