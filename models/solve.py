@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable
 
 import torch
@@ -215,15 +216,6 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).mean(-1).sqrt()
 
 
-def _combine(ks: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:
-    """Σ_i w_i k_i over the stages with non-zero weight; k_i: (R, L)."""
-    out: torch.Tensor | None = None
-    for w, k in zip(weights, ks, strict=False):
-        if w != 0.0:
-            out = k * w if out is None else out + k * w
-    return out if out is not None else torch.zeros_like(ks[0])
-
-
 def _dedupe_sorted(s_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row: sort query positions and move unique values to the front (duplicates → +inf).
 
@@ -289,18 +281,26 @@ def solve_per_series(
 
     nfe = 0
 
-    def field(s: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:
+    def f(t: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:
         nonlocal nfe
         nfe += 1
-        return func(span * s, zz) * span[:, None]
+        return func(t, zz)
 
+    mats = _matrices(cfg.method, dev, dtype)
+    n_st = len(tab.c)
+    stages = z.new_empty(n_st + (0 if tab.fsal else 1), r, lat)  # dz/dt at each stage (+ at the end)
+    flat = stages.view(stages.shape[0], -1)
     s = torch.zeros(r, dtype=dtype, device=dev)
     done = span == 0
     status = torch.zeros(r, dtype=torch.long, device=dev)
     steps = torch.zeros(r, dtype=torch.long, device=dev)
-    k1 = field(s, z)
+    stages[0] = f(s, z)
     if tab.b_err is not None:
-        h = _initial_step(field, z, k1, cfg, tab.order)
+
+        def field_s(ss: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:  # d/ds = span · d/dt
+            return f(span * ss, zz) * span[:, None]
+
+        h = _initial_step(field_s, z, stages[0] * span[:, None], cfg, tab.order)
     else:
         h = (cfg.step_size / span.abs().clamp(min=1e-30)).clamp(max=1.0)
         too_many = torch.ceil(1.0 / h) > cfg.max_num_steps
@@ -312,15 +312,16 @@ def solve_per_series(
             break
         last = h >= (1 - s) * (1 - 1e-6)  # within rounding of the end: finish exactly at s = 1
         h_eff = torch.where(last, 1 - s, h)
-        hc = h_eff[:, None]
-        ks = [k1]
-        for i, arow in enumerate(tab.a):
-            zi = z + hc * _combine(ks, arow)
-            ks.append(field(s + tab.c[i + 1] * h_eff, zi))
-        z_new = z + hc * _combine(ks, tab.b)
+        ht = h_eff * span  # (R,) the step in model time, signed
+        htc = ht[:, None]
+        t0 = s * span
+        for i in range(1, n_st):  # stage i from stages 0..i-1: one matrix-vector product
+            comb = torch.mv(flat[:i].t(), mats.a[i - 1]).view(r, lat)
+            stages[i] = f(t0 + tab.c[i] * ht, torch.addcmul(z, htc, comb))
+        z_new = torch.addcmul(z, htc, torch.mv(flat[:n_st].t(), mats.b).view(r, lat))
         finite = torch.isfinite(z_new).all(1)
-        if tab.b_err is not None:
-            err = hc * _combine(ks, tab.b_err)
+        if mats.e is not None:
+            err = htc * torch.mv(flat[:n_st].t(), mats.e).view(r, lat)
             scale = cfg.atol + cfg.rtol * torch.maximum(z.abs(), z_new.abs())
             ratio = _rms(err / scale)
             ratio = torch.where(finite & torch.isfinite(ratio), ratio, torch.inf)
@@ -333,16 +334,17 @@ def solve_per_series(
             accept = finite & ~done
             h_next = h
             underflow = ~finite & ~done
-        f_new = ks[-1] if tab.fsal else field(torch.where(last, 1.0, s + h_eff), z_new)
         s_end = torch.where(last, torch.ones_like(s), s + h_eff)
+        if not tab.fsal:
+            stages[n_st] = f(s_end * span, z_new)
+        coef = torch.mm(mats.dense.t(), flat).view(4, r, lat)  # y(θ) = z + ht Σ_j coef_j θ^(j+1)
         # dense output for the next `w` unanswered queries of each row (more passes if a step covers more)
-        coef = _dense_coefficients(tab, ks, f_new)  # (R, 4, L)
         while True:
             idx = ptr[:, None] + win  # (R, W)
             s_win = s_pad.gather(1, idx)
             ans = accept[:, None] & (s_win <= s_end[:, None])
-            theta = ((s_win - s[:, None]) / hc).clamp(0.0, 1.0)
-            val = _dense_eval(z, hc, coef, theta)  # (R, W, L)
+            theta = ((s_win - s[:, None]) / h_eff[:, None]).clamp(0.0, 1.0)
+            val = _dense_eval(z, htc, coef, theta)  # (R, W, L)
             idx3 = idx[..., None].expand(-1, -1, lat)
             out.scatter_(1, idx3, torch.where(ans[..., None], val, out.gather(1, idx3)))
             ptr = ptr + ans.sum(1)
@@ -350,7 +352,7 @@ def solve_per_series(
                 break
         s = torch.where(accept, s_end, s)
         z = torch.where(accept[:, None], z_new, z)
-        k1 = torch.where(accept[:, None], f_new, k1)
+        stages[0] = torch.where(accept[:, None], stages[-1], stages[0])  # derivative at the new point
         h = torch.where(done, h, h_next)
         steps = steps + accept.long()
         status = torch.where(underflow, int(Status.NONFINITE), status)
@@ -393,24 +395,47 @@ def _initial_step(
     return torch.minimum(100 * h0, h1).clamp(min=_MIN_STEP * 10, max=1.0)
 
 
-def _dense_coefficients(tab: _Tableau, ks: list[torch.Tensor], f_new: torch.Tensor) -> torch.Tensor:
-    """Coefficients c_j (R, 4, L) of y(θ) = y0 + h Σ_j c_j θ^(j+1).
+@dataclasses.dataclass(frozen=True)
+class _Matrices:
+    """A tableau as tensors: a[i] (i + 1,) weights of stage i + 1; b (n,); e (n,) error weights or None;
+    dense (n_ext, 4): dense-output coefficients over the stage derivatives (plus f at the step's end for
+    methods that do not evaluate it as their last stage)."""
 
-    dopri5 uses its 4th-order continuous extension; other methods the cubic Hermite interpolant
-    through (y0, f0) and (y1, f1), written with Δ/h = Σ b_i k_i so no division by h is needed.
-    """
-    if tab.dense is not None:
-        cols = [tuple(row[j] for row in tab.dense) for j in range(4)]
-        return torch.stack([_combine(ks, col) for col in cols], dim=1)
-    slope = _combine(ks, tab.b)  # (y1 - y0) / h
-    f0 = ks[0]
-    return torch.stack([f0, 3 * slope - 2 * f0 - f_new, -2 * slope + f0 + f_new, torch.zeros_like(f0)], dim=1)
+    a: list[torch.Tensor]
+    b: torch.Tensor
+    e: torch.Tensor | None
+    dense: torch.Tensor
 
 
-def _dense_eval(z: torch.Tensor, hc: torch.Tensor, coef: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """z (R, L), hc (R, 1), coef (R, 4, L), theta (R, W) → (R, W, L) by Horner's rule."""
+@functools.lru_cache(maxsize=32)
+def _matrices(method: str, device: torch.device, dtype: torch.dtype) -> _Matrices:
+    tab = TABLEAUS[method]
+    n = len(tab.c)
+    n_ext = n if tab.fsal else n + 1
+
+    def vec(values: tuple[float, ...], size: int) -> torch.Tensor:
+        return torch.tensor(list(values) + [0.0] * (size - len(values)), dtype=dtype, device=device)
+
+    if tab.dense is not None:  # dopri5's own 4th-order continuous extension
+        dense = torch.tensor(tab.dense, dtype=dtype, device=device)
+    else:  # cubic Hermite through (y0, f0), (y1, f1): y(θ) = y0 + h Σ_j c_j θ^(j+1), with Δ/h = Σ b_i k_i
+        b = vec(tab.b, n_ext)
+        f0 = vec((1.0,), n_ext)
+        f1 = torch.zeros(n_ext, dtype=dtype, device=device)
+        f1[n_ext - 1] = 1.0
+        dense = torch.stack([f0, 3 * b - 2 * f0 - f1, -2 * b + f0 + f1, torch.zeros_like(b)], dim=1)
+    return _Matrices(
+        a=[vec(row, i + 1) for i, row in enumerate(tab.a)],
+        b=vec(tab.b, n),
+        e=vec(tab.b_err, n) if tab.b_err is not None else None,
+        dense=dense,
+    )
+
+
+def _dense_eval(z: torch.Tensor, htc: torch.Tensor, coef: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """z (R, L), htc (R, 1), coef (4, R, L), theta (R, W) → (R, W, L) by Horner's rule."""
     th = theta[..., None]  # (R, W, 1)
-    acc = coef[:, None, 3]
+    acc = coef[3][:, None]
     for j in (2, 1, 0):
-        acc = coef[:, None, j] + th * acc
-    return z[:, None, :] + hc[:, None, :] * th * acc
+        acc = coef[j][:, None] + th * acc
+    return z[:, None, :] + htc[:, None, :] * th * acc
