@@ -105,7 +105,8 @@ def main() -> None:
         for adjoint in (0, 1):
             cmd = [
                 sys.executable,
-                __file__,
+                "-m",
+                "bench.adjoint",
                 "--worker",
                 "--steps",
                 str(steps),
@@ -118,7 +119,9 @@ def main() -> None:
                 "--reps",
                 str(args.reps),
             ]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).parents[1])
+            if out.returncode != 0:
+                raise RuntimeError(f"worker failed: {out.stderr[-2000:]}")
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(
@@ -158,15 +161,15 @@ def main() -> None:
             else "(growth of peak RSS over the first iteration)."
         ),
         "",
-        "| RK4 steps | backprop through solver: peak MiB | time ms | adjoint: peak MiB | time ms | NFE (adjoint) |",
-        "|---|---|---|---|---|---|",
+        "| RK4 steps | backprop through solver: peak MiB | time ms | NFE | adjoint: peak MiB | time ms | NFE |",
+        "|---|---|---|---|---|---|---|",
     ]
     by = {(r["steps"], r["adjoint"]): r for r in rows}
     for steps in sorted({r["steps"] for r in rows}):
         d, a = by[(steps, False)], by[(steps, True)]
         lines.append(
-            f"| {steps} | {d['peak_mib']:.1f} | {d['seconds'] * 1e3:.1f} | {a['peak_mib']:.1f} | "
-            f"{a['seconds'] * 1e3:.1f} | {a['nfe_per_iteration']} |"
+            f"| {steps} | {d['peak_mib']:.1f} | {d['seconds'] * 1e3:.1f} | {d['nfe_per_iteration']} | "
+            f"{a['peak_mib']:.1f} | {a['seconds'] * 1e3:.1f} | {a['nfe_per_iteration']} |"
         )
     lines += [
         "",

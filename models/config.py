@@ -123,6 +123,8 @@ class TrainConfig:
     context: "fixed" uses each series' own context length (data sets that define one, e.g. spirals'
     observation window); "random" draws a cut per series and epoch in [min_context, n - 1] so the
     model learns to forecast from any history (pbcseq, user data).
+    std_lr_scale: learning-rate multiplier for the decoder's learned σ, so that it tracks the noise level
+    of the current fit instead of lagging it (matters when early stopping picks an early epoch).
     likelihood: "all" scores every observed value (context reconstruction and forecast window, the
     papers' interpolation objective); "forecast" scores only the points after the context (Rubanova et
     al.'s extrapolation objective), for data whose paths wander more than one smooth curve explains.
@@ -134,6 +136,7 @@ class TrainConfig:
     lr_min: float = 1e-4
     weight_decay: float = 0.0
     grad_clip: float = 5.0
+    std_lr_scale: float = 1.0
     iwae_samples: int = 1
     kl_anneal_epochs: int = 0
     context: ContextPolicy = "random"
@@ -148,6 +151,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.lr > 0 and 0 <= self.lr_min <= self.lr, "train.lr", "need 0 <= lr_min <= lr, lr > 0")
         _check(self.iwae_samples >= 1, "train.iwae_samples", "must be >= 1 (1 = plain ELBO)")
+        _check(self.std_lr_scale > 0, "train.std_lr_scale", "must be > 0")
         _check(self.kl_anneal_epochs >= 0, "train.kl_anneal_epochs", "must be >= 0")
         _check(self.context in get_args(ContextPolicy), "train.context", f"one of {get_args(ContextPolicy)}")
         _check(self.likelihood in get_args(Likelihood), "train.likelihood", f"one of {get_args(Likelihood)}")

@@ -95,7 +95,12 @@ def train(
     torch.manual_seed(tc.seed)
     normalizer = Normalizer.fit(split.train, split.channels, split.log_channels)
     model = build_model(exp.model, len(split.channels)).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    std_params = [p for n, p in model.named_parameters() if n == "decoder.log_std"]
+    others = [p for n, p in model.named_parameters() if n != "decoder.log_std"]
+    groups = [{"params": others, "lr_scale": 1.0}]
+    if std_params:
+        groups.append({"params": std_params, "lr_scale": tc.std_lr_scale})
+    opt = torch.optim.Adam(groups, lr=tc.lr, weight_decay=tc.weight_decay)
     history: list[dict[str, Any]] = []
     best_score, start_epoch = math.inf, 0
     if resume is not None:
@@ -142,7 +147,7 @@ def train(
             torch.manual_seed(tc.seed * 100_003 + epoch)
             lr = _lr_at(exp, epoch)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             perm = rng.permutation(n_train)
             progress.reset(task, total=steps, epoch=epoch + 1)
             run_loss, run_n, nfe, t0 = 0.0, 0, 0, time.perf_counter()

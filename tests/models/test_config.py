@@ -46,7 +46,7 @@ def test_files_and_overrides(tmp_path) -> None:
     (tmp_path / "c.json").write_text('{"train": {"epochs": 8}}')
     exp = build_experiment("spirals", tmp_path / "c.toml", train={"seed": 5})
     assert exp.train.epochs == 7 and exp.train.seed == 5 and exp.model.solver.method == "rk4"
-    assert exp.model.latent_dim == 6  # untouched recipe values survive
+    assert exp.model.latent_dim == 8  # untouched recipe values survive
     assert load_config_file(tmp_path / "c.json") == {"train": {"epochs": 8}}
     with pytest.raises(ConfigError, match=r"toml or \.json"):
         load_config_file(tmp_path / "c.yaml")
