@@ -17,7 +17,9 @@ from service.errors import ServiceError, field_error
 from service.prepare import Job, prepare
 from service.registry import ServedModel
 from service.schemas import (
+    EXAMPLE_MODELS,
     EXAMPLE_REQUEST,
+    EXAMPLE_RESPONSE,
     ErrorResponse,
     ForecastRequest,
     ForecastResponse,
@@ -162,7 +164,7 @@ def render(served: ServedModel, job: Job, results: list[SeriesForecast]) -> byte
 @router.post(
     "/forecast",
     response_model=ForecastResponse,
-    responses=ERRORS,
+    responses={200: {"content": {"application/json": {"example": EXAMPLE_RESPONSE}}}, **ERRORS},
     summary="Forecast irregular series at any query times",
     openapi_extra={
         "requestBody": {
@@ -206,7 +208,11 @@ async def forecast(request: Request, state: State, _: ApiKey) -> Response:
     return Response(render(served, job, results), media_type="application/json")
 
 
-@router.get("/models", response_model=ModelsResponse, responses={401: ERRORS[401], 503: ERRORS[503]})
+@router.get(
+    "/models",
+    response_model=ModelsResponse,
+    responses={200: {"content": {"application/json": {"example": EXAMPLE_MODELS}}}, 401: ERRORS[401], 503: ERRORS[503]},
+)
 async def list_models(state: State, _: ApiKey) -> ModelsResponse:
     """Every served model: name, version (a digest of its weights), channels in order, time unit, training
     data and evaluation metrics."""
@@ -215,12 +221,26 @@ async def list_models(state: State, _: ApiKey) -> ModelsResponse:
     return ModelsResponse(models=[m.info(default=n == state.default) for n, m in state.models.items()])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get(
+    "/healthz",
+    summary="Liveness: the process answers",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: models loaded and warmed up", responses={503: {"description": "not yet"}})
+@router.get(
+    "/readyz",
+    summary="Readiness: models loaded and warmed up",
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ready", "models": ["pbcseq", "spirals"]}}}},
+        503: {
+            "description": "loading, or loading failed",
+            "content": {"application/json": {"example": {"status": "loading"}}},
+        },
+    },
+)
 async def readyz(state: State) -> Response:
     if state.ready:
         body = {"status": "ready", "models": sorted(state.models)}
@@ -229,7 +249,21 @@ async def readyz(state: State) -> Response:
     return Response(orjson.dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "2"})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "text/plain": {
+                    "example": 'latentcast_requests_total{path="/forecast",status="200"} 42.0\n'
+                    "latentcast_queue_series 0.0\n"
+                }
+            }
+        }
+    },
+)
 async def metrics(state: State) -> Response:
     state.metrics.queue_series.set(state.batcher.queued_series if state.batcher else 0)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

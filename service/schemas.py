@@ -27,6 +27,57 @@ EXAMPLE_REQUEST: dict[str, Any] = {
 }
 
 
+EXAMPLE_RESPONSE: dict[str, Any] = {
+    "model": {"name": "pbcseq", "version": "d4024a0afd83"},
+    "channels": ["bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"],
+    "forecasts": [
+        {
+            "id": "patient-17",
+            "query_times": ["2027-01-01T00:00:00Z", "2026-04-01T00:00:00Z"],
+            "mean": [[1.48, 252.8, 3.35, 656.6, 67.2, 232.7, 10.65], [1.38, 257.5, 3.43, 647.9, 68.5, 235.8, 10.47]],
+            "quantiles": {
+                "0.1": [[0.49, 179.3, 2.94, 349.3, 40.5, 158.0, 9.69], [0.49, 182.5, 3.03, 348.8, 41.8, 160.8, 9.55]],
+                "0.5": [[1.16, 244.7, 3.35, 596.7, 63.1, 232.8, 10.62], [1.11, 249.1, 3.43, 590.1, 64.4, 236.1, 10.44]],
+                "0.9": [
+                    [2.82, 337.4, 3.76, 1037.5, 99.2, 307.3, 11.65],
+                    [2.58, 343.8, 3.82, 1016.6, 100.3, 310.6, 11.43],
+                ],
+            },
+        }
+    ],
+}
+
+EXAMPLE_MODELS: dict[str, Any] = {
+    "models": [
+        {
+            "name": "pbcseq",
+            "version": "d4024a0afd83",
+            "channels": ["bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"],
+            "log_channels": ["bili", "chol", "alk.phos", "ast", "protime"],
+            "time_unit": "day",
+            "time_scale": 0.0027378507871321013,
+            "max_horizon": 10303.2,
+            "training_data": {
+                "name": "pbcseq",
+                "series": 312,
+                "visits": 1945,
+                "split": {"train": 188, "val": 62, "test": 62},
+            },
+            "metrics": {
+                "evaluation": {
+                    "task": "pbcseq last visit",
+                    "nmse": 0.494,
+                    "coverage80": 0.845,
+                    "locf_nmse": 0.614,
+                    "linear_trend_nmse": 1.267,
+                }
+            },
+            "default": True,
+        }
+    ]
+}
+
+
 class SeriesIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -70,6 +121,8 @@ class SeriesForecastOut(BaseModel):
 
 
 class ForecastResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_RESPONSE]})
+
     model: ModelRef
     channels: list[str]
     forecasts: list[SeriesForecastOut]
@@ -89,6 +142,8 @@ class ModelInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_MODELS]})
+
     models: list[ModelInfo]
 
 

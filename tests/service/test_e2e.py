@@ -1,0 +1,164 @@
+"""End to end: `latentcast serve` as a subprocess on 127.0.0.1, the embedded default models, real HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.datasets.pbcseq import read_pbcseq
+from service.client import LatentcastClient
+
+EXAMPLE = {
+    "id": "patient-17",
+    "timestamps": ["2026-01-03T00:00:00Z", "2026-07-01T00:00:00Z", "2027-01-15T09:30:00+01:00"],
+    "values": [
+        [1.2, None, 3.4, 210.0, 55.0, 240.0, 10.1],
+        [1.5, 260.0, None, None, 60.0, 230.0, 10.4],
+        [1.7, None, 3.3, 250.0, None, 220.0, 10.6],
+    ],
+    "query_times": ["2027-06-01T00:00:00Z", "2026-04-01T00:00:00Z", "2025-12-01T00:00:00Z"],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "LATENTCAST_NUM_SAMPLES": "32", "LATENTCAST_MAX_WAIT_MS": "5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", str(port), "--device", "cpu"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server not ready within 90 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _patients(n: int) -> list[dict[str, Any]]:
+    frame = read_pbcseq()
+    channels = ["bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"]
+    out = []
+    for pid, g in list(frame.groupby("id"))[:n]:
+        days = g["time"].to_numpy(dtype=float)
+        vals = [[None if pd.isna(v) else float(v) for v in row] for row in g[channels].to_numpy()]
+        out.append(
+            {
+                "id": f"p{pid}",
+                "timestamps": days.tolist(),
+                "values": vals,
+                "query_times": [days[-1] + 365.0, days[0] + 10.0, days[-1] + 30.0],
+            }
+        )
+    return out
+
+
+def test_example_request_shapes_order_and_quantiles(server: str) -> None:
+    r = httpx.post(f"{server}/forecast", json={"model": "pbcseq", "series": [EXAMPLE], "quantiles": [0.1, 0.5, 0.9]})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"]["name"] == "pbcseq" and out["channels"][0] == "bili"
+    f = out["forecasts"][0]
+    assert f["id"] == "patient-17" and f["query_times"] == EXAMPLE["query_times"]
+    mean = np.array(f["mean"])
+    q = np.array([f["quantiles"][k] for k in ("0.1", "0.5", "0.9")])
+    assert mean.shape == (3, 7) and q.shape == (3, 3, 7)
+    assert np.isfinite(mean).all() and (q[0] <= q[1]).all() and (q[1] <= q[2]).all()
+    assert (mean > 0).all()  # every lab is positive; log-scale channels stay so
+    models = httpx.get(f"{server}/models").json()["models"]
+    assert {m["name"] for m in models} >= {"pbcseq", "spirals"}
+
+
+def test_same_forecast_alone_in_a_batch_and_under_concurrency(server: str) -> None:
+    patients = _patients(64)
+    target = patients[5]
+
+    def post(series: list[dict[str, Any]]) -> dict[str, Any]:
+        r = httpx.post(f"{server}/forecast", json={"model": "pbcseq", "series": series}, timeout=60)
+        assert r.status_code == 200, r.text
+        return {f["id"]: f for f in r.json()["forecasts"]}
+
+    alone = post([target])[target["id"]]
+    in_64 = post(patients)[target["id"]]
+    rng = np.random.default_rng(0)
+    requests = [
+        [target] + [patients[i] for i in rng.choice(np.r_[0:5, 6:64], size=7, replace=False)] for _ in range(12)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        concurrent_results = [res[target["id"]] for res in pool.map(post, requests)]
+    for other in [in_64, *concurrent_results]:
+        np.testing.assert_allclose(other["mean"], alone["mean"], rtol=1e-4, atol=1e-6)
+        for level in ("0.1", "0.5", "0.9"):
+            np.testing.assert_allclose(other["quantiles"][level], alone["quantiles"][level], rtol=1e-4, atol=1e-6)
+
+
+def test_python_client_long_frame(server: str) -> None:
+    frame = read_pbcseq()[["id", "time", "bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"]]
+    frame = frame[frame["id"] <= 3]
+    with LatentcastClient(server) as client:
+        fc = client.forecast(frame, query_times=[400.0, 800.0], model="pbcseq", quantiles=(0.1, 0.9))
+    assert list(fc.columns) == ["id", "time", "channel", "mean", "q0.1", "q0.9"]
+    assert len(fc) == 3 * 2 * 7 and (fc["q0.1"] <= fc["q0.9"]).all()
+    assert fc["time"].tolist()[:7] == [400.0] * 7
+
+
+def test_forecast_cli_writes_csv_and_png(server: str, tmp_path) -> None:
+    obs = read_pbcseq()[["id", "time", "bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"]]
+    obs[obs["id"] <= 2].to_csv(tmp_path / "obs.csv", index=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "forecast",
+        "--url",
+        server,
+        "--input",
+        str(tmp_path / "obs.csv"),
+        "--query-times",
+        "100,500,1000",
+        "--output",
+        str(tmp_path / "fc.csv"),
+        "--plot",
+        str(tmp_path / "fc.png"),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    fc = pd.read_csv(tmp_path / "fc.csv")
+    assert len(fc) == 2 * 3 * 7 and {"mean", "q0.1", "q0.5", "q0.9"} <= set(fc.columns)
+    assert (tmp_path / "fc.png").read_bytes()[:4] == b"\x89PNG"
