@@ -192,3 +192,33 @@ def test_not_ready_until_models_load(checkpoints, tmp_path) -> None:
         r = _post(c, {"series": [labs_series()]})
         assert r.status_code == 503 and r.headers["retry-after"]
         assert c.get("/healthz").status_code == 200
+
+
+def test_unparsable_date_time_names_the_element(client: TestClient) -> None:
+    s = labs_series("d1")
+    s.update(timestamps=["2026-01-01", "2026-13-45", "2026-03-01", "2026-04-01"], query_times=["2026-05-01"])
+    r = _post(client, {"series": [s]})
+    assert r.status_code == 422
+    assert r.json()["detail"] == "series 'd1': series[0].timestamps[1]: '2026-13-45' is not an ISO-8601 date-time"
+
+
+@pytest.mark.parametrize(
+    ("limits", "body", "setting"),
+    [
+        ({"max_series": 2}, {"series": [labs_series(f"s{i}") for i in range(3)]}, "LATENTCAST_MAX_SERIES"),
+        ({"max_points": 3}, {"series": [labs_series("s", n=4)]}, "LATENTCAST_MAX_POINTS"),
+        ({"max_query_times": 2}, {"series": [labs_series("s")]}, "LATENTCAST_MAX_QUERY_TIMES"),
+        ({"max_total_points": 10}, {"series": [labs_series("a"), labs_series("b")]}, "LATENTCAST_MAX_TOTAL_POINTS"),
+    ],
+)
+def test_too_many_series_points_or_query_times_is_413(checkpoints, limits, body, setting: str) -> None:
+    with running(settings_for(checkpoints, **limits)) as c:
+        r = _post(c, body)
+        assert r.status_code == 413, r.text
+        assert setting in r.json()["detail"]
+
+
+def test_too_many_samples_is_422(checkpoints) -> None:
+    with running(settings_for(checkpoints, max_num_samples=4)) as c:
+        r = _post(c, {"series": [labs_series()], "num_samples": 5})
+        assert r.status_code == 422 and "LATENTCAST_MAX_NUM_SAMPLES" in r.json()["detail"]
