@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-from torchdiffeq import odeint
 
 from models.config import ModelConfig
 from models.dynamics import mlp
@@ -59,9 +58,9 @@ class GRUEncoder(nn.Module):
 
 
 class ODERNNEncoder(nn.Module):
-    """ODE-RNN: between points h follows dh/dt = g(h) for Δt (fixed-step RK4, `encoder_substeps` steps
-    through torchdiffeq on s ∈ [0, 1] with dh/ds = Δt g(h), so every series has its own Δt); at each point
-    a GRU cell takes [x·m, m]. Final state → (mean, log-variance) of z0."""
+    """ODE-RNN: between points h follows dh/dt = g(h) for Δt (fixed-step RK4, `encoder_substeps` steps per
+    gap, so every series has its own Δt); at each point a GRU cell takes [x·m, m]. Final state → (mean,
+    log-variance) of z0."""
 
     def __init__(self, cfg: ModelConfig, n_channels: int):
         super().__init__()
@@ -73,14 +72,17 @@ class ODERNNEncoder(nn.Module):
         self.hidden = cfg.encoder_hidden
 
     def _evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """h (B, H), dt (B, 1) → h after time dt under g."""
-        grid = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
-
-        def field(_s: torch.Tensor, hh: torch.Tensor) -> torch.Tensor:
-            return self.g(hh) * dt
-
-        out: torch.Tensor = odeint(field, h, grid, method="rk4", options={"step_size": 1.0 / self.substeps})
-        return out[-1]
+        """h (B, H), dt (B, 1) → h after time dt under g: `encoder_substeps` steps of the 3/8-rule RK4 on
+        s ∈ [0, 1] with dh/ds = Δt g(h), the scheme of torchdiffeq's "rk4", written out to skip its per-call
+        overhead (this runs once per observation)."""
+        hs = dt / self.substeps  # (B, 1) step in model time
+        for _ in range(self.substeps):
+            k1 = self.g(h)
+            k2 = self.g(torch.addcmul(h, hs, k1, value=1 / 3))
+            k3 = self.g(torch.addcmul(h, hs, k2 - k1 / 3))
+            k4 = self.g(torch.addcmul(h, hs, k1 - k2 + k3))
+            h = torch.addcmul(h, hs, k1 + 3 * (k2 + k3) + k4, value=0.125)
+        return h
 
     def forward(
         self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor

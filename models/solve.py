@@ -269,14 +269,16 @@ def solve_per_series(
     s_q = torch.where(mine, torch.where(span[:, None] == 0, 0.0, tq_r / safe_span[:, None]), torch.inf)
     s_u, order, rank = _dedupe_sorted(s_q)
     w = min(window, q)
+    width = q + w
     s_pad = torch.cat([s_u, torch.full((r, w), torch.inf, dtype=dtype, device=dev)], dim=1)  # (R, Q + W)
     z = z0[src]
     lat = z.shape[1]
-    out = z.new_zeros(r, q + w, lat)
-    # queries at s = 0 (t = 0) are z0 itself
-    at_zero = s_pad == 0
-    out = torch.where(at_zero[..., None], z[:, None, :], out)
-    ptr = at_zero.sum(1)  # (R,) next unanswered query (unique, sorted)
+    # Answers, one row of L per (row, unique query slot). Slots are written before they are read: a window
+    # may write a slot it does not answer yet, but then a later pass overwrites it, since `ptr` stays put.
+    out = z.new_empty(r * width, lat)
+    out.view(r, width, lat)[:, 0] = z  # a query at s = 0 (t = 0) is z0 itself
+    ptr = (s_pad[:, 0] == 0).long()  # (R,) next unanswered query (unique, sorted)
+    base = torch.arange(r, device=dev)[:, None] * width  # (R, 1) first slot of each row in `out`
     win = torch.arange(w, device=dev)
 
     nfe = 0
@@ -339,14 +341,14 @@ def solve_per_series(
             stages[n_st] = f(s_end * span, z_new)
         coef = torch.mm(mats.dense.t(), flat).view(4, r, lat)  # y(θ) = z + ht Σ_j coef_j θ^(j+1)
         # dense output for the next `w` unanswered queries of each row (more passes if a step covers more)
+        basis = torch.cat([z[:, None], coef.transpose(0, 1) * htc[:, None]], dim=1)  # (R, 5, L)
         while True:
             idx = ptr[:, None] + win  # (R, W)
             s_win = s_pad.gather(1, idx)
             ans = accept[:, None] & (s_win <= s_end[:, None])
             theta = ((s_win - s[:, None]) / h_eff[:, None]).clamp(0.0, 1.0)
-            val = _dense_eval(z, htc, coef, theta)  # (R, W, L)
-            idx3 = idx[..., None].expand(-1, -1, lat)
-            out.scatter_(1, idx3, torch.where(ans[..., None], val, out.gather(1, idx3)))
+            powers = torch.stack([torch.ones_like(theta), theta, theta**2, theta**3, theta**4], dim=-1)
+            out.index_copy_(0, (base + idx).flatten(), torch.bmm(powers, basis).flatten(0, 1))
             ptr = ptr + ans.sum(1)
             if w >= q or not bool(ans[:, -1].any()):
                 break
@@ -359,9 +361,10 @@ def solve_per_series(
         done = done | (accept & last) | underflow
     status = torch.where(~done, int(Status.MAX_STEPS), status)
 
-    z_sorted = out[:, :q].gather(1, rank[..., None].expand(-1, -1, lat))
-    z_rows = torch.empty_like(z_sorted).scatter_(1, order[..., None].expand(-1, -1, lat), z_sorted)
-    z_out = z_rows[:b].clone()
+    # query j of row i sits in slot rank[i, k] where order[i, k] = j: one row gather puts them in order
+    slot = torch.empty_like(rank).scatter_(1, order, rank)  # (R, Q)
+    z_rows = out.index_select(0, (base + slot).flatten()).view(r, q, lat)
+    z_out = z_rows[:b]
     status_out = status[:b].clone()
     steps_out = steps[:b].clone()
     if back.numel():
@@ -430,12 +433,3 @@ def _matrices(method: str, device: torch.device, dtype: torch.dtype) -> _Matrice
         e=vec(tab.b_err, n) if tab.b_err is not None else None,
         dense=dense,
     )
-
-
-def _dense_eval(z: torch.Tensor, htc: torch.Tensor, coef: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """z (R, L), htc (R, 1), coef (4, R, L), theta (R, W) → (R, W, L) by Horner's rule."""
-    th = theta[..., None]  # (R, W, 1)
-    acc = coef[3][:, None]
-    for j in (2, 1, 0):
-        acc = coef[j][:, None] + th * acc
-    return z[:, None, :] + htc[:, None, :] * th * acc

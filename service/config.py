@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         "observations' first/last time",
     )
     max_num_samples: int = Field(256, ge=0, description="most sampled trajectories a request may ask for")
-    num_samples: int = Field(64, ge=1, le=4096, description="latent samples behind means and quantiles")
+    num_samples: int = Field(
+        32, ge=1, le=4096, description="latent samples behind means and quantiles (Sobol draws; see README)"
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it")
 
     api_key: SecretStr | None = Field(None, description="if set, /forecast and /models need it (X-API-Key)")

@@ -50,3 +50,17 @@ def test_processing_order_reverses_the_valid_part_only() -> None:
     assert dt[1, :, 0].tolist() == [0.0, 2.0, 0.0]
     xp, _, dt = processing_order(t, x, m, lengths, "last")
     assert xp[0, :, 0].tolist() == [0.0, 1.0, 3.0] and dt[0, :, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("substeps", [1, 2, 3])
+def test_odernn_evolution_is_torchdiffeqs_rk4(substeps: int) -> None:
+    from torchdiffeq import odeint
+
+    from models.encoder import ODERNNEncoder
+
+    enc = ODERNNEncoder(tiny_config(encoder="odernn", encoder_substeps=substeps), 3).double()
+    h = torch.randn(5, 8, dtype=torch.float64)
+    dt = torch.rand(5, 1, dtype=torch.float64) * 2
+    grid = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    ref = odeint(lambda _s, hh: enc.g(hh) * dt, h, grid, method="rk4", options={"step_size": 1.0 / substeps})[-1]
+    torch.testing.assert_close(enc._evolve(h, dt), ref, rtol=1e-12, atol=1e-12)
