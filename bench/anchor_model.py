@@ -19,8 +19,9 @@ def save(path: str | Path) -> Path:
 
     ours, _ = build(torch.device("cpu"))
     norm = Normalizer(("a", "b", "c")[:CHANNELS], (False,) * CHANNELS, (0.0,) * CHANNELS, (1.0,) * CHANNELS)
-    bundle = ModelBundle("anchor", ours, norm, TimeSpec("unitless", 1.0), {"name": "anchor-shaped, random weights",
-                                                                          "max_span": 3.0})
+    bundle = ModelBundle(
+        "anchor", ours, norm, TimeSpec("unitless", 1.0), {"name": "anchor-shaped, random weights", "max_span": 3.0}
+    )
     return save_checkpoint(path, bundle)
 
 

@@ -101,16 +101,58 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1e3, q)) if xs else float("nan")
 
 
+class RawPool:
+    """A minimal HTTP/1.1 client over keep-alive connections (asyncio streams): the load generator shares
+    the machine with the server, so it should cost as little CPU per request as possible."""
+
+    def __init__(self, url: str):
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        for attempt in (0, 1):
+            reused = bool(self.idle) and attempt == 0
+            conn = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
+            reader, writer = conn
+            writer.write(head + body)
+            line = await reader.readline()
+            if not line:  # the server closed an idle keep-alive connection: retry on a fresh one
+                writer.close()
+                if reused:
+                    continue
+                raise ConnectionError("server closed the connection")
+            status = int(line.split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            data = await reader.readexactly(length)
+            self.idle.append(conn)
+            return status, data
+        raise ConnectionError("unreachable")
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
 async def run_latency(url: str, bodies: list[bytes]) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-        for b in bodies[:10]:  # warm the connection and the server
-            await c.post("/forecast", content=b, headers={"content-type": "application/json"})
-        lat = []
-        for b in bodies:
-            t0 = time.perf_counter()
-            r = await c.post("/forecast", content=b, headers={"content-type": "application/json"})
-            lat.append(time.perf_counter() - t0)
-            assert r.status_code == 200, r.text
+    pool = RawPool(url)
+    for b in bodies[:10]:  # warm the connection and the server
+        await pool.post("/forecast", b)
+    lat = []
+    for b in bodies:
+        t0 = time.perf_counter()
+        status, data = await pool.post("/forecast", b)
+        lat.append(time.perf_counter() - t0)
+        assert status == 200, data[:300]
+    await pool.close()
     return {
         "requests": len(bodies),
         "p50_ms": pct(lat, 50),
@@ -127,33 +169,32 @@ async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: floa
     gaps = rng.exponential(1.0 / rate, n)
     lat: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
+    pool = RawPool(url)
 
-        async def one(b: bytes) -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            try:
-                r = await c.post("/forecast", content=b, headers={"content-type": "application/json"})
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                lat.append(time.perf_counter() - t0)
-            else:
-                errors += 1
+    async def one(b: bytes) -> None:
+        nonlocal errors
+        t0 = time.perf_counter()
+        try:
+            status, _ = await pool.post("/forecast", b)
+        except (OSError, asyncio.IncompleteReadError):
+            status = 0
+        if status == 200:
+            lat.append(time.perf_counter() - t0)
+        else:
+            errors += 1
 
-        tasks = []
-        start = time.perf_counter()
-        t_next = start
-        for i in range(n):
-            t_next += gaps[i]
-            delay = t_next - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+    tasks = []
+    start = time.perf_counter()
+    t_next = start
+    for i in range(n):
+        t_next += gaps[i]
+        delay = t_next - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    await pool.close()
     return {
         "rate": rate,
         "requests": n,
@@ -166,14 +207,15 @@ async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: floa
 
 
 async def run_bulk(url: str, body: bytes, n_series: int, reps: int) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=url, timeout=300) as c:
-        await c.post("/forecast", content=body, headers={"content-type": "application/json"})
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            r = await c.post("/forecast", content=body, headers={"content-type": "application/json"})
-            times.append(time.perf_counter() - t0)
-            assert r.status_code == 200, r.text[:300]
+    pool = RawPool(url)
+    await pool.post("/forecast", body)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        status, data = await pool.post("/forecast", body)
+        times.append(time.perf_counter() - t0)
+        assert status == 200, data[:300]
+    await pool.close()
     best = float(np.median(times))
     return {"series_per_request": n_series, "seconds_median": best, "series_per_s": n_series / best}
 

@@ -33,7 +33,13 @@ class Settings(BaseSettings):
     # micro-batching
     batching: bool = Field(True, description="gather concurrent requests' series into one solve")
     max_batch_series: int = Field(4096, ge=1, description="series per solve (before × latent samples)")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits for more series")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="how long a batch waits for more series; 0 = greedy: solve what is queued "
+        "as soon as the inference thread is free (requests arriving meanwhile form the next batch)",
+    )
     max_queue_series: int = Field(200_000, ge=1, description="series waiting; beyond this: 503 + Retry-After")
 
     # limits per request

@@ -48,7 +48,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:  # async: FastAPI runs sync dependencies in a threadpool
     state: AppState = request.app.state.latentcast
     return state
 
@@ -56,7 +56,7 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def require_api_key(request: Request, state: State) -> None:
+async def require_api_key(request: Request, state: State) -> None:
     """With LATENTCAST_API_KEY set, X-API-Key (or Authorization: Bearer) must match, compared in constant time."""
     key = state.settings.api_key
     if key is None:
