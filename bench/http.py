@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.solver import current_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -283,8 +285,7 @@ def main() -> None:
         device = torch.cuda.get_device_name()
     else:
         device = f"CPU ({os.cpu_count()} cores)"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    results.update(device=device, date=dt.date.today().isoformat(), commit=commit.strip(), argv=sys.argv[1:])
+    results.update(device=device, date=dt.date.today().isoformat(), commit=current_commit(), argv=sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"http_{'gpu' if args.device.startswith('cuda') else 'cpu'}{args.tag}"

@@ -39,6 +39,7 @@ from bench.anchors import (
     union_grid,
     with_torchode,
 )
+from models import solve
 from models.config import ModelConfig, SolverConfig
 from models.data import Batch
 from models.latent_ode import LatentODE
@@ -85,6 +86,12 @@ def batch_of(t_obs: torch.Tensor, x: torch.Tensor, tq: torch.Tensor) -> tuple[Ba
     return batch, tq - last
 
 
+def current_commit() -> str:
+    """The checkout's commit; BENCH_COMMIT where the tree was copied without .git (the GPU machine)."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return os.environ.get("BENCH_COMMIT") or git.stdout.strip() or "unknown"
+
+
 def timeit(fn: Callable[[], Any], device: torch.device, reps: int) -> float:
     fn()
     if device.type == "cuda":
@@ -120,8 +127,17 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--window", type=int, default=0, help="override the solver's query window (0: device default)")
+    ap.add_argument("--sync-every", type=int, default=0, help="override steps between host syncs (0: default)")
+    ap.add_argument("--ours-only", action="store_true", help="skip the anchors (for comparing our own variants)")
     args = ap.parse_args()
     device = torch.device(args.device)
+    knobs = solve.EXEC_DEFAULTS[device.type]
+    if args.window:
+        knobs["window"] = args.window
+    if args.sync_every:
+        knobs["sync_every"] = args.sync_every
+    print(f"solver execution knobs on {device.type}: {knobs}", flush=True)
     ours, anchor = build(device)
     gen = torch.Generator().manual_seed(0)
     rows: list[dict[str, Any]] = []
@@ -140,9 +156,10 @@ def main() -> None:
         e = f"max rel err {row['max_rel_err']:.1e}" if "max_rel_err" in row else ""
         print(f"{method:<44} batch={b:<6} forecasts/s={fps:<12} {e} {note}", flush=True)
 
-    t_obs, x, tq = make_inputs(args.single, device, gen)
-    t = timeit(lambda: one_at_a_time(anchor, t_obs, x, tq), device, max(1, args.reps // 2))
-    add("A torchdiffeq one at a time", 1, t / args.single)
+    if not args.ours_only:
+        t_obs, x, tq = make_inputs(args.single, device, gen)
+        t = timeit(lambda: one_at_a_time(anchor, t_obs, x, tq), device, max(1, args.reps // 2))
+        add("A torchdiffeq one at a time", 1, t / args.single)
     for b in [int(v) for v in args.batches.split(",")]:
         t_obs, x, tq = make_inputs(b, device, gen)
         batch, q_rel = batch_of(t_obs, x, tq)
@@ -151,20 +168,22 @@ def main() -> None:
             z0_anchor = anchor.encode(t_obs, x)  # the anchors encode with their own GRU
         ref = reference(anchor.f, anchor.dec, z0_ours, q_rel)
         ref_anchor = reference(anchor.f, anchor.dec, z0_anchor, tq - 1)
-        if b <= 1024:
+        if b <= 1024 and not args.ours_only:
             out = union_grid(anchor, t_obs, x, tq)
             t = timeit(functools.partial(union_grid, anchor, t_obs, x, tq), device, max(1, args.reps // 2))
             add("B torchdiffeq union of query times", b, t, errors(out, ref_anchor))
-        try:
-            out = with_torchode(anchor, t_obs, x, tq)
-            t = timeit(functools.partial(with_torchode, anchor, t_obs, x, tq), device, args.reps)
-            add("C torchode per-series", b, t, errors(out, ref_anchor))
-        except Exception as exc:
-            add("C torchode per-series", b, None, note=f"failed: {type(exc).__name__}: {exc}"[:100])
-        fn = rk4_graph(anchor, t_obs, x, tq)
-        out = fn()
-        t = timeit(fn, device, args.reps * 4)
-        add("D rk4 64 steps" + (", CUDA graph" if device.type == "cuda" else ", eager"), b, t, errors(out, ref_anchor))
+        if not args.ours_only:
+            try:
+                out = with_torchode(anchor, t_obs, x, tq)
+                t = timeit(functools.partial(with_torchode, anchor, t_obs, x, tq), device, args.reps)
+                add("C torchode per-series", b, t, errors(out, ref_anchor))
+            except Exception as exc:
+                add("C torchode per-series", b, None, note=f"failed: {type(exc).__name__}: {exc}"[:100])
+            fn = rk4_graph(anchor, t_obs, x, tq)
+            out = fn()
+            t = timeit(fn, device, args.reps * 4)
+            kind = ", CUDA graph" if device.type == "cuda" else ", eager"
+            add("D rk4 64 steps" + kind, b, t, errors(out, ref_anchor))
 
         def ours_mean(batch: Batch = batch, q_rel: torch.Tensor = q_rel) -> torch.Tensor:
             return ours.predict(batch, q_rel, num_samples=0).mean
@@ -184,15 +203,14 @@ def main() -> None:
         if device.type == "cuda"
         else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = current_commit()
     result = {
         "device": device_name,
         "torch": torch.__version__,
         "date": dt.date.today().isoformat(),
         "commit": commit,
         "argv": sys.argv[1:],
+        "exec_knobs": dict(knobs),
         "rows": rows,
     }
     out_dir = Path(args.out)
@@ -211,15 +229,17 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# Solver: our prediction path vs the anchors, on {r['device']}",
         "",
-        f"torch {r['torch']}, {r['date']}, commit {r['commit']}. Forecasts per second (one forecast = one "
+        f"torch {r['torch']}, {r['date']}, commit {r['commit']}, solver knobs {r.get('exec_knobs')}. "
+        "Forecasts per second (one forecast = one "
         "series answered at its 50 query times); in brackets, max |error| / max |reference| against a "
         "float64 rtol 1e-10 solve of the same model.",
         "",
         "| method | " + " | ".join(f"batch {b:,}" for b in batches) + " |",
         "|---|" + "---|" * len(batches),
     ]
-    a = next(x for x in rows if x["method"].startswith("A "))
-    lines.append(f"| {a['method']} | {a['fps']:,.0f} (batch 1) |" + " |" * (len(batches) - 1))
+    a = next((x for x in rows if x["method"].startswith("A ")), None)
+    if a is not None:
+        lines.append(f"| {a['method']} | {a['fps']:,.0f} (batch 1) |" + " |" * (len(batches) - 1))
     for m in methods:
         if m.startswith("A "):
             continue

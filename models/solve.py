@@ -194,6 +194,12 @@ TABLEAUS: dict[str, _Tableau] = {
 
 _SAFETY, _IFACTOR, _DFACTOR, _MIN_STEP = 0.9, 10.0, 0.2, 1e-10
 
+# Per device type: query window per step and steps between host syncs (see solve_per_series).
+EXEC_DEFAULTS: dict[str, dict[str, int]] = {
+    "cpu": {"window": 8, "sync_every": 1},
+    "cuda": {"window": 64, "sync_every": 8},
+}
+
 
 @dataclasses.dataclass
 class PerSeriesSolution:
@@ -238,13 +244,19 @@ def solve_per_series(
     z0: torch.Tensor,
     t_query: torch.Tensor,
     cfg: SolverConfig,
-    window: int = 8,
+    window: int | None = None,
+    sync_every: int | None = None,
 ) -> PerSeriesSolution:
     """Solve each row from z0 (at t = 0) to its own query times, with its own steps.
 
     func(t, z): t (R,) per-row times, z (R, L) → (R, L). z0: (B, L). t_query: (B, Q), any order and
-    sign. `window` bounds how many query times are interpolated per row and step (work per step is
-    R × window × L); results do not depend on it. Call under torch.no_grad() / inference_mode().
+    sign. Call under torch.no_grad() / inference_mode().
+
+    Execution knobs (results do not depend on them; defaults per device in `EXEC_DEFAULTS`):
+    `window` bounds how many query times are interpolated per row and step (work per step is
+    R × window × L; a step covering more queries takes another pass, after a host sync). `sync_every`:
+    how many steps run between host checks of "all rows done" (a step after a row is done changes
+    nothing for that row). On a GPU each host sync drains the launch queue, so fewer is faster.
     """
     if t_query.ndim != 2 or z0.ndim != 2 or t_query.shape[0] != z0.shape[0]:
         raise ValueError(
@@ -268,7 +280,9 @@ def solve_per_series(
     safe_span = torch.where(span == 0, torch.ones_like(span), span)
     s_q = torch.where(mine, torch.where(span[:, None] == 0, 0.0, tq_r / safe_span[:, None]), torch.inf)
     s_u, order, rank = _dedupe_sorted(s_q)
-    w = min(window, q)
+    knobs = EXEC_DEFAULTS["cuda" if dev.type == "cuda" else "cpu"]
+    w = min(window or knobs["window"], q)
+    check = max(1, sync_every or knobs["sync_every"])
     width = q + w
     s_pad = torch.cat([s_u, torch.full((r, w), torch.inf, dtype=dtype, device=dev)], dim=1)  # (R, Q + W)
     z = z0[src]
@@ -309,8 +323,8 @@ def solve_per_series(
         status = torch.where(too_many & ~done, int(Status.MAX_STEPS), status)
         done = done | too_many
 
-    for _ in range(cfg.max_num_steps):
-        if bool(done.all()):
+    for it in range(cfg.max_num_steps):
+        if it % check == 0 and bool(done.all()):
             break
         last = h >= (1 - s) * (1 - 1e-6)  # within rounding of the end: finish exactly at s = 1
         h_eff = torch.where(last, 1 - s, h)

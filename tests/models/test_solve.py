@@ -87,12 +87,14 @@ def test_queries_in_any_order_are_answered_in_order() -> None:
     torch.testing.assert_close(a[:, perm], b)
 
 
-@pytest.mark.parametrize("window", [1, 2, 8, 64])
-def test_result_does_not_depend_on_the_window(window: int) -> None:
+@pytest.mark.parametrize(("window", "sync_every"), [(1, 1), (2, 3), (8, 1), (64, 8), (20, 1000)])
+def test_result_does_not_depend_on_the_execution_knobs(window: int, sync_every: int) -> None:
     z0, t = problem(q=20)
-    ref = solve_per_series(linear, z0, t, SolverConfig(), window=20)
-    sol = solve_per_series(linear, z0, t, SolverConfig(), window=window)
+    ref = solve_per_series(linear, z0, t, SolverConfig(), window=20, sync_every=1)
+    sol = solve_per_series(linear, z0, t, SolverConfig(), window=window, sync_every=sync_every)
     torch.testing.assert_close(sol.z, ref.z, rtol=0, atol=1e-12)
+    assert torch.equal(sol.steps, ref.steps)
+    assert torch.equal(sol.status, ref.status)
 
 
 def test_batch_invariance_is_exact_per_row() -> None:

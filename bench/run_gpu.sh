@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU measurements of bench/results/*_gpu*.{md,json}, as run on the device machine (an H100/H200
+# whose python3 has torch, torchdiffeq and pandas; the service's other dependencies come as wheels in
+# .whl/, see README "Performance"). Writes into $OUT (default bench/results). Each part is bounded.
+#   PARTS="solver profile train http" BENCH_COMMIT=$(git rev-parse --short HEAD) bash bench/run_gpu.sh
+set -u
+OUT=${OUT:-bench/results}
+PARTS=${PARTS:-"solver profile train http"}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi -L
+python3 -c "import torch, torchdiffeq; print('torch', torch.__version__, torch.cuda.get_device_name())"
+for part in $PARTS; do
+  echo "=== $part $(date -u +%T)"
+  case $part in
+    solver) timeout 240 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --out "$OUT" ;;
+    knobs) timeout 90 python3 -m bench.solver --device cuda --batches 1,1024,65536 --reps 5 --ours-only \
+             --window 8 --sync-every 1 --tag _cpu_knobs --out "$OUT" | tail -8 ;;
+    profile) timeout 60 python3 -m bench.profile_predict --device cuda --batch 1024 --rows 12 > "$OUT/profile_gpu_1024.txt" 2>&1
+             head -3 "$OUT/profile_gpu_1024.txt" ;;
+    train) rm -rf /tmp/gpu_train
+           timeout 150 python3 -m service train --data pbcseq --out /tmp/gpu_train --device cuda --epochs 3 --quiet
+           python3 -c "
+import json, torch
+from models.checkpoint import load_checkpoint
+m = json.load(open('/tmp/gpu_train/metrics.json'))
+print('train on cuda:', {k: m[k] for k in list(m)[:6]})
+ck = load_checkpoint('/tmp/gpu_train/best.pt', device='cpu')
+print('checkpoint loads on CPU:', type(ck).__name__)" ;;
+    http) timeout 300 python3 -m bench.http --device cuda --models '["runs/bench/anchor.pt"]' --model anchor \
+            --rates 25,50,100,200,400,800,1600 --duration 5 --bulk-reps 5 --out "$OUT" | tail -40 ;;
+  esac
+done
