@@ -5,7 +5,7 @@
 #   PARTS="solver profile train http" BENCH_COMMIT=$(git rev-parse --short HEAD) bash bench/run_gpu.sh
 set -u
 OUT=${OUT:-bench/results}
-PARTS=${PARTS:-"solver profile train http"}
+PARTS=${PARTS:-"solver eager profile train http"}
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
@@ -17,8 +17,8 @@ for part in $PARTS; do
   echo "=== $part $(date -u +%T)"
   case $part in
     solver) timeout 240 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --out "$OUT" ;;
-    knobs) timeout 90 python3 -m bench.solver --device cuda --batches 1,1024,65536 --reps 5 --ours-only \
-             --window 8 --sync-every 1 --tag _cpu_knobs --out "$OUT" | tail -8 ;;
+    eager) timeout 90 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --ours-only \
+             --graphs 0 --tag _eager --out "$OUT" | tail -12 ;;
     profile) timeout 60 python3 -m bench.profile_predict --device cuda --batch 1024 --rows 12 > "$OUT/profile_gpu_1024.txt" 2>&1
              head -3 "$OUT/profile_gpu_1024.txt" ;;
     train) rm -rf /tmp/gpu_train

@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--window", type=int, default=0, help="override the solver's query window (0: device default)")
     ap.add_argument("--sync-every", type=int, default=0, help="override steps between host syncs (0: default)")
+    ap.add_argument("--graphs", type=int, default=-1, help="1/0: force CUDA graphs on/off (-1: default)")
     ap.add_argument("--ours-only", action="store_true", help="skip the anchors (for comparing our own variants)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -137,6 +138,8 @@ def main() -> None:
         knobs["window"] = args.window
     if args.sync_every:
         knobs["sync_every"] = args.sync_every
+    if args.graphs >= 0:
+        knobs["graphs"] = args.graphs
     print(f"solver execution knobs on {device.type}: {knobs}", flush=True)
     ours, anchor = build(device)
     gen = torch.Generator().manual_seed(0)

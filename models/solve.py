@@ -15,9 +15,14 @@ Each row integrates s ∈ [0, 1] with t = T·s, where T is the row's furthest qu
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import enum
 import functools
+import threading
+import warnings
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -194,10 +199,16 @@ TABLEAUS: dict[str, _Tableau] = {
 
 _SAFETY, _IFACTOR, _DFACTOR, _MIN_STEP = 0.9, 10.0, 0.2, 1e-10
 
-# Per device type: query window per step and steps between host syncs (see solve_per_series).
+# Execution knobs per device type (see solve_per_series; results never depend on them):
+#   window      query times interpolated per row and step in eager mode (more take another pass + sync)
+#   sync_every  steps between host checks of "all rows done" (a step after a row is done changes nothing)
+#   graphs      on CUDA, replay each step as a captured CUDA graph (shapes padded to buckets, cached)
+#   graph_max_rows / graph_cache  largest padded row count captured; graphs kept (LRU)
+# Measured on an H100 (bench/results/optimizations.md): the solve is launch-bound below ~10^5 rows, and
+# adaptive solves here take ~10 steps, so waiting 8 steps between syncs wastes more than syncs cost.
 EXEC_DEFAULTS: dict[str, dict[str, int]] = {
-    "cpu": {"window": 8, "sync_every": 1},
-    "cuda": {"window": 64, "sync_every": 8},
+    "cpu": {"window": 8, "sync_every": 1, "graphs": 0, "graph_max_rows": 0, "graph_cache": 0},
+    "cuda": {"window": 8, "sync_every": 1, "graphs": 1, "graph_max_rows": 1 << 18, "graph_cache": 48},
 }
 
 
@@ -239,93 +250,59 @@ def _dedupe_sorted(s_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return s_unique, order, rank
 
 
-def solve_per_series(
-    func: VectorField,
-    z0: torch.Tensor,
-    t_query: torch.Tensor,
-    cfg: SolverConfig,
-    window: int | None = None,
-    sync_every: int | None = None,
-) -> PerSeriesSolution:
-    """Solve each row from z0 (at t = 0) to its own query times, with its own steps.
+@dataclasses.dataclass
+class _State:
+    """What a step reads and writes, per row (R rows): latent state z (R, L), position s ∈ [0, 1],
+    proposed step h (s units), done, status, accepted steps, ptr = next unanswered (sorted, unique)
+    query. Besides these, a step writes in place into `stages` (dz/dt per stage) and `out` (answers)."""
 
-    func(t, z): t (R,) per-row times, z (R, L) → (R, L). z0: (B, L). t_query: (B, Q), any order and
-    sign. Call under torch.no_grad() / inference_mode().
+    z: torch.Tensor
+    s: torch.Tensor
+    h: torch.Tensor
+    done: torch.Tensor
+    status: torch.Tensor
+    steps: torch.Tensor
+    ptr: torch.Tensor
 
-    Execution knobs (results do not depend on them; defaults per device in `EXEC_DEFAULTS`):
-    `window` bounds how many query times are interpolated per row and step (work per step is
-    R × window × L; a step covering more queries takes another pass, after a host sync). `sync_every`:
-    how many steps run between host checks of "all rows done" (a step after a row is done changes
-    nothing for that row). On a GPU each host sync drains the launch queue, so fewer is faster.
-    """
-    if t_query.ndim != 2 or z0.ndim != 2 or t_query.shape[0] != z0.shape[0]:
-        raise ValueError(
-            f"solve_per_series: need z0 (B, L) and t_query (B, Q), got {tuple(z0.shape)}, {tuple(t_query.shape)}"
-        )
-    if not bool(torch.isfinite(t_query).all()):
-        raise ValueError("solve_per_series: query times must be finite")
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.z, self.s, self.h, self.done, self.status, self.steps, self.ptr]
+
+
+@dataclasses.dataclass
+class _Problem:
+    """Per-call inputs of the step loop, R rows × W query slots: span (R,) signed end time of each row;
+    s_pad (R, Q + W) sorted unique query positions in s units, +inf padded; stages (n, R, L) and
+    out (R · (Q + W), L) buffers written in place."""
+
+    span: torch.Tensor
+    s_pad: torch.Tensor
+    stages: torch.Tensor
+    out: torch.Tensor
+    window: int
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.span, self.s_pad, self.stages, self.out]
+
+
+def _make_step(func: VectorField, cfg: SolverConfig, p: _Problem) -> Callable[[_State], _State]:
+    """One step of every row (adaptive: accepted or rejected per row), answering the queries it covers
+    by dense output. Pure tensor code apart from the eager multi-pass window (never taken in a graph,
+    where the window covers all queries)."""
     tab = TABLEAUS[cfg.method]
-    b, q = t_query.shape
-    dev, dtype = z0.device, z0.dtype
-    tq = t_query.to(dtype)
-    t_hi = tq.clamp(min=0).amax(1)  # (B,)
-    t_lo = tq.clamp(max=0).amin(1)  # (B,)
-    back = (t_lo < 0).nonzero().flatten()  # rows that also integrate backwards
-    src = torch.cat([torch.arange(b, device=dev), back])
-    r = src.numel()
-    span = torch.cat([t_hi, t_lo[back]])  # (R,) signed end time of each row
-    is_fwd = torch.arange(r, device=dev) < b
-    tq_r = tq[src]  # (R, Q)
-    mine = torch.where(is_fwd[:, None], tq_r >= 0, tq_r < 0)
-    safe_span = torch.where(span == 0, torch.ones_like(span), span)
-    s_q = torch.where(mine, torch.where(span[:, None] == 0, 0.0, tq_r / safe_span[:, None]), torch.inf)
-    s_u, order, rank = _dedupe_sorted(s_q)
-    knobs = EXEC_DEFAULTS["cuda" if dev.type == "cuda" else "cpu"]
-    w = min(window or knobs["window"], q)
-    check = max(1, sync_every or knobs["sync_every"])
-    width = q + w
-    s_pad = torch.cat([s_u, torch.full((r, w), torch.inf, dtype=dtype, device=dev)], dim=1)  # (R, Q + W)
-    z = z0[src]
-    lat = z.shape[1]
-    # Answers, one row of L per (row, unique query slot). Slots are written before they are read: a window
-    # may write a slot it does not answer yet, but then a later pass overwrites it, since `ptr` stays put.
-    out = z.new_empty(r * width, lat)
-    out.view(r, width, lat)[:, 0] = z  # a query at s = 0 (t = 0) is z0 itself
-    ptr = (s_pad[:, 0] == 0).long()  # (R,) next unanswered query (unique, sorted)
+    r, lat = p.stages.shape[1], p.stages.shape[2]
+    dev, dtype = p.stages.device, p.stages.dtype
+    mats = _matrices(cfg.method, dev, dtype)
+    n_st = len(tab.c)
+    flat = p.stages.view(p.stages.shape[0], -1)
+    stages, span, s_pad, out = p.stages, p.span, p.s_pad, p.out
+    q = s_pad.shape[1] - p.window
+    w = p.window
+    width = s_pad.shape[1]
     base = torch.arange(r, device=dev)[:, None] * width  # (R, 1) first slot of each row in `out`
     win = torch.arange(w, device=dev)
 
-    nfe = 0
-
-    def f(t: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:
-        nonlocal nfe
-        nfe += 1
-        return func(t, zz)
-
-    mats = _matrices(cfg.method, dev, dtype)
-    n_st = len(tab.c)
-    stages = z.new_empty(n_st + (0 if tab.fsal else 1), r, lat)  # dz/dt at each stage (+ at the end)
-    flat = stages.view(stages.shape[0], -1)
-    s = torch.zeros(r, dtype=dtype, device=dev)
-    done = span == 0
-    status = torch.zeros(r, dtype=torch.long, device=dev)
-    steps = torch.zeros(r, dtype=torch.long, device=dev)
-    stages[0] = f(s, z)
-    if tab.b_err is not None:
-
-        def field_s(ss: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:  # d/ds = span · d/dt
-            return f(span * ss, zz) * span[:, None]
-
-        h = _initial_step(field_s, z, stages[0] * span[:, None], cfg, tab.order)
-    else:
-        h = (cfg.step_size / span.abs().clamp(min=1e-30)).clamp(max=1.0)
-        too_many = torch.ceil(1.0 / h) > cfg.max_num_steps
-        status = torch.where(too_many & ~done, int(Status.MAX_STEPS), status)
-        done = done | too_many
-
-    for it in range(cfg.max_num_steps):
-        if it % check == 0 and bool(done.all()):
-            break
+    def step(st: _State) -> _State:
+        z, s, h, done, ptr = st.z, st.s, st.h, st.done, st.ptr
         last = h >= (1 - s) * (1 - 1e-6)  # within rounding of the end: finish exactly at s = 1
         h_eff = torch.where(last, 1 - s, h)
         ht = h_eff * span  # (R,) the step in model time, signed
@@ -333,7 +310,7 @@ def solve_per_series(
         t0 = s * span
         for i in range(1, n_st):  # stage i from stages 0..i-1: one matrix-vector product
             comb = torch.mv(flat[:i].t(), mats.a[i - 1]).view(r, lat)
-            stages[i] = f(t0 + tab.c[i] * ht, torch.addcmul(z, htc, comb))
+            stages[i] = func(t0 + tab.c[i] * ht, torch.addcmul(z, htc, comb))
         z_new = torch.addcmul(z, htc, torch.mv(flat[:n_st].t(), mats.b).view(r, lat))
         finite = torch.isfinite(z_new).all(1)
         if mats.e is not None:
@@ -352,7 +329,7 @@ def solve_per_series(
             underflow = ~finite & ~done
         s_end = torch.where(last, torch.ones_like(s), s + h_eff)
         if not tab.fsal:
-            stages[n_st] = f(s_end * span, z_new)
+            stages[n_st] = func(s_end * span, z_new)
         coef = torch.mm(mats.dense.t(), flat).view(4, r, lat)  # y(θ) = z + ht Σ_j coef_j θ^(j+1)
         # dense output for the next `w` unanswered queries of each row (more passes if a step covers more)
         basis = torch.cat([z[:, None], coef.transpose(0, 1) * htc[:, None]], dim=1)  # (R, 5, L)
@@ -366,26 +343,272 @@ def solve_per_series(
             ptr = ptr + ans.sum(1)
             if w >= q or not bool(ans[:, -1].any()):
                 break
-        s = torch.where(accept, s_end, s)
-        z = torch.where(accept[:, None], z_new, z)
         stages[0] = torch.where(accept[:, None], stages[-1], stages[0])  # derivative at the new point
-        h = torch.where(done, h, h_next)
-        steps = steps + accept.long()
-        status = torch.where(underflow, int(Status.NONFINITE), status)
-        done = done | (accept & last) | underflow
-    status = torch.where(~done, int(Status.MAX_STEPS), status)
+        return _State(
+            z=torch.where(accept[:, None], z_new, z),
+            s=torch.where(accept, s_end, s),
+            h=torch.where(done, h, h_next),
+            done=done | (accept & last) | underflow,
+            status=torch.where(underflow, int(Status.NONFINITE), st.status),
+            steps=st.steps + accept.long(),
+            ptr=ptr,
+        )
 
-    # query j of row i sits in slot rank[i, k] where order[i, k] = j: one row gather puts them in order
-    slot = torch.empty_like(rank).scatter_(1, order, rank)  # (R, Q)
-    z_rows = out.index_select(0, (base + slot).flatten()).view(r, q, lat)
+    return step
+
+
+def _bucket(n: int, least: int) -> int:
+    """Next power of two ≥ max(n, least): graphs are captured per padded shape and reused."""
+    return max(least, 1 << max(0, n - 1).bit_length())
+
+
+@dataclasses.dataclass
+class _Graph:
+    """A captured step over static buffers: copy a call's problem and state in, replay, read out.
+    Off CUDA (tests) `graph` is None and replay runs the same step eagerly on the same buffers."""
+
+    graph: torch.cuda.CUDAGraph | None
+    step: Callable[[_State], _State] | None
+    problem: _Problem
+    state: _State
+    owner: weakref.ref[VectorField]
+
+    def replay(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            assert self.step is not None
+            _assign(self.state, self.step(self.state))
+
+
+def _assign(dst: _State, src: _State) -> None:
+    for a, b in zip(dst.tensors(), src.tensors(), strict=True):
+        a.copy_(b)
+
+
+_GRAPHS: collections.OrderedDict[tuple[object, ...], _Graph | None] = collections.OrderedDict()
+_GRAPH_LOCK = threading.Lock()
+
+
+def _capture(
+    func: VectorField,
+    cfg: SolverConfig,
+    r: int,
+    width: int,
+    w: int,
+    n_buf: int,
+    lat: int,
+    dtype: torch.dtype,
+    dev: torch.device,
+) -> _Graph:
+    """Capture one step for these padded shapes, on zeroed buffers (every row done: a no-op step)."""
+    problem = _Problem(
+        span=torch.zeros(r, dtype=dtype, device=dev),
+        s_pad=torch.zeros(r, width, dtype=dtype, device=dev),
+        stages=torch.zeros(n_buf, r, lat, dtype=dtype, device=dev),
+        out=torch.zeros(r * width, lat, dtype=dtype, device=dev),
+        window=w,
+    )
+    state = _State(
+        z=torch.zeros(r, lat, dtype=dtype, device=dev),
+        s=torch.zeros(r, dtype=dtype, device=dev),
+        h=torch.ones(r, dtype=dtype, device=dev),
+        done=torch.ones(r, dtype=torch.bool, device=dev),
+        status=torch.zeros(r, dtype=torch.long, device=dev),
+        steps=torch.zeros(r, dtype=torch.long, device=dev),
+        ptr=torch.zeros(r, dtype=torch.long, device=dev),
+    )
+    step = _make_step(func, cfg, problem)
+    if dev.type != "cuda":
+        return _Graph(graph=None, step=step, problem=problem, state=state, owner=weakref.ref(func))
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):  # warm-up outside the graph (cuBLAS handles, workspaces)
+        for _ in range(2):
+            step(state)
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _assign(state, step(state))
+    return _Graph(graph=graph, step=None, problem=problem, state=state, owner=weakref.ref(func))
+
+
+def _graph_for(
+    key: tuple[object, ...], func: VectorField, build: Callable[[], _Graph], cache_size: int
+) -> _Graph | None:
+    """The cached graph for `key`, captured on first use; None if capture failed here before."""
+    if key in _GRAPHS:
+        hit = _GRAPHS[key]
+        if hit is None or hit.owner() is func:  # not a new module that reuses a freed one's id
+            _GRAPHS.move_to_end(key)
+            return hit
+        del _GRAPHS[key]
+    try:
+        entry: _Graph | None = build()
+    except RuntimeError as exc:  # an op that cannot be captured: solve eagerly from now on
+        warnings.warn(f"CUDA graph capture failed, solving eagerly: {exc}", RuntimeWarning, stacklevel=3)
+        entry = None
+    _GRAPHS[key] = entry
+    while len(_GRAPHS) > cache_size:
+        _GRAPHS.popitem(last=False)
+    return entry
+
+
+def solve_per_series(
+    func: VectorField,
+    z0: torch.Tensor,
+    t_query: torch.Tensor,
+    cfg: SolverConfig,
+    window: int | None = None,
+    sync_every: int | None = None,
+    graphs: bool | None = None,
+) -> PerSeriesSolution:
+    """Solve each row from z0 (at t = 0) to its own query times, with its own steps.
+
+    func(t, z): t (R,) per-row times, z (R, L) → (R, L). z0: (B, L). t_query: (B, Q), any order and
+    sign. Call under torch.no_grad() / inference_mode().
+
+    Execution knobs (results do not depend on them; defaults per device type in `EXEC_DEFAULTS`):
+    `window` bounds how many query times are interpolated per row and step in eager mode (work per
+    step is R × window × L; a step covering more queries takes another pass, after a host sync).
+    `sync_every`: steps between host checks of "all rows done". `graphs`: on CUDA, replay each step as
+    a CUDA graph captured for the padded shape (rows and queries padded to powers of two; padded rows
+    are done from the start), which removes the per-kernel launch cost that dominates small batches;
+    by default only when `func` is an `nn.Module`. A captured graph reads `func`'s parameters in
+    place, so it stays valid while they are updated in place, not if they are reallocated.
+    """
+    if t_query.ndim != 2 or z0.ndim != 2 or t_query.shape[0] != z0.shape[0]:
+        raise ValueError(
+            f"solve_per_series: need z0 (B, L) and t_query (B, Q), got {tuple(z0.shape)}, {tuple(t_query.shape)}"
+        )
+    if not bool(torch.isfinite(t_query).all()):
+        raise ValueError("solve_per_series: query times must be finite")
+    tab = TABLEAUS[cfg.method]
+    b, q = t_query.shape
+    dev, dtype = z0.device, z0.dtype
+    knobs = EXEC_DEFAULTS["cuda" if dev.type == "cuda" else "cpu"]
+    tq = t_query.to(dtype)
+    t_hi = tq.clamp(min=0).amax(1)  # (B,)
+    t_lo = tq.clamp(max=0).amin(1)  # (B,)
+    back = (t_lo < 0).nonzero().flatten()  # rows that also integrate backwards
+    src = torch.cat([torch.arange(b, device=dev), back])
+    r = src.numel()
+    span = torch.cat([t_hi, t_lo[back]])  # (R,) signed end time of each row
+    is_fwd = torch.arange(r, device=dev) < b
+    tq_r = tq[src]  # (R, Q)
+    mine = torch.where(is_fwd[:, None], tq_r >= 0, tq_r < 0)
+    safe_span = torch.where(span == 0, torch.ones_like(span), span)
+    s_q = torch.where(mine, torch.where(span[:, None] == 0, 0.0, tq_r / safe_span[:, None]), torch.inf)
+    s_u, order, rank = _dedupe_sorted(s_q)
+    z = z0[src]
+    lat = z.shape[1]
+    n_buf = len(tab.c) + (0 if tab.fsal else 1)
+    # graphs by default only for a module (stable identity and parameters), not e.g. a fresh lambda;
+    # graphs=True off CUDA runs the same padded, cached-buffer path eagerly (for tests)
+    auto = bool(knobs["graphs"]) and isinstance(func, torch.nn.Module)
+    use_graph = auto if graphs is None else graphs
+    r_pad, q_pad = (_bucket(r, 8), _bucket(q, 8)) if use_graph else (r, q)
+    use_graph = use_graph and (r_pad <= knobs["graph_max_rows"] or graphs is True)
+    if not use_graph:
+        r_pad, q_pad = r, q
+    w = q_pad if use_graph else min(window or knobs["window"], q)
+    width = q_pad + w
+    check = max(1, sync_every or knobs["sync_every"])
+
+    nfe = 0
+
+    def f(t: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:
+        nonlocal nfe
+        nfe += 1
+        return func(t, zz)
+
+    f0 = f(torch.zeros(r, dtype=dtype, device=dev), z)
+    done = span == 0
+    status = torch.zeros(r, dtype=torch.long, device=dev)
+    if tab.b_err is not None:
+
+        def field_s(ss: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:  # d/ds = span · d/dt
+            return f(span * ss, zz) * span[:, None]
+
+        h = _initial_step(field_s, z, f0 * span[:, None], cfg, tab.order)
+    else:
+        h = (cfg.step_size / span.abs().clamp(min=1e-30)).clamp(max=1.0)
+        too_many = torch.ceil(1.0 / h) > cfg.max_num_steps
+        status = torch.where(too_many & ~done, int(Status.MAX_STEPS), status)
+        done = done | too_many
+    state = _State(
+        z=z,
+        s=torch.zeros(r, dtype=dtype, device=dev),
+        h=h,
+        done=done,
+        status=status,
+        steps=torch.zeros(r, dtype=torch.long, device=dev),
+        ptr=(s_u[:, 0] == 0).long(),  # (R,) next unanswered query (unique, sorted)
+    )
+    with contextlib.ExitStack() as stack:
+        graph: _Graph | None = None
+        if use_graph:
+            stack.enter_context(_GRAPH_LOCK)  # the graph's buffers are shared: one solve at a time
+            stack.enter_context(torch.inference_mode())
+            key = (id(func), cfg, r_pad, width, w, n_buf, lat, dtype, dev)
+            graph = _graph_for(
+                key,
+                func,
+                lambda: _capture(func, cfg, r_pad, width, w, n_buf, lat, dtype, dev),
+                knobs["graph_cache"],
+            )
+        if graph is None:
+            problem = _Problem(
+                span=span,
+                s_pad=torch.full((r, width), torch.inf, dtype=dtype, device=dev),
+                stages=z.new_zeros(n_buf, r, lat),
+                out=z.new_empty(r * width, lat),
+                window=w,
+            )
+            r_pad = r
+        else:
+            problem = graph.problem  # padded rows: span 0, no queries, done from the start
+            problem.span.zero_()[:r] = span
+            problem.s_pad.fill_(torch.inf)
+            problem.stages.zero_()
+        problem.s_pad[:r, :q] = s_u
+        problem.stages[0, :r] = f0
+        out = problem.out
+        out.view(r_pad, width, lat)[:r, 0] = z  # a query at s = 0 (t = 0) is z0 itself
+        if graph is None:
+            step = _make_step(f, cfg, problem)
+            for it in range(cfg.max_num_steps):
+                if it % check == 0 and bool(state.done.all()):
+                    break
+                state = step(state)
+        else:
+            pad = {"z": 0.0, "s": 0.0, "h": 1.0, "done": True, "status": 0, "steps": 0, "ptr": 0}
+            for name, value in pad.items():
+                buf = getattr(graph.state, name)
+                buf.fill_(value)
+                buf[:r] = getattr(state, name)
+            evals = len(tab.c) - 1 + (0 if tab.fsal else 1)
+            for it in range(cfg.max_num_steps):
+                if it % check == 0 and bool(graph.state.done.all()):
+                    break
+                graph.replay()
+                nfe += evals
+        # query j of row i sits in slot rank[i, k] where order[i, k] = j: one row gather puts them in order
+        slot = torch.empty_like(rank).scatter_(1, order, rank)  # (R, Q)
+        base = torch.arange(r, device=dev)[:, None] * width
+        z_rows = out.index_select(0, (base + slot).flatten()).view(r, q, lat)
+    if graph is not None:  # copies made outside inference mode: ordinary tensors for the caller
+        state = _State(*(x[:r].clone() for x in graph.state.tensors()))
+        z_rows = z_rows.clone()
+    status = torch.where(~state.done, int(Status.MAX_STEPS), state.status)
     z_out = z_rows[:b]
     status_out = status[:b].clone()
-    steps_out = steps[:b].clone()
+    steps_out = state.steps[:b].clone()
     if back.numel():
         neg = (tq[back] < 0)[..., None]
         z_out[back] = torch.where(neg, z_rows[b:], z_out[back])
         status_out[back] = torch.maximum(status_out[back], status[b:])
-        steps_out[back] += steps[b:]
+        steps_out[back] += state.steps[b:]
     return PerSeriesSolution(z=z_out, status=status_out, nfe=nfe, steps=steps_out)
 
 

@@ -83,13 +83,19 @@ def default_model_name(settings: Settings, served: dict[str, ServedModel]) -> st
     return "pbcseq" if "pbcseq" in served else next(iter(served))
 
 
-def warm_up(model: ServedModel, sizes: tuple[int, ...] = (1, 16)) -> None:
-    """Run the whole forecast path once per size so lazy initialisation happens before traffic."""
+def warm_up(model: ServedModel, sizes: tuple[int, ...] | None = None) -> None:
+    """Run the whole forecast path once per batch size (series) and query count, so lazy initialisation
+    happens before traffic. On a GPU that includes capturing the solver's CUDA graphs for the padded
+    shapes of batches up to 64 series with up to 8 or 64 query times (forward only, or also backward)."""
     d = len(model.bundle.channels)
+    gpu = model.forecaster.device.type == "cuda"
+    if sizes is None:
+        sizes = (1, 2, 4, 8, 16, 32, 64) if gpu else (1, 16)
+    query_sets = [np.array([-0.1, 0.2, 0.5]), np.linspace(0.05, 1.0, 50)] if gpu else [np.array([-0.1, 0.2, 0.5])]
     for n in sizes:
         series = [
             Series(id=f"warm{i}", times=np.array([0.0, 0.1, 0.3]), values=np.ones((3, d), dtype=np.float32))
             for i in range(n)
         ]
-        queries = [np.array([-0.1, 0.2, 0.5]) for _ in range(n)]
-        model.forecaster.predict(series, queries, levels=(0.1, 0.5, 0.9))
+        for q in query_sets:
+            model.forecaster.predict(series, [q] * n, levels=(0.1, 0.5, 0.9))

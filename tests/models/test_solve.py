@@ -155,3 +155,29 @@ def test_non_finite_query_times_are_refused() -> None:
     t[2, 2] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         solve_per_series(linear, z0, t, SolverConfig())
+
+
+class _Blowup(torch.nn.Module):
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return z**2
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_padded_graph_path_matches_eager_and_reuses_its_buffers(method: str) -> None:
+    """The CUDA-graph path (rows and queries padded to buckets, static buffers reused across calls) run
+    eagerly on the CPU: same answers, steps and statuses as the plain path, call after call."""
+    f = _Module()
+    cfg = SolverConfig(method=method, max_num_steps=5000, step_size=0.05)
+    for b, q in [(5, 7), (7, 5), (3, 7), (9, 13)]:  # the first three share one bucket (8 rows × 8 queries)
+        z0, t = problem(b=b, q=q)
+        eager = solve_per_series(f, z0, t, cfg, graphs=False)
+        padded = solve_per_series(f, z0, t, cfg, graphs=True)
+        torch.testing.assert_close(padded.z, eager.z, rtol=0, atol=1e-12)
+        assert torch.equal(padded.steps, eager.steps)
+        assert torch.equal(padded.status, eager.status)
+    blow = _Blowup()
+    z0 = torch.tensor([[1.0], [0.1]], dtype=torch.float64)
+    t = torch.tensor([[2.0], [2.0]], dtype=torch.float64)
+    sol = solve_per_series(blow, z0, t, SolverConfig(max_num_steps=500), graphs=True)
+    assert sol.status[0] != Status.OK
+    assert sol.status[1] == Status.OK
