@@ -5,7 +5,7 @@
 #   PARTS="solver profile train http" BENCH_COMMIT=$(git rev-parse --short HEAD) bash bench/run_gpu.sh
 set -u
 OUT=${OUT:-bench/results}
-PARTS=${PARTS:-"solver eager profile train http"}
+PARTS=${PARTS:-"gputest solver eager profile train http"}
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
@@ -16,7 +16,9 @@ python3 -c "import torch, torchdiffeq; print('torch', torch.__version__, torch.c
 for part in $PARTS; do
   echo "=== $part $(date -u +%T)"
   case $part in
-    solver) timeout 240 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --out "$OUT" ;;
+    gputest) timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_solve_gpu.py 2>&1 | tail -15 ;;
+    solver) timeout 240 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --out "$OUT" \
+              > "$OUT/solver.log" 2>&1; grep -E "^(ours|C |D |B |A )|Error|error" "$OUT/solver.log" | head -30 ;;
     eager) timeout 90 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --ours-only \
              --graphs 0 --tag _eager --out "$OUT" | tail -12 ;;
     profile) timeout 60 python3 -m bench.profile_predict --device cuda --batch 1024 --rows 12 > "$OUT/profile_gpu_1024.txt" 2>&1
@@ -27,10 +29,11 @@ for part in $PARTS; do
 import json, torch
 from models.checkpoint import load_checkpoint
 m = json.load(open('/tmp/gpu_train/metrics.json'))
-print('train on cuda:', {k: m[k] for k in list(m)[:6]})
+b = m["best"]; print("train on cuda: epoch", b["epoch"], "val_nmse", round(b["val_nmse"], 3), "train_seconds", round(b["train_seconds"], 2))
 ck = load_checkpoint('/tmp/gpu_train/best.pt', device='cpu')
 print('checkpoint loads on CPU:', type(ck).__name__)" ;;
     http) timeout 300 python3 -m bench.http --device cuda --models '["runs/bench/anchor.pt"]' --model anchor \
-            --rates 25,50,100,200,400,800,1600 --duration 5 --bulk-reps 5 --out "$OUT" | tail -40 ;;
+            --rates 50,100,200,400,800,1600 --duration 4 --bulk-reps 5 --out "$OUT" > "$OUT/http.log" 2>&1
+          tail -5 "$OUT/http.log" ;;
   esac
 done

@@ -365,10 +365,12 @@ def _bucket(n: int, least: int) -> int:
 @dataclasses.dataclass
 class _Graph:
     """A captured step over static buffers: copy a call's problem and state in, replay, read out.
-    Off CUDA (tests) `graph` is None and replay runs the same step eagerly on the same buffers."""
+    Off CUDA (tests) `graph` is None and replay runs the same step eagerly on the same buffers.
+    `step` is kept alive with the graph: its closure owns tensors the graph reads (row offsets, window
+    indices), which the caching allocator would otherwise hand to other tensors."""
 
     graph: torch.cuda.CUDAGraph | None
-    step: Callable[[_State], _State] | None
+    step: Callable[[_State], _State]
     problem: _Problem
     state: _State
     owner: weakref.ref[VectorField]
@@ -377,7 +379,6 @@ class _Graph:
         if self.graph is not None:
             self.graph.replay()
         else:
-            assert self.step is not None
             _assign(self.state, self.step(self.state))
 
 
@@ -430,7 +431,7 @@ def _capture(
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         _assign(state, step(state))
-    return _Graph(graph=graph, step=None, problem=problem, state=state, owner=weakref.ref(func))
+    return _Graph(graph=graph, step=step, problem=problem, state=state, owner=weakref.ref(func))
 
 
 def _graph_for(
