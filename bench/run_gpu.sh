@@ -25,13 +25,15 @@ for part in $PARTS; do
              head -3 "$OUT/profile_gpu_1024.txt" ;;
     train) rm -rf /tmp/gpu_train
            timeout 150 python3 -m service train --data pbcseq --out /tmp/gpu_train --device cuda --epochs 3 --quiet
-           python3 -c "
-import json, torch
+           python3 - <<'PY'
+import json
 from models.checkpoint import load_checkpoint
-m = json.load(open('/tmp/gpu_train/metrics.json'))
-b = m["best"]; print("train on cuda: epoch", b["epoch"], "val_nmse", round(b["val_nmse"], 3), "train_seconds", round(b["train_seconds"], 2))
-ck = load_checkpoint('/tmp/gpu_train/best.pt', device='cpu')
-print('checkpoint loads on CPU:', type(ck).__name__)" ;;
+best = json.load(open("/tmp/gpu_train/metrics.json"))["best"]
+print("trained on cuda: best epoch", best["epoch"], "val_nmse", round(best["val_nmse"], 3))
+bundle = load_checkpoint("/tmp/gpu_train/best.pt", device="cpu")
+print("checkpoint loads on CPU:", bundle.name, bundle.version)
+PY
+           ;;
     http) timeout 300 python3 -m bench.http --device cuda --models '["runs/bench/anchor.pt"]' --model anchor \
             --rates 50,100,200,400,800,1600 --duration 4 --bulk-reps 5 --out "$OUT" > "$OUT/http.log" 2>&1
           tail -5 "$OUT/http.log" ;;

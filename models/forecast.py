@@ -117,12 +117,12 @@ class Forecaster:
         qmax = max(len(q) for q in query_times)
         if min(len(q) for q in query_times) == 0:
             raise ValueError("every series needs at least one query time")
-        rel = np.stack(  # pad each row with its own last query time (deduplicated inside the solver)
-            [
-                np.pad(np.asarray(q, dtype=np.float64) - a, (0, qmax - len(q)), mode="edge")
-                for q, a in zip(query_times, batch.anchor.tolist(), strict=True)
-            ]
-        )
+        rel = np.empty((len(series), qmax))  # each row padded with its own last query (deduplicated later)
+        for i, (q, a) in enumerate(zip(query_times, batch.anchor.tolist(), strict=True)):
+            n = len(q)
+            rel[i, :n] = q
+            rel[i, :n] -= a
+            rel[i, n:] = rel[i, n - 1]
         query = torch.as_tensor(rel, dtype=torch.float32, device=self.device)
         need_samples = return_samples or (not normalized and any(self.normalizer.log))
         pred: Prediction = self.model.predict(

@@ -8,6 +8,7 @@ Times of a series are measured from its first observation (the dynamics are time
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,8 +49,10 @@ class Job:
 
 def _kind(values: Sequence[float | str]) -> str | None:
     """ "number", "datetime", or None when mixed."""
-    n_str = sum(isinstance(v, str) for v in values)
-    return "datetime" if n_str == len(values) else "number" if n_str == 0 else None
+    types = set(map(type, values))  # one C-level pass; pydantic gave floats, ints or strs
+    if str not in types:
+        return "number"
+    return "datetime" if len(types) == 1 else None
 
 
 def _to_unit(values: Sequence[float | str], kind: str, spec: TimeSpec, sid: str, field: str, i: int) -> np.ndarray:
@@ -118,7 +121,8 @@ def _series(s: SeriesIn, i: int, model: ModelLimits, settings: Settings) -> tupl
             ["series", i, "values", j],
             sid,
         )
-    values = np.asarray(s.values, dtype=np.float64)  # None → NaN
+    flat = itertools.chain.from_iterable(s.values)  # rows checked equal width above; None → NaN
+    values = np.fromiter(flat, dtype=np.float64, count=n * model.n_channels).reshape(n, model.n_channels)
     observed = ~np.isnan(values).all(axis=1)
     if not observed.any():
         raise field_error(422, "no observed value at all; a series needs at least one", ["series", i, "values"], sid)
@@ -178,7 +182,7 @@ def prepare(req: ForecastRequest, model: ModelLimits, settings: Settings) -> Job
         model=model.name,
         series=series,
         queries=queries,
-        echo=[list(s.query_times) for s in req.series],
+        echo=[s.query_times for s in req.series],  # pydantic built these lists: no copy
         levels=tuple(float(v) for v in req.quantiles),
         num_samples=req.num_samples,
     )
