@@ -16,6 +16,7 @@ python3 -c "import torch, torchdiffeq; print('torch', torch.__version__, torch.c
 for part in $PARTS; do
   echo "=== $part $(date -u +%T)"
   case $part in
+    bulkprof) timeout 120 python3 -m bench.profile_bulk --device cuda --reps 5 ;;
     gputest) timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_solve_gpu.py 2>&1 | tail -15 ;;
     solver) timeout 240 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --out "$OUT" \
               > "$OUT/solver.log" 2>&1; grep -E "^(ours|C |D |B |A )|Error|error" "$OUT/solver.log" | head -30 ;;
@@ -35,7 +36,7 @@ print("checkpoint loads on CPU:", bundle.name, bundle.version)
 PY
            ;;
     http) timeout 300 python3 -m bench.http --device cuda --models '["runs/bench/anchor.pt"]' --model anchor \
-            --rates 50,100,200,400,800,1600 --duration 4 --bulk-reps 5 --out "$OUT" > "$OUT/http.log" 2>&1
+            --rates 10,20,50,100,200,400,800 --duration 4 --bulk-reps 5 --out "$OUT" > "$OUT/http.log" 2>&1
           tail -5 "$OUT/http.log" ;;
   esac
 done
