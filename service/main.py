@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -38,6 +39,12 @@ async def _load(state: AppState) -> None:
         models = await asyncio.to_thread(load_models, s, device)
         for served in models.values():
             await asyncio.to_thread(warm_up, served)
+        # A bulk request makes ~10^5 small objects (floats in lists): with the default thresholds the
+        # collector re-walks the loaded models' objects many times per request. Freeze what exists now
+        # and collect the young generation less often (bench/results/optimizations.md).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         state.default = default_model_name(s, models)
         m = state.metrics
 
