@@ -293,7 +293,8 @@ def collate(
     anchors = np.array(
         [s.times[0] if anchor == "first" else s.times[c - 1] for s, c in zip(series, n_context, strict=True)]
     )
-    norm = [normalizer.transform(s.values) for s in series]
+    lengths = [len(s) for s in series]
+    norm = np.split(normalizer.transform(np.concatenate([s.values for s in series])), np.cumsum(lengths)[:-1])
     rel = [s.times - a for s, a in zip(series, anchors, strict=True)]
     tc = max(n_context)
     tt = max(len(s) for s in series)

@@ -18,6 +18,7 @@ from models.config import SolverConfig
 from models.data import Normalizer, Series, collate
 from models.latent_ode import LatentODE, Prediction
 from models.rnn_baseline import RNNBaseline
+from models.solve import Status
 
 
 @dataclasses.dataclass
@@ -146,7 +147,9 @@ class Forecaster:
             samples = self.normalizer.inverse(pred.samples) if pred.samples is not None else None
         mean_np, quant_np = mean.cpu().numpy(), quant.cpu().numpy()
         samples_np = samples.cpu().numpy() if (samples is not None and return_samples) else None
-        status = pred.status.cpu().tolist()
+        status = pred.status.cpu().numpy()
+        finite = np.isfinite(mean_np).all(axis=(1, 2)) & np.isfinite(quant_np).all(axis=(0, 2, 3))
+        status = np.where((status == Status.OK) & ~finite, int(Status.NONFINITE), status).tolist()
         out = []
         for i, (s, q) in enumerate(zip(series, query_times, strict=True)):
             n = len(q)

@@ -7,6 +7,7 @@ import torch
 from models.data import Normalizer
 from models.forecast import Forecaster, raw_mean
 from models.latent_ode import LatentODE
+from models.solve import Status
 from tests.conftest import make_series, tiny_config
 
 
@@ -51,3 +52,14 @@ def test_context_length_limits_what_the_model_sees(normalizer) -> None:
     full = fc.predict(s, q)
     short = fc.predict(s, q, n_context=[1, 1, 1])
     assert any(not np.allclose(a.mean, b.mean) for a, b in zip(full, short, strict=True))
+
+
+def test_a_non_finite_forecast_is_a_failed_series_not_a_number(series, normalizer) -> None:
+    model = LatentODE(tiny_config(), 3)
+    fc = Forecaster(model, normalizer, num_samples=4)
+    queries = [s.times[-1] + np.array([0.5, 1.0]) for s in series]
+    last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # an output bias of +inf on channel a: every value of that channel overflows
+        last.bias[0] = float("inf")
+    out = fc.predict(series, queries, levels=(0.1, 0.9))
+    assert all(f.status == Status.NONFINITE for f in out)
