@@ -146,6 +146,61 @@ def _series(s: SeriesIn, i: int, model: ModelLimits, settings: Settings) -> tupl
     return series, queries
 
 
+def _all_series_at_once(
+    items: Sequence[SeriesIn], model: ModelLimits, settings: Settings
+) -> tuple[list[Series], list[np.ndarray]] | None:
+    """`_series` for every series in a few array operations over the concatenated request (a bulk
+    request's validation was ~70 µs of Python per series). None when any check fails, or time kinds
+    differ between series: the caller then goes series by series and raises the precise error.
+    Same results as `_series` (tests/service/test_prepare.py checks it)."""
+    d = model.n_channels
+    n_obs = np.fromiter(map(len, (s.timestamps for s in items)), dtype=np.int64, count=len(items))
+    n_q = np.fromiter(map(len, (s.query_times for s in items)), dtype=np.int64, count=len(items))
+    n_rows = np.fromiter(map(len, (s.values for s in items)), dtype=np.int64, count=len(items))
+    if n_obs.max() > settings.max_points or n_q.max() > settings.max_query_times or (n_rows != n_obs).any():
+        return None
+    flat_t = list(itertools.chain.from_iterable(s.timestamps for s in items))
+    flat_q = list(itertools.chain.from_iterable(s.query_times for s in items))
+    kinds = set(map(type, flat_t)) | set(map(type, flat_q))
+    if str not in kinds:
+        kind = "number"
+    elif kinds == {str}:
+        kind = "datetime"
+    else:
+        return None
+    rows = list(itertools.chain.from_iterable(s.values for s in items))
+    if set(map(len, rows)) != {d}:
+        return None
+    try:
+        ts = _to_unit(flat_t, kind, model.time, "", "timestamps", 0)
+        tq = _to_unit(flat_q, kind, model.time, "", "query_times", 0)
+    except ServiceError:
+        return None
+    start = np.cumsum(n_obs) - n_obs  # first observation of each series in the flat arrays
+    gaps = np.diff(ts)
+    gaps[start[1:] - 1] = np.inf  # differences across series boundaries do not count
+    if (gaps <= 0).any():
+        return None
+    values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * d).reshape(-1, d)
+    observed = ~np.isnan(values).all(axis=1)
+    if (np.add.reduceat(observed, start) == 0).any():
+        return None
+    origin = ts[start]
+    times = (ts - np.repeat(origin, n_obs)) * model.time.scale
+    queries = (tq - np.repeat(origin, n_q)) * model.time.scale
+    lo = np.minimum.reduceat(np.where(observed, times, np.inf), start)
+    hi = np.maximum.reduceat(np.where(observed, times, -np.inf), start)
+    dist = np.maximum(np.maximum(np.repeat(lo, n_q) - queries, queries - np.repeat(hi, n_q)), 0.0)
+    if (dist > model.max_horizon).any():
+        return None
+    n_seen = np.add.reduceat(observed, start)
+    cut = np.cumsum(n_seen)[:-1]
+    kept_t = np.split(times[observed], cut)
+    kept_v = np.split(values[observed].astype(np.float32), cut)
+    out = [Series(id=s.id, times=t, values=v) for s, t, v in zip(items, kept_t, kept_v, strict=True)]
+    return out, np.split(queries, np.cumsum(n_q)[:-1])
+
+
 def prepare(req: ForecastRequest, model: ModelLimits, settings: Settings) -> Job:
     if len(req.series) > settings.max_series:
         raise ServiceError(
@@ -173,11 +228,15 @@ def prepare(req: ForecastRequest, model: ModelLimits, settings: Settings) -> Job
         if s.id in seen:
             raise field_error(422, f"duplicate id (also series[{seen[s.id]}])", ["series", i, "id"], s.id)
         seen[s.id] = i
-    series, queries = [], []
-    for i, s in enumerate(req.series):
-        one, q = _series(s, i, model, settings)
-        series.append(one)
-        queries.append(q)
+    fast = _all_series_at_once(req.series, model, settings)
+    if fast is not None:
+        series, queries = fast
+    else:  # something to report (or mixed time kinds): series by series, for the precise error
+        series, queries = [], []
+        for i, s in enumerate(req.series):
+            one, q = _series(s, i, model, settings)
+            series.append(one)
+            queries.append(q)
     return Job(
         model=model.name,
         series=series,

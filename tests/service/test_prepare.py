@@ -127,3 +127,43 @@ def test_request_level_errors() -> None:
 )
 def test_limits_answer_413_and_name_the_setting(settings: dict[str, Any], match: str) -> None:
     _fails(_req(), 413, match, **settings)
+
+
+def _random_request(rng: np.random.Generator, n_series: int, dates: bool, mixed: bool = False) -> ForecastRequest:
+    series = []
+    for i in range(n_series):
+        n = int(rng.integers(1, 8))
+        t = np.cumsum(rng.uniform(0.5, 40.0, n)) - 100.0
+        vals = rng.normal(size=(n, 3)).round(3)
+        vals[rng.random((n, 3)) < 0.4] = np.nan
+        vals[rng.integers(0, n)] = [1.0, np.nan, 2.0]  # at least one observed row
+        q = np.sort(rng.uniform(t[0] - 50, t[-1] + 200, int(rng.integers(1, 6))))
+        as_date = dates and not (mixed and i % 2)
+
+        def fmt(x: np.ndarray, as_date: bool = as_date) -> list[Any]:
+            if not as_date:
+                return [float(v) for v in x]
+            base = np.datetime64("2026-01-01T00:00:00", "s")
+            return [str(base + np.timedelta64(int(v * 86400), "s")) + "Z" for v in x]
+
+        rows = [[None if np.isnan(v) else float(v) for v in row] for row in vals]
+        series.append({"id": f"s{i}", "timestamps": fmt(t), "values": rows, "query_times": fmt(q)})
+    return ForecastRequest.model_validate({"series": series})
+
+
+@pytest.mark.parametrize(("dates", "mixed"), [(False, False), (True, False), (True, True)])
+def test_the_whole_request_path_equals_the_series_by_series_path(dates: bool, mixed: bool) -> None:
+    from service import prepare as mod
+
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        req = _random_request(rng, 40, dates, mixed)
+        fast = mod._all_series_at_once(req.series, LABS, _plain())
+        assert (fast is None) == mixed  # numbers in some series, dates in others: series by series
+        job = prepare(req, LABS, _plain())
+        slow = [mod._series(s, i, LABS, _plain()) for i, s in enumerate(req.series)]
+        for one, q, (ref, ref_q) in zip(job.series, job.queries, slow, strict=True):
+            assert one.id == ref.id
+            np.testing.assert_array_equal(one.times, ref.times)
+            np.testing.assert_array_equal(one.values, ref.values)
+            np.testing.assert_array_equal(q, ref_q)
