@@ -61,6 +61,8 @@ def train_cmd(
             model={"solver": {"adjoint": True}} if adjoint else {},
         )
     result = train(exp, load_dataset(exp.data), out, device=device, resume=resume, show_progress=not quiet)
+    if not result.metrics:  # a rank other than 0 under torchrun: rank 0 reports and writes
+        return
     best = result.metrics["best"]
     typer.echo(f"best epoch {best.get('epoch')}: val nmse {best.get('val_nmse', float('nan')):.4f} -> {result.best}")
 

@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from models import distributed
 from models.checkpoint import ModelBundle, build_model, read_payload, save_checkpoint
 from models.config import ExperimentConfig, from_dict, to_dict
 from models.data import Normalizer, collate, random_contexts
 from models.datasets import DatasetSplit
 from models.forecast import Forecaster
 from models.metrics import forecast_contexts, holdout_metrics
-from models.solve import SolverError
 
 log = logging.getLogger("latentcast.train")
 
-BEST, LAST, METRICS, PLOT = "best.pt", "last.pt", "metrics.json", "validation.png"
+BEST, LAST, METRICS, PLOT, RANKS = "best.pt", "last.pt", "metrics.json", "validation.png", "ranks.json"
 
 
 @dataclasses.dataclass
@@ -89,12 +89,35 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    world = distributed.from_env()  # several processes under torchrun, else a world of one
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+    dev = distributed.start(world, resolve_device(device))
+    try:
+        return _train(exp, split, out, dev, world, resume, show_progress and world.main, on_epoch)
+    finally:
+        distributed.stop(world)
+
+
+def _train(
+    exp: ExperimentConfig,
+    split: DatasetSplit,
+    out: Path,
+    dev: torch.device,
+    world: distributed.World,
+    resume: str | Path | None,
+    show_progress: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> TrainResult:
     tc = exp.train
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     normalizer = Normalizer.fit(split.train, split.channels, split.log_channels)
     model = build_model(exp.model, len(split.channels)).to(dev)
+    loss_fn = distributed.LossModule(model)
+    step_fn: torch.nn.Module = loss_fn
+    if world.active:
+        ids = [dev.index] if dev.type == "cuda" else None
+        step_fn = torch.nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
     std_params = [p for n, p in model.named_parameters() if n == "decoder.log_std"]
     others = [p for n, p in model.named_parameters() if n != "decoder.log_std"]
     groups = [{"params": others, "lr_scale": 1.0}]
@@ -129,7 +152,8 @@ def train(
         return ModelBundle(name, model, normalizer, split.time, description, metrics)
 
     n_train = len(split.train)
-    steps = math.ceil(n_train / tc.batch_size)
+    per_rank = n_train // world.size
+    steps = math.ceil(per_rank / tc.batch_size)
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -143,26 +167,27 @@ def train(
         task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=float("nan"), val="")
         for epoch in range(start_epoch, tc.epochs):
             model.train()
-            rng = np.random.default_rng([tc.seed, epoch])
-            torch.manual_seed(tc.seed * 100_003 + epoch)
+            rng = np.random.default_rng([tc.seed, epoch])  # the permutation: the same on every rank
+            ctx_rng = np.random.default_rng([tc.seed, epoch, world.rank]) if world.active else rng
+            torch.manual_seed(tc.seed * 100_003 + epoch + 7_919 * world.rank)
             lr = _lr_at(exp, epoch)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            perm = rng.permutation(n_train)
+            perm = list(distributed.shard(rng.permutation(n_train), world))  # this rank's share
             progress.reset(task, total=steps, epoch=epoch + 1)
             run_loss, run_n, nfe, t0 = 0.0, 0, 0, time.perf_counter()
             for step in range(steps):
                 part = [split.train[i] for i in perm[step * tc.batch_size : (step + 1) * tc.batch_size]]
-                ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, rng)
+                ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
                 batch = collate(part, normalizer, ctx, exp.model.anchor).to(dev)
-                try:
-                    loss, stats = model.loss(
-                        batch, _kl_weight(exp, epoch + step / steps), tc.iwae_samples, tc.likelihood == "forecast"
-                    )
-                except SolverError as exc:
-                    log.warning("epoch %d step %d: skipped a batch: %s", epoch + 1, step, exc)
-                    continue
+                kl = _kl_weight(exp, epoch + step / steps)
+                loss, stats, ok = step_fn(batch, kl, tc.iwae_samples, tc.likelihood == "forecast")
                 opt.zero_grad(set_to_none=True)
+                if not distributed.all_ok(world, ok, dev):  # a solver failure on some rank: all skip
+                    if world.active:
+                        loss.backward()  # zero gradients, but every rank joins DDP's all-reduce
+                    log.warning("epoch %d step %d: skipped a batch: %s", epoch + 1, step, loss_fn.error)
+                    continue
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 opt.step()
@@ -171,6 +196,9 @@ def train(
                 nfe += stats.nfe
                 progress.update(task, advance=1, loss=run_loss / run_n)
             train_seconds = time.perf_counter() - t0
+            if not world.main:  # rank 0 validates and writes; the others wait for it
+                distributed.barrier(world)
+                continue
             val = validate(bundle({}), split, exp, dev)
             score = val.get("val_nmse", val["val_loss"])
             row = {
@@ -204,6 +232,15 @@ def train(
             )
             if on_epoch is not None:
                 on_epoch(row)
+            distributed.barrier(world)
+    digests = distributed.gather_digests(world, model)
+    if not world.main:
+        return TrainResult(out / BEST, out / LAST, {})
+    if world.active:  # the same weights on every rank, or DDP did not do its job
+        (out / RANKS).write_text(json.dumps({"world_size": world.size, "weights_digest": digests}, indent=2))
+        log.info("%d ranks, weights digests %s", world.size, digests)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks ended with different weights: {digests}")
     metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started)
     _plot_best(out, split, exp, dev)
     return TrainResult(out / BEST, out / LAST, metrics)

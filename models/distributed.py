@@ -1,0 +1,121 @@
+"""Data-parallel training across processes: `torchrun --nproc_per_node=N latentcast train ...`.
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them (plain
+`latentcast train`) everything here is a no-op world of one. Backend: NCCL on CUDA, gloo on the CPU.
+Each rank trains on its own shard of every epoch's permutation, gradients are averaged by
+DistributedDataParallel, and only rank 0 validates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+
+def from_env() -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def start(world: World, device: torch.device) -> torch.device:
+    """Join the process group; returns this rank's device (cuda:LOCAL_RANK on a GPU machine)."""
+    if not world.active:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
+def stop(world: World) -> None:
+    if world.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(world: World) -> None:
+    if world.active:
+        dist.barrier()
+
+
+def all_ok(world: World, ok: bool, device: torch.device) -> bool:
+    """True only if `ok` on every rank (so every rank takes the same branch around a collective)."""
+    if not world.active:
+        return ok
+    flag = torch.tensor([1 if ok else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def shard(indices: Iterable[Any], world: World) -> Iterator[int]:
+    """This rank's share of an epoch's permutation: every size-th item from `rank`, the same count on
+    every rank (the remainder of len / size is left out this epoch), so all ranks take the same steps."""
+    items = [int(i) for i in indices]
+    per_rank = len(items) // world.size
+    return iter(items[world.rank : per_rank * world.size : world.size])
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A hash of the parameters and buffers, to check that ranks hold the same weights."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def gather_digests(world: World, module: torch.nn.Module) -> list[str]:
+    mine = weights_digest(module)
+    if not world.active:
+        return [mine]
+    out: list[str] = [""] * world.size
+    dist.all_gather_object(out, mine)
+    return out
+
+
+class LossModule(torch.nn.Module):
+    """`model.loss(...)` as a forward, so DistributedDataParallel sees the call that uses the weights
+    (its gradient hooks are armed in forward). A solver failure does not escape: it returns a zero loss
+    that still touches every parameter, with ok=False, so every rank can take the same steps (a zero
+    backward, no update) instead of one rank leaving the collective and the others hanging."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.error: Exception | None = None
+
+    def forward(self, *args: object, **kwargs: object) -> tuple[torch.Tensor, object, bool]:
+        from models.solve import SolverError
+
+        try:
+            loss, stats = self.model.loss(*args, **kwargs)  # type: ignore[operator]
+        except SolverError as exc:
+            self.error = exc
+            zero = torch.stack([p.sum() for p in self.model.parameters()]).sum() * 0.0
+            return zero, None, False
+        return loss, stats, True
