@@ -54,6 +54,7 @@ COPY --from=build /opt/latentcast /opt/latentcast
 ENV PATH=/opt/latentcast/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
     LATENTCAST_HOST=0.0.0.0 \
     LATENTCAST_PORT=8000 \
     LATENTCAST_DEVICE=auto

@@ -30,15 +30,18 @@ if ! "${B[@]}" inspect --type image "$BASE" >/dev/null 2>&1; then
   rm -rf "$work"
 fi
 
-step "build $TAG (TORCH_VARIANT=$VARIANT, BASE_IMAGE=$BASE)"
-if [ "$VARIANT" = cpu ]; then
-  find "$TORCH_WHEEL_DIR" -maxdepth 1 -name 'torch-*+cpu-*.whl' -exec cp -n {} "$ROOT/deploy/wheels/" \; 2>/dev/null || true
+if [ "${BUILD:-1}" = 1 ] || ! "${B[@]}" inspect --type image "$TAG" >/dev/null 2>&1; then
+  step "build $TAG (TORCH_VARIANT=$VARIANT, BASE_IMAGE=$BASE) from commit $(git -C "$ROOT" rev-parse --short HEAD)"
+  if [ "$VARIANT" = cpu ]; then
+    find "$TORCH_WHEEL_DIR" -maxdepth 1 -name 'torch-*+cpu-*.whl' -exec cp -n {} "$ROOT/deploy/wheels/" \; 2>/dev/null || true
+  fi
+  if [ -f "$CA_BUNDLE" ]; then cp "$CA_BUNDLE" "$ROOT/deploy/certs/build-ca.crt"; fi
+  start=$(date +%s)
+  "${B[@]}" bud --isolation chroot --format docker --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VARIANT="$VARIANT" \
+    -t "$TAG" "$ROOT" >"${BUILD_LOG:-/tmp/latentcast-build-$VARIANT.log}" 2>&1
+  step "built in $(( $(date +%s) - start )) s"
 fi
-if [ -f "$CA_BUNDLE" ]; then cp "$CA_BUNDLE" "$ROOT/deploy/certs/build-ca.crt"; fi
-start=$(date +%s)
-"${B[@]}" bud --isolation chroot --format docker --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VARIANT="$VARIANT" \
-  -t "$TAG" "$ROOT" >"${BUILD_LOG:-/tmp/latentcast-build-$VARIANT.log}" 2>&1
-step "built in $(( $(date +%s) - start )) s; image size: $(podman --storage-driver vfs image inspect --format '{{.Size}}' "$TAG" | numfmt --to=si)B (base $(podman --storage-driver vfs image inspect --format '{{.Size}}' "$BASE" | numfmt --to=si)B)"
+step "image size: $(podman --storage-driver vfs image inspect --format '{{.Size}}' "$TAG" | numfmt --to=si)B (base $(podman --storage-driver vfs image inspect --format '{{.Size}}' "$BASE" | numfmt --to=si)B)"
 step "image config: $("${B[@]}" inspect --type image --format 'User={{.Docker.Config.User}} Cmd={{.Docker.Config.Cmd}} ExposedPorts={{.Docker.Config.ExposedPorts}} Healthcheck={{.Docker.Config.Healthcheck.Test}}' "$TAG")"
 
 ctr=$("${B[@]}" from "$TAG")

@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="if set, /forecast and /models need it (X-API-Key)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: object) -> object:
+        return None if value == "" else value  # LATENTCAST_API_KEY= (empty, as compose passes it) = no key
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

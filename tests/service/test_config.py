@@ -29,3 +29,11 @@ def test_environment_sets_everything(monkeypatch, checkpoints) -> None:
 def test_unsafe_values_fail_at_start(kw: dict, match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         Settings(**kw)
+
+
+def test_the_deploy_defaults_are_valid_settings(monkeypatch) -> None:
+    """compose.yaml passes LATENTCAST_API_KEY= and LATENTCAST_MODELS=[] when the host sets neither."""
+    monkeypatch.setenv("LATENTCAST_API_KEY", "")
+    monkeypatch.setenv("LATENTCAST_MODELS", "[]")
+    s = Settings()
+    assert s.api_key is None and s.models == [] and len(s.model_paths) == 2  # the embedded models
