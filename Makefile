@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest serve embedded-models clean
+.PHONY: install test lint typecheck pytest serve embedded-models container-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ embedded-models: install
 	$(BIN)/latentcast evaluate pbcseq --checkpoint runs/pbcseq/best.pt
 	cp runs/spirals/latent_ode/best.pt service/embedded/spirals.pt
 	cp runs/pbcseq/best.pt service/embedded/pbcseq.pt
+
+# Build the image with buildah (no Docker daemon), run it, POST a forecast, check it runs as non-root
+# (root, buildah and debootstrap needed; minutes). TORCH_VARIANT=cuda for the GPU image.
+container-smoke:
+	TORCH_VARIANT=$${TORCH_VARIANT:-cpu} bash deploy/smoke.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
