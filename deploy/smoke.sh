@@ -26,7 +26,7 @@ if ! "${B[@]}" inspect --type image "$BASE" >/dev/null 2>&1; then
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$work/root" "$MIRROR" \
     >"$work/debootstrap.log"
   rm -rf "$work"/root/var/cache/apt/archives/*.deb "$work"/root/var/lib/apt/lists/*
-  tar -C "$work/root" -c . | podman --storage-driver vfs import --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+  tar -C "$work/root" -c . | podman --storage-driver vfs import --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null 2>&1
   rm -rf "$work"
 fi
 
