@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from models import results
 
 SPAN = 4.0  # model time covered by the targets
 BATCH, OBS, CHANNELS, TARGETS = 128, 30, 3, 50
@@ -129,12 +130,8 @@ def main() -> None:
                 f"time={row['seconds'] * 1e3:8.1f} ms nfe={row['nfe_per_iteration']}",
                 flush=True,
             )
-    device = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    )
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    device = results.machine(args.device)
+    commit = results.commit()
     meta = {
         "device": device,
         "torch": torch.__version__,
@@ -146,9 +143,6 @@ def main() -> None:
         "targets": TARGETS,
         "rows": rows,
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "adjoint.json").write_text(json.dumps(meta, indent=2))
     lines = [
         "# Adjoint: training memory and time per iteration vs solver steps",
         "",
@@ -177,7 +171,7 @@ def main() -> None:
         "",
         f"Reproduce: `python -m bench.adjoint --steps {args.steps} --batch {args.batch} --device {args.device}`",
     ]
-    (out_dir / "adjoint.md").write_text("\n".join(lines) + "\n")
+    results.write(args.out, "adjoint", meta, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -16,9 +16,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,51 +24,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.solver import current_commit
+from models import results
+from service.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`python -m service serve` with LATENTCAST_* settings, waited on until /readyz says ready."""
-
-    def __init__(self, env: dict[str, str], device: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full = {**os.environ, "LATENTCAST_LOG_LEVEL": "warning", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--device", device],
-            env=full,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready in 180 s")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def make_series(model: dict[str, Any], n: int, n_obs: int, n_query: int, seed: int) -> list[dict[str, Any]]:
@@ -240,12 +196,12 @@ def main() -> None:
     args = ap.parse_args()
     modes = args.modes.split(",")
     env = {"LATENTCAST_MODELS": args.models} if args.models else {}
-    results: dict[str, Any] = {"model": args.model, "obs": args.obs, "queries": args.queries}
+    out: dict[str, Any] = {"model": args.model, "obs": args.obs, "queries": args.queries}
     configs = [("batching", {"LATENTCAST_BATCHING": "true"})]
     if "poisson" in modes:
         configs.append(("no batching", {"LATENTCAST_BATCHING": "false"}))
     for label, extra in configs:
-        server = Server({**env, **extra}, args.device)
+        server = ServerProcess({**env, **extra}, args.device)
         try:
             info = next(m for m in httpx.get(f"{server.url}/models").json()["models"] if m["name"] == args.model)
             single = [
@@ -275,23 +231,18 @@ def main() -> None:
                 body = json.dumps({"model": args.model, "series": series, "quantiles": [0.1, 0.5, 0.9]}).encode()
                 res["bulk"] = asyncio.run(run_bulk(server.url, body, args.bulk_series, args.bulk_reps))
                 print(f"[{label}] bulk: {res['bulk']}", flush=True)
-            results[label] = res
+            out[label] = res
         finally:
             server.stop()
-    device = args.device
-    if device.startswith("cuda"):
-        import torch
-
-        device = torch.cuda.get_device_name()
-    else:
-        device = f"CPU ({os.cpu_count()} cores)"
-    results.update(device=device, date=dt.date.today().isoformat(), commit=current_commit(), argv=sys.argv[1:])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.update(
+        device=results.machine(args.device),
+        date=dt.date.today().isoformat(),
+        commit=results.commit(),
+        argv=sys.argv[1:],
+    )
     name = f"http_{'gpu' if args.device.startswith('cuda') else 'cpu'}{args.tag}"
-    (out / f"{name}.json").write_text(json.dumps(results, indent=2))
-    (out / f"{name}.md").write_text(markdown(results))
-    print(markdown(results))
+    results.write(args.out, name, out, markdown(out))
+    print(markdown(out))
 
 
 def markdown(r: dict[str, Any]) -> str:

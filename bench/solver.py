@@ -16,9 +16,6 @@ import argparse
 import copy
 import datetime as dt
 import functools
-import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +36,7 @@ from bench.anchors import (
     union_grid,
     with_torchode,
 )
-from models import solve
+from models import results, solve
 from models.config import ModelConfig, SolverConfig
 from models.data import Batch
 from models.latent_ode import LatentODE
@@ -84,12 +81,6 @@ def batch_of(t_obs: torch.Tensor, x: torch.Tensor, tq: torch.Tensor) -> tuple[Ba
         anchor=torch.zeros(b, dtype=torch.float64),
     )
     return batch, tq - last
-
-
-def current_commit() -> str:
-    """The checkout's commit; BENCH_COMMIT where the tree was copied without .git (the GPU machine)."""
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return os.environ.get("BENCH_COMMIT") or git.stdout.strip() or "unknown"
 
 
 def timeit(fn: Callable[[], Any], device: torch.device, reps: int) -> float:
@@ -201,26 +192,16 @@ def main() -> None:
         if b <= 8192:
             t = timeit(ours_quantiles, device, max(1, args.reps // 2))
             add("ours: predict, 32 samples + 3 quantiles", b, t)
-    device_name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    )
-    commit = current_commit()
     result = {
-        "device": device_name,
+        "device": results.machine(device),
         "torch": torch.__version__,
         "date": dt.date.today().isoformat(),
-        "commit": commit,
+        "commit": results.commit(),
         "argv": sys.argv[1:],
         "exec_knobs": dict(knobs),
         "rows": rows,
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"solver_{'gpu' if device.type == 'cuda' else 'cpu'}{args.tag}"
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{name}.md").write_text(markdown(result))
+    results.write(args.out, f"solver_{'gpu' if device.type == 'cuda' else 'cpu'}{args.tag}", result, markdown(result))
     print(markdown(result))
 
 

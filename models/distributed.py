@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from models.solve import SolverError
+
 
 @dataclasses.dataclass(frozen=True)
 class World:
@@ -110,8 +112,6 @@ class LossModule(torch.nn.Module):
         self.error: Exception | None = None
 
     def forward(self, *args: object, **kwargs: object) -> tuple[torch.Tensor, object, bool]:
-        from models.solve import SolverError
-
         try:
             loss, stats = self.model.loss(*args, **kwargs)  # type: ignore[operator]
         except SolverError as exc:

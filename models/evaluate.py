@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from models import results
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import DataConfig, ExperimentConfig, ModelConfig, from_dict, load_config_file, merge
 from models.data import Series
@@ -46,21 +43,6 @@ def build_experiment(base: str, config_file: str | Path | None = None, **overrid
     return from_dict(ExperimentConfig, values)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def _timed_holdout(fc: Forecaster, series: list[Series]) -> dict[str, float]:
     dyn = getattr(fc.model, "dynamics", None)
     nfe0 = dyn.nfe if dyn is not None else 0
@@ -82,7 +64,7 @@ def evaluate_spirals(
     """Chen et al. (2018) Table 2: RMSE over the 100 points after the observation window, against the
     noise-free trajectory, for n = 30, 50, 100 observed points; latent ODE and RNN trained alike."""
     dev = resolve_device(device)
-    result: dict[str, Any] = {"device": _machine(dev), "commit": _commit(), "models": {}}
+    result: dict[str, Any] = {"device": results.machine(dev), "commit": results.commit(), "models": {}}
     for kind, name in (("latent_ode", "spirals"), ("rnn", "spirals_rnn")):
         exp = build_experiment(name, train={"epochs": epochs} if epochs else {})
         run = runs / kind
@@ -116,9 +98,7 @@ def evaluate_spirals(
             "rmse_vs_truth": result["models"][kind]["rmse"],
         }
         save_checkpoint(run / BEST, bundle)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spirals.json").write_text(json.dumps(result, indent=2))
-    (out / "spirals.md").write_text(spirals_markdown(result))
+    results.write(out, "spirals", result, spirals_markdown(result))
     return result
 
 
@@ -194,8 +174,8 @@ def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto") -> dict[s
     base = baseline_nmse(series, contexts, bundle.normalizer)
     gaps = sorted(float(s.times[-1] - s.times[-2]) for s in series)
     result = {
-        "device": _machine(dev),
-        "commit": _commit(),
+        "device": results.machine(dev),
+        "commit": results.commit(),
         "checkpoint": str(checkpoint),
         "held_out": len(split.test),
         "patients": len(series),
@@ -212,9 +192,7 @@ def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto") -> dict[s
         "linear_trend_nmse": base["linear_trend"]["nmse"],
     }
     save_checkpoint(checkpoint, bundle)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pbcseq.json").write_text(json.dumps(result, indent=2))
-    (out / "pbcseq.md").write_text(pbcseq_markdown(result))
+    results.write(out, "pbcseq", result, pbcseq_markdown(result))
     return result
 
 

@@ -588,7 +588,7 @@ def solve_per_series(
                 buf = getattr(graph.state, name)
                 buf.fill_(value)
                 buf[:r] = getattr(state, name)
-            evals = len(tab.c) - 1 + (0 if tab.fsal else 1)
+            evals = n_buf - 1  # vector-field evaluations per step (stage 0 is carried over)
             for it in range(cfg.max_num_steps):
                 if it % check == 0 and bool(graph.state.done.all()):
                     break

@@ -4,6 +4,7 @@ names, setting names)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+@functools.cache
 def _objects() -> dict[tuple[str, str], dict[str, Any]]:
     out = {}
     for path in sorted(K8S.glob("*.yaml")):

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 
 from models.datasets.pbcseq import read_pbcseq
 from service.client import LatentcastClient
+from service.process import ServerProcess
 
 EXAMPLE = {
     "id": "patient-17",
@@ -31,44 +29,10 @@ EXAMPLE = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "LATENTCAST_NUM_SAMPLES": "32", "LATENTCAST_MAX_WAIT_MS": "5"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port), "--device", "cpu"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server not ready within 90 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with ServerProcess({"LATENTCAST_NUM_SAMPLES": "32", "LATENTCAST_MAX_WAIT_MS": "5"}, "cpu", timeout=90) as srv:
+        yield srv.url
 
 
 def _patients(n: int) -> list[dict[str, Any]]:
