@@ -4,7 +4,8 @@ Three measurements, each bounded in request count and time:
   latency  sequential single-series requests: p50/p95/p99
   poisson  single-series requests with Poisson arrivals (open loop), rate stepped up until p99 > 100 ms
            (or the rate list ends), with micro-batching on and off
-  bulk     requests of --bulk-series series each: series/s end to end
+  bulk     requests of --bulk-series series each, JSON and Arrow bodies: series/s end to end, and as a
+           fraction of the raw 32-sample solve at batch 1,024 (bench/results/solver_<device>.json)
 
 Run: python -m bench.http [--modes latency,poisson,bulk] [--model pbcseq] [--device cpu]
 Writes bench/results/http_<device>.json and .md (device name, date, commit).
@@ -25,6 +26,7 @@ import httpx
 import numpy as np
 
 from models import results
+from service import arrow
 from service.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +70,9 @@ class RawPool:
         self.host, self.port = host, int(port)
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         for attempt in (0, 1):
@@ -164,18 +166,34 @@ async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: floa
     }
 
 
-async def run_bulk(url: str, body: bytes, n_series: int, reps: int) -> dict[str, float]:
+async def run_bulk(url: str, path: str, body: bytes, content_type: str, n_series: int, reps: int) -> dict[str, Any]:
     pool = RawPool(url)
-    await pool.post("/forecast", body)
+    status, data = await pool.post(path, body, content_type)
+    assert status == 200, data[:300]
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        status, data = await pool.post("/forecast", body)
+        status, data = await pool.post(path, body, content_type)
         times.append(time.perf_counter() - t0)
         assert status == 200, data[:300]
     await pool.close()
     best = float(np.median(times))
-    return {"series_per_request": n_series, "seconds_median": best, "series_per_s": n_series / best}
+    return {
+        "series_per_request": n_series,
+        "body_mb": len(body) / 1e6,
+        "response_mb": len(data) / 1e6,
+        "seconds_median": best,
+        "series_per_s": n_series / best,
+    }
+
+
+def raw_solver_fps(path: Path) -> float | None:
+    """The 32-sample + quantiles row at batch 1,024 of a `bench.solver` result (what the service computes)."""
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text())["rows"]
+    hit = [r for r in rows if r["batch"] == 1024 and "32 samples" in r["method"]]
+    return float(hit[0]["fps"]) if hit else None
 
 
 def main() -> None:
@@ -189,6 +207,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per Poisson rate")
     ap.add_argument("--bulk-series", type=int, default=1000)
     ap.add_argument("--bulk-reps", type=int, default=5)
+    ap.add_argument("--bulk-formats", default="json,arrow", help="request bodies for the bulk mode")
+    ap.add_argument("--solver-results", default="", help="bench.solver JSON for the raw rate (default: same device)")
     ap.add_argument("--obs", type=int, default=50)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -228,19 +248,31 @@ def main() -> None:
                         break
             if "bulk" in modes and label == "batching":
                 series = make_series(info, args.bulk_series, args.obs, args.queries, seed=2)
-                body = json.dumps({"model": args.model, "series": series, "quantiles": [0.1, 0.5, 0.9]}).encode()
-                res["bulk"] = asyncio.run(run_bulk(server.url, body, args.bulk_series, args.bulk_reps))
-                print(f"[{label}] bulk: {res['bulk']}", flush=True)
+                levels = [0.1, 0.5, 0.9]
+                res["bulk"] = {}
+                for fmt in args.bulk_formats.split(","):
+                    if fmt == "json":
+                        body = json.dumps({"model": args.model, "series": series, "quantiles": levels}).encode()
+                        path, ctype = "/forecast", "application/json"
+                    else:
+                        body = arrow.encode_series(series)
+                        path, ctype = f"/forecast?model={args.model}&quantiles=0.1,0.5,0.9", arrow.MEDIA_TYPE
+                    row = asyncio.run(run_bulk(server.url, path, body, ctype, args.bulk_series, args.bulk_reps))
+                    res["bulk"][fmt] = row
+                    print(f"[{label}] bulk {fmt}: {row}", flush=True)
             out[label] = res
         finally:
             server.stop()
+    dev = "gpu" if args.device.startswith("cuda") else "cpu"
+    raw = raw_solver_fps(Path(args.solver_results or ROOT / "bench" / "results" / f"solver_{dev}.json"))
     out.update(
+        raw_solver_fps=raw,
         device=results.machine(args.device),
         date=dt.date.today().isoformat(),
         commit=results.commit(),
         argv=sys.argv[1:],
     )
-    name = f"http_{'gpu' if args.device.startswith('cuda') else 'cpu'}{args.tag}"
+    name = f"http_{dev}{args.tag}"
     results.write(args.out, name, out, markdown(out))
     print(markdown(out))
 
@@ -280,15 +312,23 @@ def markdown(r: dict[str, Any]) -> str:
             ]
             lines.append("")
     if "bulk" in b:
-        x = b["bulk"]
+        raw = r.get("raw_solver_fps")
         lines += [
             "## Bulk requests",
             "",
-            "| series per request | median s | series/s |",
-            "|---|---|---|",
-            f"| {x['series_per_request']} | {x['seconds_median']:.3f} | {x['series_per_s']:.0f} |",
+            "Raw solve, 32 samples + 3 quantiles at batch 1,024 (`bench.solver`, same device): "
+            + (f"{raw:,.0f} forecasts/s." if raw else "not measured."),
             "",
+            "| body | series per request | request MB | response MB | median s | series/s | ÷ raw solve |",
+            "|---|---|---|---|---|---|---|",
         ]
+        for fmt, x in b["bulk"].items():
+            ratio = f"{x['series_per_s'] / raw:.0%}" if raw else "—"
+            lines.append(
+                f"| {fmt} | {x['series_per_request']} | {x['body_mb']:.2f} | {x['response_mb']:.2f} | "
+                f"{x['seconds_median']:.3f} | {x['series_per_s']:.0f} | {ratio} |"
+            )
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""Where a bulk request's time goes in-process (no HTTP): parse, validate, model, forecast overhead, render.
+"""Where a bulk request's time goes in-process (no HTTP): parse, validate, model, forecast overhead, render,
+for the JSON body and for the Arrow body.
 
 Run: python -m bench.profile_bulk [--device cuda] [--series 1000] [--checkpoint runs/bench/anchor.pt]
 """
@@ -8,14 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from bench.http import make_series
+from service import arrow
 from service.config import Settings
-from service.prepare import prepare
+from service.main import tune_gc
+from service.prepare import Job, prepare
 from service.registry import load_models
 from service.routes import parse_request, render
 
@@ -29,9 +33,11 @@ def main() -> None:
     args = ap.parse_args()
     settings = Settings(models=[args.checkpoint])
     served = next(iter(load_models(settings, torch.device(args.device)).values()))
-    info = {"channels": list(served.bundle.channels), "time_scale": served.bundle.time.scale}
-    doc = {"series": make_series(info, args.series, 50, 50, seed=2), "quantiles": [0.1, 0.5, 0.9]}
-    body = json.dumps(doc).encode()
+    b = served.bundle
+    info = {"channels": list(b.channels), "time_scale": b.time.scale}
+    series = make_series(info, args.series, 50, 50, seed=2)
+    json_body = json.dumps({"series": series, "quantiles": [0.1, 0.5, 0.9]}).encode()
+    arrow_body = arrow.encode_series(series)
     fc = served.forecaster
     inner = fc.model.predict
     model_s = [0.0]
@@ -46,16 +52,23 @@ def main() -> None:
 
     fc.model.predict = timed  # type: ignore[method-assign]
 
-    def once() -> dict[str, float]:
+    def once(fmt: str) -> dict[str, float]:
         model_s[0] = 0.0
         t0 = time.perf_counter()
-        req = parse_request(body)
-        t1 = time.perf_counter()
-        job = prepare(req, served.limits, settings)
+        if fmt == "json":
+            req = parse_request(json_body)
+            t1 = time.perf_counter()
+            job = prepare(req, served.limits, settings)
+            out_fn: Callable[[Job, Any], bytes] = lambda j, o: render(served, j, o)  # noqa: E731
+        else:
+            table = arrow.read_table(arrow_body)
+            t1 = time.perf_counter()
+            job = arrow.prepare_arrow(table, (0.1, 0.5, 0.9), 0, served.limits, settings)
+            out_fn = lambda j, o: arrow.render_arrow(b.name, b.version, list(b.channels), j, j.echo, o)  # noqa: E731
         t2 = time.perf_counter()
-        res = fc.predict(job.series, job.queries, levels=job.levels)
+        res = fc.predict_packed(job.packed, levels=job.levels)
         t3 = time.perf_counter()
-        render(served, job, res)
+        out_fn(job, res)
         t4 = time.perf_counter()
         return {
             "parse": t1 - t0,
@@ -66,11 +79,14 @@ def main() -> None:
             "total": t4 - t0,
         }
 
-    once()
-    runs = [once() for _ in range(args.reps)]
-    med = {k: float(np.median([r[k] for r in runs])) * 1e3 for k in runs[0]}
-    print(f"{args.series} series on {args.device}, body {len(body) / 1e6:.1f} MB; median ms:")
-    print("  " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()))
+    tune_gc()  # as the server does after warm-up
+    for fmt, size in (("json", len(json_body)), ("arrow", len(arrow_body))):
+        once(fmt)
+        runs = [once(fmt) for _ in range(args.reps)]
+        med = {k: float(np.median([r[k] for r in runs])) * 1e3 for k in runs[0]}
+        host = med["total"] - med["model"]
+        print(f"{fmt}: {args.series} series on {args.device}, body {size / 1e6:.2f} MB; median ms:")
+        print("  " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()) + f"; host (total - model) {host:.1f}")
 
 
 if __name__ == "__main__":

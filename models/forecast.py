@@ -15,8 +15,9 @@ import torch
 
 from models.checkpoint import ModelBundle
 from models.config import SolverConfig
-from models.data import Normalizer, Series, collate
+from models.data import Normalizer, Series
 from models.latent_ode import LatentODE, Prediction
+from models.packed import PackedForecast, PackedSeries
 from models.rnn_baseline import RNNBaseline
 from models.solve import Status
 
@@ -91,39 +92,42 @@ class Forecaster:
         n_context: leading points of each series to condition on (default: all). With `normalized`, all
         outputs are in the model's normalised units (for evaluation metrics).
         """
-        if len(query_times) != len(series):
-            raise ValueError("need one array of query times per series")
+        packed = PackedSeries.from_series(series, query_times, n_context)
+        out = self.predict_packed(packed, levels, num_samples, return_samples, normalized)
+        return per_series(out)
+
+    def predict_packed(
+        self,
+        packed: PackedSeries,
+        levels: Sequence[float] = (),
+        num_samples: int | None = None,
+        return_samples: bool = False,
+        normalized: bool = False,
+    ) -> PackedForecast:
+        """`predict` for a packed batch, results flat over its query times (the service's path)."""
         ns = self.num_samples if num_samples is None else num_samples
-        out: list[SeriesForecast] = []
-        for start in range(0, len(series), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            ctx = None if n_context is None else list(n_context[chunk])
-            out += self._predict_chunk(series[chunk], query_times[chunk], levels, ns, return_samples, ctx, normalized)
-        return out
+        if len(packed) == 0:
+            raise ValueError("nothing to forecast: zero series")
+        parts = [
+            self._predict_chunk(
+                packed.take(start, min(start + self.batch_size, len(packed))), levels, ns, return_samples, normalized
+            )
+            for start in range(0, len(packed), self.batch_size)
+        ]
+        return PackedForecast.concat(parts)
 
     @torch.no_grad()
     def _predict_chunk(
         self,
-        series: Sequence[Series],
-        query_times: Sequence[np.ndarray],
+        packed: PackedSeries,
         levels: Sequence[float],
         num_samples: int,
         return_samples: bool,
-        n_context: list[int] | None,
         normalized: bool,
-    ) -> list[SeriesForecast]:
-        anchor = self.model.cfg.anchor
-        n_context = n_context or [len(s) for s in series]
-        batch = collate(series, self.normalizer, n_context, anchor).to(self.device)
-        qmax = max(len(q) for q in query_times)
-        if min(len(q) for q in query_times) == 0:
-            raise ValueError("every series needs at least one query time")
-        rel = np.empty((len(series), qmax))  # each row padded with its own last query (deduplicated later)
-        for i, (q, a) in enumerate(zip(query_times, batch.anchor.tolist(), strict=True)):
-            n = len(q)
-            rel[i, :n] = q
-            rel[i, :n] -= a
-            rel[i, n:] = rel[i, n - 1]
+    ) -> PackedForecast:
+        batch = packed.context_batch(self.normalizer, self.model.cfg.anchor)
+        rel, row, col = packed.padded_queries(batch.anchor.numpy())
+        batch = batch.to(self.device)
         query = torch.as_tensor(rel, dtype=torch.float32, device=self.device)
         need_samples = return_samples or (not normalized and any(self.normalizer.log))
         pred: Prediction = self.model.predict(
@@ -145,22 +149,39 @@ class Forecaster:
             )
             quant = self.normalizer.inverse(pred.quantiles)
             samples = self.normalizer.inverse(pred.samples) if pred.samples is not None else None
-        mean_np, quant_np = mean.cpu().numpy(), quant.cpu().numpy()
-        samples_np = samples.cpu().numpy() if (samples is not None and return_samples) else None
+        # (B, Qmax, …) → flat (M, …) on the device: padding never crosses to the host
+        r = torch.as_tensor(row, device=self.device)
+        c = torch.as_tensor(col, device=self.device)
+        mean_np = mean[r, c].cpu().numpy()
+        quant_np = quant[:, r, c].cpu().numpy()
+        samples_np = samples[:, r, c].cpu().numpy() if (samples is not None and return_samples) else None
         status = pred.status.cpu().numpy()
-        finite = np.isfinite(mean_np).all(axis=(1, 2)) & np.isfinite(quant_np).all(axis=(0, 2, 3))
-        status = np.where((status == Status.OK) & ~finite, int(Status.NONFINITE), status).tolist()
-        out = []
-        for i, (s, q) in enumerate(zip(series, query_times, strict=True)):
-            n = len(q)
-            out.append(
-                SeriesForecast(
-                    id=s.id,
-                    times=np.asarray(q),
-                    mean=mean_np[i, :n],
-                    quantiles={lv: quant_np[j, i, :n] for j, lv in enumerate(pred.levels)},
-                    samples=samples_np[:, i, :n] if samples_np is not None else None,
-                    status=int(status[i]),
-                )
-            )
-        return out
+        finite_q = np.isfinite(mean_np).all(axis=1) & np.isfinite(quant_np).all(axis=(0, 2))  # (M,)
+        finite = np.logical_and.reduceat(finite_q, packed.query_offsets[:-1])
+        status = np.where((status == Status.OK) & ~finite, int(Status.NONFINITE), status)
+        return PackedForecast(
+            ids=packed.ids,
+            query_offsets=packed.query_offsets,
+            times=packed.queries,
+            mean=mean_np,
+            quantiles=quant_np,
+            levels=pred.levels,
+            samples=samples_np,
+            status=status,
+        )
+
+
+def per_series(fc: PackedForecast) -> list[SeriesForecast]:
+    """One `SeriesForecast` per series (views into the flat arrays)."""
+    q = fc.query_offsets.tolist()
+    return [
+        SeriesForecast(
+            id=sid,
+            times=fc.times[a:z],
+            mean=fc.mean[a:z],
+            quantiles={lv: fc.quantiles[j, a:z] for j, lv in enumerate(fc.levels)},
+            samples=fc.samples[:, a:z] if fc.samples is not None else None,
+            status=int(st),
+        )
+        for sid, a, z, st in zip(fc.ids, q[:-1], q[1:], fc.status.tolist(), strict=True)
+    ]

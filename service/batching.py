@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from models import SeriesForecast
+from models.packed import PackedForecast, PackedSeries
 from service.errors import ServiceError
 from service.prepare import Job
 from service.registry import ServedModel
@@ -31,7 +31,7 @@ log = logging.getLogger("latentcast.service")
 class _Item:
     job: Job
     samples: int  # latent samples for this job
-    future: asyncio.Future[list[SeriesForecast]]
+    future: asyncio.Future[PackedForecast]
     loop: asyncio.AbstractEventLoop
     deadline: float
     enqueued: float
@@ -89,7 +89,7 @@ class Batcher:
     def queued_series(self) -> int:
         return self._queued_series
 
-    async def submit(self, job: Job, timeout: float) -> list[SeriesForecast]:
+    async def submit(self, job: Job, timeout: float) -> PackedForecast:
         """Queue a job and wait for its forecasts; 503 when the queue is full, 504 past the deadline."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -193,38 +193,33 @@ class Batcher:
         for item, result in zip(items, results, strict=True):
             item.loop.call_soon_threadsafe(_resolve, item.future, result)
 
-    def _predict(self, model: ServedModel, items: list[_Item]) -> list[list[SeriesForecast]]:
-        series = [s for it in items for s in it.job.series]
-        queries = [q for it in items for q in it.job.queries]
+    def _predict(self, model: ServedModel, items: list[_Item]) -> list[PackedForecast]:
+        packed = PackedSeries.concat([it.job.packed for it in items])
         levels = tuple(sorted({lv for it in items for lv in it.job.levels}))
         want_samples = any(it.job.num_samples for it in items)
         dyn = getattr(model.forecaster.model, "dynamics", None)
         nfe0 = dyn.nfe if dyn is not None else 0
         t0 = time.perf_counter()
-        out = model.forecaster.predict(
-            series, queries, levels=levels, num_samples=items[0].samples, return_samples=want_samples
+        out = model.forecaster.predict_packed(
+            packed, levels=levels, num_samples=items[0].samples, return_samples=want_samples
         )
         seconds = time.perf_counter() - t0
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
         if self.on_batch is not None:
             nfe = (dyn.nfe if dyn is not None else 0) - nfe0
-            self.on_batch(BatchStats(model.name, len(series), len(items), seconds, nfe))
-        results, start = [], 0
-        for it in items:
-            results.append(out[start : start + it.job.size])
-            start += it.job.size
-        return results
+            self.on_batch(BatchStats(model.name, len(packed), len(items), seconds, nfe))
+        return out.split([it.job.size for it in items])
 
     def _fail(self, items: list[_Item], exc: BaseException) -> None:
         for item in items:
             item.loop.call_soon_threadsafe(_reject, item.future, exc)
 
 
-def _resolve(fut: asyncio.Future[list[SeriesForecast]], value: list[SeriesForecast]) -> None:
+def _resolve(fut: asyncio.Future[PackedForecast], value: PackedForecast) -> None:
     if not fut.done():
         fut.set_result(value)
 
 
-def _reject(fut: asyncio.Future[list[SeriesForecast]], exc: BaseException) -> None:
+def _reject(fut: asyncio.Future[PackedForecast], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)

@@ -39,12 +39,7 @@ async def _load(state: AppState) -> None:
         models = await asyncio.to_thread(load_models, s, device)
         for served in models.values():
             await asyncio.to_thread(warm_up, served)
-        # A bulk request makes ~10^5 small objects (floats in lists): with the default thresholds the
-        # collector re-walks the loaded models' objects many times per request. Freeze what exists now
-        # and collect the young generation less often (bench/results/optimizations.md).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        tune_gc()
         state.default = default_model_name(s, models)
         m = state.metrics
 
@@ -72,6 +67,15 @@ async def _load(state: AppState) -> None:
     except Exception as exc:
         state.failure = f"{type(exc).__name__}: {exc}"
         log.exception("model loading failed; /readyz reports it")
+
+
+def tune_gc() -> None:
+    """A bulk request makes ~10^5 small objects (floats in lists): with the default thresholds the
+    collector re-walks the loaded models' objects many times per request. Freeze what exists now and
+    collect the young generation less often (bench/results/optimizations.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

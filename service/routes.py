@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from models import SeriesForecast, Status
+from models import Status
+from models.packed import PackedForecast
+from service import arrow
 from service.errors import ServiceError, field_error
 from service.prepare import Job, prepare
 from service.registry import ServedModel
@@ -128,25 +132,51 @@ def _series_ids(body: bytes) -> dict[int, str]:
         return {}
 
 
-def render(served: ServedModel, job: Job, results: list[SeriesForecast]) -> bytes:
-    failed = []
-    for i, r in enumerate(results):
-        status = Status(r.status)  # the forecaster marks non-finite outputs as NONFINITE
-        if status != Status.OK:
-            failed.append({"loc": ["series", i], "msg": _SOLVER_REASONS[status], "series_id": r.id})
-    if failed:
-        ids = ", ".join(repr(f["series_id"]) for f in failed[:5]) + (" …" if len(failed) > 5 else "")
-        raise ServiceError(422, f"no forecast for series {ids}: {failed[0]['msg']}", failed)
+def check_solved(fc: PackedForecast) -> None:
+    """422 naming every series the solver could not answer (the rest of the request is not sent)."""
+    bad = np.flatnonzero(fc.status != Status.OK)
+    if not bad.size:
+        return
+    failed = [
+        {"loc": ["series", int(i)], "msg": _SOLVER_REASONS[Status(int(fc.status[i]))], "series_id": fc.ids[i]}
+        for i in bad
+    ]
+    ids = ", ".join(repr(f["series_id"]) for f in failed[:5]) + (" …" if len(failed) > 5 else "")
+    raise ServiceError(422, f"no forecast for series {ids}: {failed[0]['msg']}", failed)
+
+
+def _echo_lists(job: Job) -> list[Any]:
+    if isinstance(job.echo, pa.Array):  # an Arrow request answered in JSON
+        q = job.packed.query_offsets.tolist()
+        return [job.echo.slice(a, z - a).to_pylist() for a, z in itertools.pairwise(q)]
+    return list(job.echo)
+
+
+def _echo_array(job: Job) -> pa.Array:
+    if isinstance(job.echo, pa.Array):
+        return job.echo
+    flat = list(itertools.chain.from_iterable(job.echo))  # a JSON request answered in Arrow
+    try:
+        return pa.array(flat)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers in some series, date-times in others
+        return pa.array([str(v) for v in flat], pa.string())
+
+
+def render(served: ServedModel, job: Job, fc: PackedForecast) -> bytes:
+    """Forecasts → the JSON response body (orjson writes the numpy slices directly)."""
+    cols = [fc.levels.index(lv) for lv in job.levels]
+    keys = [repr(lv) for lv in job.levels]
+    q = fc.query_offsets.tolist()
     forecasts = []
-    for r, echo in zip(results, job.echo, strict=True):
+    for sid, echo, a, z in zip(fc.ids, _echo_lists(job), q[:-1], q[1:], strict=True):
         out: dict[str, Any] = {
-            "id": r.id,
+            "id": sid,
             "query_times": echo,
-            "mean": r.mean,
-            "quantiles": {repr(lv): r.quantiles[lv] for lv in job.levels},
+            "mean": fc.mean[a:z],
+            "quantiles": {k: fc.quantiles[c, a:z] for k, c in zip(keys, cols, strict=True)},
         }
-        if job.num_samples and r.samples is not None:
-            out["samples"] = np.ascontiguousarray(r.samples[: job.num_samples])
+        if job.num_samples and fc.samples is not None:
+            out["samples"] = np.ascontiguousarray(fc.samples[: job.num_samples, a:z])
         forecasts.append(out)
     b = served.bundle
     payload = {
@@ -157,21 +187,56 @@ def render(served: ServedModel, job: Job, results: list[SeriesForecast]) -> byte
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def wants_arrow(request: Request, arrow_body: bool) -> bool:
+    """Arrow back when Accept names it, or when the body was Arrow and Accept does not ask for JSON."""
+    accept = request.headers.get("accept", "").lower()
+    return arrow.MEDIA_TYPE in accept or (arrow_body and "application/json" not in accept)
+
+
+_ARROW_IN = (
+    "Arrow IPC stream, one row per series: id (string), timestamps (list of numbers or timestamps), values "
+    "(list of rows, each a list of the model's channels; null or NaN = not observed), query_times (list, same "
+    "kind as timestamps). Options in the query string."
+)
+_ARROW_OUT = (
+    "Arrow IPC stream (for Arrow requests, or Accept: application/vnd.apache.arrow.stream): one row per series "
+    "× query time × channel with columns id, time, channel, mean, q<level>…, samples (when asked)"
+)
+_ARROW_PARAMS = {
+    "model": "Arrow bodies only: model name (default model when omitted)",
+    "quantiles": "Arrow bodies only: comma-separated levels in (0, 1), default 0.1,0.5,0.9",
+    "num_samples": "Arrow bodies only: sampled trajectories to return (default 0)",
+}
+
+
 @router.post(
     "/forecast",
     response_model=ForecastResponse,
-    responses={200: {"content": {"application/json": {"example": EXAMPLE_RESPONSE}}}, **ERRORS},
+    responses={
+        200: {
+            "content": {
+                "application/json": {"example": EXAMPLE_RESPONSE},
+                arrow.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary", "description": _ARROW_OUT}},
+            }
+        },
+        **ERRORS,
+    },
     summary="Forecast irregular series at any query times",
     openapi_extra={
+        "parameters": [
+            {"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
+            for n, d in _ARROW_PARAMS.items()
+        ],
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {
                     "schema": {"$ref": "#/components/schemas/ForecastRequest"},
                     "example": EXAMPLE_REQUEST,
-                }
+                },
+                arrow.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary", "description": _ARROW_IN}},
             },
-        }
+        },
     },
 )
 async def forecast(request: Request, state: State, _: ApiKey) -> Response:
@@ -184,8 +249,22 @@ async def forecast(request: Request, state: State, _: ApiKey) -> Response:
             headers={"Retry-After": "2"},
         )
     settings = state.settings
-    req = parse_request(await read_body(request, settings.max_body_bytes))
-    name = req.model or state.default
+    body = await read_body(request, settings.max_body_bytes)
+    arrow_body = request.headers.get("content-type", "").split(";")[0].strip().lower() == arrow.MEDIA_TYPE
+    table = req = None
+    if arrow_body:
+        name, levels, num_samples = arrow.options(request.query_params)
+        table = arrow.read_table(body)
+    else:
+        if request.query_params:
+            raise field_error(
+                422,
+                "query parameters go with Arrow bodies; in JSON, put model, quantiles and num_samples in the body",
+                ["query", next(iter(request.query_params))],
+            )
+        req = parse_request(body)
+        name = req.model
+    name = name or state.default
     served = state.models.get(name)
     if served is None:
         raise ServiceError(
@@ -193,15 +272,24 @@ async def forecast(request: Request, state: State, _: ApiKey) -> Response:
             f"unknown model {name!r}; served: {sorted(state.models)} (GET /models)",
             [{"loc": ["model"], "msg": "unknown model", "series_id": None}],
         )
-    job = prepare(req, served.limits, settings)
+    if table is not None:
+        job = arrow.prepare_arrow(table, levels, num_samples, served.limits, settings)
+    else:
+        assert req is not None
+        job = prepare(req, served.limits, settings)
     request.scope.setdefault("state", {})["series"] = job.size
     state.metrics.series_per_request.observe(job.size)
     state.metrics.inflight.inc()
     try:
-        results = await state.batcher.submit(job, settings.request_timeout_s)
+        fc = await state.batcher.submit(job, settings.request_timeout_s)
     finally:
         state.metrics.inflight.dec()
-    return Response(render(served, job, results), media_type="application/json")
+    check_solved(fc)
+    if wants_arrow(request, arrow_body):
+        b = served.bundle
+        content = arrow.render_arrow(b.name, b.version, list(b.channels), job, _echo_array(job), fc)
+        return Response(content, media_type=arrow.MEDIA_TYPE)
+    return Response(render(served, job, fc), media_type="application/json")
 
 
 @router.get(

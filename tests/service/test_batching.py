@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from models import Series
+from models.forecast import per_series
+from models.packed import PackedSeries
 from service.batching import Batcher, BatchStats
 from service.config import Settings
 from service.errors import ServiceError
@@ -22,7 +24,7 @@ def _job(i: int, n_series: int = 2) -> Job:
         for k in range(n_series)
     ]
     queries = [np.array([1.5, -0.2, 0.5]) + k for k in range(n_series)]
-    return Job("toy", series, queries, [[1.5, -0.2, 0.5]] * n_series, (0.1, 0.9), 0)
+    return Job("toy", PackedSeries.from_series(series, queries), [[1.5, -0.2, 0.5]] * n_series, (0.1, 0.9), 0)
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -55,8 +57,8 @@ def test_concurrent_jobs_share_a_solve_and_match_solo(checkpoints, enabled: bool
         assert [s.series for s in stats] == [2, 2, 2, 2]
     fc = models["toy"].forecaster
     for job, res in zip(jobs, results, strict=True):
-        solo = fc.predict(job.series, job.queries, levels=job.levels)
-        for a, b in zip(res, solo, strict=True):
+        solo = fc.predict_packed(job.packed, levels=job.levels)
+        for a, b in zip(per_series(res), per_series(solo), strict=True):
             assert a.id == b.id
             np.testing.assert_allclose(a.mean, b.mean, rtol=1e-4, atol=1e-6)
             np.testing.assert_allclose(a.quantiles[0.9], b.quantiles[0.9], rtol=1e-4, atol=1e-6)

@@ -102,6 +102,19 @@ def test_python_client_long_frame(server: str) -> None:
     assert fc["time"].tolist()[:7] == [400.0] * 7
 
 
+def test_arrow_and_json_transports_agree(server: str) -> None:
+    frame = read_pbcseq()[["id", "time", "bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"]]
+    frame = frame[frame["id"] <= 40]
+    queries = {sid: [float(t) + 200.0, float(t) + 700.0] for sid, t in frame.groupby("id")["time"].max().items()}
+    with LatentcastClient(server, chunk_series=16) as client:  # three requests each way
+        arrow_fc = client.forecast(frame, queries, model="pbcseq")
+        json_fc = client.forecast(frame, queries, model="pbcseq", transport="json")
+    assert len(arrow_fc) == len(json_fc) == 40 * 2 * 7
+    assert arrow_fc["id"].astype(str).tolist() == json_fc["id"].astype(str).tolist()
+    for col in ("time", "mean", "q0.1", "q0.5", "q0.9"):
+        np.testing.assert_allclose(arrow_fc[col].to_numpy(float), json_fc[col].to_numpy(float), rtol=1e-6)
+
+
 def test_forecast_cli_writes_csv_and_png(server: str, tmp_path) -> None:
     obs = read_pbcseq()[["id", "time", "bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"]]
     obs[obs["id"] <= 2].to_csv(tmp_path / "obs.csv", index=False)

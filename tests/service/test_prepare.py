@@ -43,9 +43,9 @@ def _fails(req: ForecastRequest, status: int, match: str, model: ModelLimits = L
 
 def test_numbers_are_in_the_model_time_unit_relative_to_the_first_observation() -> None:
     job = prepare(_req(timestamps=[100.0, 130.0, 190.0]), LABS, _plain())
-    s = job.series[0]
+    s = job.packed
     np.testing.assert_allclose(s.times, np.array([0, 30, 90]) / 365.25)
-    np.testing.assert_allclose(job.queries[0], (np.array([120.0, -10.0, 45.0]) - 100) / 365.25)
+    np.testing.assert_allclose(s.queries, (np.array([120.0, -10.0, 45.0]) - 100) / 365.25)
     assert np.isnan(s.values[1, 0]) and s.values[0, 2] == 3
     assert job.echo == [[120.0, -10.0, 45.0]] and job.levels == (0.1, 0.5, 0.9)
 
@@ -59,13 +59,13 @@ def test_iso_times_with_offsets() -> None:
         LABS,
         _plain(),
     )
-    np.testing.assert_allclose(job.series[0].times * 365.25, [0, 30, 90])
-    np.testing.assert_allclose(job.queries[0] * 365.25, [15, -0.5])
+    np.testing.assert_allclose(job.packed.times * 365.25, [0, 30, 90])
+    np.testing.assert_allclose(job.packed.queries * 365.25, [15, -0.5])
 
 
 def test_rows_with_nothing_observed_are_dropped_but_ordering_still_checked() -> None:
     job = prepare(_req(values=[[1, 2, 3], [None, None, None], [1, None, None]]), LABS, _plain())
-    np.testing.assert_allclose(job.series[0].times * 365.25, [0, 90])
+    np.testing.assert_allclose(job.packed.times * 365.25, [0, 90])
 
 
 @pytest.mark.parametrize(
@@ -152,18 +152,33 @@ def _random_request(rng: np.random.Generator, n_series: int, dates: bool, mixed:
 
 
 @pytest.mark.parametrize(("dates", "mixed"), [(False, False), (True, False), (True, True)])
-def test_the_whole_request_path_equals_the_series_by_series_path(dates: bool, mixed: bool) -> None:
-    from service import prepare as mod
-
+def test_a_request_prepares_as_its_series_would_alone(dates: bool, mixed: bool) -> None:
+    """Whole-request array checks (and, with numbers in some series and dates in others, the series by
+    series conversion) give each series exactly what a request of that series alone gives."""
     rng = np.random.default_rng(7)
     for _ in range(5):
         req = _random_request(rng, 40, dates, mixed)
-        fast = mod._all_series_at_once(req.series, LABS, _plain())
-        assert (fast is None) == mixed  # numbers in some series, dates in others: series by series
-        job = prepare(req, LABS, _plain())
-        slow = [mod._series(s, i, LABS, _plain()) for i, s in enumerate(req.series)]
-        for one, q, (ref, ref_q) in zip(job.series, job.queries, slow, strict=True):
-            assert one.id == ref.id
-            np.testing.assert_array_equal(one.times, ref.times)
-            np.testing.assert_array_equal(one.values, ref.values)
-            np.testing.assert_array_equal(q, ref_q)
+        whole = prepare(req, LABS, _plain()).packed
+        for i, s in enumerate(req.series):
+            alone = prepare(ForecastRequest(series=[s]), LABS, _plain()).packed
+            part = whole.take(i, i + 1)
+            assert part.ids == alone.ids == [s.id]
+            for a, b in zip(
+                (part.times, part.values, part.offsets, part.queries, part.query_offsets),
+                (alone.times, alone.values, alone.offsets, alone.queries, alone.query_offsets),
+                strict=True,
+            ):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_errors_name_the_first_failing_series_of_a_bulk_request() -> None:
+    rng = np.random.default_rng(3)
+    req = _random_request(rng, 30, dates=False)
+    body = req.model_dump()
+    body["series"][17].update(timestamps=[0.0, 5.0, 5.0], values=[[1.0, None, 2.0]] * 3)
+    body["series"][23]["values"][0] = [1.0, 2.0]
+    err = _fails(ForecastRequest.model_validate(body), 422, r"series\[23\]\.values\[0\]: row has 2 values")
+    assert err.errors[0]["series_id"] == "s23"
+    body["series"][23]["values"][0] = [1.0, 2.0, 3.0]
+    err = _fails(ForecastRequest.model_validate(body), 422, r"series\[17\]\.timestamps\[2\]: must be strictly")
+    assert err.errors[0]["series_id"] == "s17"

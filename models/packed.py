@@ -1,0 +1,225 @@
+"""Ragged batches as flat arrays: many series, each with its own observation and query times.
+
+A bulk request of 1,000 series spent more time in per-series Python (padding, slicing, one object per
+series) than the GPU spent on the model. Here a batch is a handful of flat arrays plus offsets, and
+padding to (B, T) happens in one scatter; the results come back flat over all query times.
+
+Shapes: B series; N observations in all, series i owning rows offsets[i]:offsets[i + 1]; M query
+times in all, series i owning query_offsets[i]:query_offsets[i + 1]; D channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from models.data import Batch, Normalizer, Series
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def _rows_cols(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every flat element: its series (row) and its position within the series (column)."""
+    counts = np.diff(offsets)
+    row = np.repeat(np.arange(len(counts)), counts)
+    col = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], counts)
+    return row, col
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedSeries:
+    """B series and their query times, flat.
+
+    ids: B names. times (N,) float64 absolute model time, strictly increasing within a series.
+    values (N, D) float32 raw units, NaN = not observed (every row has an observed value).
+    offsets (B + 1,) int64. queries (M,) float64 absolute model time, any order, ≥ 1 per series.
+    query_offsets (B + 1,) int64.
+    """
+
+    ids: list[str]
+    times: np.ndarray
+    values: np.ndarray
+    offsets: np.ndarray
+    queries: np.ndarray
+    query_offsets: np.ndarray
+
+    def __post_init__(self) -> None:
+        b = len(self.ids)
+        if self.offsets.shape != (b + 1,) or self.query_offsets.shape != (b + 1,):
+            raise ValueError(f"PackedSeries: need {b + 1} offsets for {b} series")
+        if b and (np.diff(self.offsets).min() < 1 or np.diff(self.query_offsets).min() < 1):
+            raise ValueError("PackedSeries: every series needs at least one observation and one query time")
+        if len(self.times) != self.offsets[-1] or len(self.values) != len(self.times):
+            raise ValueError("PackedSeries: times, values and offsets disagree")
+        if len(self.queries) != self.query_offsets[-1]:
+            raise ValueError("PackedSeries: queries and query_offsets disagree")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_series(
+        cls, series: Sequence[Series], queries: Sequence[np.ndarray], n_context: Sequence[int] | None = None
+    ) -> PackedSeries:
+        """Pack `Series` objects; with n_context, only each series' first n_context[i] points."""
+        if len(queries) != len(series):
+            raise ValueError("need one array of query times per series")
+        if min((len(q) for q in queries), default=1) == 0:
+            raise ValueError("every series needs at least one query time")
+        ctx = [len(s) for s in series] if n_context is None else list(n_context)
+        for s, c in zip(series, ctx, strict=True):
+            if not 1 <= c <= len(s):
+                raise ValueError(f"series {s.id!r}: context length {c} outside [1, {len(s)}]")
+        d = series[0].values.shape[1] if series else 0
+        return cls(
+            ids=[s.id for s in series],
+            times=np.concatenate([s.times[:c] for s, c in zip(series, ctx, strict=True)]) if series else np.zeros(0),
+            values=(
+                np.concatenate([s.values[:c] for s, c in zip(series, ctx, strict=True)]).astype(np.float32, copy=False)
+                if series
+                else np.zeros((0, d), dtype=np.float32)
+            ),
+            offsets=_offsets(np.asarray(ctx, dtype=np.int64)),
+            queries=np.concatenate([np.asarray(q, dtype=np.float64) for q in queries]) if series else np.zeros(0),
+            query_offsets=_offsets(np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[PackedSeries]) -> PackedSeries:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            ids=[i for p in parts for i in p.ids],
+            times=np.concatenate([p.times for p in parts]),
+            values=np.concatenate([p.values for p in parts]),
+            offsets=_offsets(np.concatenate([np.diff(p.offsets) for p in parts])),
+            queries=np.concatenate([p.queries for p in parts]),
+            query_offsets=_offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
+        )
+
+    def take(self, start: int, stop: int) -> PackedSeries:
+        """Series start:stop (views of the flat arrays)."""
+        o, q = self.offsets, self.query_offsets
+        return PackedSeries(
+            ids=self.ids[start:stop],
+            times=self.times[o[start] : o[stop]],
+            values=self.values[o[start] : o[stop]],
+            offsets=o[start : stop + 1] - o[start],
+            queries=self.queries[q[start] : q[stop]],
+            query_offsets=q[start : stop + 1] - q[start],
+        )
+
+    def anchors(self, anchor: str) -> np.ndarray:
+        """(B,) absolute time of each series' z0: its first ("first") or last ("last") observation."""
+        return self.times[self.offsets[:-1]] if anchor == "first" else self.times[self.offsets[1:] - 1]
+
+    def context_batch(self, normalizer: Normalizer, anchor: str) -> Batch:
+        """The encoder's padded input: all points of every series are context (and targets), as
+        `models.data.collate` would pad them, in one scatter per array."""
+        b, d = len(self), self.values.shape[1]
+        counts = np.diff(self.offsets)
+        row, col = _rows_cols(self.offsets)
+        anchors = self.anchors(anchor)
+        tmax = int(counts.max())
+        slot = row * tmax + col  # position of every observation in the (B·Tmax) padded rows
+        t = np.zeros(b * tmax)
+        t[slot] = self.times - np.repeat(anchors, counts)
+        norm = normalizer.transform(self.values)  # (N, D) float32, NaN where missing
+        seen = ~np.isnan(norm)
+        x = np.zeros((b * tmax, d), dtype=np.float32)
+        x[slot] = np.nan_to_num(norm, nan=0.0)
+        m = np.zeros((b * tmax, d), dtype=np.float32)
+        m[slot] = seen
+        f32 = torch.float32
+        ctx_t = torch.as_tensor(t.reshape(b, tmax), dtype=f32)
+        ctx_x = torch.as_tensor(x.reshape(b, tmax, d))
+        ctx_m = torch.as_tensor(m.reshape(b, tmax, d))
+        return Batch(
+            ids=list(self.ids),
+            ctx_t=ctx_t,
+            ctx_x=ctx_x,
+            ctx_m=ctx_m,
+            ctx_len=torch.as_tensor(counts, dtype=torch.long),
+            tgt_t=ctx_t,
+            tgt_x=ctx_x,
+            tgt_m=ctx_m,
+            tgt_future=torch.zeros(b, tmax, dtype=torch.bool),
+            anchor=torch.as_tensor(anchors, dtype=torch.float64),
+        )
+
+    def padded_queries(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, Qmax) query times relative to each anchor, each row padded with its own last query (the
+        solver deduplicates it), and the (row, column) of every flat query in that array."""
+        counts = np.diff(self.query_offsets)
+        row, col = _rows_cols(self.query_offsets)
+        rel = self.queries - np.repeat(anchors, counts)
+        out = np.repeat(rel[self.query_offsets[1:] - 1][:, None], int(counts.max()), axis=1)
+        out[row, col] = rel
+        return out, row, col
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedForecast:
+    """Forecasts of a `PackedSeries`, flat over its M query times.
+
+    times (M,) the query times as asked; mean (M, D); quantiles (len(levels), M, D); samples (S, M, D)
+    when asked; status (B,) 0 = ok, else a `models.solve.Status` code.
+    """
+
+    ids: list[str]
+    query_offsets: np.ndarray
+    times: np.ndarray
+    mean: np.ndarray
+    quantiles: np.ndarray
+    levels: tuple[float, ...]
+    samples: np.ndarray | None
+    status: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, start: int, stop: int) -> PackedForecast:
+        """Series start:stop (views)."""
+        q = self.query_offsets
+        a, z = int(q[start]), int(q[stop])
+        return PackedForecast(
+            ids=self.ids[start:stop],
+            query_offsets=q[start : stop + 1] - q[start],
+            times=self.times[a:z],
+            mean=self.mean[a:z],
+            quantiles=self.quantiles[:, a:z],
+            levels=self.levels,
+            samples=self.samples[:, a:z] if self.samples is not None else None,
+            status=self.status[start:stop],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[PackedForecast]) -> PackedForecast:
+        if len(parts) == 1:
+            return parts[0]
+        samples = [p.samples for p in parts]
+        return cls(
+            ids=[i for p in parts for i in p.ids],
+            query_offsets=_offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
+            times=np.concatenate([p.times for p in parts]),
+            mean=np.concatenate([p.mean for p in parts]),
+            quantiles=np.concatenate([p.quantiles for p in parts], axis=1),
+            levels=parts[0].levels,
+            samples=None if any(s is None for s in samples) else np.concatenate(samples, axis=1),  # type: ignore[arg-type]
+            status=np.concatenate([p.status for p in parts]),
+        )
+
+    def split(self, sizes: Sequence[int]) -> list[PackedForecast]:
+        """Consecutive parts of sizes[k] series each (one per request of a micro-batch)."""
+        out, start = [], 0
+        for n in sizes:
+            out.append(self.take(start, start + n))
+            start += n
+        return out
