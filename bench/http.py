@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,10 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1e3, q)) if xs else float("nan")
 
 
+_TIMING = re.compile(r"(\w+);(?:dur|desc)=\"?([\d.]+)")
+PHASES = ("read", "queue", "solve", "handback", "render")
+
+
 class RawPool:
     """A minimal HTTP/1.1 client over keep-alive connections (asyncio streams): the load generator shares
     the machine with the server, so it should cost as little CPU per request as possible."""
@@ -71,6 +76,13 @@ class RawPool:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+        status, data, _ = await self.post_timed(path, body, content_type)
+        return status, data
+
+    async def post_timed(
+        self, path: str, body: bytes, content_type: str = "application/json"
+    ) -> tuple[int, bytes, dict[str, float]]:
+        """Also the server's Server-Timing phases (ms; batch = series in the request's solve)."""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -88,12 +100,15 @@ class RawPool:
                 raise ConnectionError("server closed the connection")
             status = int(line.split()[1])
             length = 0
+            timing: dict[str, float] = {}
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
+                elif line[:14].lower() == b"server-timing:":
+                    timing = {k: float(v) for k, v in _TIMING.findall(line[14:].decode())}
             data = await reader.readexactly(length)
             self.idle.append(conn)
-            return status, data
+            return status, data, timing
         raise ConnectionError("unreachable")
 
     async def close(self) -> None:
@@ -122,12 +137,13 @@ async def run_latency(url: str, bodies: list[bytes]) -> dict[str, float]:
     }
 
 
-async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: float) -> dict[str, float]:
+async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: float) -> dict[str, Any]:
     """Open loop: arrivals at exponential gaps regardless of answers (so queueing shows in latency)."""
     rng = np.random.default_rng(int(rate))
     n = min(len(bodies), max(20, int(rate * duration)))
     gaps = rng.exponential(1.0 / rate, n)
     lat: list[float] = []
+    timings: list[dict[str, float]] = []
     errors = 0
     pool = RawPool(url)
 
@@ -135,11 +151,12 @@ async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: floa
         nonlocal errors
         t0 = time.perf_counter()
         try:
-            status, _ = await pool.post("/forecast", b)
+            status, _, timing = await pool.post_timed("/forecast", b)
         except (OSError, asyncio.IncompleteReadError):
-            status = 0
+            status, timing = 0, {}
         if status == 200:
             lat.append(time.perf_counter() - t0)
+            timings.append(timing)
         else:
             errors += 1
 
@@ -163,7 +180,25 @@ async def run_poisson(url: str, bodies: list[bytes], rate: float, duration: floa
         "p50_ms": pct(lat, 50),
         "p95_ms": pct(lat, 95),
         "p99_ms": pct(lat, 99),
+        "tail": tail_breakdown(lat, timings),
+        "median": tail_breakdown(lat, timings, lo=45, hi=55),
     }
+
+
+def tail_breakdown(
+    lat: list[float], timings: list[dict[str, float]], lo: float = 99, hi: float = 100
+) -> dict[str, float]:
+    """Mean Server-Timing phases (ms) of the requests whose latency lies in percentiles [lo, hi]; `outside`
+    is what the client saw beyond the handler (HTTP parsing, sockets, event-loop scheduling)."""
+    if not lat or not timings[0]:
+        return {}
+    ms = np.asarray(lat) * 1e3
+    a, b = np.percentile(ms, lo), np.percentile(ms, hi)
+    sel = [t | {"latency": x} for x, t in zip(ms, timings, strict=True) if a <= x <= b]
+    out = {k: float(np.mean([t.get(k, 0.0) for t in sel])) for k in (*PHASES, "batch", "captures", "latency")}
+    out["outside"] = out["latency"] - sum(out[k] for k in PHASES)
+    out["requests"] = len(sel)
+    return out
 
 
 async def run_bulk(url: str, path: str, body: bytes, content_type: str, n_series: int, reps: int) -> dict[str, Any]:
@@ -185,6 +220,19 @@ async def run_bulk(url: str, path: str, body: bytes, content_type: str, n_series
         "seconds_median": best,
         "series_per_s": n_series / best,
     }
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Stall counters from /metrics: GC pauses (count, total seconds, all generations) and CUDA graph captures."""
+    out = {"gc_pauses": 0.0, "gc_seconds": 0.0, "graph_captures": 0.0}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("latentcast_gc_pause_seconds_count"):
+            out["gc_pauses"] += float(line.split()[-1])
+        elif line.startswith("latentcast_gc_pause_seconds_sum"):
+            out["gc_seconds"] += float(line.split()[-1])
+        elif line.startswith("latentcast_graph_captures_total"):
+            out["graph_captures"] = float(line.split()[-1])
+    return out
 
 
 def raw_solver_fps(path: Path) -> float | None:
@@ -241,7 +289,10 @@ def main() -> None:
                             info, int(rate * args.duration) + 20, args.obs, args.queries, seed=int(rate)
                         )
                     ]
+                    before = scrape(server.url)
                     row = asyncio.run(run_poisson(server.url, bodies, rate, args.duration))
+                    after = scrape(server.url)
+                    row["server"] = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
                     res["poisson"].append(row)
                     print(f"[{label}] poisson {row}", flush=True)
                     if row["p99_ms"] > 100:
@@ -311,6 +362,25 @@ def markdown(r: dict[str, Any]) -> str:
                 for x in rows
             ]
             lines.append("")
+            if any(x.get("tail") for x in rows):
+                lines += [
+                    "Where the slowest 1% of requests (≥ p99) spent their time, mean ms from Server-Timing, and "
+                    "the server's stall counters over the run (GC pauses of all generations; CUDA graph captures):",
+                    "",
+                    "| offered req/s | latency | read | queue | solve | handback | render | outside | batch series "
+                    "| GC pauses (s total) | captures |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|",
+                ]
+                for x in rows:
+                    t, srv = x.get("tail") or {}, x.get("server", {})
+                    if not t:
+                        continue
+                    cells = " | ".join(f"{t[k]:.1f}" for k in ("latency", *PHASES, "outside"))
+                    lines.append(
+                        f"| {x['rate']:.0f} | {cells} | {t['batch']:.0f} | {srv.get('gc_pauses', 0):.0f} "
+                        f"({srv.get('gc_seconds', 0):.3f}) | {srv.get('graph_captures', 0):.0f} |"
+                    )
+                lines.append("")
     if "bulk" in b:
         raw = r.get("raw_solver_fps")
         lines += [

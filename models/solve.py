@@ -389,6 +389,12 @@ def _assign(dst: _State, src: _State) -> None:
 
 _GRAPHS: collections.OrderedDict[tuple[object, ...], _Graph | None] = collections.OrderedDict()
 _GRAPH_LOCK = threading.Lock()
+_CAPTURES = [0]
+
+
+def graph_captures() -> int:
+    """CUDA graphs captured so far in this process (a capture during traffic is a latency spike)."""
+    return _CAPTURES[0]
 
 
 def _capture(
@@ -444,6 +450,7 @@ def _graph_for(
             _GRAPHS.move_to_end(key)
             return hit
         del _GRAPHS[key]
+    _CAPTURES[0] += 1
     try:
         entry: _Graph | None = build()
     except RuntimeError as exc:  # an op that cannot be captured: solve eagerly from now on

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 from models.packed import PackedForecast, PackedSeries
+from models.solve import graph_captures
 from service.errors import ServiceError
 from service.prepare import Job
 from service.registry import ServedModel
@@ -46,6 +47,7 @@ class BatchStats:
     requests: int
     seconds: float
     nfe: int
+    captures: int  # CUDA graphs captured during this solve (0 once warm)
 
 
 class Batcher:
@@ -199,15 +201,22 @@ class Batcher:
         want_samples = any(it.job.num_samples for it in items)
         dyn = getattr(model.forecaster.model, "dynamics", None)
         nfe0 = dyn.nfe if dyn is not None else 0
+        captures0 = graph_captures()
+        started = time.monotonic()
         t0 = time.perf_counter()
         out = model.forecaster.predict_packed(
             packed, levels=levels, num_samples=items[0].samples, return_samples=want_samples
         )
         seconds = time.perf_counter() - t0
+        captures = graph_captures() - captures0
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
+        for it in items:
+            it.job.timing.update(
+                queue=started - it.enqueued, solve=seconds, batch_series=len(packed), captures=captures
+            )
         if self.on_batch is not None:
             nfe = (dyn.nfe if dyn is not None else 0) - nfe0
-            self.on_batch(BatchStats(model.name, len(packed), len(items), seconds, nfe))
+            self.on_batch(BatchStats(model.name, len(packed), len(items), seconds, nfe, captures))
         return out.split([it.job.size for it in items])
 
     def _fail(self, items: list[_Item], exc: BaseException) -> None:

@@ -40,6 +40,7 @@ async def _load(state: AppState) -> None:
         for served in models.values():
             await asyncio.to_thread(warm_up, served)
         tune_gc()
+        state.metrics.watch_gc(True)
         state.default = default_model_name(s, models)
         m = state.metrics
 
@@ -48,6 +49,7 @@ async def _load(state: AppState) -> None:
             m.batch_requests.observe(b.requests)
             m.batch_seconds.observe(b.seconds)
             m.nfe.labels(b.model).inc(b.nfe)
+            m.graph_captures.inc(b.captures)
 
         state.batcher = Batcher(
             models,
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await task
         if state.batcher is not None:
             await asyncio.to_thread(state.batcher.stop)
+        state.metrics.watch_gc(False)
 
     app = FastAPI(
         title="latentcast",

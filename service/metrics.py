@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 disable_created_metrics()  # no *_created series: one timestamp per label set only bloats /metrics
@@ -39,3 +43,34 @@ class Metrics:
         self.queue_series = Gauge("latentcast_queue_series", "series waiting for the inference thread", registry=r)
         self.inflight = Gauge("latentcast_inflight_requests", "forecast requests being served", registry=r)
         self.ready = Gauge("latentcast_ready", "1 once models are loaded and warmed up", registry=r)
+        # what can stall every request at once: graph captures after warm-up, and collector pauses
+        self.graph_captures = Counter(
+            "latentcast_graph_captures", "CUDA graphs captured while serving (after warm-up)", registry=r
+        )
+        self.queue_seconds = Histogram(
+            "latentcast_queue_seconds",
+            "time a request waited for the inference thread",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "latentcast_gc_pause_seconds",
+            "Python garbage-collector pauses (all threads stop)",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+        self._gc_start = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_pause.labels(str(info["generation"])).observe(time.perf_counter() - self._gc_start)
+
+    def watch_gc(self, on: bool) -> None:
+        """Time every collection into latentcast_gc_pause_seconds (off again at shutdown)."""
+        if on and self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        elif not on and self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)

@@ -51,6 +51,8 @@ class Job:
     echo: Any
     levels: tuple[float, ...]
     num_samples: int
+    # set by the batcher: seconds queued and solving, series in its batch, CUDA graphs captured meanwhile
+    timing: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def size(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -249,6 +250,7 @@ async def forecast(request: Request, state: State, _: ApiKey) -> Response:
             headers={"Retry-After": "2"},
         )
     settings = state.settings
+    t_start = time.perf_counter()
     body = await read_body(request, settings.max_body_bytes)
     arrow_body = request.headers.get("content-type", "").split(";")[0].strip().lower() == arrow.MEDIA_TYPE
     table = req = None
@@ -280,16 +282,34 @@ async def forecast(request: Request, state: State, _: ApiKey) -> Response:
     request.scope.setdefault("state", {})["series"] = job.size
     state.metrics.series_per_request.observe(job.size)
     state.metrics.inflight.inc()
+    t_prepared = time.perf_counter()
     try:
         fc = await state.batcher.submit(job, settings.request_timeout_s)
     finally:
         state.metrics.inflight.dec()
+    t_solved = time.perf_counter()
+    state.metrics.queue_seconds.observe(job.timing.get("queue", 0.0))
     check_solved(fc)
     if wants_arrow(request, arrow_body):
         b = served.bundle
         content = arrow.render_arrow(b.name, b.version, list(b.channels), job, _echo_array(job), fc)
-        return Response(content, media_type=arrow.MEDIA_TYPE)
-    return Response(render(served, job, fc), media_type="application/json")
+        media = arrow.MEDIA_TYPE
+    else:
+        content, media = render(served, job, fc), "application/json"
+    timing = server_timing(job, t_prepared - t_start, t_solved - t_prepared, time.perf_counter() - t_solved)
+    return Response(content, media_type=media, headers={"Server-Timing": timing})
+
+
+def server_timing(job: Job, read_s: float, wait_s: float, render_s: float) -> str:
+    """Where this request's time went (Server-Timing, ms): read + validate, queued for the inference
+    thread, the solve of its batch, the hand-back to the event loop, render; and its batch's size and
+    CUDA graph captures. Load tests read it to explain slow requests."""
+    t = job.timing
+    queue, solve = t.get("queue", 0.0), t.get("solve", 0.0)
+    handback = max(0.0, wait_s - queue - solve)
+    parts = [("read", read_s), ("queue", queue), ("solve", solve), ("handback", handback), ("render", render_s)]
+    out = ", ".join(f"{k};dur={v * 1e3:.2f}" for k, v in parts)
+    return f'{out}, batch;desc="{int(t.get("batch_series", 0))}", captures;desc="{int(t.get("captures", 0))}"'
 
 
 @router.get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from typing import Any
@@ -127,9 +128,16 @@ def test_models_health_ready_metrics(client: TestClient) -> None:
     assert labs["time_unit"] == "day" and abs(labs["max_horizon"] - 2 * 3.0 * 365.25) < 1e-6
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["status"] == "ready"
-    _post(client, {"series": [labs_series()]})
+    r = _post(client, {"series": [labs_series(), labs_series("p2")]})
+    timing = dict(re.findall(r"(\w+);(?:dur|desc)=\"?([\d.]+)", r.headers["server-timing"]))
+    assert set(timing) == {"read", "queue", "solve", "handback", "render", "batch", "captures"}
+    assert float(timing["solve"]) > 0 and timing["batch"] == "2" and timing["captures"] == "0"
+    gc.collect()
     text = client.get("/metrics").text
+    assert 'latentcast_gc_pause_seconds_count{generation="2"}' in text
     for name in (
+        "latentcast_queue_seconds_bucket",
+        "latentcast_graph_captures_total",
         "latentcast_requests_total",
         "latentcast_request_seconds_bucket",
         "latentcast_series_per_request",
@@ -144,6 +152,7 @@ def test_models_health_ready_metrics(client: TestClient) -> None:
     assert (
         doc["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["example"]["model"] == "pbcseq"
     )
+    assert "application/vnd.apache.arrow.stream" in doc["paths"]["/forecast"]["post"]["requestBody"]["content"]
 
 
 def test_body_over_the_limit_is_413(checkpoints) -> None:
