@@ -158,3 +158,26 @@ def test_nan_and_null_both_mean_not_observed(client: TestClient) -> None:
 def test_query_parameters_with_a_json_body_are_refused(client: TestClient) -> None:
     r = client.post("/forecast?model=labs", json={"series": [labs_series()]})
     assert r.status_code == 422 and "query parameters go with Arrow bodies" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("dates", [False, True])
+def test_arrow_and_json_bodies_prepare_the_same_job(dates: bool) -> None:
+    from service.prepare import prepare
+    from tests.service.test_prepare import LABS, _plain, _random_request
+
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        req = _random_request(rng, 25, dates)
+        series = [s.model_dump() for s in req.series]
+        job_json = prepare(req, LABS, _plain())
+        job_arrow = arrow.prepare_arrow(
+            arrow.read_table(arrow.encode_series(series)), (0.1, 0.5, 0.9), 0, LABS, _plain()
+        )
+        a, b = job_json.packed, job_arrow.packed
+        assert a.ids == b.ids
+        for x, y in zip(
+            (a.times, a.values, a.offsets, a.queries, a.query_offsets),
+            (b.times, b.values, b.offsets, b.queries, b.query_offsets),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(x, y)
