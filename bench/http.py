@@ -252,7 +252,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--latency-requests", type=int, default=200)
     ap.add_argument("--rates", default="10,20,40,80,160,320")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per Poisson rate")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per Poisson rate (at least)")
+    ap.add_argument(
+        "--min-requests",
+        type=int,
+        default=300,
+        help="requests per Poisson rate at least (so p99 is not the single worst of a few dozen)",
+    )
     ap.add_argument("--bulk-series", type=int, default=1000)
     ap.add_argument("--bulk-reps", type=int, default=5)
     ap.add_argument("--bulk-formats", default="json,arrow", help="request bodies for the bulk mode")
@@ -283,14 +289,13 @@ def main() -> None:
             if "poisson" in modes:
                 res["poisson"] = []
                 for rate in [float(r) for r in args.rates.split(",")]:
+                    duration = max(args.duration, args.min_requests / rate)
                     bodies = [
                         json.dumps({"model": args.model, "series": [s], "quantiles": [0.1, 0.5, 0.9]}).encode()
-                        for s in make_series(
-                            info, int(rate * args.duration) + 20, args.obs, args.queries, seed=int(rate)
-                        )
+                        for s in make_series(info, int(rate * duration) + 20, args.obs, args.queries, seed=int(rate))
                     ]
                     before = scrape(server.url)
-                    row = asyncio.run(run_poisson(server.url, bodies, rate, args.duration))
+                    row = asyncio.run(run_poisson(server.url, bodies, rate, duration))
                     after = scrape(server.url)
                     row["server"] = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
                     res["poisson"].append(row)
@@ -326,6 +331,11 @@ def main() -> None:
     name = f"http_{dev}{args.tag}"
     results.write(args.out, name, out, markdown(out))
     print(markdown(out))
+
+
+def capacity(rows: list[dict[str, Any]], p99_ms: float) -> float:
+    """Highest served rate among the rates whose p99 latency is within `p99_ms` (0 if none)."""
+    return max((x["throughput"] for x in rows if x["p99_ms"] <= p99_ms and not x["errors"]), default=0.0)
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -381,6 +391,22 @@ def markdown(r: dict[str, Any]) -> str:
                         f"({srv.get('gc_seconds', 0):.3f}) | {srv.get('graph_captures', 0):.0f} |"
                     )
                 lines.append("")
+    on, off = r.get("batching", {}).get("poisson"), r.get("no batching", {}).get("poisson")
+    if on and off:
+        lines += [
+            "## Micro-batching at equal p99",
+            "",
+            "Most requests served per second at a rate whose p99 stays within the bound (rates are discrete, "
+            "so each figure is a lower bound of the capacity at that bound):",
+            "",
+            "| p99 bound | batching on | batching off | on ÷ off |",
+            "|---|---|---|---|",
+        ]
+        for bound in (50.0, 100.0):
+            a, c = capacity(on, bound), capacity(off, bound)
+            ratio = f"{a / c:.1f}×" if a and c else "—"
+            lines.append(f"| {bound:.0f} ms | {a:.0f} req/s | {c:.0f} req/s | {ratio} |")
+        lines.append("")
     if "bulk" in b:
         raw = r.get("raw_solver_fps")
         lines += [

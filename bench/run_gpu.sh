@@ -35,8 +35,8 @@ bundle = load_checkpoint("/tmp/gpu_train/best.pt", device="cpu")
 print("checkpoint loads on CPU:", bundle.name, bundle.version)
 PY
            ;;
-    http) timeout 300 python3 -m bench.http --device cuda --models '["runs/bench/anchor.pt"]' --model anchor \
-            --rates 10,20,50,100,200,400,800 --duration 4 --bulk-reps 5 --out "$OUT" > "$OUT/http.log" 2>&1
+    http) timeout 540 python3 -m bench.http --device cuda --models '["runs/bench/anchor.pt"]' --model anchor \
+            --rates 10,20,50,100,200,400,800 --duration 4 --min-requests 300 --bulk-reps 5 --out "$OUT" > "$OUT/http.log" 2>&1
           tail -5 "$OUT/http.log" ;;
   esac
 done

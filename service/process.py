@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,27 +29,33 @@ class ServerProcess:
     def __init__(self, env: dict[str, str] | None = None, device: str = "cpu", timeout: float = 180.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server; closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--device", device],
             env={**os.environ, "LATENTCAST_LOG_LEVEL": "warning", **(env or {})},
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=self._log,  # a file, not a pipe: an undrained pipe would block the server once full
         )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                raise RuntimeError(f"server exited: {self.output()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
+                out = self.output()
                 self.stop()
-                raise RuntimeError(f"server not ready within {timeout:.0f} s")
+                raise RuntimeError(f"server not ready within {timeout:.0f} s: {out[-2000:]}")
             time.sleep(0.2)
+
+    def output(self) -> str:
+        """What the server has written to stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -56,6 +63,7 @@ class ServerProcess:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self._log.close()
 
     def __enter__(self) -> ServerProcess:
         return self
