@@ -129,6 +129,10 @@ class Forecaster:
         rel, row, col = packed.padded_queries(batch.anchor.numpy())
         batch = batch.to(self.device)
         query = torch.as_tensor(rel, dtype=torch.float32, device=self.device)
+        # (B, Qmax, …) → flat (M, …) on the device: padding never crosses to the host (indices copied
+        # before the model's kernels are queued, so the copy does not wait for them)
+        r = torch.as_tensor(row, device=self.device)
+        c = torch.as_tensor(col, device=self.device)
         need_samples = return_samples or (not normalized and any(self.normalizer.log))
         pred: Prediction = self.model.predict(
             batch,
@@ -149,9 +153,6 @@ class Forecaster:
             )
             quant = self.normalizer.inverse(pred.quantiles)
             samples = self.normalizer.inverse(pred.samples) if pred.samples is not None else None
-        # (B, Qmax, …) → flat (M, …) on the device: padding never crosses to the host
-        r = torch.as_tensor(row, device=self.device)
-        c = torch.as_tensor(col, device=self.device)
         mean_np = mean[r, c].cpu().numpy()
         quant_np = quant[:, r, c].cpu().numpy()
         samples_np = samples[:, r, c].cpu().numpy() if (samples is not None and return_samples) else None
