@@ -17,7 +17,8 @@ for part in $PARTS; do
   echo "=== $part $(date -u +%T)"
   case $part in
     bulkprof) timeout 120 python3 -m bench.profile_bulk --device cuda --reps 5 ;;
-    gputest) timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_solve_gpu.py 2>&1 | tail -15 ;;
+    gputest) timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_solve_gpu.py \
+               tests/models/test_forecast_gpu.py 2>&1 | tail -15 ;;
     solver) timeout 240 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --out "$OUT" \
               > "$OUT/solver.log" 2>&1; grep -E "^(ours|C |D |B |A )|Error|error" "$OUT/solver.log" | head -30 ;;
     eager) timeout 90 python3 -m bench.solver --device cuda --batches 1,64,1024,8192,65536 --reps 5 --ours-only \
