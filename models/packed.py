@@ -19,10 +19,18 @@ import torch
 from models.data import Batch, Normalizer, Series
 
 
-def _offsets(counts: np.ndarray) -> np.ndarray:
+def offsets(counts: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Counts per series (B,) → offsets (B + 1,): series i owns flat elements offsets[i]:offsets[i + 1]."""
+    counts = np.asarray(counts, dtype=np.int64)
     out = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=out[1:])
     return out
+
+
+def locate(offs: np.ndarray, k: int) -> tuple[int, int]:
+    """Flat index k → (series, position within the series), for error messages."""
+    i = int(np.searchsorted(offs, k, side="right")) - 1
+    return i, k - int(offs[i])
 
 
 def _rows_cols(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,9 +94,9 @@ class PackedSeries:
                 if series
                 else np.zeros((0, d), dtype=np.float32)
             ),
-            offsets=_offsets(np.asarray(ctx, dtype=np.int64)),
+            offsets=offsets(np.asarray(ctx, dtype=np.int64)),
             queries=np.concatenate([np.asarray(q, dtype=np.float64) for q in queries]) if series else np.zeros(0),
-            query_offsets=_offsets(np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))),
+            query_offsets=offsets(np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))),
         )
 
     @classmethod
@@ -99,9 +107,9 @@ class PackedSeries:
             ids=[i for p in parts for i in p.ids],
             times=np.concatenate([p.times for p in parts]),
             values=np.concatenate([p.values for p in parts]),
-            offsets=_offsets(np.concatenate([np.diff(p.offsets) for p in parts])),
+            offsets=offsets(np.concatenate([np.diff(p.offsets) for p in parts])),
             queries=np.concatenate([p.queries for p in parts]),
-            query_offsets=_offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
+            query_offsets=offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
         )
 
     def take(self, start: int, stop: int) -> PackedSeries:
@@ -207,7 +215,7 @@ class PackedForecast:
         samples = [p.samples for p in parts]
         return cls(
             ids=[i for p in parts for i in p.ids],
-            query_offsets=_offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
+            query_offsets=offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
             times=np.concatenate([p.times for p in parts]),
             mean=np.concatenate([p.mean for p in parts]),
             quantiles=np.concatenate([p.quantiles for p in parts], axis=1),

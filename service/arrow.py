@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.packed import PackedForecast
+from models.packed import PackedForecast, locate, offsets
 from service.config import Settings
 from service.errors import ServiceError, field_error
 from service.prepare import Job, ModelLimits, assemble, check_options, check_series, seconds_to_unit
@@ -99,13 +99,12 @@ def _lists(table: pa.Table, name: str, ids: list[str]) -> tuple[pa.Array, np.nda
     return col.flatten(), counts
 
 
-def _times(flat: pa.Array, counts: np.ndarray, name: str, ids: list[str], model: ModelLimits) -> tuple[str, np.ndarray]:
+def _times(flat: pa.Array, offs: np.ndarray, name: str, ids: list[str], model: ModelLimits) -> tuple[str, np.ndarray]:
     """Flat times → ("number" | "datetime", float64 in the model's time unit)."""
-    offsets = np.concatenate([[0], np.cumsum(counts)])
     k = _first_null(flat)
     if k is not None:
-        i = int(np.searchsorted(offsets, k, side="right")) - 1
-        raise field_error(422, "must not be null", ["series", i, name, k - int(offsets[i])], ids[i])
+        i, j = locate(offs, k)
+        raise field_error(422, "must not be null", ["series", i, name, j], ids[i])
     t = flat.type
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         return "number", pc.cast(flat, pa.float64()).to_numpy()
@@ -148,15 +147,16 @@ def prepare_arrow(
             i = int(empty[0])
             raise field_error(422, "must hold at least one time", ["series", i, name], ids[i])
     check_series(ids, n_obs, n_q, settings)
-    kind, ts = _times(flat_t, n_obs, "timestamps", ids, model)
-    qkind, tq = _times(flat_q, n_q, "query_times", ids, model)
+    off_t, off_q = offsets(n_obs), offsets(n_q)
+    kind, ts = _times(flat_t, off_t, "timestamps", ids, model)
+    qkind, tq = _times(flat_q, off_q, "query_times", ids, model)
     if qkind != kind:
         raise field_error(422, f"must be of the same kind as timestamps ({kind}s)", ["columns", "query_times"])
-    values = _values(table, ids, n_obs, d, model.name)
+    values = _values(table, ids, n_obs, off_t, d, model.name)
 
     def show(field: str, i: int, j: int) -> str:
-        flat, counts = (flat_t, n_obs) if field == "timestamps" else (flat_q, n_q)
-        v = flat[int(counts[:i].sum()) + j].as_py()
+        flat, offs = (flat_t, off_t) if field == "timestamps" else (flat_q, off_q)
+        v = flat[int(offs[i]) + j].as_py()
         return repr(v) if isinstance(v, int | float) else repr(str(v))
 
     return Job(
@@ -168,19 +168,13 @@ def prepare_arrow(
     )
 
 
-def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, d: int, name: str) -> np.ndarray:
+def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, offs: np.ndarray, d: int, name: str) -> np.ndarray:
     """The values column → (N, D) float64, NaN where not observed."""
     rows, n_rows = _lists(table, "values", ids)
     bad = np.flatnonzero(n_rows != n_obs)
     if bad.size:
         i = int(bad[0])
         raise field_error(422, f"has {n_rows[i]} rows for {n_obs[i]} timestamps", ["series", i, "values"], ids[i])
-    offsets = np.concatenate([[0], np.cumsum(n_obs)])
-
-    def where(k: int) -> tuple[int, int]:
-        i = int(np.searchsorted(offsets, k, side="right")) - 1
-        return i, k - int(offsets[i])
-
     if pa.types.is_fixed_size_list(rows.type):
         widths = np.full(len(rows), rows.type.list_size)
     elif pa.types.is_list(rows.type) or pa.types.is_large_list(rows.type):
@@ -191,13 +185,13 @@ def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, d: int, name: st
         )
     k = _first_null(rows)
     if k is not None:
-        i, j = where(k)
+        i, j = locate(offs, k)
         raise field_error(
             422, "row must not be null (null values inside it mean not observed)", ["series", i, "values", j], ids[i]
         )
     bad = np.flatnonzero(widths != d)
     if bad.size:
-        i, j = where(int(bad[0]))
+        i, j = locate(offs, int(bad[0]))
         raise field_error(
             422,
             f"row has {widths[bad[0]]} values; model {name!r} has {d} channels (GET /models lists them)",
@@ -211,7 +205,7 @@ def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, d: int, name: st
     values = pc.cast(elems, pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, d)
     inf = np.flatnonzero(np.isinf(values).any(axis=1))
     if inf.size:
-        i, j = where(int(inf[0]))
+        i, j = locate(offs, int(inf[0]))
         raise field_error(422, "must be finite (null or NaN = not observed)", ["series", i, "values", j], ids[i])
     return values
 
@@ -291,10 +285,10 @@ def encode_series(series: list[dict[str, Any]]) -> bytes:
     return encode(
         [s["id"] for s in series],
         flat_times("timestamps"),
-        np.concatenate([[0], np.cumsum(counts)]),
+        offsets(counts),
         values,
         flat_times("query_times"),
-        np.concatenate([[0], np.cumsum(q_counts)]),
+        offsets(q_counts),
     )
 
 

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from models.packed import offsets
 from service.arrow import MEDIA_TYPE, decode, encode
 
 
@@ -110,19 +111,19 @@ class LatentcastClient:
         frame = frame.sort_values([id_col, time_col], kind="stable")
         codes, uniques = pd.factorize(frame[id_col], sort=False)
         counts = np.bincount(codes, minlength=len(uniques))
-        offsets = np.concatenate([[0], np.cumsum(counts)])
+        offs = offsets(counts)
         times = _time_array(frame[time_col])
         values = frame.reindex(columns=channels).to_numpy(dtype=np.float64)
         qs = [list(query_times[sid] if isinstance(query_times, Mapping) else query_times) for sid in uniques]
         q_counts = np.array([len(q) for q in qs], dtype=np.int64)
-        q_off = np.concatenate([[0], np.cumsum(q_counts)])
+        q_off = offsets(q_counts)
         q_flat = _time_array(pd.Series([t for q in qs for t in q]))
         ids = [str(u) for u in uniques]
         params = {"model": info["name"], "quantiles": ",".join(repr(float(q)) for q in quantiles)}
         parts = []
         for a in range(0, len(ids), self.chunk_series):
             z = min(a + self.chunk_series, len(ids))
-            o, qo = offsets[a : z + 1], q_off[a : z + 1]
+            o, qo = offs[a : z + 1], q_off[a : z + 1]
             body = encode(
                 ids[a:z], times[o[0] : o[-1]], o - o[0], values[o[0] : o[-1]], q_flat[qo[0] : qo[-1]], qo - qo[0]
             )

@@ -21,7 +21,7 @@ import pandas as pd
 
 from models import TimeSpec
 from models.data import TIME_UNITS
-from models.packed import PackedSeries
+from models.packed import PackedSeries, locate, offsets
 from service.config import Settings
 from service.errors import ServiceError, field_error
 from service.schemas import ForecastRequest
@@ -100,18 +100,6 @@ def check_series(ids: Sequence[str], n_obs: np.ndarray, n_q: np.ndarray, setting
             raise field_error(413, f"{counts[i]} {what}; the limit is {limit} ({env})", ["series", i, field], ids[i])
 
 
-def _locate(offsets: np.ndarray, k: int) -> tuple[int, int]:
-    """Flat index k → (series, position within the series)."""
-    i = int(np.searchsorted(offsets, k, side="right")) - 1
-    return i, k - int(offsets[i])
-
-
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
 def assemble(
     ids: list[str],
     ts: np.ndarray,
@@ -126,17 +114,17 @@ def assemble(
     unit, absolute; values (N, D) float64, NaN = not observed; n_obs / n_q per series (B,).
     Rows with nothing observed are dropped (after the ordering check); times become model time from
     each series' first observation."""
-    off, qoff = _offsets(n_obs), _offsets(n_q)
+    off, qoff = offsets(n_obs), offsets(n_q)
     for name, t, o in (("timestamps", ts, off), ("query_times", tq, qoff)):
         bad = np.flatnonzero(~np.isfinite(t))
         if bad.size:
-            i, j = _locate(o, int(bad[0]))
+            i, j = locate(o, int(bad[0]))
             raise field_error(422, "must be a finite number", ["series", i, name, j], ids[i])
     gaps = np.diff(ts)
     gaps[off[1:-1] - 1] = np.inf  # differences across series boundaries do not count
     bad = np.flatnonzero(gaps <= 0)
     if bad.size:
-        i, j = _locate(off, int(bad[0]) + 1)
+        i, j = locate(off, int(bad[0]) + 1)
         raise field_error(
             422,
             f"must be strictly increasing: [{j}] = {show('timestamps', i, j)} does not come after "
@@ -159,7 +147,7 @@ def assemble(
     far = np.flatnonzero(dist > model.max_horizon)
     if far.size:
         k = int(far[0])
-        i, j = _locate(qoff, k)
+        i, j = locate(qoff, k)
         unit = f"{model.time.unit}s" if model.time.unit != "unitless" else "time units"
         raise field_error(
             422,
@@ -172,7 +160,7 @@ def assemble(
         ids=ids,
         times=times[observed],
         values=values[observed].astype(np.float32),
-        offsets=_offsets(n_seen),
+        offsets=offsets(n_seen),
         queries=queries,
         query_offsets=qoff,
     )
@@ -255,7 +243,7 @@ def prepare(req: ForecastRequest, model: ModelLimits, settings: Settings) -> Job
     widths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     bad = np.flatnonzero(widths != d)
     if bad.size:
-        i, j = _locate(_offsets(n_obs), int(bad[0]))
+        i, j = locate(offsets(n_obs), int(bad[0]))
         raise field_error(
             422,
             f"row has {widths[bad[0]]} values; model {model.name!r} has {d} channels (GET /models lists them)",
