@@ -31,14 +31,18 @@ def mixture_quantiles(
     """Quantiles of the equal-weight mixture Σ_s N(means[s], std²) / S, elementwise.
 
     means: (S, …); std: broadcastable to means[0], or None for the samples' own empirical quantiles.
-    Returns (len(levels), …). Safeguarded Newton on the mixture CDF: it starts from the moment-matched
-    Gaussian, keeps a bracket given by the components' own quantiles, and bisects whenever a Newton step
-    would leave it, until every CDF is within `tol` of its level (most elements take 2–3 iterations;
-    flat, multimodal mixtures up to `iters` bisections). Elements are processed `chunk` at a time: on a
-    CPU 4,096, so the (levels × samples × chunk) temporaries stay in cache; on a GPU as many as keep
+    Returns (len(levels), …). Safeguarded Halley iteration on the mixture CDF: it starts from the
+    moment-matched Gaussian, keeps a bracket given by the components' own quantiles, and bisects whenever
+    a step would leave it, until every CDF is within `tol` of its level. Halley's step uses the density's
+    slope, which costs no transcendental beyond the density's own exp, and converges cubically: on the
+    anchor benchmark's 32-sample forecasts every element is done after 2 steps, where Newton needed 3–4
+    (flat, multimodal mixtures take up to `iters` bisections). Elements are processed `chunk` at a time: on a
+    CPU as many as keep the (levels × samples × chunk) temporaries near 3 · 2^16 values (~0.8 MB: in
+    cache, and under the allocator's threshold for returning memory to the system, past which each
+    temporary costs fresh page faults; 2,048 elements for 3 levels × 32 samples); on a GPU as many as keep
     those temporaries near 2^25 values, since there each chunk costs ~15 kernel launches and a host sync
     per iteration (37 chunks of a 1,000-series request took most of its time). Chunking moves a result
-    only within the Newton tolerance. Results are made monotone in the level.
+    only within the tolerance. Results are made monotone in the level.
     """
     if not levels:
         return means.new_zeros((0, *means.shape[1:]))
@@ -52,19 +56,26 @@ def mixture_quantiles(
     tol = max(tol, 8 * torch.finfo(means.dtype).eps)
     out = flat.new_empty(len(levels), flat.shape[1])
     if chunk is None:
-        chunk = 4096 if means.device.type != "cuda" else max(4096, (1 << 25) // (len(levels) * means.shape[0]))
+        cuda = means.device.type == "cuda"
+        budget = (1 << 25) if cuda else 3 << 16  # values per (levels, samples, chunk) temporary
+        chunk = max(4096 if cuda else 256, budget // (len(levels) * means.shape[0]))
     for c in range(0, flat.shape[1], chunk):
         m, s = flat[:, c : c + chunk], sd[c : c + chunk]
         lo = m.amin(0)[None] + z * s - 1e-6 * s  # the mixture quantile lies between its components' ones
         hi = m.amax(0)[None] + z * s + 1e-6 * s
-        x = (m.mean(0)[None] + z * (s**2 + m.var(0, unbiased=False)).sqrt()).clamp(min=lo, max=hi)
-        out[:, c : c + chunk] = _newton(m, s, x, lo, hi, lv[:, None], iters, tol)
+        mu = m.mean(0)
+        var = (m - mu).square_().mean(0)  # torch.var over dim 0 runs ~10x slower on a CPU
+        x = (mu[None] + z * (s**2 + var).sqrt()).clamp(min=lo, max=hi)
+        out[:, c : c + chunk] = _halley(m, s, x, lo, hi, lv[:, None], iters, tol)
     order = torch.argsort(lv)
     x_sorted = torch.cummax(out[order], dim=0).values
     return torch.empty_like(out).index_copy_(0, order, x_sorted).view(len(levels), *shape)
 
 
-def _newton(
+_LOG2E = 1.4426950408889634
+
+
+def _halley(
     means: torch.Tensor,
     sd: torch.Tensor,
     x: torch.Tensor,
@@ -74,7 +85,8 @@ def _newton(
     iters: int,
     tol: float,
 ) -> torch.Tensor:
-    """Safeguarded Newton for the mixture CDF. means (S, N), sd (N,), x/lo/hi (Q, N), target (Q, 1)."""
+    """Safeguarded Halley for the mixture CDF F(x) = target. means (S, N), sd (N,), x/lo/hi (Q, N),
+    target (Q, 1). With e = F - target, f = F' and f' = F'': x ← x - 2ef / (2f² - e f')."""
     k = 0.7071067811865476 / sd  # (N,) 1/(σ√2): Φ((x-μ)/σ) = ½ + ½ erf((x-μ)k)
     scaled = means * k  # (S, N)
     dens = k * 0.5641895835477563  # 1/(σ√(2π)) = k/√π
@@ -85,11 +97,13 @@ def _newton(
         done = err.abs() < tol
         if bool(done.all()):
             break
-        pdf = torch.exp(u.square_().neg_()).mean(1) * dens
+        g = torch.exp2(u.square().mul_(-_LOG2E))  # exp(-u²); exp2 is ~2x faster than exp on a CPU
+        pdf = (g.mean(1) * dens).clamp(min=1e-30)
+        slope = g.mul_(u).mean(1) * (-2.0 * dens * k)  # d pdf / dx
         below = err < 0
         lo = torch.where(below, x, lo)
         hi = torch.where(below, hi, x)
-        newton = x - err / pdf.clamp(min=1e-30)
-        step = torch.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+        halley = x - 2.0 * err * pdf / (2.0 * pdf * pdf - err * slope)
+        step = torch.where((halley >= lo) & (halley <= hi), halley, 0.5 * (lo + hi))
         x = torch.where(done, x, step)
     return x

@@ -53,9 +53,9 @@ def test_latent_draws_are_fixed_and_roughly_standard(n: int) -> None:
     assert not math.isnan(float(a.sum()))
 
 
-def test_chunking_changes_quantiles_only_within_the_newton_tolerance() -> None:
+def test_chunking_changes_quantiles_only_within_the_tolerance() -> None:
     """Chunks change only the memory layout; the last bits of a reduction may differ, so an element may
-    stop one Newton iteration earlier or later: its CDF stays within tol = 1e-5 of the level."""
+    stop one iteration earlier or later: its CDF stays within tol = 1e-5 of the level."""
     g = torch.Generator().manual_seed(3)
     means = torch.randn(16, 5, 7, 3, generator=g) * torch.rand(1, 5, 7, 3, generator=g) * 3
     std = torch.rand(3, generator=g) + 0.05
