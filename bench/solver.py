@@ -127,6 +127,7 @@ def main() -> None:
     knobs = solve.EXEC_DEFAULTS[device.type]
     if args.window:
         knobs["window"] = args.window
+        knobs["full_window"] = 0
     if args.sync_every:
         knobs["sync_every"] = args.sync_every
     if args.graphs >= 0:

@@ -201,14 +201,16 @@ _SAFETY, _IFACTOR, _DFACTOR, _MIN_STEP = 0.9, 10.0, 0.2, 1e-10
 
 # Execution knobs per device type (see solve_per_series; results never depend on them):
 #   window      query times interpolated per row and step in eager mode (more take another pass + sync)
+#   full_window  below this many rows × query times, eager mode interpolates all of a row's queries each
+#               step (one pass, no sync; small solves are bound by per-op overhead, not arithmetic)
 #   sync_every  steps between host checks of "all rows done" (a step after a row is done changes nothing)
 #   graphs      on CUDA, replay each step as a captured CUDA graph (shapes padded to buckets, cached)
 #   graph_max_rows / graph_cache  largest padded row count captured; graphs kept (LRU)
 # Measured on an H100 (bench/results/optimizations.md): the solve is launch-bound below ~10^5 rows, and
 # adaptive solves here take ~10 steps, so waiting 8 steps between syncs wastes more than syncs cost.
 EXEC_DEFAULTS: dict[str, dict[str, int]] = {
-    "cpu": {"window": 8, "sync_every": 1, "graphs": 0, "graph_max_rows": 0, "graph_cache": 0},
-    "cuda": {"window": 8, "sync_every": 1, "graphs": 1, "graph_max_rows": 1 << 18, "graph_cache": 48},
+    "cpu": {"window": 8, "full_window": 4096, "sync_every": 1, "graphs": 0, "graph_max_rows": 0, "graph_cache": 0},
+    "cuda": {"window": 8, "full_window": 0, "sync_every": 1, "graphs": 1, "graph_max_rows": 1 << 18, "graph_cache": 48},
 }
 
 
@@ -519,7 +521,8 @@ def solve_per_series(
     use_graph = use_graph and (r_pad <= knobs["graph_max_rows"] or graphs is True)
     if not use_graph:
         r_pad, q_pad = r, q
-    w = q_pad if use_graph else min(window or knobs["window"], q)
+    eager_window = q if r * q <= knobs["full_window"] else knobs["window"]
+    w = q_pad if use_graph else min(window or eager_window, q)
     width = q_pad + w
     check = max(1, sync_every or knobs["sync_every"])
 
