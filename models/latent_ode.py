@@ -132,8 +132,10 @@ class LatentODE(nn.Module):
         else:
             z0 = mean[None]
         s = z0.shape[0]
-        sol = solve_per_series(self.dynamics, z0.reshape(s * b, lat), query_t.repeat(s, 1), solver)
-        x = self.decoder(sol.z).view(s, b, q, self.n_channels)  # (S, B, Q, D)
+        # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
+        linear = self.decoder.net if isinstance(self.decoder.net, nn.Linear) else None
+        sol = solve_per_series(self.dynamics, z0.reshape(s * b, lat), query_t.repeat(s, 1), solver, readout=linear)
+        x = (sol.z if linear is not None else self.decoder(sol.z)).view(s, b, q, self.n_channels)  # (S, B, Q, D)
         std = self.decoder.std if include_noise else None
         quant = mixture_quantiles(x, std, tuple(levels))
         return Prediction(

@@ -86,7 +86,10 @@ def _halley(
     tol: float,
 ) -> torch.Tensor:
     """Safeguarded Halley for the mixture CDF F(x) = target. means (S, N), sd (N,), x/lo/hi (Q, N),
-    target (Q, 1). With e = F - target, f = F' and f' = F'': x ← x - 2ef / (2f² - e f')."""
+    target (Q, 1). With e = F - target, f = F' and f' = F'': Halley's step is Newton's e/f divided by
+    1 - t, t = e f' / (2f²). Where that factor leaves [½, 2] (far from the root, e.g. on a flat stretch
+    between modes, where Halley's steps shrink to nothing) the Newton step is taken instead, and a step
+    that leaves the bracket is replaced by bisection."""
     k = 0.7071067811865476 / sd  # (N,) 1/(σ√2): Φ((x-μ)/σ) = ½ + ½ erf((x-μ)k)
     scaled = means * k  # (S, N)
     dens = k * 0.5641895835477563  # 1/(σ√(2π)) = k/√π
@@ -103,7 +106,9 @@ def _halley(
         below = err < 0
         lo = torch.where(below, x, lo)
         hi = torch.where(below, hi, x)
-        halley = x - 2.0 * err * pdf / (2.0 * pdf * pdf - err * slope)
-        step = torch.where((halley >= lo) & (halley <= hi), halley, 0.5 * (lo + hi))
+        newton = err / pdf
+        t = newton * slope / (2.0 * pdf)
+        cand = x - torch.where((t >= -1.0) & (t <= 0.5), newton / (1.0 - t), newton)
+        step = torch.where((cand >= lo) & (cand <= hi), cand, 0.5 * (lo + hi))
         x = torch.where(done, x, step)
     return x

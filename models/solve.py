@@ -216,7 +216,8 @@ EXEC_DEFAULTS: dict[str, dict[str, int]] = {
 
 @dataclasses.dataclass
 class PerSeriesSolution:
-    """z: (B, Q, L) latent states at the query times. status: (B,) `Status` codes.
+    """z: (B, Q, L) latent states at the query times ((B, Q, K) readout values if a readout was given).
+    status: (B,) `Status` codes.
     nfe: batched vector-field evaluations. steps: (B,) accepted steps (forward + backward rows)."""
 
     z: torch.Tensor
@@ -274,7 +275,7 @@ class _State:
 class _Problem:
     """Per-call inputs of the step loop, R rows × W query slots: span (R,) signed end time of each row;
     s_pad (R, Q + W) sorted unique query positions in s units, +inf padded; stages (n, R, L) and
-    out (R · (Q + W), L) buffers written in place."""
+    out (R · (Q + W), K) buffers written in place (K = L, or the readout's width)."""
 
     span: torch.Tensor
     s_pad: torch.Tensor
@@ -286,10 +287,12 @@ class _Problem:
         return [self.span, self.s_pad, self.stages, self.out]
 
 
-def _make_step(func: VectorField, cfg: SolverConfig, p: _Problem) -> Callable[[_State], _State]:
+def _make_step(
+    func: VectorField, cfg: SolverConfig, p: _Problem, readout: torch.nn.Linear | None = None
+) -> Callable[[_State], _State]:
     """One step of every row (adaptive: accepted or rejected per row), answering the queries it covers
-    by dense output. Pure tensor code apart from the eager multi-pass window (never taken in a graph,
-    where the window covers all queries)."""
+    by dense output (through `readout` if given). Pure tensor code apart from the eager multi-pass
+    window (never taken in a graph, where the window covers all queries)."""
     tab = TABLEAUS[cfg.method]
     r, lat = p.stages.shape[1], p.stages.shape[2]
     dev, dtype = p.stages.device, p.stages.dtype
@@ -335,6 +338,9 @@ def _make_step(func: VectorField, cfg: SolverConfig, p: _Problem) -> Callable[[_
         coef = torch.mm(mats.dense.t(), flat).view(4, r, lat)  # y(θ) = z + ht Σ_j coef_j θ^(j+1)
         # dense output for the next `w` unanswered queries of each row (more passes if a step covers more)
         basis = torch.cat([z[:, None], coef.transpose(0, 1) * htc[:, None]], dim=1)  # (R, 5, L)
+        if readout is not None:  # a linear map commutes with the interpolant: interpolate K < L values
+            basis = torch.matmul(basis, readout.weight.t())  # (R, 5, K)
+            basis[:, 0] += readout.bias
         while True:
             idx = ptr[:, None] + win  # (R, W)
             s_win = s_pad.gather(1, idx)
@@ -369,13 +375,17 @@ class _Graph:
     """A captured step over static buffers: copy a call's problem and state in, replay, read out.
     Off CUDA (tests) `graph` is None and replay runs the same step eagerly on the same buffers.
     `step` is kept alive with the graph: its closure owns tensors the graph reads (row offsets, window
-    indices), which the caching allocator would otherwise hand to other tensors."""
+    indices), which the caching allocator would otherwise hand to other tensors. `owners`: weak
+    references to the vector field and readout whose parameters the graph reads in place."""
 
     graph: torch.cuda.CUDAGraph | None
     step: Callable[[_State], _State]
     problem: _Problem
     state: _State
-    owner: weakref.ref[VectorField]
+    owners: tuple[Callable[[], object], ...]
+
+    def owned_by(self, func: VectorField, readout: torch.nn.Linear | None) -> bool:
+        return all(ref() is obj for ref, obj in zip(self.owners, (func, readout), strict=True))
 
     def replay(self) -> None:
         if self.graph is not None:
@@ -399,6 +409,10 @@ def graph_captures() -> int:
     return _CAPTURES[0]
 
 
+def _refs(func: VectorField, readout: torch.nn.Linear | None) -> tuple[Callable[[], object], ...]:
+    return (weakref.ref(func), weakref.ref(readout) if readout is not None else lambda: None)
+
+
 def _capture(
     func: VectorField,
     cfg: SolverConfig,
@@ -407,6 +421,7 @@ def _capture(
     w: int,
     n_buf: int,
     lat: int,
+    readout: torch.nn.Linear | None,
     dtype: torch.dtype,
     dev: torch.device,
 ) -> _Graph:
@@ -415,7 +430,7 @@ def _capture(
         span=torch.zeros(r, dtype=dtype, device=dev),
         s_pad=torch.zeros(r, width, dtype=dtype, device=dev),
         stages=torch.zeros(n_buf, r, lat, dtype=dtype, device=dev),
-        out=torch.zeros(r * width, lat, dtype=dtype, device=dev),
+        out=torch.zeros(r * width, lat if readout is None else readout.out_features, dtype=dtype, device=dev),
         window=w,
     )
     state = _State(
@@ -427,9 +442,9 @@ def _capture(
         steps=torch.zeros(r, dtype=torch.long, device=dev),
         ptr=torch.zeros(r, dtype=torch.long, device=dev),
     )
-    step = _make_step(func, cfg, problem)
+    step = _make_step(func, cfg, problem, readout)
     if dev.type != "cuda":
-        return _Graph(graph=None, step=step, problem=problem, state=state, owner=weakref.ref(func))
+        return _Graph(graph=None, step=step, problem=problem, state=state, owners=_refs(func, readout))
     side = torch.cuda.Stream(dev)
     side.wait_stream(torch.cuda.current_stream(dev))
     with torch.cuda.stream(side):  # warm-up outside the graph (cuBLAS handles, workspaces)
@@ -439,16 +454,20 @@ def _capture(
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         _assign(state, step(state))
-    return _Graph(graph=graph, step=step, problem=problem, state=state, owner=weakref.ref(func))
+    return _Graph(graph=graph, step=step, problem=problem, state=state, owners=_refs(func, readout))
 
 
 def _graph_for(
-    key: tuple[object, ...], func: VectorField, build: Callable[[], _Graph], cache_size: int
+    key: tuple[object, ...],
+    func: VectorField,
+    readout: torch.nn.Linear | None,
+    build: Callable[[], _Graph],
+    cache_size: int,
 ) -> _Graph | None:
     """The cached graph for `key`, captured on first use; None if capture failed here before."""
     if key in _GRAPHS:
         hit = _GRAPHS[key]
-        if hit is None or hit.owner() is func:  # not a new module that reuses a freed one's id
+        if hit is None or hit.owned_by(func, readout):  # not new modules that reuse freed ones' ids
             _GRAPHS.move_to_end(key)
             return hit
         del _GRAPHS[key]
@@ -472,11 +491,14 @@ def solve_per_series(
     window: int | None = None,
     sync_every: int | None = None,
     graphs: bool | None = None,
+    readout: torch.nn.Linear | None = None,
 ) -> PerSeriesSolution:
     """Solve each row from z0 (at t = 0) to its own query times, with its own steps.
 
     func(t, z): t (R,) per-row times, z (R, L) → (R, L). z0: (B, L). t_query: (B, Q), any order and
-    sign. Call under torch.no_grad() / inference_mode().
+    sign. Call under torch.no_grad() / inference_mode(). With `readout` (a linear map L → K, e.g. a
+    linear decoder) the solution holds readout(z) at the query times, (B, Q, K): the dense output is
+    interpolated after the map, so its buffers hold K values per query instead of L.
 
     Execution knobs (results do not depend on them; defaults per device type in `EXEC_DEFAULTS`):
     `window` bounds how many query times are interpolated per row and step in eager mode (work per
@@ -512,6 +534,7 @@ def solve_per_series(
     s_u, order, rank = _dedupe_sorted(s_q)
     z = z0[src]
     lat = z.shape[1]
+    k = lat if readout is None else readout.out_features  # values per query in the output
     n_buf = len(tab.c) + (0 if tab.fsal else 1)
     # graphs by default only for a module (stable identity and parameters), not e.g. a fresh lambda;
     # graphs=True off CUDA runs the same padded, cached-buffer path eagerly (for tests)
@@ -561,11 +584,12 @@ def solve_per_series(
         if use_graph:
             stack.enter_context(_GRAPH_LOCK)  # the graph's buffers are shared: one solve at a time
             stack.enter_context(torch.inference_mode())
-            key = (id(func), cfg, r_pad, width, w, n_buf, lat, dtype, dev)
+            key = (id(func), id(readout), cfg, r_pad, width, w, n_buf, lat, dtype, dev)
             graph = _graph_for(
                 key,
                 func,
-                lambda: _capture(func, cfg, r_pad, width, w, n_buf, lat, dtype, dev),
+                readout,
+                lambda: _capture(func, cfg, r_pad, width, w, n_buf, lat, readout, dtype, dev),
                 knobs["graph_cache"],
             )
         if graph is None:
@@ -573,7 +597,7 @@ def solve_per_series(
                 span=span,
                 s_pad=torch.full((r, width), torch.inf, dtype=dtype, device=dev),
                 stages=z.new_zeros(n_buf, r, lat),
-                out=z.new_empty(r * width, lat),
+                out=z.new_empty(r * width, k),
                 window=w,
             )
             r_pad = r
@@ -585,9 +609,9 @@ def solve_per_series(
         problem.s_pad[:r, :q] = s_u
         problem.stages[0, :r] = f0
         out = problem.out
-        out.view(r_pad, width, lat)[:r, 0] = z  # a query at s = 0 (t = 0) is z0 itself
+        out.view(r_pad, width, k)[:r, 0] = z if readout is None else readout(z)  # a query at s = 0 is z0
         if graph is None:
-            step = _make_step(f, cfg, problem)
+            step = _make_step(f, cfg, problem, readout)
             for it in range(cfg.max_num_steps):
                 if it % check == 0 and bool(state.done.all()):
                     break
@@ -607,7 +631,7 @@ def solve_per_series(
         # query j of row i sits in slot rank[i, k] where order[i, k] = j: one row gather puts them in order
         slot = torch.empty_like(rank).scatter_(1, order, rank)  # (R, Q)
         base = torch.arange(r, device=dev)[:, None] * width
-        z_rows = out.index_select(0, (base + slot).flatten()).view(r, q, lat)
+        z_rows = out.index_select(0, (base + slot).flatten()).view(r, q, k)
     if graph is not None:  # copies made outside inference mode: ordinary tensors for the caller
         state = _State(*(x[:r].clone() for x in graph.state.tensors()))
         z_rows = z_rows.clone()

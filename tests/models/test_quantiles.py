@@ -63,3 +63,13 @@ def test_chunking_changes_quantiles_only_within_the_tolerance() -> None:
     ref = mixture_quantiles(means, std, levels, chunk=10**6)
     for chunk in (1, 7, 64, None):
         torch.testing.assert_close(mixture_quantiles(means, std, levels, chunk=chunk), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_quantile_between_narrow_modes_converges() -> None:
+    """A level that falls where the CDF is flat between narrow modes (found by hypothesis): Halley's steps
+    shrink to nothing there, so the iteration must fall back to Newton and bisection."""
+    means = torch.tensor([0.0, 0.0, 3.375, -0.40625], dtype=torch.float64)[:, None]
+    levels = (0.05, 0.25, 0.5, 0.75, 0.95)
+    q = mixture_quantiles(means, torch.tensor([0.01], dtype=torch.float64), levels)
+    cdf = torch.special.ndtr((q[:, None, 0] - means[None, :, 0]) / 0.01).mean(1)
+    torch.testing.assert_close(cdf, torch.tensor(levels, dtype=torch.float64), atol=1e-5, rtol=0)

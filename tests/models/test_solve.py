@@ -157,6 +157,29 @@ def test_non_finite_query_times_are_refused() -> None:
         solve_per_series(linear, z0, t, SolverConfig())
 
 
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+@pytest.mark.parametrize("graphs", [False, True])
+def test_linear_readout_inside_the_solve_equals_the_readout_after_it(method: str, graphs: bool) -> None:
+    """A linear decoder commutes with the dense output: interpolating its K outputs instead of the L
+    latent values gives the same answers (queries before and after the anchor, repeats, t = 0), and a
+    second readout on the same vector field is not served the first one's cached graph."""
+    f = _Module()
+    cfg = SolverConfig(method=method, max_num_steps=5000, step_size=0.05)
+    g = torch.Generator().manual_seed(1)
+    for out_features in (3, 1):
+        lin = torch.nn.Linear(2, out_features, dtype=torch.float64)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(out_features, 2, generator=g, dtype=torch.float64))
+            lin.bias.copy_(torch.randn(out_features, generator=g, dtype=torch.float64))
+        for b, q in [(5, 7), (9, 13)]:
+            z0, t = problem(b=b, q=q)
+            with torch.no_grad():
+                after = lin(solve_per_series(f, z0, t, cfg, graphs=graphs).z)
+                inside = solve_per_series(f, z0, t, cfg, graphs=graphs, readout=lin)
+            assert inside.z.shape == (b, q, out_features)
+            torch.testing.assert_close(inside.z, after, rtol=0, atol=1e-12)
+
+
 class _Blowup(torch.nn.Module):
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return z**2
