@@ -45,6 +45,9 @@ from models.solve import solve_per_series
 ROOT = Path(__file__).resolve().parents[1]
 
 
+ENCODER_ALONE = "E encoder alone (GRU, no solve): a bound on every method"
+
+
 def build(device: torch.device) -> tuple[LatentODE, AnchorModel]:
     torch.manual_seed(0)
     cfg = ModelConfig(
@@ -193,6 +196,9 @@ def main() -> None:
         if b <= 8192:
             t = timeit(ours_quantiles, device, max(1, args.reps // 2))
             add("ours: predict, 32 samples + 3 quantiles", b, t)
+        with torch.inference_mode():
+            t = timeit(lambda batch=batch: ours.encode(batch), device, args.reps)
+        add(ENCODER_ALONE, b, t)
     result = {
         "device": results.machine(device),
         "torch": torch.__version__,
@@ -242,8 +248,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "Ratios (ours, posterior mean ÷ anchor):",
         "",
-        "| batch | ÷ torchode | ÷ torchdiffeq union | ÷ RK4 |",
-        "|---|---|---|---|",
+        "| batch | ÷ torchode | ÷ torchdiffeq union | ÷ RK4 | encoder alone ÷ union |",
+        "|---|---|---|---|---|",
     ]
     for b in batches:
         o = by.get((ours, b))
@@ -254,8 +260,19 @@ def markdown(r: dict[str, Any]) -> str:
             x = next((v for (m, bb), v in by.items() if m.startswith(prefix) and bb == b and v["fps"]), None)
             return f"{o['fps'] / x['fps']:.2f}×" if x else "—"
 
-        lines.append(f"| {b:,} | {ratio('C ')} | {ratio('B ')} | {ratio('D ')} |")
-    lines += ["", f"Reproduce: `python -m bench.solver {' '.join(r['argv'])}`"]
+        enc, union = (
+            by.get((ENCODER_ALONE, b)),
+            next((v for (m, bb), v in by.items() if m.startswith("B ") and bb == b), None),
+        )
+        bound = f"{enc['fps'] / union['fps']:,.0f}×" if enc and union and union["fps"] else "—"
+        lines.append(f"| {b:,} | {ratio('C ')} | {ratio('B ')} | {ratio('D ')} | {bound} |")
+    lines += [
+        "",
+        "The last column is the most any method that encodes with this GRU could reach against the union "
+        "approach here: the encoder alone, with no solve at all, divided by the union approach's rate.",
+        "",
+        f"Reproduce: `python -m bench.solver {' '.join(r['argv'])}`",
+    ]
     return "\n".join(lines) + "\n"
 
 
