@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+import torch
 
 from models import Series
 from models.forecast import per_series
@@ -76,3 +77,32 @@ def test_queue_limit(checkpoints) -> None:
         assert len(asyncio.run(batcher.submit(_job(1, n_series=3), 5.0))) == 3
     finally:
         batcher.stop()
+
+
+@pytest.mark.parametrize(("small_rows", "expect_one"), [(10_000, True), (0, False)])
+def test_small_cpu_batches_run_on_one_thread_and_match(checkpoints, small_rows: int, expect_one: bool) -> None:
+    """A batch of at most `small_batch_rows` rows (series × samples) runs on one intra-op thread (no
+    thread to wake after an idle gap); larger ones on the process's setting. Same forecasts either way."""
+    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=8)
+    models = load_models(settings, torch.device("cpu"))
+    stats: list[BatchStats] = []
+    batcher = Batcher(
+        models,
+        enabled=True,
+        max_batch_series=64,
+        max_wait_ms=0,
+        max_queue_series=100,
+        num_samples=8,
+        on_batch=stats.append,
+        small_batch_rows=small_rows,
+    )
+    batcher.threads = 2  # as on the 2-core machine, whatever this one has
+    batcher.start()
+    job = _job(7)
+    try:
+        result = asyncio.run(batcher.submit(job, 10.0))
+    finally:
+        batcher.stop()
+    assert [s.threads for s in stats] == [1 if expect_one else 2]
+    solo = models["toy"].forecaster.predict_packed(job.packed, levels=job.levels)
+    np.testing.assert_allclose(result.mean, solo.mean, rtol=1e-5, atol=1e-6)
