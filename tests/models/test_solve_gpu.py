@@ -45,3 +45,21 @@ def test_graph_replay_matches_eager_across_shapes_and_modules() -> None:
         del f
         gc.collect()
         torch.cuda.empty_cache()
+
+
+def test_graph_replay_with_a_linear_readout_matches_eager() -> None:
+    """The readout's product is captured with the step; a new readout is not served an old graph."""
+    g = torch.Generator().manual_seed(1)
+    cfg = SolverConfig(rtol=1e-5, atol=1e-7)
+    f = _mlp(0)
+    for out_features in (3, 2):
+        torch.manual_seed(out_features)
+        lin = torch.nn.Linear(4, out_features).cuda()
+        for b, q in [(5, 7), (100, 50)]:
+            z0 = torch.randn(b, 4, generator=g).cuda()
+            t = ((torch.rand(b, q, generator=g) - 0.2) * 3).cuda()
+            with torch.inference_mode():
+                after = lin(solve_per_series(f, z0, t, cfg, graphs=False).z)
+                graph = solve_per_series(f, z0, t, cfg, graphs=True, readout=lin)
+            assert graph.z.shape == (b, q, out_features)
+            torch.testing.assert_close(graph.z, after, rtol=1e-5, atol=1e-5)
