@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         "as soon as the inference thread is free (requests arriving meanwhile form the next batch)",
     )
     max_queue_series: int = Field(200_000, ge=1, description="series waiting; beyond this: 503 + Retry-After")
+    cpu_small_batch_rows: int = Field(
+        256,
+        ge=0,
+        description="on a CPU, solves of at most this many rows (series × latent samples) run on one "
+        "intra-op thread: waking the others after an idle gap costs more than they save (0 = never)",
+    )
 
     # limits per request
     max_body_bytes: int = Field(64 * 2**20, ge=1024)

@@ -60,6 +60,7 @@ async def _load(state: AppState) -> None:
             num_samples=s.num_samples,
             on_batch=on_batch,
             on_queue=m.queue_series.set,
+            small_batch_rows=s.cpu_small_batch_rows,
         )
         state.batcher.start()
         state.models = models
