@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from service.batching import Batcher, BatchStats
 from service.config import Settings
 from service.errors import ServiceError
 from service.prepare import Job
-from service.registry import load_models
+from service.registry import ServedModel, load_models
 
 
 def _job(i: int, n_series: int = 2) -> Job:
@@ -28,21 +29,20 @@ def _job(i: int, n_series: int = 2) -> Job:
     return Job("toy", PackedSeries.from_series(series, queries), [[1.5, -0.2, 0.5]] * n_series, (0.1, 0.9), 0)
 
 
+def _toy_batcher(checkpoints, num_samples: int, **options: Any) -> tuple[dict[str, ServedModel], Batcher]:
+    """The toy model on the CPU and a started Batcher over it (the caller stops it)."""
+    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=num_samples)
+    models = load_models(settings, torch.device("cpu"))
+    kwargs: dict[str, Any] = {"enabled": True, "max_batch_series": 64, "max_wait_ms": 0, "max_queue_series": 100}
+    batcher = Batcher(models, num_samples=num_samples, **{**kwargs, **options})
+    batcher.start()
+    return models, batcher
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_concurrent_jobs_share_a_solve_and_match_solo(checkpoints, enabled: bool) -> None:
-    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=8)
-    models = load_models(settings, __import__("torch").device("cpu"))
     stats: list[BatchStats] = []
-    batcher = Batcher(
-        models,
-        enabled=enabled,
-        max_batch_series=64,
-        max_wait_ms=50,
-        max_queue_series=100,
-        num_samples=8,
-        on_batch=stats.append,
-    )
-    batcher.start()
+    models, batcher = _toy_batcher(checkpoints, 8, enabled=enabled, max_wait_ms=50, on_batch=stats.append)
     jobs = [_job(i) for i in range(4)]
 
     async def run() -> list:
@@ -66,10 +66,7 @@ def test_concurrent_jobs_share_a_solve_and_match_solo(checkpoints, enabled: bool
 
 
 def test_queue_limit(checkpoints) -> None:
-    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=4)
-    models = load_models(settings, __import__("torch").device("cpu"))
-    batcher = Batcher(models, enabled=True, max_batch_series=64, max_wait_ms=0, max_queue_series=3, num_samples=4)
-    batcher.start()
+    _, batcher = _toy_batcher(checkpoints, 4, max_queue_series=3)
     try:
         with pytest.raises(ServiceError) as info:
             asyncio.run(batcher.submit(_job(0, n_series=4), 5.0))
@@ -83,21 +80,9 @@ def test_queue_limit(checkpoints) -> None:
 def test_small_cpu_batches_run_on_one_thread_and_match(checkpoints, small_rows: int, expect_one: bool) -> None:
     """A batch of at most `small_batch_rows` rows (series × samples) runs on one intra-op thread (no
     thread to wake after an idle gap); larger ones on the process's setting. Same forecasts either way."""
-    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=8)
-    models = load_models(settings, torch.device("cpu"))
     stats: list[BatchStats] = []
-    batcher = Batcher(
-        models,
-        enabled=True,
-        max_batch_series=64,
-        max_wait_ms=0,
-        max_queue_series=100,
-        num_samples=8,
-        on_batch=stats.append,
-        small_batch_rows=small_rows,
-    )
-    batcher.threads = 2  # as on the 2-core machine, whatever this one has
-    batcher.start()
+    models, batcher = _toy_batcher(checkpoints, 8, on_batch=stats.append, small_batch_rows=small_rows)
+    batcher.threads = 2  # as on the 2-core machine, whatever this one has (read by the next batch)
     job = _job(7)
     try:
         result = asyncio.run(batcher.submit(job, 10.0))
