@@ -55,8 +55,14 @@ def start(world: World, device: torch.device) -> torch.device:
     return device
 
 
-def stop(world: World) -> None:
+def stop(world: World, together: bool = True) -> None:
+    """Leave the process group. `together` (a run that ended normally): wait for every rank first, since
+    a rank that tore gloo down while another still held its connection could abort at exit ("terminate
+    called without an active exception"). After an error, leave at once: the others may never arrive,
+    and torchrun stops them when this process exits."""
     if world.active and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -94,9 +94,12 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     dev = distributed.start(world, resolve_device(device))
     try:
-        return _train(exp, split, out, dev, world, resume, show_progress and world.main, on_epoch)
-    finally:
-        distributed.stop(world)
+        result = _train(exp, split, out, dev, world, resume, show_progress and world.main, on_epoch)
+    except BaseException:
+        distributed.stop(world, together=False)
+        raise
+    distributed.stop(world)
+    return result
 
 
 def _train(
