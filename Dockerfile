@@ -39,13 +39,14 @@ RUN set -eu; \
       *) echo "TORCH_VARIANT must be cuda or cpu, got '$TORCH_VARIANT'" >&2; exit 2 ;; \
     esac
 COPY pyproject.toml README.md /src/
+COPY latentcast/ /src/latentcast/
 COPY models/ /src/models/
 COPY service/ /src/service/
 RUN set -eu; \
     cert=$(ls /tmp/certs/*.crt 2>/dev/null | head -n1 || true); \
     if [ -n "$cert" ]; then export PIP_CERT="$cert"; fi; \
-    /opt/latentcast/bin/pip install --find-links /tmp/wheels /src \
-    && /opt/latentcast/bin/python -c "import service, models, torch; print('torch', torch.__version__)"
+    /opt/latentcast/bin/pip install --find-links /tmp/wheels "/src[serve]" \
+    && /opt/latentcast/bin/python -c "import latentcast.service, torch; print('torch', torch.__version__)"
 
 FROM ${BASE_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/latentcast latentcast

@@ -7,7 +7,9 @@ BIN    := $(VENV)/bin
 # A known-good torch. On PyPI this is the CUDA build for Linux; on machines with a local CPU
 # wheel of this version (our CI), pip takes that. Override with TORCH= to keep what you have.
 TORCH  ?= torch==2.13.0
-STAMP  := $(VENV)/.installed
+# what each target installs: serving needs the [serve] extra, tests need everything ([dev])
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP   := $(VENV)/.installed-dev
 
 .PHONY: install test lint typecheck pytest serve embedded-models container-smoke clean
 
@@ -15,12 +17,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(SERVE_STAMP): $(BIN)/python pyproject.toml
+	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
+	$(BIN)/python -m pip install -q -e '.[serve]'
+	touch $(SERVE_STAMP)
+
+$(DEV_STAMP): $(BIN)/python pyproject.toml
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(SERVE_STAMP)
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
@@ -34,17 +41,17 @@ pytest: install
 
 test: lint typecheck pytest
 
-serve: install
+serve: $(SERVE_STAMP)
 	$(BIN)/latentcast serve
 
-# Rebuild the default models shipped in service/embedded/ (about 1 h on 2 CPU cores): train, evaluate
-# (which writes the figures into each checkpoint and bench/results/), then copy the best checkpoints.
+# Rebuild the default models shipped in models/embedded/ (about 1 h on 2 CPU cores): train, evaluate
+# (which writes bench/results/ and an evaluated copy of each checkpoint), then copy those.
 embedded-models: install
 	$(BIN)/latentcast evaluate spirals --retrain --runs runs/spirals --quiet
 	$(BIN)/latentcast train --data pbcseq --out runs/pbcseq --quiet
 	$(BIN)/latentcast evaluate pbcseq --checkpoint runs/pbcseq/best.pt
-	cp runs/spirals/latent_ode/best.pt service/embedded/spirals.pt
-	cp runs/pbcseq/best.pt service/embedded/pbcseq.pt
+	cp runs/spirals/latent_ode/best.evaluated.pt models/embedded/spirals.pt
+	cp runs/pbcseq/best.evaluated.pt models/embedded/pbcseq.pt
 
 # Build the image with buildah (no Docker daemon), run it, POST a forecast, check it runs as non-root
 # (root, buildah and debootstrap needed; minutes). TORCH_VARIANT=cuda for the GPU image.

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import torch
 
-from models import results
+from bench import results
 
 SPAN = 4.0  # model time covered by the targets
 BATCH, OBS, CHANNELS, TARGETS = 128, 30, 3, 50
 
 
 def worker(steps: int, adjoint: bool, batch: int, device: str, reps: int) -> dict[str, float]:
-    from models.config import ModelConfig, SolverConfig
-    from models.data import Batch
-    from models.latent_ode import LatentODE
+    from latentcast.models.config import ModelConfig, SolverConfig
+    from latentcast.models.data import Batch
+    from latentcast.models.latent_ode import LatentODE
 
     torch.manual_seed(0)
     dev = torch.device(device)

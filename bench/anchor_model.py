@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.anchors import CHANNELS
 from bench.solver import build
-from models import ModelBundle, Normalizer, TimeSpec, save_checkpoint
+from latentcast.models import ModelBundle, Normalizer, TimeSpec, save_checkpoint
 
 
 def save(path: str | Path) -> Path:

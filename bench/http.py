@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from models import results
-from service import arrow
-from service.process import ServerProcess
+from bench import results
+from bench.server import ServerProcess
+from latentcast import arrowio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -311,8 +311,8 @@ def main() -> None:
                         body = json.dumps({"model": args.model, "series": series, "quantiles": levels}).encode()
                         path, ctype = "/forecast", "application/json"
                     else:
-                        body = arrow.encode_series(series)
-                        path, ctype = f"/forecast?model={args.model}&quantiles=0.1,0.5,0.9", arrow.MEDIA_TYPE
+                        body = arrowio.encode_series(series)
+                        path, ctype = f"/forecast?model={args.model}&quantiles=0.1,0.5,0.9", arrowio.MEDIA_TYPE
                     row = asyncio.run(run_bulk(server.url, path, body, ctype, args.bulk_series, args.bulk_reps))
                     res["bulk"][fmt] = row
                     print(f"[{label}] bulk {fmt}: {row}", flush=True)

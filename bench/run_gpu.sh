@@ -26,10 +26,10 @@ for part in $PARTS; do
     profile) timeout 60 python3 -m bench.profile_predict --device cuda --batch 1024 --rows 12 > "$OUT/profile_gpu_1024.txt" 2>&1
              head -3 "$OUT/profile_gpu_1024.txt" ;;
     train) rm -rf /tmp/gpu_train
-           timeout 150 python3 -m service train --data pbcseq --out /tmp/gpu_train --device cuda --epochs 3 --quiet
+           timeout 150 python3 -m latentcast train --data pbcseq --out /tmp/gpu_train --device cuda --epochs 3 --quiet
            python3 - <<'PY'
 import json
-from models.checkpoint import load_checkpoint
+from latentcast.models.checkpoint import load_checkpoint
 best = json.load(open("/tmp/gpu_train/metrics.json"))["best"]
 print("trained on cuda: best epoch", best["epoch"], "val_nmse", round(best["val_nmse"], 3))
 bundle = load_checkpoint("/tmp/gpu_train/best.pt", device="cpu")

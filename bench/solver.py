@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from bench import results
 from bench.anchors import (
     CHANNELS,
     HIDDEN,
@@ -36,11 +37,11 @@ from bench.anchors import (
     union_grid,
     with_torchode,
 )
-from models import results, solve
-from models.config import ModelConfig, SolverConfig
-from models.data import Batch
-from models.latent_ode import LatentODE
-from models.solve import solve_per_series
+from latentcast.models import solve
+from latentcast.models.config import ModelConfig, SolverConfig
+from latentcast.models.data import Batch
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.solve import solve_per_series
 
 ROOT = Path(__file__).resolve().parents[1]
 

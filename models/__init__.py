@@ -1,31 +1,50 @@
 """latentcast.models: latent ODEs for irregularly sampled, partly missing time series.
 
-Public surface (everything else is internal):
+The public surface (everything else is internal; `latentcast.service` imports only this):
 - configuration: `ModelConfig`, `SolverConfig`, `TrainConfig`, `DataConfig`, `ExperimentConfig`
 - data: `Series`, `TimeSpec`, `Normalizer`, `series_from_frame`, `read_long_table`, `load_dataset`
-- model and inference: `LatentODE`, `Forecaster`, `SeriesForecast`, `SolverError`
-- checkpoints: `ModelBundle`, `load_checkpoint`, `save_checkpoint`
+- packed batches: `PackedSeries`, `PackedForecast`, `pack` (checks a request's arrays), `FieldError`
+- model and inference: `LatentODE`, `Forecaster`, `SeriesForecast`, `SolverError`, `Status`
+- checkpoints: `ModelBundle`, `load_checkpoint`, `save_checkpoint`, `find_checkpoint`, `embedded_models`
+- training: `train`, `build_experiment`; devices: `resolve_device`
 """
 
-from models.checkpoint import CheckpointError, ModelBundle, load_checkpoint, save_checkpoint
-from models.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, SolverConfig, TrainConfig
-from models.data import DataError, Normalizer, Series, TimeSpec, read_long_table, series_from_frame
-from models.datasets import load_dataset
-from models.forecast import Forecaster, SeriesForecast
-from models.latent_ode import LatentODE
-from models.solve import SolverError, Status
+from latentcast.frames import read_long_table
+from latentcast.models.checkpoint import (
+    EMBEDDED_DIR,
+    CheckpointError,
+    ModelBundle,
+    embedded_models,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from latentcast.models.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, SolverConfig, TrainConfig
+from latentcast.models.data import DataError, Normalizer, Series, TimeSpec, series_from_frame
+from latentcast.models.datasets import load_dataset
+from latentcast.models.device import resolve_device
+from latentcast.models.forecast import Forecaster, SeriesForecast
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.packed import FieldError, PackedForecast, PackedSeries, pack
+from latentcast.models.recipes import build_experiment
+from latentcast.models.solve import SolverError, Status
+from latentcast.models.train import TrainResult, train
 
 __all__ = [
+    "EMBEDDED_DIR",
     "CheckpointError",
     "ConfigError",
     "DataConfig",
     "DataError",
     "ExperimentConfig",
+    "FieldError",
     "Forecaster",
     "LatentODE",
     "ModelBundle",
     "ModelConfig",
     "Normalizer",
+    "PackedForecast",
+    "PackedSeries",
     "Series",
     "SeriesForecast",
     "SolverConfig",
@@ -33,9 +52,16 @@ __all__ = [
     "Status",
     "TimeSpec",
     "TrainConfig",
+    "TrainResult",
+    "build_experiment",
+    "embedded_models",
+    "find_checkpoint",
     "load_checkpoint",
     "load_dataset",
+    "pack",
     "read_long_table",
+    "resolve_device",
     "save_checkpoint",
     "series_from_frame",
+    "train",
 ]

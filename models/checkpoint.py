@@ -10,19 +10,37 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.config import ModelConfig, from_dict, to_dict
-from models.data import Normalizer, TimeSpec
-from models.latent_ode import LatentODE
-from models.rnn_baseline import RNNBaseline
+from latentcast.models.config import ModelConfig, from_dict, to_dict
+from latentcast.models.data import Normalizer, TimeSpec
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.rnn_baseline import RNNBaseline
 
 FORMAT = "latentcast.checkpoint"
 FORMAT_VERSION = 1
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+
+
+def embedded_models() -> list[Path]:
+    """The default models shipped in the package (models/embedded/*.pt), sorted by name."""
+    return sorted(EMBEDDED_DIR.glob("*.pt"))
+
+
+def find_checkpoint(name_or_path: str | Path) -> Path:
+    """An embedded model's name (e.g. "pbcseq") or a checkpoint path → the file."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    embedded = {p.stem: p for p in embedded_models()}
+    if str(name_or_path) in embedded:
+        return embedded[str(name_or_path)]
+    raise CheckpointError(f"{name_or_path}: neither a checkpoint file nor an embedded model ({sorted(embedded)})")
 
 
 class CheckpointError(ValueError):
@@ -54,6 +72,12 @@ class ModelBundle:
     def channels(self) -> tuple[str, ...]:
         return self.normalizer.channels
 
+    def max_horizon(self, factor: float) -> float:
+        """How far (model time) a query may lie from a series' observations: `factor` × the longest
+        training series span; unbounded when the training data did not record it."""
+        span = self.data.get("max_span")
+        return factor * float(span) if span else math.inf
+
 
 def weights_digest(model: nn.Module) -> str:
     """Short content hash of the weights: the model's version."""
@@ -73,7 +97,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str
         "format_version": FORMAT_VERSION,
         "name": bundle.name,
         "version": weights_digest(bundle.model),
-        "created": bundle.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": bundle.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": to_dict(bundle.config),
         "n_channels": bundle.model.n_channels,
         "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},

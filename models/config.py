@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
-
-import tomllib
 
 Activation = Literal["elu", "tanh", "softplus", "silu", "relu"]
 EncoderKind = Literal["gru", "odernn"]
@@ -114,6 +113,17 @@ class ModelConfig:
         _check(self.encoder_substeps >= 1, "model.encoder_substeps", "must be >= 1")
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")
         _check(self.obs_std > self.min_std > 0, "model.obs_std", "must exceed model.min_std > 0")
+
+    def describe(self) -> str:
+        """One line saying what the model is."""
+        if self.kind == "rnn":
+            return f"autoregressive GRU ({self.encoder_hidden} units) over [x, mask, Δt], Gaussian likelihood"
+        dec = f"MLP {self.decoder_hidden}" if self.decoder_hidden else "linear"
+        return (
+            f"{self.encoder.upper()} encoder ({self.encoder_hidden}), z0 at the {self.anchor} observation, latent "
+            f"{self.latent_dim}, dynamics MLP {self.dynamics_depth}×{self.dynamics_hidden} {self.activation}, {dec} "
+            f"decoder, {self.solver.method} rtol {self.solver.rtol:g} atol {self.solver.atol:g}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-# Seconds per supported time unit; date-times are converted to these units, then scaled.
-# "unitless": plain numbers with no calendar meaning (synthetic data); date-times are refused.
-TIME_UNITS: dict[str, float] = {
-    "unitless": 0.0,
-    "second": 1.0,
-    "minute": 60.0,
-    "hour": 3600.0,
-    "day": 86400.0,
-    "week": 604800.0,
-}
-
-
-class DataError(ValueError):
-    """The data cannot be used as given; the message names the series, column or value to fix."""
+from latentcast.frames import DataError, from_frame, offsets, parse_times
+from latentcast.times import TIME_UNITS, to_unit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,41 +59,15 @@ class TimeSpec:
 
 
 def to_model_time(col: pd.Series, spec: TimeSpec, name: str = "time") -> np.ndarray:
-    """A column of numbers (already in `spec.unit`) or date-times → float64 model time.
-
-    Date-times (datetime64 columns or ISO-8601 strings) become `spec.unit`s since the Unix epoch;
-    only differences matter downstream.
-    """
-    if pd.api.types.is_bool_dtype(col):
-        raise DataError(f"column {name!r}: booleans are not times")
-    if pd.api.types.is_numeric_dtype(col):
-        out = col.to_numpy(dtype=np.float64)
-    elif spec.unit == "unitless":
-        raise DataError(f"column {name!r}: this data/model takes numeric times, not date-times")
-    else:
-        try:
-            stamps = pd.to_datetime(col, utc=True, format="ISO8601")
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"column {name!r}: not numbers and not ISO-8601 date-times ({exc})") from exc
-        if stamps.isna().any():
-            raise DataError(f"column {name!r}: {int(stamps.isna().sum())} missing times")
-        ns = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
-        out = ns / 1e9 / TIME_UNITS[spec.unit]
-    if not np.isfinite(out).all():
-        raise DataError(f"column {name!r}: {int((~np.isfinite(out)).sum())} missing or non-finite times")
-    return out * spec.scale
-
-
-def read_long_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally .gz) or parquet long table."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path)
-    raise DataError(f"{path}: expected .csv, .csv.gz or .parquet")
+    """A column of numbers (already in `spec.unit`) or date-times (datetime64 or strict ISO-8601
+    strings) → float64 model time. Date-times become `spec.unit`s since the Unix epoch; only
+    differences matter downstream."""
+    times = parse_times(col, f"column {name!r}")
+    if times.is_datetime:
+        if spec.unit == "unitless":
+            raise DataError(f"column {name!r}: this data/model takes numeric times, not date-times")
+        return to_unit(times.values, spec.unit) * spec.scale
+    return times.values * spec.scale
 
 
 def series_from_frame(
@@ -116,38 +77,35 @@ def series_from_frame(
     id_col: str = "id",
     time_col: str = "time",
 ) -> list[Series]:
-    """Long table → one `Series` per id, sorted by time.
+    """Long table → one `Series` per id, sorted by time (the table → arrays step is `latentcast.frames`).
 
-    Rows with no observed channel are dropped; series left with no observation are dropped. Duplicate
-    (id, time) rows are an error: merge them upstream, we will not guess which value is right.
+    Every channel must be a column. Rows with no observed channel are dropped; series left with no
+    observation are dropped. Duplicate (id, time) rows are an error: merge them upstream, we will not
+    guess which value is right.
     """
-    missing = [c for c in (id_col, time_col, *channels) if c not in frame.columns]
-    if missing:
-        raise DataError(f"columns {missing} not in the table (it has {list(frame.columns)})")
     if not channels:
         raise DataError("name at least one channel")
-    values = frame[list(channels)]
-    non_numeric = [c for c in channels if not pd.api.types.is_numeric_dtype(values[c])]
-    if non_numeric:
-        raise DataError(f"channels {non_numeric} are not numeric")
-    vals = values.to_numpy(dtype=np.float32)
-    if np.isinf(vals).any():
-        raise DataError("channel values contain inf; use an empty cell for 'not observed'")
-    times = to_model_time(frame[time_col], spec, time_col)
-    ids = frame[id_col].astype(str).to_numpy()
-    keep = ~np.isnan(vals).all(axis=1)
-    ids, times, vals = ids[keep], times[keep], vals[keep]
-    order = np.lexsort((times, ids))
-    ids, times, vals = ids[order], times[order], vals[order]
+    absent = [c for c in (id_col, time_col, *channels) if c not in frame.columns]
+    if absent:
+        raise DataError(f"columns {absent} not in the table (it has {list(frame.columns)})")
+    flat = from_frame(frame, channels, id_col, time_col)
+    if flat.times.is_datetime:
+        if spec.unit == "unitless":
+            raise DataError(f"column {time_col!r}: this data/model takes numeric times, not date-times")
+        times = to_unit(flat.times.values, spec.unit) * spec.scale
+    else:
+        times = flat.times.values * spec.scale
+    vals = flat.values.astype(np.float32)
     out: list[Series] = []
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.int64)
-    ends = np.r_[starts[1:], len(ids)]
-    for s, e in zip(starts, ends, strict=True):
-        t = times[s:e]
+    for i, (a, z) in enumerate(zip(flat.offsets[:-1], flat.offsets[1:], strict=True)):
+        keep = ~np.isnan(vals[a:z]).all(axis=1)
+        if not keep.any():
+            continue
+        t = times[a:z][keep]
         dup = np.flatnonzero(np.diff(t) == 0)
         if dup.size:
-            raise DataError(f"series {ids[s]!r}: duplicate time {t[dup[0]]} (model time); merge those rows")
-        out.append(Series(id=str(ids[s]), times=t.copy(), values=vals[s:e].copy()))
+            raise DataError(f"series {flat.ids[i]!r}: duplicate time {t[dup[0]]} (model time); merge those rows")
+        out.append(Series(id=flat.ids[i], times=t, values=vals[a:z][keep]))
     return out
 
 
@@ -266,10 +224,21 @@ class Batch:
         return self.tgt_m * self.tgt_future[..., None] if forecast_only else self.tgt_m
 
 
-def _pad(arrays: Sequence[np.ndarray], length: int, fill: float = 0.0) -> np.ndarray:
-    out = np.full((len(arrays), length, *arrays[0].shape[1:]), fill, dtype=np.float64)
-    for i, a in enumerate(arrays):
-        out[i, : len(a)] = a
+def rows_cols(offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every flat element: its series (row) and its position within the series (column)."""
+    counts = np.diff(offs)
+    row = np.repeat(np.arange(len(counts)), counts)
+    col = np.arange(int(offs[-1])) - np.repeat(offs[:-1], counts)
+    return row, col
+
+
+def pad(flat: np.ndarray, offs: np.ndarray, fill: float) -> np.ndarray:
+    """Flat rows (N, …) of B series → (B, Tmax, …) padded with `fill`, in one scatter. The one place
+    where series are padded (training batches and forecasts alike)."""
+    counts = np.diff(offs)
+    row, col = rows_cols(offs)
+    out = np.full((len(counts), int(counts.max(initial=0)), *flat.shape[1:]), fill, dtype=flat.dtype)
+    out[row, col] = flat
     return out
 
 
@@ -293,27 +262,24 @@ def collate(
     anchors = np.array(
         [s.times[0] if anchor == "first" else s.times[c - 1] for s, c in zip(series, n_context, strict=True)]
     )
-    lengths = [len(s) for s in series]
-    norm = np.split(normalizer.transform(np.concatenate([s.values for s in series])), np.cumsum(lengths)[:-1])
-    rel = [s.times - a for s, a in zip(series, anchors, strict=True)]
-    tc = max(n_context)
-    tt = max(len(s) for s in series)
-    ctx_x = _pad([v[:c] for v, c in zip(norm, n_context, strict=True)], tc, np.nan)
-    tgt_x = _pad(norm, tt, np.nan)
-    ctx_m, tgt_m = ~np.isnan(ctx_x), ~np.isnan(tgt_x)
-    future = np.zeros((len(series), tt), dtype=bool)
-    for i, (s, c) in enumerate(zip(series, n_context, strict=True)):
-        future[i, c : len(s)] = True
+    lengths = np.array([len(s) for s in series])
+    ctx_len = np.asarray(n_context, dtype=np.int64)
+    tgt_off, ctx_off = offsets(lengths), offsets(ctx_len)
+    rel = np.concatenate([s.times - a for s, a in zip(series, anchors, strict=True)])  # (N,)
+    norm = normalizer.transform(np.concatenate([s.values for s in series]))  # (N, D), NaN = missing
+    in_ctx = np.concatenate([np.arange(n) < c for n, c in zip(lengths, ctx_len, strict=True)])
+    ctx_x, tgt_x = pad(norm[in_ctx], ctx_off, np.nan), pad(norm, tgt_off, np.nan)
+    future = pad(~in_ctx, tgt_off, False)  # (B, Tt) points after the context
     f32 = torch.float32
     return Batch(
         ids=[s.id for s in series],
-        ctx_t=torch.as_tensor(_pad([r[:c] for r, c in zip(rel, n_context, strict=True)], tc), dtype=f32),
+        ctx_t=torch.as_tensor(pad(rel[in_ctx], ctx_off, 0.0), dtype=f32),
         ctx_x=torch.as_tensor(np.nan_to_num(ctx_x), dtype=f32),
-        ctx_m=torch.as_tensor(ctx_m, dtype=f32),
-        ctx_len=torch.as_tensor(list(n_context), dtype=torch.long),
-        tgt_t=torch.as_tensor(_pad(rel, tt), dtype=f32),
+        ctx_m=torch.as_tensor(~np.isnan(ctx_x), dtype=f32),
+        ctx_len=torch.as_tensor(ctx_len, dtype=torch.long),
+        tgt_t=torch.as_tensor(pad(rel, tgt_off, 0.0), dtype=f32),
         tgt_x=torch.as_tensor(np.nan_to_num(tgt_x), dtype=f32),
-        tgt_m=torch.as_tensor(tgt_m, dtype=f32),
+        tgt_m=torch.as_tensor(~np.isnan(tgt_x), dtype=f32),
         tgt_future=torch.as_tensor(future),
         anchor=torch.as_tensor(anchors, dtype=torch.float64),
     )

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from models.config import ModelConfig
-from models.dynamics import mlp
+from latentcast.models.config import ModelConfig
+from latentcast.models.dynamics import mlp
 
 
 class Decoder(nn.Module):

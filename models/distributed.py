@@ -9,7 +9,6 @@ DistributedDataParallel, and only rank 0 validates and writes checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from models.solve import SolverError
+from latentcast.models.checkpoint import weights_digest
+from latentcast.models.solve import SolverError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +86,6 @@ def shard(indices: Iterable[Any], world: World) -> Iterator[int]:
     items = [int(i) for i in indices]
     per_rank = len(items) // world.size
     return iter(items[world.rank : per_rank * world.size : world.size])
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """A hash of the parameters and buffers, to check that ranks hold the same weights."""
-    h = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def gather_digests(world: World, module: torch.nn.Module) -> list[str]:

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from models.config import ModelConfig
-from models.dynamics import mlp
+from latentcast.models.config import ModelConfig
+from latentcast.models.dynamics import mlp
 
 
 def processing_order(

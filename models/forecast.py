@@ -13,13 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from models.checkpoint import ModelBundle
-from models.config import SolverConfig
-from models.data import Normalizer, Series
-from models.latent_ode import LatentODE, Prediction
-from models.packed import PackedForecast, PackedSeries
-from models.rnn_baseline import RNNBaseline
-from models.solve import Status
+from latentcast.models.checkpoint import ModelBundle
+from latentcast.models.config import SolverConfig
+from latentcast.models.data import Normalizer, Series
+from latentcast.models.latent_ode import LatentODE, Prediction
+from latentcast.models.packed import PackedForecast, PackedSeries
+from latentcast.models.rnn_baseline import RNNBaseline
+from latentcast.models.solve import EXEC_DEFAULTS, GraphCache, Status
 
 
 @dataclasses.dataclass
@@ -55,7 +55,7 @@ def raw_mean(normalizer: Normalizer, samples: torch.Tensor, std: torch.Tensor | 
 
 class Forecaster:
     """Batches series through a model; holds no per-request state (safe to share between threads that
-    do not run it concurrently)."""
+    do not run it concurrently). It owns the model's CUDA graphs (`graphs`, used on a GPU)."""
 
     def __init__(
         self,
@@ -72,6 +72,7 @@ class Forecaster:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.solver = solver or model.cfg.solver
+        self.graphs = GraphCache(EXEC_DEFAULTS["cuda"]["graph_cache"])
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, device: str | torch.device = "cpu", **kwargs: object) -> Forecaster:
@@ -141,6 +142,7 @@ class Forecaster:
             levels=levels,
             return_samples=need_samples,
             solver=self.solver,
+            graphs=self.graphs if self.device.type == "cuda" else None,
         )
         std = self.model.decoder.std
         if normalized:

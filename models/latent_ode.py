@@ -13,13 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.config import ModelConfig, SolverConfig
-from models.data import Batch
-from models.decoder import Decoder, gaussian_log_density
-from models.dynamics import Dynamics
-from models.encoder import make_encoder
-from models.quantiles import mixture_quantiles, standard_normal_draws
-from models.solve import odeint_grid, solve_per_series
+from latentcast.models.config import ModelConfig, SolverConfig
+from latentcast.models.data import Batch
+from latentcast.models.decoder import Decoder, gaussian_log_density
+from latentcast.models.dynamics import Dynamics
+from latentcast.models.encoder import make_encoder
+from latentcast.models.quantiles import mixture_quantiles, standard_normal_draws
+from latentcast.models.solve import GraphCache, odeint_grid, solve_per_series
 
 
 @dataclasses.dataclass
@@ -114,8 +114,9 @@ class LatentODE(nn.Module):
         include_noise: bool = True,
         return_samples: bool = False,
         solver: SolverConfig | None = None,
+        graphs: GraphCache | None = None,
     ) -> Prediction:
-        """Forecast each series at its own query times.
+        """Forecast each series at its own query times (`graphs`: where to keep CUDA graphs of the solve).
 
         query_t: (B, Q) times relative to each series' anchor, any order, before/between/after the
         context. z0 samples are mean + std · ε with fixed quasi-random ε shared by all series (0 samples:
@@ -134,7 +135,9 @@ class LatentODE(nn.Module):
         s = z0.shape[0]
         # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
         linear = self.decoder.net if isinstance(self.decoder.net, nn.Linear) else None
-        sol = solve_per_series(self.dynamics, z0.reshape(s * b, lat), query_t.repeat(s, 1), solver, readout=linear)
+        sol = solve_per_series(
+            self.dynamics, z0.reshape(s * b, lat), query_t.repeat(s, 1), solver, readout=linear, cache=graphs
+        )
         x = (sol.z if linear is not None else self.decoder(sol.z)).view(s, b, q, self.n_channels)  # (S, B, Q, D)
         std = self.decoder.std if include_noise else None
         quant = mixture_quantiles(x, std, tuple(levels))

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from models.data import Normalizer, Series
-from models.forecast import Forecaster
+from latentcast.models.data import Normalizer, Series
+from latentcast.models.forecast import Forecaster
 
 LEVELS_80 = (0.1, 0.9)
 

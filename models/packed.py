@@ -11,34 +11,29 @@ times in all, series i owning query_offsets[i]:query_offsets[i + 1]; D channels.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from models.data import Batch, Normalizer, Series
+from latentcast.frames import locate, offsets
+from latentcast.models.data import Batch, Normalizer, Series, TimeSpec, pad, rows_cols
+
+# show(field, i, j): element j of series i's field as the client sent it, for messages
+Show = Callable[[str, int, int], str]
 
 
-def offsets(counts: np.ndarray | Sequence[int]) -> np.ndarray:
-    """Counts per series (B,) → offsets (B + 1,): series i owns flat elements offsets[i]:offsets[i + 1]."""
-    counts = np.asarray(counts, dtype=np.int64)
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
+class FieldError(ValueError):
+    """One series' field is invalid: element `index` of `field` of series `series` (index None: the
+    field as a whole). `limit`: a configured limit was exceeded (callers name their setting)."""
 
-
-def locate(offs: np.ndarray, k: int) -> tuple[int, int]:
-    """Flat index k → (series, position within the series), for error messages."""
-    i = int(np.searchsorted(offs, k, side="right")) - 1
-    return i, k - int(offs[i])
-
-
-def _rows_cols(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every flat element: its series (row) and its position within the series (column)."""
-    counts = np.diff(offsets)
-    row = np.repeat(np.arange(len(counts)), counts)
-    col = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], counts)
-    return row, col
+    def __init__(self, series: int, field: str, index: int | None, msg: str, limit: bool = False):
+        super().__init__(msg)
+        self.series = series
+        self.field = field
+        self.index = index
+        self.msg = msg
+        self.limit = limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,26 +124,15 @@ class PackedSeries:
         return self.times[self.offsets[:-1]] if anchor == "first" else self.times[self.offsets[1:] - 1]
 
     def context_batch(self, normalizer: Normalizer, anchor: str) -> Batch:
-        """The encoder's padded input: all points of every series are context (and targets), as
-        `models.data.collate` would pad them, in one scatter per array."""
-        b, d = len(self), self.values.shape[1]
+        """The encoder's padded input: all points of every series are context (and targets), padded as
+        `models.data.collate` pads them."""
         counts = np.diff(self.offsets)
-        row, col = _rows_cols(self.offsets)
         anchors = self.anchors(anchor)
-        tmax = int(counts.max())
-        slot = row * tmax + col  # position of every observation in the (B·Tmax) padded rows
-        t = np.zeros(b * tmax)
-        t[slot] = self.times - np.repeat(anchors, counts)
-        norm = normalizer.transform(self.values)  # (N, D) float32, NaN where missing
-        seen = ~np.isnan(norm)
-        x = np.zeros((b * tmax, d), dtype=np.float32)
-        x[slot] = np.nan_to_num(norm, nan=0.0)
-        m = np.zeros((b * tmax, d), dtype=np.float32)
-        m[slot] = seen
         f32 = torch.float32
-        ctx_t = torch.as_tensor(t.reshape(b, tmax), dtype=f32)
-        ctx_x = torch.as_tensor(x.reshape(b, tmax, d))
-        ctx_m = torch.as_tensor(m.reshape(b, tmax, d))
+        ctx_t = torch.as_tensor(pad(self.times - np.repeat(anchors, counts), self.offsets, 0.0), dtype=f32)
+        norm = pad(normalizer.transform(self.values), self.offsets, np.nan)  # (B, T, D), NaN = missing
+        ctx_m = torch.as_tensor(~np.isnan(norm), dtype=f32)
+        ctx_x = torch.as_tensor(np.nan_to_num(norm, nan=0.0), dtype=f32)
         return Batch(
             ids=list(self.ids),
             ctx_t=ctx_t,
@@ -158,7 +142,7 @@ class PackedSeries:
             tgt_t=ctx_t,
             tgt_x=ctx_x,
             tgt_m=ctx_m,
-            tgt_future=torch.zeros(b, tmax, dtype=torch.bool),
+            tgt_future=torch.zeros(len(self), ctx_t.shape[1], dtype=torch.bool),
             anchor=torch.as_tensor(anchors, dtype=torch.float64),
         )
 
@@ -166,11 +150,82 @@ class PackedSeries:
         """(B, Qmax) query times relative to each anchor, each row padded with its own last query (the
         solver deduplicates it), and the (row, column) of every flat query in that array."""
         counts = np.diff(self.query_offsets)
-        row, col = _rows_cols(self.query_offsets)
+        row, col = rows_cols(self.query_offsets)
         rel = self.queries - np.repeat(anchors, counts)
         out = np.repeat(rel[self.query_offsets[1:] - 1][:, None], int(counts.max()), axis=1)
         out[row, col] = rel
         return out, row, col
+
+
+def pack(
+    ids: list[str],
+    ts: np.ndarray,
+    n_obs: np.ndarray,
+    values: np.ndarray,
+    tq: np.ndarray,
+    n_q: np.ndarray,
+    time: TimeSpec,
+    max_horizon: float,
+    show: Show,
+) -> PackedSeries:
+    """Check a request's series as flat arrays and pack them in model time. ts (N,) / tq (M,) times in
+    the model's time unit, absolute; values (N, D), NaN = not observed; n_obs / n_q per series (B,).
+
+    Every check runs over the whole request at once; only a failing one looks for the first series and
+    element it concerns (`FieldError`; `show` renders an element as the user sent it). Rows with nothing
+    observed are dropped after the ordering check; times become model time from each series' first
+    observation (the dynamics are time-invariant). Queries further than `max_horizon` (model time)
+    from a series' observations are refused."""
+    off, qoff = offsets(n_obs), offsets(n_q)
+    for name, t, o in (("timestamps", ts, off), ("query_times", tq, qoff)):
+        bad = np.flatnonzero(~np.isfinite(t))
+        if bad.size:
+            i, j = locate(o, int(bad[0]))
+            raise FieldError(i, name, j, "must be a finite number")
+    gaps = np.diff(ts)
+    gaps[off[1:-1] - 1] = np.inf  # differences across series boundaries do not count
+    bad = np.flatnonzero(gaps <= 0)
+    if bad.size:
+        i, j = locate(off, int(bad[0]) + 1)
+        raise FieldError(
+            i,
+            "timestamps",
+            j,
+            f"must be strictly increasing: [{j}] = {show('timestamps', i, j)} does not come after "
+            f"[{j - 1}] = {show('timestamps', i, j - 1)}",
+        )
+    observed = ~np.isnan(values).all(axis=1)
+    n_seen = np.add.reduceat(observed.astype(np.int64), off[:-1]) if len(ids) else np.zeros(0, dtype=np.int64)
+    empty = np.flatnonzero(n_seen == 0)
+    if empty.size:
+        raise FieldError(int(empty[0]), "values", None, "no observed value at all; a series needs at least one")
+    origin = ts[off[:-1]]
+    times = (ts - np.repeat(origin, n_obs)) * time.scale
+    queries = (tq - np.repeat(origin, n_q)) * time.scale
+    lo = np.minimum.reduceat(np.where(observed, times, np.inf), off[:-1])
+    hi = np.maximum.reduceat(np.where(observed, times, -np.inf), off[:-1])
+    dist = np.maximum(np.maximum(np.repeat(lo, n_q) - queries, queries - np.repeat(hi, n_q)), 0.0)
+    far = np.flatnonzero(dist > max_horizon)
+    if far.size:
+        k = int(far[0])
+        i, j = locate(qoff, k)
+        unit = f"{time.unit}s" if time.unit != "unitless" else "time units"
+        raise FieldError(
+            i,
+            "query_times",
+            j,
+            f"{show('query_times', i, j)} lies {dist[k] / time.scale:.4g} {unit} from the observations; the "
+            f"limit is {max_horizon / time.scale:.4g}",
+            limit=True,
+        )
+    return PackedSeries(
+        ids=ids,
+        times=times[observed],
+        values=values[observed].astype(np.float32),
+        offsets=offsets(n_seen),
+        queries=queries,
+        query_offsets=qoff,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from models.checkpoint import ModelBundle
-from models.data import Series
-from models.forecast import Forecaster
-from models.metrics import forecast_contexts
+from latentcast.models.checkpoint import ModelBundle
+from latentcast.models.data import Series
+from latentcast.models.forecast import Forecaster
+from latentcast.models.metrics import forecast_contexts
 
 
 def plot_validation(

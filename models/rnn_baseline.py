@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.config import ModelConfig, SolverConfig
-from models.data import Batch
-from models.decoder import Decoder, gaussian_log_density
-from models.latent_ode import LossStats, Prediction
+from latentcast.models.config import ModelConfig, SolverConfig
+from latentcast.models.data import Batch
+from latentcast.models.decoder import Decoder, gaussian_log_density
+from latentcast.models.latent_ode import LossStats, Prediction
 
 
 class RNNBaseline(nn.Module):
@@ -74,6 +74,7 @@ class RNNBaseline(nn.Module):
         include_noise: bool = True,
         return_samples: bool = False,
         solver: SolverConfig | None = None,
+        graphs: object = None,
     ) -> Prediction:
         """Forecast at query times after each series' context (the RNN cannot go back in time)."""
         b, q = query_t.shape

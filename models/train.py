@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from models import distributed
-from models.checkpoint import ModelBundle, build_model, read_payload, save_checkpoint
-from models.config import ExperimentConfig, from_dict, to_dict
-from models.data import Normalizer, collate, random_contexts
-from models.datasets import DatasetSplit
-from models.forecast import Forecaster
-from models.metrics import forecast_contexts, holdout_metrics
+from latentcast.models import distributed
+from latentcast.models.checkpoint import ModelBundle, build_model, read_payload, save_checkpoint
+from latentcast.models.config import ExperimentConfig, from_dict, to_dict
+from latentcast.models.data import Normalizer, collate, random_contexts
+from latentcast.models.datasets import DatasetSplit
+from latentcast.models.device import resolve_device
+from latentcast.models.forecast import Forecaster
+from latentcast.models.metrics import forecast_contexts, holdout_metrics
 
 log = logging.getLogger("latentcast.train")
 
@@ -37,14 +38,6 @@ class TrainResult:
     best: Path
     last: Path
     metrics: dict[str, Any]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(device)
 
 
 def _lr_at(exp: ExperimentConfig, epoch: int) -> float:
@@ -265,8 +258,13 @@ def _write_metrics(
 
 
 def _plot_best(out: Path, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> None:
-    from models.checkpoint import load_checkpoint
-    from models.plot import plot_validation
+    """validation.png, when matplotlib is installed (the [plot] extra)."""
+    try:
+        from latentcast.models.plot import plot_validation
+    except ImportError:
+        log.info("no %s: install latentcast[plot] for it", PLOT)
+        return
+    from latentcast.models.checkpoint import load_checkpoint
 
     best = load_checkpoint(out / BEST, device)
     plot_validation(out / PLOT, best, split.val[: exp.train.plot_series], device)

@@ -1,7 +1,6 @@
-"""latentcast.service: the forecasting HTTP API (FastAPI + uvicorn) and its Python client."""
+"""latentcast.service: the forecasting HTTP API (FastAPI on uvicorn). Needs `latentcast[serve]`."""
 
-from service.client import LatentcastClient
-from service.config import Settings
-from service.main import create_app
+from latentcast.service.config import Settings
+from latentcast.service.main import create_app
 
-__all__ = ["LatentcastClient", "Settings", "create_app"]
+__all__ = ["Settings", "create_app"]

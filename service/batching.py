@@ -19,18 +19,15 @@ from collections.abc import Callable
 
 import torch
 
-from models.packed import PackedForecast, PackedSeries
-from models.solve import graph_captures
-from service.errors import ServiceError
-from service.prepare import Job
-from service.registry import ServedModel
+from latentcast.models import PackedForecast, PackedSeries
+from latentcast.service.errors import ServiceError
+from latentcast.service.registry import ServedModel
+from latentcast.service.validate import Job
 
 log = logging.getLogger("latentcast.service")
 
 # On a CPU, a batch of at most this many solver rows (series × latent samples) runs on one intra-op
-# thread. After an idle gap the second thread has to be woken, which cost more than it saved at this
-# size: on 2 cores, `predict` for one series × 32 samples after 100 ms idle took 16–17 ms on two
-# threads and 8–13 ms on one (back to back both ~7 ms); from 2,048 rows up two threads win.
+# thread (waking the others after an idle gap costs more than they save: bench/results/optimizations.md).
 SMALL_BATCH_ROWS = 256
 
 
@@ -121,7 +118,7 @@ class Batcher:
             self._cv.notify()
         try:
             return await asyncio.wait_for(item.future, timeout=timeout)  # cancels it on timeout
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceError(
                 504,
                 f"deadline of {timeout:g} s passed before the forecast was ready "
@@ -151,9 +148,9 @@ class Batcher:
                     continue
                 batch: list[_Item] = []
                 n = 0
-                key = (first.job.model, first.samples)
+                key = (first.job.model.name, first.samples)
                 for item in list(self._queue):
-                    if (item.job.model, item.samples) != key:
+                    if (item.job.model.name, item.samples) != key:
                         continue
                     if batch and (n + item.job.size > self.max_batch or not self.enabled):
                         break
@@ -180,7 +177,7 @@ class Batcher:
                 self._solve(live)
 
     def _solve(self, items: list[_Item]) -> None:
-        model = self.models[items[0].job.model]
+        model = self.models[items[0].job.model.name]
         try:
             results = self._predict(model, items)
         except torch.cuda.OutOfMemoryError:
@@ -211,7 +208,8 @@ class Batcher:
         want_samples = any(it.job.num_samples for it in items)
         dyn = getattr(model.forecaster.model, "dynamics", None)
         nfe0 = dyn.nfe if dyn is not None else 0
-        captures0 = graph_captures()
+        graphs = model.forecaster.graphs
+        captures0 = graphs.captures
         threads = self.threads
         if model.forecaster.device.type == "cpu" and len(packed) * max(items[0].samples, 1) <= self.small_batch_rows:
             threads = 1
@@ -222,7 +220,7 @@ class Batcher:
             packed, levels=levels, num_samples=items[0].samples, return_samples=want_samples
         )
         seconds = time.perf_counter() - t0
-        captures = graph_captures() - captures0
+        captures = graphs.captures - captures0
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
         for it in items:
             it.job.timing.update(

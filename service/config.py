@@ -9,12 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_DIR = Path(__file__).parent / "embedded"
-
-
-def embedded_models() -> list[Path]:
-    """The default models shipped in the package (service/embedded/*.pt), sorted by name."""
-    return sorted(EMBEDDED_DIR.glob("*.pt"))
+from latentcast.models import EMBEDDED_DIR, embedded_models
 
 
 class Settings(BaseSettings):

@@ -18,14 +18,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batching import Batcher, BatchStats
-from service.config import Settings, get_settings
-from service.errors import ServiceError
-from service.metrics import Metrics
-from service.registry import choose_device, default_model_name, load_models, warm_up
-from service.routes import router
-from service.schemas import ForecastRequest
-from service.state import AppState
+from latentcast.service.batching import Batcher, BatchStats
+from latentcast.service.config import Settings, get_settings
+from latentcast.service.errors import ServiceError
+from latentcast.service.metrics import Metrics
+from latentcast.service.registry import choose_device, default_model_name, load_models, warm_up
+from latentcast.service.routes import router
+from latentcast.service.schemas import ForecastRequest
+from latentcast.service.state import AppState
 
 log = logging.getLogger("latentcast.service")
 access = logging.getLogger("latentcast.access")
@@ -73,9 +73,8 @@ async def _load(state: AppState) -> None:
 
 
 def tune_gc() -> None:
-    """A bulk request makes ~10^5 small objects (floats in lists): with the default thresholds the
-    collector re-walks the loaded models' objects many times per request. Freeze what exists now and
-    collect the young generation less often (bench/results/optimizations.md)."""
+    """Freeze what exists after loading (the models) and collect the young generation less often: a bulk
+    request makes many small objects (bench/results/optimizations.md, "Garbage collector")."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)

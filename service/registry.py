@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 
 import numpy as np
 import torch
 
-from models import Forecaster, ModelBundle, Series, load_checkpoint
-from service.config import Settings
-from service.prepare import ModelLimits
-from service.schemas import ModelInfo
+from latentcast.models import Forecaster, ModelBundle, Series, load_checkpoint, resolve_device
+from latentcast.service.config import Settings
+from latentcast.service.schemas import ModelInfo
+from latentcast.service.validate import ModelSpec
 
 log = logging.getLogger("latentcast.service")
 
@@ -21,7 +20,7 @@ log = logging.getLogger("latentcast.service")
 class ServedModel:
     bundle: ModelBundle
     forecaster: Forecaster
-    limits: ModelLimits
+    spec: ModelSpec
 
     @property
     def name(self) -> str:
@@ -38,7 +37,7 @@ class ServedModel:
             log_channels=[c for c, lg in zip(b.channels, b.normalizer.log, strict=True) if lg],
             time_unit=b.time.unit,
             time_scale=scale,
-            max_horizon=self.limits.max_horizon / scale,
+            max_horizon=self.spec.max_horizon / scale,
             training_data=data,
             metrics=b.metrics,
             default=default,
@@ -46,14 +45,11 @@ class ServedModel:
 
 
 def choose_device(setting: str) -> torch.device:
-    """auto: the GPU when torch sees one, else the CPU. cuda without a GPU fails at start, by name."""
-    if setting == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if setting == "cuda":
-        raise RuntimeError("LATENTCAST_DEVICE=cuda but torch sees no CUDA device; use auto or cpu")
-    return torch.device("cpu")
+    """`latentcast.models.resolve_device`, its error naming this setting."""
+    try:
+        return resolve_device(setting)
+    except ValueError as exc:
+        raise RuntimeError(f"LATENTCAST_DEVICE: {exc}") from None
 
 
 def load_models(settings: Settings, device: torch.device) -> dict[str, ServedModel]:
@@ -62,13 +58,12 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
         bundle = load_checkpoint(path, device)
         if bundle.name in served:
             raise RuntimeError(f"two checkpoints are named {bundle.name!r} ({path}); serve one of them")
-        span = bundle.data.get("max_span")
-        horizon = settings.max_horizon_factor * float(span) if span else math.inf
-        limits = ModelLimits(bundle.name, len(bundle.channels), bundle.time, horizon)
+        horizon = bundle.max_horizon(settings.max_horizon_factor)
+        spec = ModelSpec(bundle.name, bundle.version, tuple(bundle.channels), bundle.time, horizon)
         forecaster = Forecaster.from_bundle(
             bundle, device, num_samples=settings.num_samples, batch_size=settings.max_batch_series
         )
-        served[bundle.name] = ServedModel(bundle, forecaster, limits)
+        served[bundle.name] = ServedModel(bundle, forecaster, spec)
         log.info("loaded model %s version %s from %s on %s", bundle.name, bundle.version, path, device)
     return served
 

@@ -1,13 +1,16 @@
-"""What the app holds between requests."""
+"""What the app holds between requests, and the steps of a forecast that need it."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from service.batching import Batcher
-from service.config import Settings
-from service.metrics import Metrics
-from service.registry import ServedModel
+from latentcast.models import PackedForecast
+from latentcast.service.batching import Batcher
+from latentcast.service.config import Settings
+from latentcast.service.errors import ServiceError
+from latentcast.service.metrics import Metrics
+from latentcast.service.registry import ServedModel
+from latentcast.service.validate import Job, ModelSpec
 
 
 @dataclasses.dataclass
@@ -19,3 +22,27 @@ class AppState:
     batcher: Batcher | None = None
     ready: bool = False
     failure: str | None = None
+
+    def lookup(self, name: str | None) -> ModelSpec:
+        """A served model by name (None: the default); 404 naming the served ones otherwise."""
+        served = self.models.get(name or self.default)
+        if served is None:
+            raise ServiceError(
+                404,
+                f"unknown model {name!r}; served: {sorted(self.models)} (GET /models)",
+                [{"loc": ["model"], "msg": "unknown model", "series_id": None}],
+            )
+        return served.spec
+
+    async def forecast(self, job: Job) -> PackedForecast:
+        """Queue a job for the inference thread and wait for it, counting it in the metrics."""
+        assert self.batcher is not None
+        m = self.metrics
+        m.series_per_request.observe(job.size)
+        m.inflight.inc()
+        try:
+            fc = await self.batcher.submit(job, self.settings.request_timeout_s)
+        finally:
+            m.inflight.dec()
+        m.queue_seconds.observe(job.timing.get("queue", 0.0))
+        return fc

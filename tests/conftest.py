@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import ModelConfig, SolverConfig
-from models.data import Normalizer, Series
+from latentcast.models.config import ModelConfig, SolverConfig
+from latentcast.models.data import Normalizer, Series
 
 
 @pytest.fixture(autouse=True)

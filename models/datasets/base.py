@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from models.data import Series, TimeSpec
+from latentcast.models.data import Series, TimeSpec
 
 
 @dataclasses.dataclass(frozen=True)

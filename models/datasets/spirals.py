@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.config import DataConfig
-from models.data import Series, TimeSpec, split_ids
-from models.datasets.base import DatasetSplit, split_series
+from latentcast.models.config import DataConfig
+from latentcast.models.data import Series, TimeSpec, split_ids
+from latentcast.models.datasets.base import DatasetSplit, split_series
 
 N_TOTAL, WINDOW, OBS_WINDOW, STOP = 500, 200, 100, 6 * np.pi
 A, B = 0.0, 0.3

@@ -15,8 +15,8 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from service.config import Settings
-from service.metrics import Metrics
+from latentcast.service.config import Settings
+from latentcast.service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -125,7 +125,7 @@ def test_training_job_runs_torchrun_with_rank_zero_reachable() -> None:
     svc = _objects()[("Service", "latentcast-train")]
     assert f"--master_addr=latentcast-train-0.{svc['metadata']['name']}" in cmd
     assert spec["template"]["spec"]["subdomain"] == svc["metadata"]["name"]
-    assert cmd[cmd.index("-m") + 1 : cmd.index("-m") + 3] == ["service", "train"]
+    assert cmd[cmd.index("-m") + 1 : cmd.index("-m") + 3] == ["latentcast", "train"]
 
 
 def test_compose_reserves_a_gpu_and_checks_readiness() -> None:

@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, ModelBundle, load_checkpoint, read_payload, save_checkpoint
-from models.data import TimeSpec, collate
-from models.latent_ode import LatentODE
+from latentcast.models.checkpoint import CheckpointError, ModelBundle, load_checkpoint, read_payload, save_checkpoint
+from latentcast.models.data import TimeSpec, collate
+from latentcast.models.latent_ode import LatentODE
 from tests.conftest import tiny_config
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import (
+from latentcast.models.config import (
     ConfigError,
     ExperimentConfig,
     ModelConfig,
@@ -12,7 +12,7 @@ from models.config import (
     merge,
     to_dict,
 )
-from models.evaluate import build_experiment
+from latentcast.models.recipes import build_experiment
 
 
 def test_round_trip_through_plain_dicts() -> None:

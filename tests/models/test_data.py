@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 import torch
 
-from models.data import (
+from latentcast.frames import read_long_table
+from latentcast.models.data import (
     DataError,
     Normalizer,
     TimeSpec,
     collate,
     random_contexts,
-    read_long_table,
     series_from_frame,
     split_ids,
     to_model_time,

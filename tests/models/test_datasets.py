@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.config import DataConfig
-from models.data import DataError
-from models.datasets import load_dataset
-from models.datasets.pbcseq import CHANNELS, read_pbcseq
-from models.datasets.spirals import STOP, make_spirals, spiral_trajectories, spiral_windows
+from latentcast.models.config import DataConfig
+from latentcast.models.data import DataError
+from latentcast.models.datasets import load_dataset
+from latentcast.models.datasets.pbcseq import CHANNELS, read_pbcseq
+from latentcast.models.datasets.spirals import STOP, make_spirals, spiral_trajectories, spiral_windows
 
 
 def test_spiral_trajectories_follow_the_example_formulas() -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models import distributed
-from models.checkpoint import load_checkpoint, read_payload
-from models.train import BEST, LAST, METRICS, RANKS
+from latentcast.models import distributed
+from latentcast.models.checkpoint import load_checkpoint, read_payload
+from latentcast.models.train import BEST, LAST, METRICS, RANKS
 from tests.conftest import make_series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_two_cpu_processes_end_with_identical_weights_and_a_loadable_checkpoint(
     cfg.write_text(TINY)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "service", "train", "--data", str(data), "--channels", "a,b,c", "--config", str(cfg),
+        "-m", "latentcast", "train", "--data", str(data), "--channels", "a,b,c", "--config", str(cfg),
         "--out", str(out), "--device", "cpu", "--quiet",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

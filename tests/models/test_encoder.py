@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.data import collate
-from models.encoder import make_encoder, processing_order
+from latentcast.models.data import collate
+from latentcast.models.encoder import make_encoder, processing_order
 from tests.conftest import tiny_config
 
 
@@ -56,7 +56,7 @@ def test_processing_order_reverses_the_valid_part_only() -> None:
 def test_odernn_evolution_is_torchdiffeqs_rk4(substeps: int) -> None:
     from torchdiffeq import odeint
 
-    from models.encoder import ODERNNEncoder
+    from latentcast.models.encoder import ODERNNEncoder
 
     enc = ODERNNEncoder(tiny_config(encoder="odernn", encoder_substeps=substeps), 3).double()
     h = torch.randn(5, 8, dtype=torch.float64)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import Normalizer
-from models.forecast import Forecaster, raw_mean
-from models.latent_ode import LatentODE
-from models.solve import Status
+from latentcast.models.data import Normalizer
+from latentcast.models.forecast import Forecaster, raw_mean
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.solve import Status
 from tests.conftest import make_series, tiny_config
 
 

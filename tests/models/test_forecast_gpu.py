@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.forecast import Forecaster
-from models.latent_ode import LatentODE
-from models.packed import PackedSeries
+from latentcast.models.forecast import Forecaster
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.packed import PackedSeries
 from tests.conftest import make_series, tiny_config
 
 pytestmark = pytest.mark.gpu

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.data import collate
-from models.latent_ode import LatentODE, gather_times
+from latentcast.models.data import collate
+from latentcast.models.latent_ode import LatentODE, gather_times
 from tests.conftest import make_series, tiny_config
 
 
@@ -57,7 +57,7 @@ def test_predict_agrees_with_the_training_path(series, normalizer) -> None:
     with torch.no_grad():
         mean, _ = model.encode(batch)
         t_union, idx = gather_times(batch)
-        from models.solve import odeint_grid
+        from latentcast.models.solve import odeint_grid
 
         zs = odeint_grid(model.dynamics, mean, t_union, model.cfg.solver)
         ref = model.decoder(zs.gather(1, idx[..., None].expand(-1, -1, 4)))

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.data import Normalizer, Series
-from models.forecast import Forecaster
-from models.latent_ode import LatentODE
-from models.metrics import baseline_nmse, holdout_metrics
+from latentcast.models.data import Normalizer, Series
+from latentcast.models.forecast import Forecaster
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.metrics import baseline_nmse, holdout_metrics
 from tests.conftest import tiny_config
 
 

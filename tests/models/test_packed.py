@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import collate
-from models.forecast import Forecaster, per_series
-from models.latent_ode import LatentODE
-from models.packed import PackedSeries
+from latentcast.models.data import collate
+from latentcast.models.forecast import Forecaster, per_series
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.packed import PackedSeries
 from tests.conftest import make_series, tiny_config
 
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.quantiles import mixture_quantiles, standard_normal_draws
+from latentcast.models.quantiles import mixture_quantiles, standard_normal_draws
 
 
 def test_single_component_gives_gaussian_quantiles() -> None:

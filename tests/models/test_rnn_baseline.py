@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.data import collate
-from models.rnn_baseline import RNNBaseline
+from latentcast.models.data import collate
+from latentcast.models.rnn_baseline import RNNBaseline
 from tests.conftest import tiny_config
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from models.config import SolverConfig
-from models.solve import SolverError, Status, odeint_grid, solve_per_series
+from latentcast.models.config import SolverConfig
+from latentcast.models.solve import SolverError, Status, odeint_grid, solve_per_series
 
 # Damped rotation: z' = A z, exact z(t) = exp(A t) z0, for any sign of t.
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)

@@ -7,8 +7,8 @@ import gc
 import pytest
 import torch
 
-from models.config import SolverConfig
-from models.solve import solve_per_series
+from latentcast.models.config import SolverConfig
+from latentcast.models.solve import solve_per_series
 
 pytestmark = pytest.mark.gpu
 

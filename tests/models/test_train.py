@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint, read_payload
-from models.config import DataConfig, ExperimentConfig, TrainConfig
-from models.data import TimeSpec
-from models.datasets.base import DatasetSplit
-from models.train import BEST, LAST, METRICS, PLOT, train
+from latentcast.models.checkpoint import load_checkpoint, read_payload
+from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
+from latentcast.models.data import TimeSpec
+from latentcast.models.datasets.base import DatasetSplit
+from latentcast.models.train import BEST, LAST, METRICS, PLOT, train
 from tests.conftest import make_series, tiny_config
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models import ModelBundle, Normalizer, TimeSpec, save_checkpoint
-from models.config import SolverConfig
-from models.latent_ode import LatentODE
-from service.config import Settings
-from service.main import create_app
+from latentcast.models import ModelBundle, Normalizer, TimeSpec, save_checkpoint
+from latentcast.models.config import SolverConfig
+from latentcast.models.latent_ode import LatentODE
+from latentcast.service.config import Settings
+from latentcast.service.main import create_app
 from tests.conftest import tiny_config
 
 

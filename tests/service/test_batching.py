@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from models import Series
-from models.forecast import per_series
-from models.packed import PackedSeries
-from service.batching import Batcher, BatchStats
-from service.config import Settings
-from service.errors import ServiceError
-from service.prepare import Job
-from service.registry import ServedModel, load_models
+from latentcast.models import Series, TimeSpec
+from latentcast.models.forecast import per_series
+from latentcast.models.packed import PackedSeries
+from latentcast.service.batching import Batcher, BatchStats
+from latentcast.service.config import Settings
+from latentcast.service.errors import ServiceError
+from latentcast.service.registry import ServedModel, load_models
+from latentcast.service.validate import Echo, Job, ModelSpec
+
+TOY = ModelSpec("toy", "v1", ("x", "y"), TimeSpec("unitless", 1.0), float("inf"))
 
 
 def _job(i: int, n_series: int = 2) -> Job:
@@ -26,7 +28,9 @@ def _job(i: int, n_series: int = 2) -> Job:
         for k in range(n_series)
     ]
     queries = [np.array([1.5, -0.2, 0.5]) + k for k in range(n_series)]
-    return Job("toy", PackedSeries.from_series(series, queries), [[1.5, -0.2, 0.5]] * n_series, (0.1, 0.9), 0)
+    packed = PackedSeries.from_series(series, queries)
+    echo = Echo(packed.query_offsets, lists=[[1.5, -0.2, 0.5]] * n_series)
+    return Job(TOY, packed, echo, (0.1, 0.9), 0)
 
 
 def _toy_batcher(checkpoints, num_samples: int, **options: Any) -> tuple[dict[str, ServedModel], Batcher]:

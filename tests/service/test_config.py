@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.config import Settings
+from latentcast.service.config import Settings
 
 
 def test_environment_sets_everything(monkeypatch, checkpoints) -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.datasets.pbcseq import read_pbcseq
-from service.client import LatentcastClient
-from service.process import ServerProcess
+from bench.server import ServerProcess
+from latentcast.client import LatentcastClient
+from latentcast.models.datasets.pbcseq import read_pbcseq
 
 EXAMPLE = {
     "id": "patient-17",
@@ -121,7 +121,7 @@ def test_forecast_cli_writes_csv_and_png(server: str, tmp_path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "service",
+        "latentcast",
         "forecast",
         "--url",
         server,

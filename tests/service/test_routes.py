@@ -190,7 +190,7 @@ def test_deadline_is_504(checkpoints) -> None:
 def test_not_ready_until_models_load(checkpoints, tmp_path) -> None:
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
-    from service.main import create_app
+    from latentcast.service.main import create_app
 
     with TestClient(create_app(settings_for({"x": bad}, default_model=None))) as c:
         for _ in range(200):
@@ -208,7 +208,10 @@ def test_unparsable_date_time_names_the_element(client: TestClient) -> None:
     s.update(timestamps=["2026-01-01", "2026-13-45", "2026-03-01", "2026-04-01"], query_times=["2026-05-01"])
     r = _post(client, {"series": [s]})
     assert r.status_code == 422
-    assert r.json()["detail"] == "series 'd1': series[0].timestamps[1]: '2026-13-45' is not an ISO-8601 date-time"
+    assert r.json()["detail"] == (
+        "series 'd1': series[0].timestamps[1]: '2026-13-45' is not a calendar date-time "
+        "(month, day or hour out of range)"
+    )
 
 
 @pytest.mark.parametrize(

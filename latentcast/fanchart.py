@@ -10,11 +10,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from latentcast.frames import parse_times
+
 
 def _axis_times(col: pd.Series) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(col):
-        return col
-    return pd.to_datetime(col, utc=True, format="ISO8601")
+    """Numbers as they are; date-times (strict ISO-8601 or datetime values) as UTC timestamps."""
+    times = parse_times(col.reset_index(drop=True), "time")
+    return times.as_column().set_axis(col.index) if times.is_datetime else col
 
 
 def fan_chart(

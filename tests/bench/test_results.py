@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models import results
+from bench import results
 
 
 def test_write_puts_figures_and_table_side_by_side(tmp_path) -> None:

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from service import arrow
+from latentcast import arrowio
+from latentcast.service.formats import arrow
 from tests.service.conftest import labs_series
 
 ARROW = {"content-type": arrow.MEDIA_TYPE}
@@ -34,10 +35,10 @@ def _series() -> list[dict[str, Any]]:
 def test_arrow_request_gives_the_json_forecasts_as_a_long_table(client: TestClient) -> None:
     series = _series()
     js = client.post("/forecast", json={"series": series, "quantiles": [0.9, 0.1]}).json()
-    r = _post_arrow(client, arrow.encode_series(series), "?quantiles=0.9,0.1&model=labs")
+    r = _post_arrow(client, arrowio.encode_series(series), "?quantiles=0.9,0.1&model=labs")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == arrow.MEDIA_TYPE
-    table = arrow.decode(r.content)
+    table = arrowio.read_stream(r.content)
     assert table.column_names == ["id", "time", "channel", "mean", "q0.9", "q0.1"]
     meta = table.schema.metadata
     assert meta[b"latentcast.model"] == b"labs" and meta[b"latentcast.version"].decode() == js["model"]["version"]
@@ -56,10 +57,10 @@ def test_date_times_fixed_size_rows_and_samples(client: TestClient) -> None:
     times = base + np.array([0, 30, 95], dtype="timedelta64[D]")
     queries = base + np.array([120, -10], dtype="timedelta64[D]")
     values = np.array([[1.0, 2.0, np.nan], [np.nan, 2.5, 1.0], [1.2, np.nan, np.nan]])
-    body = arrow.encode(["d1"], times, np.array([0, 3]), values, queries, np.array([0, 2]))
+    body = arrowio.encode_request(["d1"], times, np.array([0, 3]), values, queries, np.array([0, 2]))
     r = _post_arrow(client, body, "?num_samples=4")
     assert r.status_code == 200, r.text
-    table = arrow.decode(r.content)
+    table = arrowio.read_stream(r.content)
     assert pa.types.is_timestamp(table.schema.field("time").type)
     samples = table.column("samples").combine_chunks()
     assert samples.type.list_size == 4 and len(samples) == 2 * 3
@@ -82,12 +83,12 @@ def test_date_times_fixed_size_rows_and_samples(client: TestClient) -> None:
 
 def test_content_negotiation(client: TestClient) -> None:
     series = _series()[:1]
-    r = _post_arrow(client, arrow.encode_series(series), accept="application/json")
+    r = _post_arrow(client, arrowio.encode_series(series), accept="application/json")
     assert r.headers["content-type"] == "application/json"
     assert r.json()["forecasts"][0]["query_times"] == series[0]["query_times"]
     r = client.post("/forecast", json={"series": series}, headers={"accept": arrow.MEDIA_TYPE})
     assert r.headers["content-type"] == arrow.MEDIA_TYPE
-    assert arrow.decode(r.content).column("time").to_pylist()[::3] == series[0]["query_times"]
+    assert arrowio.read_stream(r.content).column("time").to_pylist()[::3] == series[0]["query_times"]
 
 
 def _table(**override: Any) -> pa.Table:
@@ -150,8 +151,8 @@ def test_bad_arrow_requests_are_precise_4xx(
 def test_nan_and_null_both_mean_not_observed(client: TestClient) -> None:
     with_nan = _table(values=pa.array([[[1.0, np.nan, 3.0], [1.0, np.nan, 2.0]], [[2.0, 2.0, np.nan]]]))
     with_null = _table(values=pa.array([[[1.0, None, 3.0], [1.0, None, 2.0]], [[2.0, 2.0, None]]]))
-    a = arrow.decode(_post_arrow(client, _stream(with_nan)).content)
-    b = arrow.decode(_post_arrow(client, _stream(with_null)).content)
+    a = arrowio.read_stream(_post_arrow(client, _stream(with_nan)).content)
+    b = arrowio.read_stream(_post_arrow(client, _stream(with_null)).content)
     np.testing.assert_array_equal(a.column("mean").to_numpy(), b.column("mean").to_numpy())
 
 
@@ -162,17 +163,14 @@ def test_query_parameters_with_a_json_body_are_refused(client: TestClient) -> No
 
 @pytest.mark.parametrize("dates", [False, True])
 def test_arrow_and_json_bodies_prepare_the_same_job(dates: bool) -> None:
-    from service.prepare import prepare
-    from tests.service.test_prepare import LABS, _plain, _random_request
+    from tests.service.formats.test_json import LABS, _plain, _random_request, prepare
 
     rng = np.random.default_rng(11)
     for _ in range(4):
         req = _random_request(rng, 25, dates)
         series = [s.model_dump() for s in req.series]
         job_json = prepare(req, LABS, _plain())
-        job_arrow = arrow.prepare_arrow(
-            arrow.read_table(arrow.encode_series(series)), (0.1, 0.5, 0.9), 0, LABS, _plain()
-        )
+        job_arrow = arrow.decode(arrowio.encode_series(series), {}, lambda name: LABS, _plain())
         a, b = job_json.packed, job_arrow.packed
         assert a.ids == b.ids
         for x, y in zip(

@@ -1,49 +1,41 @@
-"""Apache Arrow on the wire: a columnar body for bulk requests, and a long table back.
+"""Arrow IPC bodies: `decode` (bytes + query parameters → Job) and `encode` (Job + forecast → bytes).
 
-JSON costs ~130 ms of Python per 1,000 series (parse, validate, render) however fast the model is;
-an Arrow IPC stream is read and written without touching each number in Python.
-
-Request (`Content-Type: application/vnd.apache.arrow.stream`): one row per series, the JSON body's
-fields as columns:
-    id           string
-    timestamps   list<double | integer>  (model time unit)  or  list<timestamp | date>
-    values       list<list<double>> or list<fixed_size_list<double, D>>: one row per timestamp, the
-                 model's channels in order; null or NaN = not observed
-    query_times  list of the same kind as timestamps
-Options go in the query string: `?model=pbcseq&quantiles=0.1,0.5,0.9&num_samples=0`.
-
-Response (`application/vnd.apache.arrow.stream`, when the request was Arrow or Accept asks for it): one
-row per series × query time × channel, in the order asked: id, time (as sent), channel, mean, one
-column per quantile (q0.1, …), and `samples` (fixed_size_list<float, num_samples>) when asked. The
-schema metadata names the model and its version. `read_pandas()` gives what `LatentcastClient.forecast`
-returns. Errors are JSON, as for every request.
+A columnar body for bulk requests: read and written without touching each number in Python. The
+request and response layouts are in `latentcast.arrowio` (the client writes what this reads). Errors
+are JSON, as for every request, with the same locations and messages as the JSON format.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.packed import PackedForecast, locate, offsets
-from service.config import Settings
-from service.errors import ServiceError, field_error
-from service.prepare import Job, ModelLimits, assemble, check_options, check_series, seconds_to_unit
+from latentcast.arrowio import COLUMNS, MEDIA_TYPE, read_stream, write_stream
+from latentcast.frames import locate, long_layout, offsets, quantile_column
+from latentcast.models import PackedForecast
+from latentcast.service.config import Settings
+from latentcast.service.errors import ServiceError, field_error
+from latentcast.service.validate import Echo, Job, Lookup, ModelSpec, check_options, check_series, packed
+from latentcast.times import to_unit
 
-MEDIA_TYPE = "application/vnd.apache.arrow.stream"
-COLUMNS = ("id", "timestamps", "values", "query_times")
+__all__ = ["MEDIA_TYPE", "decode", "encode"]
 _PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
-def read_table(body: bytes) -> pa.Table:
+def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job:
+    """An Arrow request → Job, with the same checks and messages as the JSON format."""
+    name, levels, num_samples = _options(params)
+    table = _read_table(body)
+    return _job(table, levels, num_samples, lookup(name), settings)
+
+
+def _read_table(body: bytes) -> pa.Table:
     """An Arrow IPC stream → table; 400 when it is not one."""
     try:
-        with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
-            table = reader.read_all()
+        table = read_stream(body)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise ServiceError(400, f"malformed Arrow IPC stream: {exc}") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
@@ -55,7 +47,7 @@ def read_table(body: bytes) -> pa.Table:
     return table
 
 
-def options(params: Mapping[str, str]) -> tuple[str | None, tuple[float, ...], int]:
+def _options(params: Mapping[str, str]) -> tuple[str | None, tuple[float, ...], int]:
     """model, quantile levels and num_samples from the query string (the JSON body's other fields)."""
     unknown = sorted(set(params) - {"model", "quantiles", "num_samples"})
     if unknown:
@@ -99,7 +91,7 @@ def _lists(table: pa.Table, name: str, ids: list[str]) -> tuple[pa.Array, np.nda
     return col.flatten(), counts
 
 
-def _times(flat: pa.Array, offs: np.ndarray, name: str, ids: list[str], model: ModelLimits) -> tuple[str, np.ndarray]:
+def _times(flat: pa.Array, offs: np.ndarray, name: str, ids: list[str], model: ModelSpec) -> tuple[str, np.ndarray]:
     """Flat times → ("number" | "datetime", float64 in the model's time unit)."""
     k = _first_null(flat)
     if k is not None:
@@ -115,14 +107,11 @@ def _times(flat: pa.Array, offs: np.ndarray, name: str, ids: list[str], model: M
         if pa.types.is_date(t):
             flat = pc.cast(flat, pa.timestamp("ms"))
         raw = pc.cast(flat, pa.int64()).to_numpy()  # since the epoch, UTC (naive times are taken as UTC)
-        return "datetime", seconds_to_unit(raw.astype(np.float64) / _PER_SECOND[unit], model.time)
+        return "datetime", to_unit(raw.astype(np.float64) / _PER_SECOND[unit], model.time.unit)
     raise field_error(422, f"must hold numbers (the model's time unit) or timestamps, not {t}", ["columns", name])
 
 
-def prepare_arrow(
-    table: pa.Table, levels: tuple[float, ...], num_samples: int, model: ModelLimits, settings: Settings
-) -> Job:
-    """An Arrow request table → Job, with the same checks and messages as the JSON path."""
+def _job(table: pa.Table, levels: tuple[float, ...], num_samples: int, model: ModelSpec, settings: Settings) -> Job:
     b, d = table.num_rows, model.n_channels
     if b == 0:
         raise field_error(422, "the table has no rows; send one row per series", ["series"])
@@ -160,9 +149,9 @@ def prepare_arrow(
         return repr(v) if isinstance(v, int | float) else repr(str(v))
 
     return Job(
-        model=model.name,
-        packed=assemble(ids, ts, n_obs, values, tq, n_q, model, show),
-        echo=flat_q,
+        model=model,
+        packed=packed(ids, ts, n_obs, values, tq, n_q, model, show),
+        echo=Echo(off_q, array=flat_q),
         levels=levels,
         num_samples=num_samples,
     )
@@ -210,89 +199,21 @@ def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, offs: np.ndarray
     return values
 
 
-def render_arrow(
-    model_name: str, version: str, channels: list[str], job: Job, times: pa.Array, fc: PackedForecast
-) -> bytes:
-    """Forecasts → an Arrow IPC stream of the long table (series × query time × channel); `times` (M,)
-    are the query times as sent."""
-    m, d = fc.mean.shape
-    counts = np.diff(fc.query_offsets)
-    q_of_row = np.repeat(np.arange(m), d)  # (M·D,) which query time each output row is
-    series_of_q = np.repeat(np.arange(len(fc.ids)), counts)
+def encode(job: Job, fc: PackedForecast) -> bytes:
+    """Forecasts → an Arrow IPC stream of the long table (series × query time × channel)."""
+    d = fc.mean.shape[1]
+    series, query, channel = long_layout(fc.query_offsets, d)
     cols: dict[str, pa.Array] = {
-        "id": pa.array(fc.ids, pa.string()).take(pa.array(series_of_q[q_of_row])),
-        "time": times.take(pa.array(q_of_row)),
-        "channel": pa.array(channels, pa.string()).take(pa.array(np.tile(np.arange(d), m))),
+        "id": pa.array(fc.ids, pa.string()).take(pa.array(series)),
+        "time": job.echo.as_array().take(pa.array(query)),
+        "channel": pa.array(job.model.channels, pa.string()).take(pa.array(channel)),
         "mean": pa.array(fc.mean.reshape(-1).astype(np.float64)),
     }
     for lv in job.levels:
-        cols[f"q{lv:g}"] = pa.array(fc.quantiles[fc.levels.index(lv)].reshape(-1).astype(np.float64))
+        cols[quantile_column(lv)] = pa.array(fc.quantiles[fc.levels.index(lv)].reshape(-1).astype(np.float64))
     if job.num_samples and fc.samples is not None:
         s = fc.samples[: job.num_samples]  # (S, M, D) → one list of S per output row
         flat = np.ascontiguousarray(s.transpose(1, 2, 0)).reshape(-1)
         cols["samples"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), job.num_samples)
-    table = pa.table(cols).replace_schema_metadata({"latentcast.model": model_name, "latentcast.version": version})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def encode(
-    ids: list[str],
-    times: np.ndarray | pa.Array,
-    offsets: np.ndarray,
-    values: np.ndarray,
-    queries: np.ndarray | pa.Array,
-    query_offsets: np.ndarray,
-) -> bytes:
-    """Flat arrays → a request body (the client's encoder). times (N,) and queries (M,): numbers, or
-    datetime64 / Arrow timestamps; values (N, D) with NaN = not observed; offsets (B + 1,) per array."""
-    d = values.shape[1]
-    rows = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values, dtype=np.float64).reshape(-1)), d)
-    off = pa.array(np.asarray(offsets, dtype=np.int32))
-    table = pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "timestamps": pa.ListArray.from_arrays(off, pa.array(times)),
-            "values": pa.ListArray.from_arrays(off, rows),
-            "query_times": pa.ListArray.from_arrays(
-                pa.array(np.asarray(query_offsets, dtype=np.int32)), pa.array(queries)
-            ),
-        }
-    )
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def encode_series(series: list[dict[str, Any]]) -> bytes:
-    """JSON-shaped series (id, timestamps, values with None, query_times) → an Arrow request body.
-    ISO-8601 strings become UTC timestamps."""
-
-    def flat_times(field: str) -> np.ndarray:
-        flat = [t for s in series for t in s[field]]
-        if any(isinstance(t, str) for t in flat):
-            return pd.to_datetime(pd.Series(flat, dtype=object), utc=True, format="ISO8601").to_numpy("datetime64[ns]")
-        return np.asarray(flat, dtype=np.float64)
-
-    counts = np.array([len(s["timestamps"]) for s in series])
-    q_counts = np.array([len(s["query_times"]) for s in series])
-    values = np.array(
-        [[np.nan if v is None else v for v in row] for s in series for row in s["values"]], dtype=np.float64
-    )
-    return encode(
-        [s["id"] for s in series],
-        flat_times("timestamps"),
-        offsets(counts),
-        values,
-        flat_times("query_times"),
-        offsets(q_counts),
-    )
-
-
-def decode(body: bytes) -> pa.Table:
-    """A response body → its long table (schema metadata: latentcast.model, latentcast.version)."""
-    with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
-        return reader.read_all()
+    meta = {"latentcast.model": job.model.name, "latentcast.version": job.model.version}
+    return write_stream(pa.table(cols).replace_schema_metadata(meta))

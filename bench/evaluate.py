@@ -1,46 +1,37 @@
-"""Paper reproductions and held-out evaluations, written as Markdown + JSON tables."""
+"""Paper reproductions and held-out evaluations, written as Markdown + JSON tables into bench/results/.
+
+    python -m bench.evaluate spirals [--retrain]            # Chen et al. (2018), Table 2
+    python -m bench.evaluate pbcseq --checkpoint runs/pbcseq/best.pt
+
+(`latentcast evaluate ...` runs the same from a checkout.) An evaluation never changes its input: a
+checkpoint's figures are written into a new file, `--save` (default: next to it, `*.evaluated.pt`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from models import results
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import DataConfig, ExperimentConfig, ModelConfig, from_dict, load_config_file, merge
-from models.data import Series
-from models.datasets import load_dataset
-from models.datasets.spirals import make_spirals
-from models.forecast import Forecaster
-from models.metrics import baseline_nmse, holdout_metrics
-from models.train import BEST, METRICS, resolve_device, train
+from bench import results
+from latentcast.models.checkpoint import load_checkpoint, save_checkpoint
+from latentcast.models.config import DataConfig, from_dict
+from latentcast.models.data import Series
+from latentcast.models.datasets import load_dataset
+from latentcast.models.datasets.spirals import make_spirals
+from latentcast.models.device import resolve_device
+from latentcast.models.forecast import Forecaster
+from latentcast.models.metrics import baseline_nmse, holdout_metrics
+from latentcast.models.recipes import build_experiment
+from latentcast.models.train import BEST, METRICS, train
 
 # Chen et al. (2018), Table 2: predictive RMSE on the spirals, by number of observed points.
 PAPER_SPIRALS = {
     "rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813},
     "latent_ode": {30: 0.1642, 50: 0.1502, 100: 0.1346},
 }
-
-
-def recipe(name: str) -> dict[str, Any]:
-    """A shipped config (models/configs/NAME.toml) as plain dicts."""
-    ref = resources.files("models.configs").joinpath(f"{name}.toml")
-    if not ref.is_file():
-        raise FileNotFoundError(f"no shipped config {name!r}")
-    with resources.as_file(ref) as path:
-        return load_config_file(path)
-
-
-def build_experiment(base: str, config_file: str | Path | None = None, **overrides: Any) -> ExperimentConfig:
-    """Recipe `base`, then a user config file, then explicit overrides ({"train": {"seed": 3}}, …)."""
-    values = recipe(base)
-    if config_file is not None:
-        values = merge(values, load_config_file(config_file))
-    values = merge(values, {k: v for k, v in overrides.items() if v})
-    return from_dict(ExperimentConfig, values)
 
 
 def _timed_holdout(fc: Forecaster, series: list[Series]) -> dict[str, float]:
@@ -91,27 +82,15 @@ def evaluate_spirals(
             "train_nfe": sum(r["train_nfe"] for r in history),
             "epochs": len(history),
             "best_epoch": min(history, key=lambda r: r["val_nmse"])["epoch"],
-            "architecture": describe(bundle.config),
+            "architecture": bundle.config.describe(),
         }
         bundle.metrics["evaluation"] = {
             "task": "spirals Table 2",
             "rmse_vs_truth": result["models"][kind]["rmse"],
         }
-        save_checkpoint(run / BEST, bundle)
+        save_checkpoint(evaluated_path(run / BEST), bundle)
     results.write(out, "spirals", result, spirals_markdown(result))
     return result
-
-
-def describe(cfg: ModelConfig) -> str:
-    """One line saying what a model is."""
-    if cfg.kind == "rnn":
-        return f"autoregressive GRU ({cfg.encoder_hidden} units) over [x, mask, Δt], Gaussian likelihood"
-    dec = f"MLP {cfg.decoder_hidden}" if cfg.decoder_hidden else "linear"
-    return (
-        f"{cfg.encoder.upper()} encoder ({cfg.encoder_hidden}), z0 at the {cfg.anchor} observation, latent "
-        f"{cfg.latent_dim}, dynamics MLP {cfg.dynamics_depth}×{cfg.dynamics_hidden} {cfg.activation}, {dec} "
-        f"decoder, {cfg.solver.method} rtol {cfg.solver.rtol:g} atol {cfg.solver.atol:g}"
-    )
 
 
 def spirals_markdown(r: dict[str, Any]) -> str:
@@ -160,7 +139,12 @@ def spirals_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto") -> dict[str, Any]:
+def evaluated_path(checkpoint: Path) -> Path:
+    """Where an evaluated copy of a checkpoint goes: best.pt → best.evaluated.pt."""
+    return checkpoint.with_name(checkpoint.stem + ".evaluated" + checkpoint.suffix)
+
+
+def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto", save: Path | None = None) -> dict[str, Any]:
     """Held-out patients: forecast each one's last visit from the earlier ones; normalised MSE per
     channel against LOCF and a per-patient linear trend; coverage of the 80% interval."""
     dev = resolve_device(device)
@@ -191,7 +175,7 @@ def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto") -> dict[s
         "locf_nmse": base["locf"]["nmse"],
         "linear_trend_nmse": base["linear_trend"]["nmse"],
     }
-    save_checkpoint(checkpoint, bundle)
+    save_checkpoint(save or evaluated_path(checkpoint), bundle)
     results.write(out, "pbcseq", result, pbcseq_markdown(result))
     return result
 
@@ -230,3 +214,28 @@ def pbcseq_markdown(r: dict[str, Any]) -> str:
         "latentcast evaluate pbcseq --checkpoint runs/pbcseq/best.pt`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("task", choices=["spirals", "pbcseq"])
+    ap.add_argument("--checkpoint", type=Path, help="pbcseq: the model to evaluate")
+    ap.add_argument("--save", type=Path, help="pbcseq: where the evaluated checkpoint goes")
+    ap.add_argument("--runs", type=Path, default=Path("runs/spirals"), help="spirals: where the models are trained")
+    ap.add_argument("--out", type=Path, default=Path("bench/results"), help="where the tables go")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--retrain", action="store_true", help="spirals: train both models even if checkpoints exist")
+    ap.add_argument("--epochs", type=int, help="spirals: override training epochs")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    if args.task == "spirals":
+        evaluate_spirals(args.runs, args.out, args.device, args.retrain, args.epochs, show_progress=not args.quiet)
+    else:
+        if args.checkpoint is None:
+            ap.error("pbcseq needs --checkpoint (e.g. runs/pbcseq/best.pt)")
+        evaluate_pbcseq(args.checkpoint, args.out, args.device, args.save)
+    print((args.out / f"{args.task}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from models.checkpoint import load_checkpoint
-from models.cli import app
+from latentcast.cli import app
+from latentcast.models.checkpoint import load_checkpoint
 
 TINY = """
 [model]
@@ -123,6 +123,7 @@ def test_evaluate_pbcseq_writes_the_table(tmp_path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
+    before = (out / "best.pt").read_bytes()
     res = CliRunner().invoke(
         app,
         [
@@ -142,4 +143,5 @@ def test_evaluate_pbcseq_writes_the_table(tmp_path) -> None:
     for key in ("latent_ode", "locf", "linear_trend"):
         assert 0 < table[key]["nmse"] < 100
     assert "last observation carried forward" in (tmp_path / "results" / "pbcseq.md").read_text()
-    assert load_checkpoint(out / "best.pt").metrics["evaluation"]["task"] == "pbcseq last visit"
+    assert load_checkpoint(out / "best.evaluated.pt").metrics["evaluation"]["task"] == "pbcseq last visit"
+    assert (out / "best.pt").read_bytes() == before  # the input is never rewritten

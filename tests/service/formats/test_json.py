@@ -1,4 +1,4 @@
-"""Request validation against a model, without HTTP."""
+"""The JSON format: a body decoded and validated against a model, without HTTP."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models import TimeSpec
-from service.config import Settings
-from service.errors import ServiceError
-from service.prepare import ModelLimits, prepare
-from service.schemas import ForecastRequest
+from latentcast.models import TimeSpec
+from latentcast.service.config import Settings
+from latentcast.service.errors import ServiceError
+from latentcast.service.formats import json as json_format
+from latentcast.service.schemas import ForecastRequest
+from latentcast.service.validate import Job, ModelSpec
 
-LABS = ModelLimits("labs", 3, TimeSpec("day", 1 / 365.25), max_horizon=6.0)
-TOY = ModelLimits("toy", 2, TimeSpec("unitless", 1.0), max_horizon=float("inf"))
+LABS = ModelSpec("labs", "v1", ("a", "logb", "c"), TimeSpec("day", 1 / 365.25), max_horizon=6.0)
+TOY = ModelSpec("toy", "v1", ("x", "y"), TimeSpec("unitless", 1.0), max_horizon=float("inf"))
+
+
+def prepare(req: ForecastRequest, model: ModelSpec, settings: Settings) -> Job:
+    """The JSON format's decode of this request's body, with `model` as the only served model."""
+    body = req.model_dump_json(exclude_none=True).encode()
+    return json_format.decode(body, {}, lambda name: model, settings)
 
 
 def _plain(**kw: Any) -> Settings:
@@ -34,7 +41,7 @@ def _req(**series: Any) -> ForecastRequest:
     return ForecastRequest.model_validate({"series": [s]})
 
 
-def _fails(req: ForecastRequest, status: int, match: str, model: ModelLimits = LABS, **settings: Any) -> ServiceError:
+def _fails(req: ForecastRequest, status: int, match: str, model: ModelSpec = LABS, **settings: Any) -> ServiceError:
     with pytest.raises(ServiceError, match=match) as info:
         prepare(req, model, _plain(**settings))
     assert info.value.status == status
@@ -47,7 +54,7 @@ def test_numbers_are_in_the_model_time_unit_relative_to_the_first_observation() 
     np.testing.assert_allclose(s.times, np.array([0, 30, 90]) / 365.25)
     np.testing.assert_allclose(s.queries, (np.array([120.0, -10.0, 45.0]) - 100) / 365.25)
     assert np.isnan(s.values[1, 0]) and s.values[0, 2] == 3
-    assert job.echo == [[120.0, -10.0, 45.0]] and job.levels == (0.1, 0.5, 0.9)
+    assert job.echo.as_lists() == [[120.0, -10.0, 45.0]] and job.levels == (0.1, 0.5, 0.9)
 
 
 def test_iso_times_with_offsets() -> None:

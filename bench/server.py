@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m service serve --port <free> --device <device>` with extra LATENTCAST_* variables in
+    """`python -m latentcast serve --port <free> --device <device>` with extra LATENTCAST_* variables in
     `env`. Raises RuntimeError with the server's output if it exits or is not ready within `timeout` s."""
 
     def __init__(self, env: dict[str, str] | None = None, device: str = "cpu", timeout: float = 180.0):
@@ -31,7 +31,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server; closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--device", device],
+            [sys.executable, "-m", "latentcast", "serve", "--port", str(self.port), "--device", device],
             env={**os.environ, "LATENTCAST_LOG_LEVEL": "warning", **(env or {})},
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -1,0 +1,3 @@
+from latentcast.cli import main
+
+main()

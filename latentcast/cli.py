@@ -1,0 +1,198 @@
+"""`latentcast` command line: train and evaluate models, serve them over HTTP, forecast through a server."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Latent-ODE forecasts for irregular time series: train, evaluate, serve, forecast.",
+)
+
+_BUILTIN = {"spirals": "spirals", "pbcseq": "pbcseq"}
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[str, typer.Option(help="spirals, pbcseq, or a CSV/parquet long table (id, time, channels)")],
+    out: Annotated[Path, typer.Option(help="run directory: best.pt, last.pt, metrics.json, validation.png")],
+    config: Annotated[Path | None, typer.Option(help="TOML/JSON overriding the data set's recipe")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    adjoint: Annotated[bool, typer.Option(help="train with torchdiffeq's adjoint (memory O(1) in steps)")] = False,
+    seed: Annotated[int | None, typer.Option(help="training seed")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override the number of epochs")] = None,
+    channels: Annotated[str | None, typer.Option(help="for a user file: channel columns, comma-separated")] = None,
+    log_channels: Annotated[str | None, typer.Option(help="channels to model on a log scale")] = None,
+    time_unit: Annotated[str | None, typer.Option(help="unit of numeric times / unit date-times become")] = None,
+    time_scale: Annotated[float | None, typer.Option(help="model time = time in unit × scale")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue from a run's last.pt")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a latent ODE; keeps the best checkpoint by validation forecast error."""
+    from latentcast.models.datasets import load_dataset
+    from latentcast.models.recipes import build_experiment
+    from latentcast.models.train import experiment_from_checkpoint, train
+
+    _logging()
+    if resume is not None:
+        exp = experiment_from_checkpoint(resume)
+        if epochs:
+            exp = _with(exp, train={"epochs": epochs})
+    else:
+        data_values: dict[str, Any] = {}
+        if data not in _BUILTIN:
+            data_values = {
+                "name": data,
+                "channels": _split_list(channels),
+                "log_channels": _split_list(log_channels),
+                "time_unit": time_unit,
+                "time_scale": time_scale,
+            }
+        exp = build_experiment(
+            _BUILTIN.get(data, "default"),
+            config,
+            data={k: v for k, v in data_values.items() if v is not None},
+            train={k: v for k, v in {"seed": seed, "epochs": epochs}.items() if v is not None},
+            model={"solver": {"adjoint": True}} if adjoint else {},
+        )
+    result = train(exp, load_dataset(exp.data), out, device=device, resume=resume, show_progress=not quiet)
+    if not result.metrics:  # a rank other than 0 under torchrun: rank 0 reports and writes
+        return
+    best = result.metrics["best"]
+    typer.echo(f"best epoch {best.get('epoch')}: val nmse {best.get('val_nmse', float('nan')):.4f} -> {result.best}")
+
+
+@app.command(
+    "evaluate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def evaluate_cmd(ctx: typer.Context) -> None:
+    """Reproduce a result table of this repository (bench/evaluate.py: spirals, pbcseq); run it in a
+    checkout. `latentcast evaluate --help` lists the tasks and options."""
+    root = Path.cwd()
+    if not (root / "bench" / "evaluate.py").is_file():
+        typer.echo("latentcast evaluate reproduces the repository's tables (bench/evaluate.py); run it in a checkout")
+        raise typer.Exit(2)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.evaluate import main as evaluate_main
+
+    _logging()
+    evaluate_main(list(ctx.args))
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (LATENTCAST_HOST, default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (LATENTCAST_PORT, default 8000)")] = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(help="checkpoint to serve; repeat for more (default: the embedded spirals and pbcseq models)"),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (LATENTCAST_DEVICE)")] = None,
+) -> None:
+    """Serve forecasts over HTTP (uvicorn). Every other setting comes from LATENTCAST_* variables."""
+    try:
+        import uvicorn
+
+        from latentcast.service import Settings, create_app
+    except ImportError as exc:
+        typer.echo(f"serving needs the [serve] extra: pip install 'latentcast[serve]' ({exc})", err=True)
+        raise typer.Exit(2) from exc
+
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {"host": host, "port": port, "device": device, "models": model or None}.items()
+        if v is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        workers=1,
+    )
+
+
+@app.command("forecast")
+def forecast(
+    url: Annotated[str, typer.Option(help="server, e.g. http://127.0.0.1:8000")],
+    input: Annotated[Path, typer.Option(help="long table (CSV/parquet): id, time, one column per channel")],
+    query_times: Annotated[
+        str, typer.Option(help="comma-separated times for every series, or a CSV with columns id,time")
+    ],
+    output: Annotated[Path | None, typer.Option(help="CSV to write (default: stdout)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also write a PNG fan chart")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (default: the server's default)")] = None,
+    quantiles: Annotated[str, typer.Option(help="comma-separated levels")] = "0.1,0.5,0.9",
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LATENTCAST_API_KEY", help="API key if the server wants one")
+    ] = None,
+) -> None:
+    """Forecast a long table through a running server; writes a long CSV (id, time, channel, mean, q…)."""
+    import pandas as pd
+
+    from latentcast.client import LatentcastClient, LatentcastError, read_long_table
+
+    obs = read_long_table(input)
+    qpath = Path(query_times)
+    queries: Any
+    if qpath.suffix in (".csv", ".gz") and qpath.exists():
+        qt = pd.read_csv(qpath)
+        queries = {sid: list(g["time"]) for sid, g in qt.groupby(qt["id"].astype(str))}
+        obs = obs.assign(id=obs["id"].astype(str))
+    else:
+        parts = [p.strip() for p in query_times.split(",") if p.strip()]
+        try:
+            queries = [float(p) for p in parts]
+        except ValueError:
+            queries = parts
+    levels = [float(q) for q in quantiles.split(",") if q.strip()]
+    with LatentcastClient(url, api_key=api_key) as client:
+        try:
+            fc = client.forecast(obs, queries, model=model, quantiles=levels)
+        except LatentcastError as exc:
+            typer.echo(f"error {exc.status}: {exc.detail}", err=True)
+            raise typer.Exit(1) from exc
+    if output is None:
+        fc.to_csv(sys.stdout, index=False)
+    else:
+        fc.to_csv(output, index=False)
+        typer.echo(f"wrote {len(fc)} rows to {output}", err=True)
+    if plot is not None:
+        from latentcast.fanchart import fan_chart
+
+        fan_chart(obs, fc, plot)
+        typer.echo(f"wrote {plot}", err=True)
+
+
+def _with(exp: Any, **sections: dict[str, Any]) -> Any:
+    from latentcast.models.config import ExperimentConfig, from_dict, merge, to_dict
+
+    return from_dict(ExperimentConfig, merge(to_dict(exp), sections))
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    app()

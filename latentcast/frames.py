@@ -1,0 +1,211 @@
+"""Long tables ↔ flat arrays: the one converter behind the in-process API, the HTTP client and the
+server's long-table answers. No torch here.
+
+In: a long table, one row per (series, time): a column `id`, a column `time` (numbers in the model's
+time unit, or date-times) and one column per channel, empty/NaN where not observed. Out: the long
+table of forecasts, one row per series × query time × channel: id, time, channel, mean, q<level>….
+
+Shapes: B series; N observations in all, series i owning rows offsets[i]:offsets[i + 1]; M query
+times in all, likewise by query_offsets; D channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from latentcast.times import TimeParseError, from_seconds, is_numeric, parse_datetimes
+
+# query_times: one list for every series, a mapping id → list, or a table with columns id, time
+QueryTimes: TypeAlias = Sequence[Any] | Mapping[Any, Sequence[Any]] | pd.DataFrame
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the column, series or value to fix."""
+
+
+def read_long_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (optionally .gz) or parquet long table."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(path)
+    raise DataError(f"{path}: expected .csv, .csv.gz or .parquet")
+
+
+def offsets(counts: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Counts per series (B,) → offsets (B + 1,): series i owns flat elements offsets[i]:offsets[i + 1]."""
+    counts = np.asarray(counts, dtype=np.int64)
+    out = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def locate(offs: np.ndarray, k: int) -> tuple[int, int]:
+    """Flat index k → (series, position within the series), for error messages."""
+    i = int(np.searchsorted(offs, k, side="right")) - 1
+    return i, k - int(offs[i])
+
+
+@dataclasses.dataclass(frozen=True)
+class Times:
+    """(N,) float64: numbers as given, or seconds since the Unix epoch for date-times."""
+
+    values: np.ndarray
+    is_datetime: bool
+
+    def as_column(self) -> pd.Series:
+        """As the user sees them: numbers, or UTC timestamps."""
+        return from_seconds(self.values) if self.is_datetime else pd.Series(self.values)
+
+
+def parse_times(values: Sequence[Any] | pd.Series, what: str) -> Times:
+    """A column of numbers or date-times → `Times`; DataError naming `what` and the bad element."""
+    col = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    if pd.api.types.is_bool_dtype(col):
+        raise DataError(f"{what}: booleans are not times")
+    if is_numeric(col):
+        out = col.to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(out))
+        if bad.size:
+            raise DataError(f"{what}: {int(bad.size)} missing or non-finite times (first at row {int(bad[0])})")
+        return Times(out, is_datetime=False)
+    if col.dtype == object and col.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool)).all():
+        return parse_times(col.astype(np.float64), what)
+    try:
+        return Times(parse_datetimes(col), is_datetime=True)
+    except TimeParseError as exc:
+        raise DataError(f"{what}: row {exc.index}: {exc.value!r} is {exc.reason}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatTable:
+    """A long table as flat arrays, series in order of their ids, each series' rows in time order.
+
+    keys: the B ids as they were in the table; ids: the same as strings (on the wire); times (N,);
+    values (N, D) float64, NaN = not observed; offsets (B + 1,).
+    """
+
+    keys: list[Any]
+    ids: list[str]
+    times: Times
+    values: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def from_frame(frame: pd.DataFrame, channels: Sequence[str], id_col: str = "id", time_col: str = "time") -> FlatTable:
+    """A long table → `FlatTable` over `channels` (a channel missing from the table is all NaN; at
+    least one must be present). Rows with nothing observed are kept; the caller decides."""
+    missing = [c for c in (id_col, time_col) if c not in frame.columns]
+    if missing:
+        raise DataError(f"columns {missing} not in the table (it has {list(frame.columns)})")
+    present = [c for c in channels if c in frame.columns]
+    if not present:
+        raise DataError(
+            f"none of the channels {list(channels)} is a column of the table (it has {list(frame.columns)})"
+        )
+    non_numeric = [c for c in present if not is_numeric(frame[c]) and not frame[c].isna().all()]
+    if non_numeric:
+        raise DataError(f"channels {non_numeric} are not numeric")
+    times = parse_times(frame[time_col], f"column {time_col!r}")
+    codes, keys = pd.factorize(frame[id_col], sort=True)
+    if (codes < 0).any():
+        raise DataError(f"column {id_col!r}: {int((codes < 0).sum())} rows have no id")
+    ids = [str(k) for k in keys]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"column {id_col!r}: two ids read the same as text; make them distinct")
+    order = np.lexsort((times.values, codes))
+    values = frame.reindex(columns=list(channels)).to_numpy(dtype=np.float64)[order]
+    if np.isinf(values).any():
+        raise DataError("channel values contain inf; use an empty cell for 'not observed'")
+    return FlatTable(
+        keys=list(keys),
+        ids=ids,
+        times=Times(times.values[order], times.is_datetime),
+        values=values,
+        offsets=offsets(np.bincount(codes, minlength=len(keys))),
+    )
+
+
+def query_table(
+    table: FlatTable, query_times: QueryTimes, id_col: str = "id", time_col: str = "time"
+) -> tuple[Times, np.ndarray]:
+    """Query times per series of `table`: (M,) times and query offsets (B + 1,). `query_times` is one
+    list for every series, a mapping id → list, or a table with columns id_col, time_col."""
+    if isinstance(query_times, pd.DataFrame):
+        if id_col not in query_times.columns or time_col not in query_times.columns:
+            raise DataError(f"query_times: a table needs columns {id_col!r} and {time_col!r}")
+        groups = {str(k): g[time_col].tolist() for k, g in query_times.groupby(query_times[id_col].astype(str))}
+        per = [groups.get(sid, []) for sid in table.ids]
+    elif isinstance(query_times, Mapping):
+        by_str = {str(k): v for k, v in query_times.items()}
+        per = [list(by_str.get(sid, [])) for sid in table.ids]
+    elif isinstance(query_times, str) or not isinstance(query_times, Sequence | np.ndarray | pd.Series | pd.Index):
+        raise DataError("query_times: give a list of times, a mapping id → list, or a table with id and time")
+    else:
+        per = [list(query_times)] * len(table)
+    counts = np.fromiter(map(len, per), dtype=np.int64, count=len(per))
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        raise DataError(f"query_times: series {table.keys[int(empty[0])]!r} has no query time")
+    flat = pd.Series([t for q in per for t in q], dtype=object)
+    if len(flat) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+        flat = flat.astype(np.float64)
+    times = parse_times(flat, "query_times")
+    if times.is_datetime != table.times.is_datetime:
+        kind = "date-times" if table.times.is_datetime else "numbers"
+        raise DataError(f"query_times: must be {kind}, like the table's time column")
+    return times, offsets(counts)
+
+
+def long_layout(query_offsets: np.ndarray, n_channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of the long answer, series × query time × channel in order: for every row its series
+    (M·D,), its query time (M·D,) and its channel (M·D,)."""
+    m = int(query_offsets[-1])
+    counts = np.diff(query_offsets)
+    query = np.repeat(np.arange(m), n_channels)
+    series = np.repeat(np.arange(len(counts)), counts)[query]
+    channel = np.tile(np.arange(n_channels), m)
+    return series, query, channel
+
+
+def quantile_column(level: float) -> str:
+    return f"q{level:g}"
+
+
+def to_frame(
+    keys: Sequence[Any],
+    query_offsets: np.ndarray,
+    times: Times,
+    channels: Sequence[str],
+    mean: np.ndarray,
+    quantiles: np.ndarray,
+    levels: Sequence[float],
+    id_col: str = "id",
+    time_col: str = "time",
+) -> pd.DataFrame:
+    """Flat forecasts → the long table. times (M,); mean (M, D); quantiles (len(levels), M, D)."""
+    series, query, channel = long_layout(query_offsets, len(channels))
+    cols: dict[str, Any] = {
+        id_col: np.asarray(keys, dtype=object)[series] if len(keys) else np.zeros(0, dtype=object),
+        time_col: times.as_column().to_numpy()[query],
+        "channel": np.asarray(channels, dtype=object)[channel],
+        "mean": mean.reshape(-1).astype(np.float64),
+    }
+    for j, lv in enumerate(levels):
+        cols[quantile_column(lv)] = quantiles[j].reshape(-1).astype(np.float64)
+    out = pd.DataFrame(cols)
+    if times.is_datetime:
+        out[time_col] = pd.to_datetime(out[time_col], utc=True)
+    return out

@@ -1,0 +1,65 @@
+"""Route dependencies: the app's state, the API key check, and a body read under its size limit."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from latentcast.service.errors import ServiceError
+from latentcast.service.state import AppState
+
+
+async def get_state(request: Request) -> AppState:  # async: FastAPI runs sync dependencies in a threadpool
+    state: AppState = request.app.state.latentcast
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+async def require_api_key(request: Request, state: State) -> None:
+    """With LATENTCAST_API_KEY set, X-API-Key (or Authorization: Bearer) must match, compared in constant time."""
+    key = state.settings.api_key
+    if key is None:
+        return
+    given = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if not given or not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise ServiceError(
+            401,
+            "missing or wrong API key: send it in the X-API-Key header",
+            headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'},
+        )
+
+
+ApiKey = Annotated[None, Depends(require_api_key)]
+
+
+async def require_ready(state: State) -> None:
+    if not state.ready or state.batcher is None:
+        raise ServiceError(
+            503,
+            "models are still loading; retry shortly (GET /readyz says when ready)",
+            headers={"Retry-After": "2"},
+        )
+
+
+Ready = Annotated[None, Depends(require_ready)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing anything over `limit` bytes (413) without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, f"body of {declared} bytes; the limit is {limit} (LATENTCAST_MAX_BODY_BYTES)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, f"body over {limit} bytes (LATENTCAST_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,145 @@
+"""A request's work in model terms (`Job`), and the checks every wire format shares.
+
+Each format (`service.formats`) flattens its body to arrays over all series, then calls
+`check_options`, `check_series` and `packed`; the array checks themselves are the model's
+(`latentcast.models.pack`), and a failure becomes a `ServiceError` naming the series id and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from latentcast.models import FieldError, PackedSeries, TimeSpec, pack
+from latentcast.service.config import Settings
+from latentcast.service.errors import ServiceError, field_error
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What decoding and encoding need to know about a served model."""
+
+    name: str
+    version: str
+    channels: tuple[str, ...]
+    time: TimeSpec
+    max_horizon: float  # model time
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+
+# the formats' view of the server: a model by name (None: the default), 404 if not served
+Lookup = Callable[[str | None], ModelSpec]
+
+
+@dataclasses.dataclass
+class Echo:
+    """The query times as the client sent them, for the answer: one list per series (JSON bodies) or
+    one flat Arrow array (Arrow bodies); each form is derived from the other on demand."""
+
+    query_offsets: np.ndarray
+    lists: list[list[Any]] | None = None
+    array: pa.Array | None = None
+
+    def as_lists(self) -> list[list[Any]]:
+        if self.lists is None:
+            assert self.array is not None
+            q = self.query_offsets.tolist()
+            self.lists = [self.array.slice(a, z - a).to_pylist() for a, z in itertools.pairwise(q)]
+        return self.lists
+
+    def as_array(self) -> pa.Array:
+        if self.array is None:
+            flat = list(itertools.chain.from_iterable(self.as_lists()))
+            try:
+                self.array = pa.array(flat)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers in some series, date-times in others
+                self.array = pa.array([str(v) for v in flat], pa.string())
+        return self.array
+
+
+@dataclasses.dataclass
+class Job:
+    """One request's work: its series packed in model time (each series' times and queries measured
+    from its first observation), the levels and samples asked for, and the query times to echo."""
+
+    model: ModelSpec
+    packed: PackedSeries
+    echo: Echo
+    levels: tuple[float, ...]
+    num_samples: int
+    # set by the batcher: seconds queued and solving, series in its batch, CUDA graphs captured meanwhile
+    timing: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.packed)
+
+
+def check_options(n_series: int, total: int, levels: Sequence[float], num_samples: int, settings: Settings) -> None:
+    """Request-level limits (413) and options (422)."""
+    if n_series > settings.max_series:
+        raise ServiceError(
+            413, f"{n_series} series; the limit is {settings.max_series} (LATENTCAST_MAX_SERIES): split the request"
+        )
+    if total > settings.max_total_points:
+        raise ServiceError(
+            413,
+            f"{total} observations + query times; the limit per request is "
+            f"{settings.max_total_points} (LATENTCAST_MAX_TOTAL_POINTS): split the request",
+        )
+    for j, level in enumerate(levels):
+        if not 0.0 < level < 1.0:
+            raise field_error(422, f"{level} is not in (0, 1)", ["quantiles", j])
+    if num_samples > settings.max_num_samples:
+        raise field_error(
+            422,
+            f"{num_samples} exceeds the limit {settings.max_num_samples} (LATENTCAST_MAX_NUM_SAMPLES)",
+            ["num_samples"],
+        )
+
+
+def check_series(ids: Sequence[str], n_obs: np.ndarray, n_q: np.ndarray, settings: Settings) -> None:
+    """Unique ids; per-series limits on observations and query times (413)."""
+    if len(set(ids)) != len(ids):
+        seen: dict[str, int] = {}
+        for i, sid in enumerate(ids):
+            if sid in seen:
+                raise field_error(422, f"duplicate id (also series[{seen[sid]}])", ["series", i, "id"], sid)
+            seen[sid] = i
+    for counts, limit, field, what, env in (
+        (n_obs, settings.max_points, "timestamps", "observations", "LATENTCAST_MAX_POINTS"),
+        (n_q, settings.max_query_times, "query_times", "query times", "LATENTCAST_MAX_QUERY_TIMES"),
+    ):
+        over = np.flatnonzero(counts > limit)
+        if over.size:
+            i = int(over[0])
+            raise field_error(413, f"{counts[i]} {what}; the limit is {limit} ({env})", ["series", i, field], ids[i])
+
+
+def packed(
+    ids: list[str],
+    ts: np.ndarray,
+    n_obs: np.ndarray,
+    values: np.ndarray,
+    tq: np.ndarray,
+    n_q: np.ndarray,
+    model: ModelSpec,
+    show: Any,
+) -> PackedSeries:
+    """`latentcast.models.pack` (the shared array checks), its `FieldError` as a 422."""
+    try:
+        return pack(ids, ts, n_obs, values, tq, n_q, model.time, model.max_horizon, show)
+    except FieldError as exc:
+        msg = exc.msg + (" (LATENTCAST_MAX_HORIZON_FACTOR)" if exc.limit else "")
+        loc: list[str | int] = ["series", exc.series, exc.field]
+        if exc.index is not None:
+            loc.append(exc.index)
+        raise field_error(422, msg, loc, ids[exc.series]) from None
