@@ -29,14 +29,14 @@ from latentcast.models import (
     PackedForecast,
     Status,
     build_experiment,
+    dataset_from_frame,
     find_checkpoint,
     load_checkpoint,
+    pack,
     resolve_device,
     save_checkpoint,
-    train,
+    train_model,
 )
-from latentcast.models.datasets import dataset_from_frame
-from latentcast.models.packed import pack
 from latentcast.times import to_unit
 
 
@@ -211,5 +211,5 @@ def fit(
     split = dataset_from_frame(obs, exp.data, {"source": "DataFrame"}, id_col, time_col)
     with tempfile.TemporaryDirectory(prefix="latentcast-fit-") as tmp:
         run = Path(out) if out is not None else Path(tmp)
-        result = train(exp, split, run, device=device, show_progress=progress)
+        result = train_model(exp, split, run, device=device, show_progress=progress)
         return Model(load_checkpoint(result.best, resolve_device(device)), device)

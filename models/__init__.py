@@ -2,11 +2,12 @@
 
 The public surface (everything else is internal; `latentcast.service` imports only this):
 - configuration: `ModelConfig`, `SolverConfig`, `TrainConfig`, `DataConfig`, `ExperimentConfig`
-- data: `Series`, `TimeSpec`, `Normalizer`, `series_from_frame`, `read_long_table`, `load_dataset`
+- data: `Series`, `TimeSpec`, `Normalizer`, `series_from_frame`, `read_long_table`, `load_dataset`,
+  `dataset_from_frame`
 - packed batches: `PackedSeries`, `PackedForecast`, `pack` (checks a request's arrays), `FieldError`
 - model and inference: `LatentODE`, `Forecaster`, `SeriesForecast`, `SolverError`, `Status`
 - checkpoints: `ModelBundle`, `load_checkpoint`, `save_checkpoint`, `find_checkpoint`, `embedded_models`
-- training: `train`, `build_experiment`; devices: `resolve_device`
+- training: `train_model` (models.train.train), `build_experiment`; devices: `resolve_device`
 """
 
 from latentcast.frames import read_long_table
@@ -21,14 +22,15 @@ from latentcast.models.checkpoint import (
 )
 from latentcast.models.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, SolverConfig, TrainConfig
 from latentcast.models.data import DataError, Normalizer, Series, TimeSpec, series_from_frame
-from latentcast.models.datasets import load_dataset
+from latentcast.models.datasets import dataset_from_frame, load_dataset
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster, SeriesForecast
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.packed import FieldError, PackedForecast, PackedSeries, pack
 from latentcast.models.recipes import build_experiment
 from latentcast.models.solve import SolverError, Status
-from latentcast.models.train import TrainResult, train
+from latentcast.models.train import TrainResult
+from latentcast.models.train import train as train_model
 
 __all__ = [
     "EMBEDDED_DIR",
@@ -54,6 +56,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_experiment",
+    "dataset_from_frame",
     "embedded_models",
     "find_checkpoint",
     "load_checkpoint",
@@ -63,5 +66,5 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "series_from_frame",
-    "train",
+    "train_model",
 ]

@@ -34,15 +34,11 @@ def mixture_quantiles(
     Returns (len(levels), …). Safeguarded Halley iteration on the mixture CDF: it starts from the
     moment-matched Gaussian, keeps a bracket given by the components' own quantiles, and bisects whenever
     a step would leave it, until every CDF is within `tol` of its level. Halley's step uses the density's
-    slope, which costs no transcendental beyond the density's own exp, and converges cubically: on the
-    anchor benchmark's 32-sample forecasts every element is done after 2 steps, where Newton needed 3–4
-    (flat, multimodal mixtures take up to `iters` bisections). Elements are processed `chunk` at a time: on a
-    CPU as many as keep the (levels × samples × chunk) temporaries near 3 · 2^16 values (~0.8 MB: in
-    cache, and under the allocator's threshold for returning memory to the system, past which each
-    temporary costs fresh page faults; 2,048 elements for 3 levels × 32 samples); on a GPU as many as keep
-    those temporaries near 2^25 values, since there each chunk costs ~15 kernel launches and a host sync
-    per iteration (37 chunks of a 1,000-series request took most of its time). Chunking moves a result
-    only within the tolerance. Results are made monotone in the level.
+    slope, so it costs no transcendental beyond the density's own exp, and converges cubically (flat,
+    multimodal mixtures take up to `iters` bisections). Elements are processed `chunk` at a time, sized
+    per device so the (levels × samples × chunk) temporaries stay near a budget (3 · 2^16 values on a
+    CPU, 2^25 on a GPU; why: bench/results/optimizations.md, "Mixture quantiles"). Chunking moves a
+    result only within the tolerance. Results are made monotone in the level.
     """
     if not levels:
         return means.new_zeros((0, *means.shape[1:]))
@@ -64,7 +60,7 @@ def mixture_quantiles(
         lo = m.amin(0)[None] + z * s - 1e-6 * s  # the mixture quantile lies between its components' ones
         hi = m.amax(0)[None] + z * s + 1e-6 * s
         mu = m.mean(0)
-        var = (m - mu).square_().mean(0)  # torch.var over dim 0 runs ~10x slower on a CPU
+        var = (m - mu).square_().mean(0)  # written out: torch.var over dim 0 is slow on a CPU
         x = (mu[None] + z * (s**2 + var).sqrt()).clamp(min=lo, max=hi)
         out[:, c : c + chunk] = _halley(m, s, x, lo, hi, lv[:, None], iters, tol)
     order = torch.argsort(lv)
@@ -100,7 +96,7 @@ def _halley(
         done = err.abs() < tol
         if bool(done.all()):
             break
-        g = torch.exp2(u.square().mul_(-_LOG2E))  # exp(-u²); exp2 is ~2x faster than exp on a CPU
+        g = torch.exp2(u.square().mul_(-_LOG2E))  # exp(-u²) through exp2, the faster of the two on a CPU
         pdf = (g.mean(1) * dens).clamp(min=1e-30)
         slope = g.mul_(u).mean(1) * (-2.0 * dens * k)  # d pdf / dx
         below = err < 0

@@ -213,7 +213,7 @@ class Batcher:
         threads = self.threads
         if model.forecaster.device.type == "cpu" and len(packed) * max(items[0].samples, 1) <= self.small_batch_rows:
             threads = 1
-        torch.set_num_threads(threads)  # ~1 µs; only this thread runs model code
+        torch.set_num_threads(threads)  # cheap; only this thread runs model code
         started = time.monotonic()
         t0 = time.perf_counter()
         out = model.forecaster.predict_packed(

@@ -1,8 +1,8 @@
 """JSON bodies: `decode` (bytes → Job) and `encode` (Job + forecast → bytes).
 
 The body is parsed by pydantic (`service.schemas.ForecastRequest`), then flattened to arrays over all
-series (a bulk request's per-series Python was ~70 µs a series) and checked as arrays by
-`service.validate`. Options (model, quantiles, num_samples) are fields of the body, never the query.
+series (no per-series Python: bench/results/optimizations.md, "Host side of bulk requests") and checked
+as arrays by `service.validate`. Options (model, quantiles, num_samples) are fields of the body, never the query.
 """
 
 from __future__ import annotations

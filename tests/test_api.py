@@ -1,0 +1,100 @@
+"""The in-process API: the README's snippet as written, then what a user gets off the happy path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import latentcast
+from latentcast.models.datasets.pbcseq import CHANNELS, read_pbcseq
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_snippet() -> str:
+    """The first Python block of README's "In Python" section."""
+    section = README.read_text().split("## In Python", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README has no Python block under '## In Python'"
+    return match.group(1)
+
+
+def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # it saves runs/mine/model.pt
+    scope: dict[str, object] = {}
+    exec(compile(readme_snippet(), "README.md", "exec"), scope)
+    fc = scope["fc"]
+    assert isinstance(fc, pd.DataFrame)
+    assert list(fc.columns) == ["id", "time", "channel", "mean", "q0.1", "q0.9"]
+    assert len(fc) == 2 * 2 * len(CHANNELS) and set(fc["id"]) == {17, 42}  # ids come back as given
+    assert (fc["q0.1"] <= fc["mean"]).all() and (fc["mean"] <= fc["q0.9"]).all() and np.isfinite(fc["mean"]).all()
+    mine = latentcast.load(tmp_path / "runs" / "mine" / "model.pt", device="cpu")
+    assert mine.channels == ("hr",) and mine.time_unit == "hour"
+    hr = scope["hr"]
+    assert isinstance(hr, pd.DataFrame)
+    out = mine.predict(hr[hr["id"] < 3], query_times=[50.0])
+    assert len(out) == 3 and np.isfinite(out["mean"]).all()
+
+
+@pytest.fixture(scope="module")
+def pbcseq() -> latentcast.Model:
+    return latentcast.load("pbcseq", device="cpu")
+
+
+def test_in_process_forecasts_equal_the_servers_path(pbcseq: latentcast.Model) -> None:
+    """Date-times and numbers in days give the same forecast; so does a per-series query table."""
+    obs = read_pbcseq()[["id", "time", *CHANNELS]]
+    obs = obs[obs["id"].isin([1, 2, 3])]
+    by_days = pbcseq.predict(obs, query_times={1: [5000.0], 2: [4000.0, 4500.0], 3: [3000.0]})
+    base = pd.Timestamp("2000-01-01", tz="UTC")
+    dated = obs.assign(time=base + pd.to_timedelta(obs["time"], unit="D"))
+    days = pd.to_timedelta([5000, 4000, 4500, 3000], unit="D")
+    by_date = pbcseq.predict(dated, query_times=pd.DataFrame({"id": [1, 2, 2, 3], "time": base + days}))
+    assert len(by_days) == 4 * len(CHANNELS) and str(by_date["time"].dt.tz) == "UTC"
+    np.testing.assert_allclose(by_date["mean"], by_days["mean"], rtol=1e-4)
+
+
+def test_bad_input_names_the_series_and_what_to_change(pbcseq: latentcast.Model) -> None:
+    obs = pd.DataFrame({"id": ["a", "a"], "time": [0.0, 10.0], "bili": [1.0, 2.0]})
+    with pytest.raises(latentcast.DataError, match="none of the channels"):
+        pbcseq.predict(obs.rename(columns={"bili": "x"}), query_times=[20.0])
+    with pytest.raises(latentcast.DataError, match=r"series 'a': query_times: .* the limit is .*max_horizon_factor"):
+        pbcseq.predict(obs, query_times=[1e7])
+    with pytest.raises(latentcast.DataError, match="must be numbers, like the table"):
+        pbcseq.predict(obs, query_times=["2026-01-01"])
+    with pytest.raises(latentcast.DataError, match=r"query_times: row 0: 'soon' is not an ISO-8601"):
+        pbcseq.predict(obs.assign(time=["2026-01-01", "2026-02-01"]), query_times=["soon"])
+    with pytest.raises(latentcast.DataError, match="strictly increasing"):
+        pbcseq.predict(obs.assign(time=[5.0, 5.0]), query_times=[20.0])
+    with pytest.raises(latentcast.DataError, match=r"quantiles: \[1.5\]"):
+        pbcseq.predict(obs, query_times=[20.0], quantiles=[0.5, 1.5])
+    with pytest.raises(latentcast.DataError, match="series 'b' has no query time"):
+        pbcseq.predict(pd.concat([obs, obs.assign(id="b")]), query_times={"a": [20.0]})
+
+
+def test_a_series_the_solver_cannot_answer_is_named_or_left_nan(tmp_path) -> None:
+    from latentcast.models import SolverConfig
+    from tests.service.conftest import write_checkpoint
+
+    path = write_checkpoint(
+        tmp_path / "stiff.pt",
+        "stiff",
+        ("x", "y"),
+        latentcast.models.TimeSpec("unitless", 1.0),
+        method="rk4",
+        step_size=0.02,
+        max_num_steps=5,
+    )
+    model = latentcast.load(path, device="cpu", max_horizon_factor=None)
+    assert isinstance(model.bundle.config.solver, SolverConfig)
+    obs = pd.DataFrame({"id": ["near", "far"], "time": [0.0, 0.0], "x": [1.0, 1.0], "y": [0.5, 0.5]})
+    queries = {"near": [0.05], "far": [3.0]}  # 3.0 needs 150 steps of 0.02; the limit is 5
+    with pytest.raises(latentcast.SolverFailed, match="series 'far'") as info:
+        model.predict(obs, query_times=queries)
+    assert info.value.series == ["far"]
+    out = model.predict(obs, query_times=queries, errors="nan")
+    assert out[out["id"] == "far"]["mean"].isna().all() and out[out["id"] == "near"]["mean"].notna().all()
