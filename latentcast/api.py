@@ -44,8 +44,10 @@ class Model:
     """A trained model with what gives its numbers meaning (channels, time unit, normalisation).
 
     device: "auto" (the GPU when torch sees one), "cpu" or "cuda". num_samples: latent samples behind
-    means and quantiles. max_horizon_factor: a query may lie at most this × the longest training
-    series span from a series' observations (None: no limit), as the server enforces.
+    means and quantiles. As the server does, inputs the model cannot represent are refused with a
+    `DataError`: a query further than `max_horizon_factor` × the longest training series span from a
+    series' observations (or observations spanning more), a value more than `max_value_sigmas` training
+    standard deviations from the training mean (after the log of log channels); None lifts a limit.
     """
 
     def __init__(
@@ -54,11 +56,13 @@ class Model:
         device: str = "auto",
         num_samples: int = 32,
         max_horizon_factor: float | None = 2.0,
+        max_value_sigmas: float | None = 20.0,
         batch_size: int = 1024,
     ):
         self.bundle = bundle
         self.device = resolve_device(device)
         self.max_horizon_factor = max_horizon_factor
+        self.max_value_sigmas = max_value_sigmas
         self.forecaster = Forecaster.from_bundle(bundle, self.device, num_samples=num_samples, batch_size=batch_size)
 
     @property
@@ -119,10 +123,23 @@ class Model:
 
         horizon = np.inf if self.max_horizon_factor is None else self.bundle.max_horizon(self.max_horizon_factor)
         try:
-            packed = pack(table.ids, ts, n_obs, table.values, tq, n_q, self.bundle.time, horizon, show)
+            packed = pack(
+                table.ids,
+                ts,
+                n_obs,
+                table.values,
+                tq,
+                n_q,
+                self.bundle.time,
+                horizon,
+                show,
+                self.bundle.normalizer,
+                self.max_value_sigmas if self.max_value_sigmas is not None else np.inf,
+            )
         except FieldError as exc:
             field = {"timestamps": time_col, "values": "values", "query_times": "query_times"}[exc.field]
-            hint = " (Model(max_horizon_factor=...) or None)" if exc.limit else ""
+            knob = {"max_horizon": "max_horizon_factor", "max_sigmas": "max_value_sigmas"}.get(exc.limit or "")
+            hint = f" (Model({knob}=...) or None)" if knob else ""
             raise DataError(f"series {table.keys[exc.series]!r}: {field}: {exc.msg}{hint}") from None
         fc = self.forecaster.predict_packed(packed, levels=levels)
         _check(fc, table.keys, errors)

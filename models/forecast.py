@@ -55,7 +55,12 @@ def raw_mean(normalizer: Normalizer, samples: torch.Tensor, std: torch.Tensor | 
 
 class Forecaster:
     """Batches series through a model; holds no per-request state (safe to share between threads that
-    do not run it concurrently). It owns the model's CUDA graphs (`graphs`, used on a GPU)."""
+    do not run it concurrently). It owns the model's CUDA graphs (`graphs`, used on a GPU).
+
+    A forecast whose mean or quantiles lie more than `max_sigmas` training standard deviations from the
+    training mean (after the log of log channels) is not an answer: its series gets
+    `Status.OUT_OF_RANGE`, as a non-finite one gets `Status.NONFINITE`.
+    """
 
     def __init__(
         self,
@@ -65,6 +70,7 @@ class Forecaster:
         num_samples: int = 64,
         batch_size: int = 1024,
         solver: SolverConfig | None = None,
+        max_sigmas: float = 50.0,
     ):
         self.model = model.to(device).eval()
         self.normalizer = normalizer
@@ -72,6 +78,7 @@ class Forecaster:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.solver = solver or model.cfg.solver
+        self.max_sigmas = max_sigmas
         self.graphs = GraphCache(EXEC_DEFAULTS["cuda"]["graph_cache"])
 
     @classmethod
@@ -102,19 +109,26 @@ class Forecaster:
         packed: PackedSeries,
         levels: Sequence[float] = (),
         num_samples: int | None = None,
-        return_samples: bool = False,
+        return_samples: bool | int = False,
         normalized: bool = False,
+        deadlines: np.ndarray | None = None,
     ) -> PackedForecast:
-        """`predict` for a packed batch, results flat over its query times (the service's path)."""
+        """`predict` for a packed batch, results flat over its query times (the service's path).
+
+        num_samples: latent samples behind the mean and quantiles (default: the forecaster's).
+        return_samples: also return sampled trajectories: True for as many, or how many (more samples
+        are solved then, but the mean and quantiles still use the first `num_samples`). deadlines:
+        (B,) `time.monotonic()` times past which a series' solve stops (`Status.DEADLINE`).
+        """
         ns = self.num_samples if num_samples is None else num_samples
+        n_out = ns if return_samples is True else int(return_samples)
         if len(packed) == 0:
             raise ValueError("nothing to forecast: zero series")
-        parts = [
-            self._predict_chunk(
-                packed.take(start, min(start + self.batch_size, len(packed))), levels, ns, return_samples, normalized
-            )
-            for start in range(0, len(packed), self.batch_size)
-        ]
+        parts = []
+        for start in range(0, len(packed), self.batch_size):
+            stop = min(start + self.batch_size, len(packed))
+            due = deadlines[start:stop] if deadlines is not None else None
+            parts.append(self._predict_chunk(packed.take(start, stop), levels, ns, n_out, normalized, due))
         return PackedForecast.concat(parts)
 
     @torch.no_grad()
@@ -123,8 +137,9 @@ class Forecaster:
         packed: PackedSeries,
         levels: Sequence[float],
         num_samples: int,
-        return_samples: bool,
+        n_out: int,
         normalized: bool,
+        deadlines: np.ndarray | None,
     ) -> PackedForecast:
         batch = packed.context_batch(self.normalizer, self.model.cfg.anchor)
         rel, row, col = packed.padded_queries(batch.anchor.numpy())
@@ -134,34 +149,49 @@ class Forecaster:
         # before the model's kernels are queued, so the copy does not wait for them)
         r = torch.as_tensor(row, device=self.device)
         c = torch.as_tensor(col, device=self.device)
-        need_samples = return_samples or (not normalized and any(self.normalizer.log))
+        need_samples = n_out > 0 or (not normalized and any(self.normalizer.log))
         pred: Prediction = self.model.predict(
             batch,
             query,
-            num_samples=num_samples,
+            num_samples=max(num_samples, n_out),
             levels=levels,
             return_samples=need_samples,
             solver=self.solver,
             graphs=self.graphs if self.device.type == "cuda" else None,
+            stats_samples=num_samples,
+            deadline=torch.as_tensor(deadlines, dtype=torch.float64) if deadlines is not None else None,
         )
         std = self.model.decoder.std
+        stats = pred.samples[:num_samples] if pred.samples is not None else None  # behind mean and quantiles
+        # (M,) query by query: more than max_sigmas from the training mean, in normalised units
+        wild = (
+            (
+                (pred.mean[r, c].abs() > self.max_sigmas).any(-1)
+                | (pred.quantiles[:, r, c].abs() > self.max_sigmas).any(0).any(-1)
+            )
+            .cpu()
+            .numpy()
+        )
         if normalized:
             mean, quant, samples = pred.mean, pred.quantiles, pred.samples
         else:
             mean = (
-                raw_mean(self.normalizer, pred.samples, std)
-                if need_samples and pred.samples is not None
+                raw_mean(self.normalizer, stats, std)
+                if need_samples and stats is not None
                 else self.normalizer.inverse(pred.mean)
             )
             quant = self.normalizer.inverse(pred.quantiles)
             samples = self.normalizer.inverse(pred.samples) if pred.samples is not None else None
         mean_np = mean[r, c].cpu().numpy()
         quant_np = quant[:, r, c].cpu().numpy()
-        samples_np = samples[:, r, c].cpu().numpy() if (samples is not None and return_samples) else None
+        samples_np = samples[:n_out, r, c].cpu().numpy() if (samples is not None and n_out) else None
         status = pred.status.cpu().numpy()
         finite_q = np.isfinite(mean_np).all(axis=1) & np.isfinite(quant_np).all(axis=(0, 2))  # (M,)
-        finite = np.logical_and.reduceat(finite_q, packed.query_offsets[:-1])
+        starts = packed.query_offsets[:-1]
+        finite = np.logical_and.reduceat(finite_q, starts)
+        tame = ~np.logical_or.reduceat(wild, starts)
         status = np.where((status == Status.OK) & ~finite, int(Status.NONFINITE), status)
+        status = np.where((status == Status.OK) & ~tame, int(Status.OUT_OF_RANGE), status)
         return PackedForecast(
             ids=packed.ids,
             query_offsets=packed.query_offsets,

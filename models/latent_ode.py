@@ -115,13 +115,18 @@ class LatentODE(nn.Module):
         return_samples: bool = False,
         solver: SolverConfig | None = None,
         graphs: GraphCache | None = None,
+        stats_samples: int | None = None,
+        deadline: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast each series at its own query times (`graphs`: where to keep CUDA graphs of the solve).
 
         query_t: (B, Q) times relative to each series' anchor, any order, before/between/after the
         context. z0 samples are mean + std · ε with fixed quasi-random ε shared by all series (0 samples:
         the posterior mean alone). The predictive distribution is the mixture of the decoded samples
-        with the decoder's Gaussian noise (`include_noise`); `mean` is its mean.
+        with the decoder's Gaussian noise (`include_noise`); `mean` is its mean. Mean and quantiles use
+        the first `stats_samples` samples (default all): the draws are a sequence, so asking for more
+        samples to look at does not change them. `deadline`: (B,) per-series `time.monotonic()` times
+        past which a series' solve stops (`Status.DEADLINE`).
         """
         solver = solver or self.cfg.solver
         mean, logvar = self.encode(batch)
@@ -136,13 +141,20 @@ class LatentODE(nn.Module):
         # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
         linear = self.decoder.net if isinstance(self.decoder.net, nn.Linear) else None
         sol = solve_per_series(
-            self.dynamics, z0.reshape(s * b, lat), query_t.repeat(s, 1), solver, readout=linear, cache=graphs
+            self.dynamics,
+            z0.reshape(s * b, lat),
+            query_t.repeat(s, 1),
+            solver,
+            readout=linear,
+            cache=graphs,
+            deadline=deadline.repeat(s) if deadline is not None else None,
         )
         x = (sol.z if linear is not None else self.decoder(sol.z)).view(s, b, q, self.n_channels)  # (S, B, Q, D)
         std = self.decoder.std if include_noise else None
-        quant = mixture_quantiles(x, std, tuple(levels))
+        xs = x[: stats_samples or s]  # (S', B, Q, D) behind the mean and quantiles
+        quant = mixture_quantiles(xs, std, tuple(levels))
         return Prediction(
-            mean=x.mean(0),
+            mean=xs.mean(0),
             quantiles=quant,
             levels=tuple(levels),
             samples=x if return_samples else None,

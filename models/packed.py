@@ -11,6 +11,7 @@ times in all, series i owning query_offsets[i]:query_offsets[i + 1]; D channels.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -19,15 +20,17 @@ import torch
 from latentcast.frames import locate, offsets
 from latentcast.models.data import Batch, Normalizer, Series, TimeSpec, pad, rows_cols
 
+_F32 = float(np.finfo(np.float32).max)
 # show(field, i, j): element j of series i's field as the client sent it, for messages
 Show = Callable[[str, int, int], str]
 
 
 class FieldError(ValueError):
     """One series' field is invalid: element `index` of `field` of series `series` (index None: the
-    field as a whole). `limit`: a configured limit was exceeded (callers name their setting)."""
+    field as a whole). `limit`: which configured limit was exceeded, "max_horizon" or "max_sigmas"
+    (callers name their own setting for it), or None."""
 
-    def __init__(self, series: int, field: str, index: int | None, msg: str, limit: bool = False):
+    def __init__(self, series: int, field: str, index: int | None, msg: str, limit: str | None = None):
         super().__init__(msg)
         self.series = series
         self.field = field
@@ -167,6 +170,8 @@ def pack(
     time: TimeSpec,
     max_horizon: float,
     show: Show,
+    normalizer: Normalizer | None = None,
+    max_sigmas: float = math.inf,
 ) -> PackedSeries:
     """Check a request's series as flat arrays and pack them in model time. ts (N,) / tq (M,) times in
     the model's time unit, absolute; values (N, D), NaN = not observed; n_obs / n_q per series (B,).
@@ -174,14 +179,19 @@ def pack(
     Every check runs over the whole request at once; only a failing one looks for the first series and
     element it concerns (`FieldError`; `show` renders an element as the user sent it). Rows with nothing
     observed are dropped after the ordering check; times become model time from each series' first
-    observation (the dynamics are time-invariant). Queries further than `max_horizon` (model time)
-    from a series' observations are refused."""
+    observation (the dynamics are time-invariant).
+
+    What the model cannot represent is refused rather than answered with garbage: values beyond
+    float32, non-positive values of log channels, values more than `max_sigmas` training standard
+    deviations from the training mean (with `normalizer`), observations spanning more than
+    `max_horizon` (model time), and queries further than that from a series' observations."""
     off, qoff = offsets(n_obs), offsets(n_q)
     for name, t, o in (("timestamps", ts, off), ("query_times", tq, qoff)):
         bad = np.flatnonzero(~np.isfinite(t))
         if bad.size:
             i, j = locate(o, int(bad[0]))
             raise FieldError(i, name, j, "must be a finite number")
+    _check_values(values, off, normalizer, max_sigmas)
     gaps = np.diff(ts)
     gaps[off[1:-1] - 1] = np.inf  # differences across series boundaries do not count
     bad = np.flatnonzero(gaps <= 0)
@@ -204,19 +214,30 @@ def pack(
     queries = (tq - np.repeat(origin, n_q)) * time.scale
     lo = np.minimum.reduceat(np.where(observed, times, np.inf), off[:-1])
     hi = np.maximum.reduceat(np.where(observed, times, -np.inf), off[:-1])
+    unit = f"{time.unit}s" if time.unit != "unitless" else "time units"
+    wide = np.flatnonzero(~(hi - lo <= min(max_horizon, _F32)))  # also catches spans beyond float32
+    if wide.size:
+        i = int(wide[0])
+        raise FieldError(
+            i,
+            "timestamps",
+            None,
+            f"the observations span {(hi[i] - lo[i]) / time.scale:.4g} {unit}; the limit is "
+            f"{max_horizon / time.scale:.4g}",
+            limit="max_horizon",
+        )
     dist = np.maximum(np.maximum(np.repeat(lo, n_q) - queries, queries - np.repeat(hi, n_q)), 0.0)
-    far = np.flatnonzero(dist > max_horizon)
+    far = np.flatnonzero(~(dist <= min(max_horizon, _F32)))
     if far.size:
         k = int(far[0])
         i, j = locate(qoff, k)
-        unit = f"{time.unit}s" if time.unit != "unitless" else "time units"
         raise FieldError(
             i,
             "query_times",
             j,
             f"{show('query_times', i, j)} lies {dist[k] / time.scale:.4g} {unit} from the observations; the "
             f"limit is {max_horizon / time.scale:.4g}",
-            limit=True,
+            limit="max_horizon",
         )
     return PackedSeries(
         ids=ids,
@@ -226,6 +247,41 @@ def pack(
         queries=queries,
         query_offsets=qoff,
     )
+
+
+def _check_values(values: np.ndarray, off: np.ndarray, normalizer: Normalizer | None, max_sigmas: float) -> None:
+    """values (N, D), NaN = not observed: within float32, positive on log channels, and within
+    `max_sigmas` training standard deviations of the training mean (after the log)."""
+
+    def fail(k: int, msg: str, limit: str | None = None) -> FieldError:
+        row, col = divmod(k, values.shape[1])
+        i, j = locate(off, row)
+        return FieldError(i, "values", j, msg.format(col=col, v=values[row, col]), limit)
+
+    big = np.flatnonzero(np.abs(values) > _F32)
+    if big.size:
+        raise fail(int(big[0]), "[{col}] = {v:.4g} is beyond float32 (±3.4e38)")
+    if normalizer is None:
+        return
+    logged = np.asarray(normalizer.log, dtype=bool)
+    if logged.any():
+        bad = np.flatnonzero((values <= 0) & logged)
+        if bad.size:
+            k = int(bad[0])
+            name = normalizer.channels[k % values.shape[1]]
+            raise fail(k, f"[{{col}}] = {{v:.4g}}: channel {name!r} is modelled on a log scale; values must be > 0")
+    if math.isfinite(max_sigmas):
+        z = np.abs(normalizer.transform(values).astype(np.float64))
+        far = np.flatnonzero(z > max_sigmas)
+        if far.size:
+            k = int(far[0])
+            name = normalizer.channels[k % values.shape[1]]
+            raise fail(
+                k,
+                f"[{{col}}] = {{v:.4g}} (channel {name!r}) lies {z.flat[k]:.3g} training standard deviations from "
+                f"the training mean; the limit is {max_sigmas:g}",
+                limit="max_sigmas",
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,6 +75,8 @@ class RNNBaseline(nn.Module):
         return_samples: bool = False,
         solver: SolverConfig | None = None,
         graphs: object = None,
+        stats_samples: int | None = None,
+        deadline: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast at query times after each series' context (the RNN cannot go back in time)."""
         b, q = query_t.shape

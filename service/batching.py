@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from latentcast.models import PackedForecast, PackedSeries
@@ -98,11 +99,19 @@ class Batcher:
     def queued_series(self) -> int:
         return self._queued_series
 
-    async def submit(self, job: Job, timeout: float) -> PackedForecast:
-        """Queue a job and wait for its forecasts; 503 when the queue is full, 504 past the deadline."""
+    async def submit(self, job: Job, deadline: float) -> PackedForecast:
+        """Queue a job and wait for its forecasts until `deadline` (`time.monotonic()`): 413 when the job
+        alone exceeds the queue, 503 when the queue is full, 504 past the deadline (its solve stops
+        there too, so the requests behind it are not delayed by it)."""
+        if job.size > self.max_queue:
+            raise ServiceError(
+                413,
+                f"{job.size} series; the most one request can queue is {self.max_queue} "
+                "(LATENTCAST_MAX_QUEUE_SERIES): split the request",
+            )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        item = _Item(job, max(self.num_samples, job.num_samples), loop.create_future(), loop, now + timeout, now)
+        item = _Item(job, max(self.num_samples, job.num_samples), loop.create_future(), loop, deadline, now)
         with self._cv:
             if self._queued_series + job.size > self.max_queue:
                 retry = max(1, round(self._recent_batch_seconds * (1 + self._queued_series / self.max_batch)))
@@ -117,13 +126,9 @@ class Batcher:
             self._report_queue()
             self._cv.notify()
         try:
-            return await asyncio.wait_for(item.future, timeout=timeout)  # cancels it on timeout
+            return await asyncio.wait_for(item.future, timeout=max(0.0, deadline - now))  # cancels it on timeout
         except TimeoutError:
-            raise ServiceError(
-                504,
-                f"deadline of {timeout:g} s passed before the forecast was ready "
-                "(LATENTCAST_REQUEST_TIMEOUT_S); send fewer series or retry",
-            ) from None
+            raise deadline_error() from None
 
     # ---------------------------------------------------------------------------------------------
     # inference thread
@@ -195,7 +200,12 @@ class Batcher:
                 ),
             )
             return
-        except Exception as exc:  # a bug, not bad input: answer 500 rather than hang the request
+        except Exception as exc:  # a bug, not bad input: one request's failure must not fail the others
+            if len(items) > 1:
+                log.warning("a batch of %d requests failed (%s); solving each alone", len(items), exc)
+                for item in items:
+                    self._solve([item])
+                return
             log.exception("inference failed")
             self._fail(items, exc)
             return
@@ -205,7 +215,8 @@ class Batcher:
     def _predict(self, model: ServedModel, items: list[_Item]) -> list[PackedForecast]:
         packed = PackedSeries.concat([it.job.packed for it in items])
         levels = tuple(sorted({lv for it in items for lv in it.job.levels}))
-        want_samples = any(it.job.num_samples for it in items)
+        shown = max(it.job.num_samples for it in items)  # trajectories returned (the first of each)
+        deadlines = np.repeat([it.deadline for it in items], [it.job.size for it in items])
         dyn = getattr(model.forecaster.model, "dynamics", None)
         nfe0 = dyn.nfe if dyn is not None else 0
         graphs = model.forecaster.graphs
@@ -217,7 +228,7 @@ class Batcher:
         started = time.monotonic()
         t0 = time.perf_counter()
         out = model.forecaster.predict_packed(
-            packed, levels=levels, num_samples=items[0].samples, return_samples=want_samples
+            packed, levels=levels, num_samples=self.num_samples, return_samples=shown, deadlines=deadlines
         )
         seconds = time.perf_counter() - t0
         captures = graphs.captures - captures0
@@ -244,3 +255,11 @@ def _resolve(fut: asyncio.Future[PackedForecast], value: PackedForecast) -> None
 def _reject(fut: asyncio.Future[PackedForecast], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+def deadline_error() -> ServiceError:
+    return ServiceError(
+        504,
+        "the request's deadline passed before its forecast was ready (LATENTCAST_REQUEST_TIMEOUT_S); "
+        "send fewer series or query times, or retry",
+    )

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
         description="query times must lie within this × the longest training series span of the "
         "observations' first/last time",
     )
+    max_value_sigmas: float = Field(
+        20.0,
+        gt=0,
+        description="observed values further than this many training standard deviations from the training "
+        "mean (after the log of log channels) are refused (422)",
+    )
+    max_output_sigmas: float = Field(
+        50.0,
+        gt=0,
+        description="a forecast further than this many training standard deviations from the training mean is "
+        "not answered (422 naming the series)",
+    )
     max_num_samples: int = Field(256, ge=0, description="most sampled trajectories a request may ask for")
     num_samples: int = Field(
         32, ge=1, le=4096, description="latent samples behind means and quantiles (Sobol draws; see README)"

@@ -59,9 +59,21 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
         if bundle.name in served:
             raise RuntimeError(f"two checkpoints are named {bundle.name!r} ({path}); serve one of them")
         horizon = bundle.max_horizon(settings.max_horizon_factor)
-        spec = ModelSpec(bundle.name, bundle.version, tuple(bundle.channels), bundle.time, horizon)
+        spec = ModelSpec(
+            bundle.name,
+            bundle.version,
+            tuple(bundle.channels),
+            bundle.time,
+            horizon,
+            bundle.normalizer,
+            settings.max_value_sigmas,
+        )
         forecaster = Forecaster.from_bundle(
-            bundle, device, num_samples=settings.num_samples, batch_size=settings.max_batch_series
+            bundle,
+            device,
+            num_samples=settings.num_samples,
+            batch_size=settings.max_batch_series,
+            max_sigmas=settings.max_output_sigmas,
         )
         served[bundle.name] = ServedModel(bundle, forecaster, spec)
         log.info("loaded model %s version %s from %s on %s", bundle.name, bundle.version, path, device)

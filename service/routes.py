@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from latentcast.models import PackedForecast, Status
 from latentcast.service import formats, openapi
+from latentcast.service.batching import deadline_error
 from latentcast.service.deps import ApiKey, Ready, State, read_body
 from latentcast.service.errors import ServiceError
 from latentcast.service.schemas import ForecastResponse, ModelsResponse
@@ -24,13 +25,14 @@ async def forecast(request: Request, state: State, _: ApiKey, __: Ready) -> Resp
     """Each series: observations at its own timestamps (null = channel not observed), forecasts at its own
     query times, answered in the order given, with the mean and the requested quantiles per channel."""
     t0 = time.perf_counter()
+    deadline = time.monotonic() + state.settings.request_timeout_s
     body_format = formats.of_body(request.headers.get("content-type"))
     answer_format = formats.of_answer(request.headers.get("accept"), body_format)
     body = await read_body(request, state.settings.max_body_bytes)
     job = body_format.decode(body, request.query_params, state.lookup, state.settings)
     request.scope.setdefault("state", {})["series"] = job.size
     t1 = time.perf_counter()
-    fc = await state.forecast(job)
+    fc = await state.forecast(job, deadline)
     t2 = time.perf_counter()
     check_solved(fc)
     content = answer_format.encode(job, fc)
@@ -39,10 +41,13 @@ async def forecast(request: Request, state: State, _: ApiKey, __: Ready) -> Resp
 
 
 def check_solved(fc: PackedForecast) -> None:
-    """422 naming every series the solver could not answer (the rest of the request is not sent)."""
+    """422 naming every series the solver could not answer (the rest of the request is not sent); 504
+    when the deadline stopped the solve."""
     bad = np.flatnonzero(fc.status != Status.OK)
     if not bad.size:
         return
+    if (fc.status == Status.DEADLINE).any():
+        raise deadline_error()
     failed = [
         {"loc": ["series", int(i)], "msg": Status(int(fc.status[i])).describe(), "series_id": fc.ids[i]} for i in bad
     ]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from latentcast.models import PackedForecast
-from latentcast.service.batching import Batcher
+from latentcast.service.batching import Batcher, deadline_error
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError
 from latentcast.service.metrics import Metrics
@@ -34,14 +35,17 @@ class AppState:
             )
         return served.spec
 
-    async def forecast(self, job: Job) -> PackedForecast:
-        """Queue a job for the inference thread and wait for it, counting it in the metrics."""
+    async def forecast(self, job: Job, deadline: float) -> PackedForecast:
+        """Queue a job for the inference thread and wait for it until `deadline` (`time.monotonic()`),
+        counting it in the metrics."""
         assert self.batcher is not None
+        if time.monotonic() >= deadline:  # decoding alone took the request's time
+            raise deadline_error()
         m = self.metrics
         m.series_per_request.observe(job.size)
         m.inflight.inc()
         try:
-            fc = await self.batcher.submit(job, self.settings.request_timeout_s)
+            fc = await self.batcher.submit(job, deadline)
         finally:
             m.inflight.dec()
         m.queue_seconds.observe(job.timing.get("queue", 0.0))

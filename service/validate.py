@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from latentcast.models import FieldError, PackedSeries, TimeSpec, pack
+from latentcast.models import FieldError, Normalizer, PackedSeries, TimeSpec, pack
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
 
@@ -29,11 +30,15 @@ class ModelSpec:
     channels: tuple[str, ...]
     time: TimeSpec
     max_horizon: float  # model time
+    normalizer: Normalizer | None = None  # with max_sigmas: how far from the training data values may lie
+    max_sigmas: float = math.inf
 
     @property
     def n_channels(self) -> int:
         return len(self.channels)
 
+
+_SETTINGS = {"max_horizon": "LATENTCAST_MAX_HORIZON_FACTOR", "max_sigmas": "LATENTCAST_MAX_VALUE_SIGMAS"}
 
 # the formats' view of the server: a model by name (None: the default), 404 if not served
 Lookup = Callable[[str | None], ModelSpec]
@@ -136,9 +141,11 @@ def packed(
 ) -> PackedSeries:
     """`latentcast.models.pack` (the shared array checks), its `FieldError` as a 422."""
     try:
-        return pack(ids, ts, n_obs, values, tq, n_q, model.time, model.max_horizon, show)
+        return pack(
+            ids, ts, n_obs, values, tq, n_q, model.time, model.max_horizon, show, model.normalizer, model.max_sigmas
+        )
     except FieldError as exc:
-        msg = exc.msg + (" (LATENTCAST_MAX_HORIZON_FACTOR)" if exc.limit else "")
+        msg = exc.msg + (f" ({_SETTINGS[exc.limit]})" if exc.limit else "")
         loc: list[str | int] = ["series", exc.series, exc.field]
         if exc.index is not None:
             loc.append(exc.index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 
 import torch
 
@@ -62,11 +63,14 @@ def solve_per_series(
     graphs: bool | None = None,
     readout: torch.nn.Linear | None = None,
     cache: GraphCache | None = None,
+    deadline: torch.Tensor | None = None,
 ) -> PerSeriesSolution:
     """Solve each row from z0 (at t = 0) to its own query times, with its own steps.
 
     func(t, z): t (R,) per-row times, z (R, L) → (R, L). z0: (B, L). t_query: (B, Q), any order and
-    sign. Call under torch.no_grad() / inference_mode(). With `readout` (a linear map L → K, e.g. a
+    sign. Call under torch.no_grad() / inference_mode(). `deadline`: (B,) float64 `time.monotonic()`
+    times on the CPU; between steps, rows past theirs stop with `Status.DEADLINE` (the others go on,
+    unchanged). With `readout` (a linear map L → K, e.g. a
     linear decoder) the solution holds readout(z) at the query times, (B, Q, K): the dense output is
     interpolated after the map, so its buffers hold K values per query instead of L.
 
@@ -179,11 +183,14 @@ def solve_per_series(
         problem.stages[0, :r] = f0
         out = problem.out
         out.view(r_pad, width, k)[:r, 0] = z if readout is None else readout(z)  # a query at s = 0 is z0
+        expire = _Deadlines(deadline[src.cpu()] if deadline is not None else None)
         if graph is None:
             step = make_step(f, cfg, problem, readout)
             for it in range(cfg.max_num_steps):
-                if it % check == 0 and bool(state.done.all()):
-                    break
+                if it % check == 0:
+                    expire(state)
+                    if bool(state.done.all()):
+                        break
                 state = step(state)
         else:
             pad = {"z": 0.0, "s": 0.0, "h": 1.0, "done": True, "status": 0, "steps": 0, "ptr": 0}
@@ -193,8 +200,10 @@ def solve_per_series(
                 buf[:r] = getattr(state, name)
             evals = n_buf - 1  # vector-field evaluations per step (stage 0 is carried over)
             for it in range(cfg.max_num_steps):
-                if it % check == 0 and bool(graph.state.done.all()):
-                    break
+                if it % check == 0:
+                    expire(graph.state)
+                    if bool(graph.state.done.all()):
+                        break
                 graph.replay()
                 nfe += evals
         # query j of row i sits in slot rank[i, k] where order[i, k] = j: one row gather puts them in order
@@ -214,3 +223,24 @@ def solve_per_series(
         status_out[back] = torch.maximum(status_out[back], status[b:])
         steps_out[back] += state.steps[b:]
     return PerSeriesSolution(z=z_out, status=status_out, nfe=nfe, steps=steps_out)
+
+
+class _Deadlines:
+    """Stops rows whose deadline has passed: marks them done with `Status.DEADLINE`. Costs one clock read
+    per check until the earliest pending deadline passes."""
+
+    def __init__(self, rows: torch.Tensor | None):
+        self.rows = rows.to(torch.float64).numpy() if rows is not None else None
+        self.next = float(self.rows.min()) if self.rows is not None and self.rows.size else float("inf")
+
+    def __call__(self, state: State) -> None:
+        if self.rows is None or time.monotonic() < self.next:
+            return
+        now = time.monotonic()
+        expired = torch.as_tensor(self.rows <= now, device=state.done.device)
+        n = len(self.rows)
+        late = expired & ~state.done[:n]
+        state.status[:n] = torch.where(late, int(Status.DEADLINE), state.status[:n])
+        state.done[:n] |= expired
+        pending = self.rows[self.rows > now]
+        self.next = float(pending.min()) if pending.size else float("inf")

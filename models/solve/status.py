@@ -12,6 +12,8 @@ class Status(enum.IntEnum):
     OK = 0
     MAX_STEPS = 1
     NONFINITE = 2
+    DEADLINE = 3
+    OUT_OF_RANGE = 4
 
     def describe(self) -> str:
         return _WHAT[self]
@@ -21,12 +23,17 @@ _WHAT = {
     Status.OK: "solved",
     Status.MAX_STEPS: "the solver needed more than its step limit (the horizon may be too long for this model)",
     Status.NONFINITE: "the forecast became non-finite (the dynamics blew up; check the values are in range)",
+    Status.DEADLINE: "the deadline passed before the solve finished",
+    Status.OUT_OF_RANGE: "the forecast left the range the model was trained on (more than its limit of training "
+    "standard deviations from the training mean); shorten the horizon or check the inputs",
 }
 _ADVICE = {
     Status.MAX_STEPS: "the solve needed more than solver.max_num_steps={steps} steps; raise "
     "solver.max_num_steps, loosen solver.rtol/atol, or shorten the horizon",
     Status.NONFINITE: "the latent state became NaN/inf or the step size underflowed (the dynamics blew "
     "up); shorten the horizon or check the inputs are in the model's range",
+    Status.DEADLINE: "the deadline passed before the solve finished; allow more time or send less work",
+    Status.OUT_OF_RANGE: "the forecast left the model's trained range; shorten the horizon or check the inputs",
 }
 
 

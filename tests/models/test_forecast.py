@@ -7,6 +7,7 @@ import torch
 from latentcast.models.data import Normalizer
 from latentcast.models.forecast import Forecaster, raw_mean
 from latentcast.models.latent_ode import LatentODE
+from latentcast.models.packed import PackedSeries
 from latentcast.models.solve import Status
 from tests.conftest import make_series, tiny_config
 
@@ -63,3 +64,26 @@ def test_a_non_finite_forecast_is_a_failed_series_not_a_number(series, normalize
         last.bias[0] = float("inf")
     out = fc.predict(series, queries, levels=(0.1, 0.9))
     assert all(f.status == Status.NONFINITE for f in out)
+
+
+def test_asking_to_see_more_samples_does_not_move_the_mean_or_quantiles(series, normalizer) -> None:
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=8)
+    packed = PackedSeries.from_series(series, [s.times[-1] + np.array([0.5, 2.0]) for s in series])
+    plain = fc.predict_packed(packed, levels=(0.1, 0.9))
+    shown = fc.predict_packed(packed, levels=(0.1, 0.9), return_samples=40)
+    np.testing.assert_allclose(shown.mean, plain.mean, rtol=1e-5, atol=1e-6)  # float32 rounding only
+    np.testing.assert_allclose(shown.quantiles, plain.quantiles, rtol=1e-5, atol=1e-6)
+    wider = fc.predict_packed(packed, levels=(0.1, 0.9), num_samples=40)  # what the old path computed
+    assert np.abs(wider.mean - plain.mean).max() > 1e-3
+    assert shown.samples is not None and shown.samples.shape[0] == 40
+    few = fc.predict_packed(packed, levels=(0.1, 0.9), return_samples=3)
+    assert few.samples is not None and few.samples.shape[0] == 3
+    np.testing.assert_allclose(few.samples, shown.samples[:3], rtol=1e-5, atol=1e-6)  # the same first draws
+
+
+def test_forecasts_far_outside_the_training_range_are_not_answers(series, normalizer) -> None:
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=4, max_sigmas=1e-3)
+    packed = PackedSeries.from_series(series[:2], [s.times[-1] + np.array([0.5]) for s in series[:2]])
+    assert (fc.predict_packed(packed).status == Status.OUT_OF_RANGE).all()
+    fc.max_sigmas = 1e6
+    assert (fc.predict_packed(packed).status == Status.OK).all()

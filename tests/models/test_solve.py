@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -204,3 +205,15 @@ def test_padded_graph_path_matches_eager_and_reuses_its_buffers(method: str) -> 
     sol = solve_per_series(blow, z0, t, SolverConfig(max_num_steps=500), graphs=True)
     assert sol.status[0] != Status.OK
     assert sol.status[1] == Status.OK
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_a_row_past_its_deadline_stops_and_the_others_are_unchanged(graphs: bool) -> None:
+    z0, t = problem(b=5)  # row 0 asks only for t = 0: nothing to solve, nothing to stop
+    now = time.monotonic()
+    deadline = torch.tensor([now - 1.0, now - 1.0, now + 60.0, now - 1.0, now + 60.0], dtype=torch.float64)
+    cut = solve_per_series(linear, z0, t, SolverConfig(), graphs=graphs, deadline=deadline)
+    full = solve_per_series(linear, z0, t, SolverConfig(), graphs=graphs)
+    assert cut.status.tolist() == [Status.OK, Status.DEADLINE, Status.OK, Status.DEADLINE, Status.OK]
+    torch.testing.assert_close(cut.z[2::2], full.z[2::2], rtol=0, atol=0)
+    assert cut.steps[1] == 0 and cut.steps[2] == full.steps[2] > 0

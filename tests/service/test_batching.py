@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_concurrent_jobs_share_a_solve_and_match_solo(checkpoints, enabled: bool
     jobs = [_job(i) for i in range(4)]
 
     async def run() -> list:
-        return await asyncio.gather(*(batcher.submit(j, 10.0) for j in jobs))
+        return await asyncio.gather(*(batcher.submit(j, _soon(10.0)) for j in jobs))
 
     try:
         results = asyncio.run(run())
@@ -69,15 +70,73 @@ def test_concurrent_jobs_share_a_solve_and_match_solo(checkpoints, enabled: bool
             np.testing.assert_allclose(a.quantiles[0.9], b.quantiles[0.9], rtol=1e-4, atol=1e-6)
 
 
+def _soon(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
 def test_queue_limit(checkpoints) -> None:
-    _, batcher = _toy_batcher(checkpoints, 4, max_queue_series=3)
+    models, batcher = _toy_batcher(checkpoints, 4, max_queue_series=3)
     try:
-        with pytest.raises(ServiceError) as info:
-            asyncio.run(batcher.submit(_job(0, n_series=4), 5.0))
-        assert info.value.status == 503 and "Retry-After" in info.value.headers
-        assert len(asyncio.run(batcher.submit(_job(1, n_series=3), 5.0))) == 3
+        with pytest.raises(ServiceError) as info:  # more than the queue holds: retrying cannot help
+            asyncio.run(batcher.submit(_job(0, n_series=4), _soon(5.0)))
+        assert info.value.status == 413 and "LATENTCAST_MAX_QUEUE_SERIES" in info.value.detail
+        assert len(asyncio.run(batcher.submit(_job(1, n_series=3), _soon(5.0)))) == 3
     finally:
         batcher.stop()
+    idle = Batcher(models, enabled=True, max_batch_series=64, max_wait_ms=0, max_queue_series=3, num_samples=4)
+
+    async def full_queue() -> None:  # nobody solves: the first job stays queued
+        waiting = asyncio.ensure_future(idle.submit(_job(2, n_series=2), _soon(0.5)))
+        await asyncio.sleep(0)
+        with pytest.raises(ServiceError) as info:
+            await idle.submit(_job(3, n_series=2), _soon(5.0))
+        assert info.value.status == 503 and "Retry-After" in info.value.headers
+        with pytest.raises(ServiceError, match="deadline"):
+            await waiting
+
+    asyncio.run(full_queue())
+
+
+def test_a_failing_request_does_not_fail_its_batch(checkpoints, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever breaks a batch is retried request by request: only the request that breaks alone fails."""
+    stats: list[BatchStats] = []
+    models, batcher = _toy_batcher(checkpoints, 4, max_wait_ms=100, on_batch=stats.append)
+    fc = models["toy"].forecaster
+    real = fc.predict_packed
+
+    def fragile(packed: PackedSeries, *a: Any, **k: Any) -> Any:
+        if any(i.startswith("j1") for i in packed.ids):
+            raise RuntimeError("poison")
+        return real(packed, *a, **k)
+
+    monkeypatch.setattr(fc, "predict_packed", fragile)
+    good, poison = _job(0), _job(1)
+
+    async def run() -> list[Any]:
+        jobs = (batcher.submit(good, _soon(10.0)), batcher.submit(poison, _soon(10.0)))
+        return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+    try:
+        ok, bad = asyncio.run(run())
+    finally:
+        batcher.stop()
+    assert isinstance(bad, RuntimeError) and str(bad) == "poison"
+    np.testing.assert_allclose(ok.mean, real(good.packed, levels=good.levels).mean, rtol=1e-5, atol=1e-6)
+
+
+def test_a_request_past_its_deadline_stops_solving_and_frees_the_queue(checkpoints) -> None:
+    models, batcher = _toy_batcher(checkpoints, 4)
+    try:
+        with pytest.raises(ServiceError) as info:
+            asyncio.run(batcher.submit(_job(0), _soon(0.0)))
+        assert info.value.status == 504 and "LATENTCAST_REQUEST_TIMEOUT_S" in info.value.detail
+        job = _job(1)
+        after = asyncio.run(batcher.submit(job, _soon(10.0)))
+    finally:
+        batcher.stop()
+    np.testing.assert_allclose(
+        after.mean, models["toy"].forecaster.predict_packed(job.packed, levels=job.levels).mean, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(("small_rows", "expect_one"), [(10_000, True), (0, False)])
@@ -89,7 +148,7 @@ def test_small_cpu_batches_run_on_one_thread_and_match(checkpoints, small_rows: 
     batcher.threads = 2  # as on the 2-core machine, whatever this one has (read by the next batch)
     job = _job(7)
     try:
-        result = asyncio.run(batcher.submit(job, 10.0))
+        result = asyncio.run(batcher.submit(job, _soon(10.0)))
     finally:
         batcher.stop()
     assert [s.threads for s in stats] == [1 if expect_one else 2]
