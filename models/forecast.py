@@ -60,6 +60,10 @@ class Forecaster:
     A forecast whose mean or quantiles lie more than `max_sigmas` training standard deviations from the
     training mean (after the log of log channels) is not an answer: its series gets
     `Status.OUT_OF_RANGE`, as a non-finite one gets `Status.NONFINITE`.
+
+    Series are solved in chunks of at most `batch_size` series whose padded solver output (samples ×
+    series × query times × latent width) stays within `max_chunk_values`, so the memory a request
+    takes does not grow with its size; results do not depend on the chunking.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Forecaster:
         batch_size: int = 1024,
         solver: SolverConfig | None = None,
         max_sigmas: float = 50.0,
+        max_chunk_values: int = 1 << 24,
     ):
         self.model = model.to(device).eval()
         self.normalizer = normalizer
@@ -79,6 +84,7 @@ class Forecaster:
         self.batch_size = batch_size
         self.solver = solver or model.cfg.solver
         self.max_sigmas = max_sigmas
+        self.max_chunk_values = max_chunk_values
         self.graphs = GraphCache(EXEC_DEFAULTS["cuda"]["graph_cache"])
 
     @classmethod
@@ -125,11 +131,28 @@ class Forecaster:
         if len(packed) == 0:
             raise ValueError("nothing to forecast: zero series")
         parts = []
-        for start in range(0, len(packed), self.batch_size):
-            stop = min(start + self.batch_size, len(packed))
+        for start, stop in self._chunks(packed, max(ns, n_out)):
             due = deadlines[start:stop] if deadlines is not None else None
             parts.append(self._predict_chunk(packed.take(start, stop), levels, ns, n_out, normalized, due))
         return PackedForecast.concat(parts)
+
+    def _chunks(self, packed: PackedSeries, samples: int) -> list[tuple[int, int]]:
+        """Consecutive series ranges: ≤ batch_size series, padded solver output ≤ max_chunk_values."""
+        width = max(getattr(self.model.cfg, "latent_dim", 1), len(self.normalizer.channels)) * max(samples, 1)
+        n_q = np.diff(packed.query_offsets)
+        if len(packed) <= self.batch_size and len(packed) * (int(n_q.max()) + 8) * width <= self.max_chunk_values:
+            return [(0, len(packed))]  # the common case: one chunk
+        out, start = [], 0
+        while start < len(packed):
+            stop, widest = start, 0
+            while stop < len(packed) and stop - start < self.batch_size:
+                widest_next = max(widest, int(n_q[stop]) + 8)  # + the solver's query window
+                if stop > start and (stop + 1 - start) * widest_next * width > self.max_chunk_values:
+                    break
+                widest, stop = widest_next, stop + 1
+            out.append((start, stop))
+            start = stop
+        return out
 
     @torch.no_grad()
     def _predict_chunk(

@@ -65,6 +65,7 @@ class Batcher:
         max_wait_ms: float,
         max_queue_series: int,
         num_samples: int,
+        max_queue_points: int = 1 << 62,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_queue: Callable[[int], None] | None = None,
         small_batch_rows: int = SMALL_BATCH_ROWS,
@@ -74,6 +75,8 @@ class Batcher:
         self.max_batch = max_batch_series
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue_series
+        self.max_queue_points = max_queue_points
+        self._queued_points = 0
         self.num_samples = num_samples
         self.on_batch = on_batch
         self.on_queue = on_queue
@@ -109,26 +112,43 @@ class Batcher:
                 f"{job.size} series; the most one request can queue is {self.max_queue} "
                 "(LATENTCAST_MAX_QUEUE_SERIES): split the request",
             )
+        points = job.points
+        if points > self.max_queue_points:
+            raise ServiceError(
+                413,
+                f"{points} observations + query times; the most one request can queue is {self.max_queue_points} "
+                "(LATENTCAST_MAX_QUEUE_POINTS): split the request",
+            )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         item = _Item(job, max(self.num_samples, job.num_samples), loop.create_future(), loop, deadline, now)
         with self._cv:
+            if self._queued_points + points > self.max_queue_points:
+                raise ServiceError(
+                    503,
+                    f"server busy: {self._queued_points} observations + query times queued (limit "
+                    f"{self.max_queue_points}, LATENTCAST_MAX_QUEUE_POINTS); retry later",
+                    headers={"Retry-After": str(self._retry_after())},
+                )
             if self._queued_series + job.size > self.max_queue:
-                retry = max(1, round(self._recent_batch_seconds * (1 + self._queued_series / self.max_batch)))
                 raise ServiceError(
                     503,
                     f"server busy: {self._queued_series} series queued (limit "
                     f"{self.max_queue}, LATENTCAST_MAX_QUEUE_SERIES); retry later",
-                    headers={"Retry-After": str(retry)},
+                    headers={"Retry-After": str(self._retry_after())},
                 )
             self._queue.append(item)
             self._queued_series += job.size
+            self._queued_points += points
             self._report_queue()
             self._cv.notify()
         try:
             return await asyncio.wait_for(item.future, timeout=max(0.0, deadline - now))  # cancels it on timeout
         except TimeoutError:
             raise deadline_error() from None
+
+    def _retry_after(self) -> int:
+        return max(1, round(self._recent_batch_seconds * (1 + self._queued_series / self.max_batch)))
 
     # ---------------------------------------------------------------------------------------------
     # inference thread
@@ -164,6 +184,7 @@ class Batcher:
                 for item in batch:
                     self._queue.remove(item)
                 self._queued_series -= n
+                self._queued_points -= sum(item.job.points for item in batch)
                 self._report_queue()
                 return batch
 

@@ -35,7 +35,20 @@ class Settings(BaseSettings):
         description="how long a batch waits for more series; 0 = greedy: solve what is queued "
         "as soon as the inference thread is free (requests arriving meanwhile form the next batch)",
     )
-    max_queue_series: int = Field(200_000, ge=1, description="series waiting; beyond this: 503 + Retry-After")
+    max_queue_series: int = Field(
+        200_000, ge=1, description="series waiting; beyond this: 503 + Retry-After (413 for a request larger alone)"
+    )
+    max_queue_points: int = Field(
+        20_000_000,
+        ge=1,
+        description="observations + query times waiting (bounds the queue's memory); beyond this: 503 + Retry-After",
+    )
+    max_solve_values: int = Field(
+        1 << 24,
+        ge=1024,
+        description="most values (samples × series × query times × latent width) one solve holds; larger "
+        "batches are solved in chunks, so a request's memory does not grow with its size",
+    )
     cpu_small_batch_rows: int = Field(
         256,
         ge=0,
@@ -44,11 +57,18 @@ class Settings(BaseSettings):
     )
 
     # limits per request
-    max_body_bytes: int = Field(64 * 2**20, ge=1024)
+    max_body_bytes: int = Field(32 * 2**20, ge=1024, description="request body, as sent (Arrow: also decompressed)")
     max_series: int = Field(10_000, ge=1)
     max_points: int = Field(10_000, ge=1, description="observations per series")
     max_query_times: int = Field(2_000, ge=1, description="query times per series")
-    max_total_points: int = Field(5_000_000, ge=1, description="observations + query times per request")
+    max_total_points: int = Field(2_000_000, ge=1, description="observations + query times per request")
+    max_quantiles: int = Field(32, ge=1, description="quantile levels per request")
+    max_response_values: int = Field(
+        1 << 24,
+        ge=1,
+        description="numbers in an answer: query times × channels × (1 + quantiles + samples); 413 beyond",
+    )
+    max_errors: int = Field(50, ge=1, description="errors listed in a 4xx body (the rest are counted)")
     max_horizon_factor: float = Field(
         2.0,
         gt=0,
@@ -71,9 +91,32 @@ class Settings(BaseSettings):
     num_samples: int = Field(
         32, ge=1, le=4096, description="latent samples behind means and quantiles (Sobol draws; see README)"
     )
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="deadline per request, from its arrival: 504 past it, and its solve stops"
+    )
 
-    api_key: SecretStr | None = Field(None, description="if set, /forecast and /models need it (X-API-Key)")
+    # the event loop and the connections (uvicorn)
+    offload_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        description="bodies over this size are decoded, and answers over a tenth of it in values encoded, "
+        "on a worker thread, so /healthz and small requests never wait behind them",
+    )
+    max_heavy_requests: int = Field(2, ge=1, description="offloaded decodes/encodes at a time (bounds their memory)")
+    body_timeout_s: float = Field(30.0, gt=0, description="time to receive a whole body; 408 past it")
+    header_timeout_s: float = Field(10.0, gt=0, description="time to receive a request's headers; closed past it")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; 431 beyond")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle time before a keep-alive connection is closed")
+    max_connections: int = Field(256, ge=1, description="connections + requests at once; 503 beyond")
+    shutdown_grace_s: float = Field(
+        20.0, gt=0, description="on SIGTERM, time for requests in flight to finish before connections close"
+    )
+
+    api_key: SecretStr | None = Field(
+        None, description="if set, /forecast and /models need it (X-API-Key), and /docs and /metrics unless opened"
+    )
+    open_docs: bool = Field(False, description="with an API key: serve /docs and /openapi.json without it")
+    open_metrics: bool = Field(False, description="with an API key: serve /metrics without it")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_key", mode="before")

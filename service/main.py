@@ -57,6 +57,7 @@ async def _load(state: AppState) -> None:
             max_batch_series=s.max_batch_series,
             max_wait_ms=s.max_wait_ms,
             max_queue_series=s.max_queue_series,
+            max_queue_points=s.max_queue_points,
             num_samples=s.num_samples,
             on_batch=on_batch,
             on_queue=m.queue_series.set,

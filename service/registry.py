@@ -74,6 +74,7 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
             num_samples=settings.num_samples,
             batch_size=settings.max_batch_series,
             max_sigmas=settings.max_output_sigmas,
+            max_chunk_values=settings.max_solve_values,
         )
         served[bundle.name] = ServedModel(bundle, forecaster, spec)
         log.info("loaded model %s version %s from %s on %s", bundle.name, bundle.version, path, device)

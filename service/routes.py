@@ -28,14 +28,16 @@ async def forecast(request: Request, state: State, _: ApiKey, __: Ready) -> Resp
     deadline = time.monotonic() + state.settings.request_timeout_s
     body_format = formats.of_body(request.headers.get("content-type"))
     answer_format = formats.of_answer(request.headers.get("accept"), body_format)
-    body = await read_body(request, state.settings.max_body_bytes)
-    job = body_format.decode(body, request.query_params, state.lookup, state.settings)
+    settings = state.settings
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    big = len(body) > settings.offload_bytes
+    job = await state.offload(big, body_format.decode, body, request.query_params, state.lookup, settings)
     request.scope.setdefault("state", {})["series"] = job.size
     t1 = time.perf_counter()
     fc = await state.forecast(job, deadline)
     t2 = time.perf_counter()
     check_solved(fc)
-    content = answer_format.encode(job, fc)
+    content = await state.offload(job.answer_values > settings.offload_bytes // 10, answer_format.encode, job, fc)
     timing = server_timing(job, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return Response(content, media_type=answer_format.MEDIA_TYPE, headers={"Server-Timing": timing})
 

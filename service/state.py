@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from latentcast.models import PackedForecast
 from latentcast.service.batching import Batcher, deadline_error
@@ -12,6 +15,8 @@ from latentcast.service.errors import ServiceError
 from latentcast.service.metrics import Metrics
 from latentcast.service.registry import ServedModel
 from latentcast.service.validate import Job, ModelSpec
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -23,6 +28,17 @@ class AppState:
     batcher: Batcher | None = None
     ready: bool = False
     failure: str | None = None
+    heavy: asyncio.Semaphore | None = None  # offloaded decodes/encodes at a time
+
+    async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args), on a worker thread when `heavy` (at most max_heavy_requests at a time), so that a
+        large body's Python never holds up the event loop (and /healthz) for its whole duration."""
+        if not heavy:
+            return fn(*args)
+        if self.heavy is None:
+            self.heavy = asyncio.Semaphore(self.settings.max_heavy_requests)
+        async with self.heavy:
+            return await asyncio.to_thread(fn, *args)
 
     def lookup(self, name: str | None) -> ModelSpec:
         """A served model by name (None: the default); 404 naming the served ones otherwise."""

@@ -87,27 +87,68 @@ class Job:
     def size(self) -> int:
         return len(self.packed)
 
+    @property
+    def points(self) -> int:
+        """Observations + query times: what the job holds while it waits."""
+        return len(self.packed.times) + len(self.packed.queries)
 
-def check_options(n_series: int, total: int, levels: Sequence[float], num_samples: int, settings: Settings) -> None:
-    """Request-level limits (413) and options (422)."""
+    @property
+    def answer_values(self) -> int:
+        """Numbers in its answer: query times × channels × (1 + quantiles + samples)."""
+        return len(self.packed.queries) * self.model.n_channels * (1 + len(self.levels) + self.num_samples)
+
+
+LEVELS = (1e-4, 1 - 1e-4)  # the mixture quantiles are solved to a CDF tolerance of 1e-5
+
+
+def check_options(
+    n_series: int,
+    n_points: int,
+    n_queries: int,
+    n_channels: int,
+    levels: Sequence[float],
+    num_samples: int,
+    settings: Settings,
+) -> None:
+    """Request-level limits (413) and options (422), before any per-series work. n_points: observations
+    + query times; n_queries: query times (each answered with a value per channel, quantile, sample)."""
     if n_series > settings.max_series:
         raise ServiceError(
             413, f"{n_series} series; the limit is {settings.max_series} (LATENTCAST_MAX_SERIES): split the request"
         )
-    if total > settings.max_total_points:
+    if n_points > settings.max_total_points:
         raise ServiceError(
             413,
-            f"{total} observations + query times; the limit per request is "
+            f"{n_points} observations + query times; the limit per request is "
             f"{settings.max_total_points} (LATENTCAST_MAX_TOTAL_POINTS): split the request",
         )
+    if len(levels) > settings.max_quantiles:
+        raise field_error(
+            422,
+            f"{len(levels)} levels; the limit is {settings.max_quantiles} (LATENTCAST_MAX_QUANTILES)",
+            ["quantiles"],
+        )
     for j, level in enumerate(levels):
-        if not 0.0 < level < 1.0:
-            raise field_error(422, f"{level} is not in (0, 1)", ["quantiles", j])
+        if not LEVELS[0] <= level <= LEVELS[1]:
+            raise field_error(
+                422,
+                f"{level} is not in [{LEVELS[0]:g}, {LEVELS[1]:g}] (quantiles are solved to a CDF tolerance of "
+                "1e-5, so levels nearer 0 or 1 cannot be told apart)",
+                ["quantiles", j],
+            )
     if num_samples > settings.max_num_samples:
         raise field_error(
             422,
             f"{num_samples} exceeds the limit {settings.max_num_samples} (LATENTCAST_MAX_NUM_SAMPLES)",
             ["num_samples"],
+        )
+    values = n_queries * n_channels * (1 + len(set(levels)) + num_samples)
+    if values > settings.max_response_values:
+        raise ServiceError(
+            413,
+            f"the answer would hold {values} numbers (query times × channels × (1 + quantiles + samples)); the "
+            f"limit is {settings.max_response_values} (LATENTCAST_MAX_RESPONSE_VALUES): split the request or ask "
+            "for fewer quantiles or samples",
         )
 
 

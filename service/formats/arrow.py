@@ -129,7 +129,7 @@ def _job(table: pa.Table, levels: tuple[float, ...], num_samples: int, model: Mo
         raise field_error(422, "must have 1 to 256 characters", ["series", i, "id"], ids[i])
     flat_t, n_obs = _lists(table, "timestamps", ids)
     flat_q, n_q = _lists(table, "query_times", ids)
-    check_options(b, int(n_obs.sum() + n_q.sum()), levels, num_samples, settings)
+    check_options(b, int(n_obs.sum() + n_q.sum()), int(n_q.sum()), d, levels, num_samples, settings)
     for counts, name in ((n_obs, "timestamps"), (n_q, "query_times")):
         empty = np.flatnonzero(counts == 0)
         if empty.size:
@@ -209,8 +209,9 @@ def encode(job: Job, fc: PackedForecast) -> bytes:
         "channel": pa.array(job.model.channels, pa.string()).take(pa.array(channel)),
         "mean": pa.array(fc.mean.reshape(-1).astype(np.float64)),
     }
+    where = {lv: j for j, lv in enumerate(fc.levels)}
     for lv in job.levels:
-        cols[quantile_column(lv)] = pa.array(fc.quantiles[fc.levels.index(lv)].reshape(-1).astype(np.float64))
+        cols[quantile_column(lv)] = pa.array(fc.quantiles[where[lv]].reshape(-1).astype(np.float64))
     if job.num_samples and fc.samples is not None:
         s = fc.samples[: job.num_samples]  # (S, M, D) → one list of S per output row
         flat = np.ascontiguousarray(s.transpose(1, 2, 0)).reshape(-1)

@@ -42,7 +42,7 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     b, d = len(items), model.n_channels
     n_obs = np.fromiter(map(len, (s.timestamps for s in items)), dtype=np.int64, count=b)
     n_q = np.fromiter(map(len, (s.query_times for s in items)), dtype=np.int64, count=b)
-    check_options(b, int(n_obs.sum() + n_q.sum()), req.quantiles, req.num_samples, settings)
+    check_options(b, int(n_obs.sum() + n_q.sum()), int(n_q.sum()), d, req.quantiles, req.num_samples, settings)
     ids = [s.id for s in items]
     check_series(ids, n_obs, n_q, settings)
     n_rows = np.fromiter(map(len, (s.values for s in items)), dtype=np.int64, count=b)
@@ -165,7 +165,8 @@ def _kind(values: Sequence[float | str]) -> str | None:
 
 def encode(job: Job, fc: PackedForecast) -> bytes:
     """Forecasts → the JSON response body (orjson writes the numpy slices directly)."""
-    cols = [fc.levels.index(lv) for lv in job.levels]
+    where = {lv: j for j, lv in enumerate(fc.levels)}
+    cols = [where[lv] for lv in job.levels]
     keys = [repr(lv) for lv in job.levels]
     q = fc.query_offsets.tolist()
     forecasts = []

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,16 @@ def test_forecasts_far_outside_the_training_range_are_not_answers(series, normal
     assert (fc.predict_packed(packed).status == Status.OUT_OF_RANGE).all()
     fc.max_sigmas = 1e6
     assert (fc.predict_packed(packed).status == Status.OK).all()
+
+
+def test_chunks_bound_the_solver_buffer_and_change_nothing(series, normalizer) -> None:
+    queries = [s.times[-1] + np.linspace(0.1, 3.0, 5 + 10 * i) for i, s in enumerate(series)]
+    packed = PackedSeries.from_series(series, queries)
+    whole = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=4)
+    tight = Forecaster(whole.model, normalizer, num_samples=4, max_chunk_values=4 * 4 * 40)
+    chunks = tight._chunks(packed, 4)
+    assert len(chunks) > 2 and chunks[0][0] == 0 and chunks[-1][1] == len(series)
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(chunks))
+    a, b = whole.predict_packed(packed, levels=(0.1, 0.9)), tight.predict_packed(packed, levels=(0.1, 0.9))
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.quantiles, b.quantiles, rtol=1e-4, atol=1e-6)  # within the CDF tolerance

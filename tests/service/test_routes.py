@@ -65,7 +65,7 @@ def test_default_model_and_samples_omitted(client: TestClient) -> None:
         (lambda b: b["series"][0]["values"].__setitem__(1, [1.0, 2.0]), 422, r"values\[1\]: row has 2 values"),
         (lambda b: b["series"][0].update(values=[[None] * 3] * 4), 422, "no observed value"),
         (lambda b: b["series"][0].update(query_times=[]), 422, "query_times: List should have at least 1 item"),
-        (lambda b: b.update(quantiles=[0.0]), 422, r"quantiles\[0\]: 0.0 is not in \(0, 1\)"),
+        (lambda b: b.update(quantiles=[1e-300]), 422, r"quantiles\[0\]: 1e-300 is not in \[0.0001, 0.9999\] \(quantiles are solved"),
         (lambda b: b["series"][0]["values"][0].__setitem__(0, "1.0"), 422, r"values\[0\]\[0\]: Input should be"),
         (lambda b: b["series"][0].update(extra=1), 422, "extra: Extra inputs are not permitted"),
         (lambda b: b["series"][0].update(query_times=[1e7]), 422, "LATENTCAST_MAX_HORIZON_FACTOR"),
@@ -235,3 +235,14 @@ def test_too_many_samples_is_422(checkpoints) -> None:
     with running(settings_for(checkpoints, max_num_samples=4)) as c:
         r = _post(c, {"series": [labs_series()], "num_samples": 5})
         assert r.status_code == 422 and "LATENTCAST_MAX_NUM_SAMPLES" in r.json()["detail"]
+
+
+def test_the_answer_size_is_bounded_before_any_work(checkpoints) -> None:
+    series = [dict(labs_series(f"s{i}"), query_times=[float(d) for d in range(100, 400)]) for i in range(30)]
+    with running(settings_for(checkpoints, max_response_values=100_000)) as c:
+        r = _post(c, {"series": series, "num_samples": 256})  # 30 × 300 × 3 × (1 + 3 + 256) numbers
+        assert r.status_code == 413 and "LATENTCAST_MAX_RESPONSE_VALUES" in r.json()["detail"]
+        assert "7020000 numbers" in r.json()["detail"]
+        r = _post(c, {"series": series[:1], "quantiles": [i / 100 for i in range(1, 40)]})
+        assert r.status_code == 422 and "LATENTCAST_MAX_QUANTILES" in r.json()["detail"]
+        assert _post(c, {"series": series[:2]}).status_code == 200

@@ -113,7 +113,7 @@ def test_request_level_errors() -> None:
     _fails(
         ForecastRequest.model_validate({"series": [_req().series[0].model_dump()], "quantiles": [0.5, 1.0]}),
         422,
-        r"quantiles\[1\]: 1.0 is not in \(0, 1\)",
+        r"quantiles\[1\]: 1.0 is not in \[0.0001, 0.9999\]",
     )
     _fails(
         ForecastRequest.model_validate({"series": [_req().series[0].model_dump()], "num_samples": 9}),
