@@ -104,9 +104,9 @@ def serve(
 ) -> None:
     """Serve forecasts over HTTP (uvicorn). Every other setting comes from LATENTCAST_* variables."""
     try:
-        import uvicorn
+        from pydantic import ValidationError
 
-        from latentcast.service import Settings, create_app
+        from latentcast.service import Settings, server
     except ImportError as exc:
         typer.echo(f"serving needs the [serve] extra: pip install 'latentcast[serve]' ({exc})", err=True)
         raise typer.Exit(2) from exc
@@ -116,20 +116,19 @@ def serve(
         for k, v in {"host": host, "port": port, "device": device, "models": model or None}.items()
         if v is not None
     }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # one line per bad setting, naming it
+        for e in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in e["loc"]) or "settings"
+            typer.echo(f"latentcast serve: LATENTCAST_{where.upper()}: {e['msg']}", err=True)
+        raise typer.Exit(2) from None
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        workers=1,
-    )
+    raise typer.Exit(server.run(settings))
 
 
 @app.command("forecast")

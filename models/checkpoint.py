@@ -14,11 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from latentcast.models.config import ModelConfig, from_dict, to_dict
-from latentcast.models.data import Normalizer, TimeSpec
+from latentcast.models.config import ConfigError, ModelConfig, from_dict, to_dict
+from latentcast.models.data import DataError, Normalizer, TimeSpec
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.rnn_baseline import RNNBaseline
 
@@ -122,7 +123,10 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types for foreign or corrupt files
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().split("\n", 1)[0].split(". ", 1)[0][:160]
+        raise CheckpointError(
+            f"{path}: not a readable weights-only checkpoint ({type(exc).__name__}: {first})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a latentcast checkpoint")
     version = payload.get("format_version")
@@ -132,19 +136,32 @@ def read_payload(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    """Read and check a checkpoint: a config that validates, weights that fit it and are finite, and
+    normalisation statistics that can be inverted. Anything else is a `CheckpointError` naming the file."""
     payload = read_payload(path)
-    cfg = from_dict(ModelConfig, payload["config"])
+    try:
+        cfg = from_dict(ModelConfig, payload["config"])
+        normalizer = Normalizer.from_dict(payload["normalizer"])
+        time = TimeSpec(**payload["time"])
+    except (ConfigError, DataError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its configuration is not valid ({type(exc).__name__}: {exc})") from None
     model = build_model(cfg, int(payload["n_channels"]))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored config ({exc})") from exc
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights in {bad[:3]}; this model cannot forecast")
+    stats = np.asarray([*normalizer.mean, *normalizer.std], dtype=np.float64)
+    if not np.isfinite(stats).all() or min(normalizer.std) <= 0 or len(normalizer.channels) != model.n_channels:
+        raise CheckpointError(f"{path}: normalisation statistics are not usable (std must be finite and > 0)")
     model.to(device).eval()
     return ModelBundle(
         name=str(payload["name"]),
         model=model,
-        normalizer=Normalizer.from_dict(payload["normalizer"]),
-        time=TimeSpec(**payload["time"]),
+        normalizer=normalizer,
+        time=time,
         data=dict(payload["data"]),
         metrics=dict(payload["metrics"]),
         version=str(payload["version"]),

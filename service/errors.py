@@ -21,8 +21,11 @@ class ServiceError(Exception):
         self.errors = errors or []
         self.headers = headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return {"detail": self.detail, "errors": self.errors}
+    def body(self, max_errors: int | None = None) -> dict[str, Any]:
+        """The JSON body; at most `max_errors` errors listed, with their total count when cut."""
+        if max_errors is None or len(self.errors) <= max_errors:
+            return {"detail": self.detail, "errors": self.errors}
+        return {"detail": self.detail, "errors": self.errors[:max_errors], "errors_total": len(self.errors)}
 
 
 def field_error(status: int, msg: str, loc: list[str | int], series_id: str | None = None) -> ServiceError:

@@ -7,15 +7,18 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
+import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentcast.service.batching import Batcher, BatchStats
@@ -32,7 +35,7 @@ access = logging.getLogger("latentcast.access")
 KNOWN_PATHS = {"/forecast", "/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
 
 
-async def _load(state: AppState) -> None:
+async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None:
     s = state.settings
     try:
         device = choose_device(s.device)
@@ -70,7 +73,10 @@ async def _load(state: AppState) -> None:
         log.info("ready: models %s on %s (default %s)", sorted(models), device, state.default)
     except Exception as exc:
         state.failure = f"{type(exc).__name__}: {exc}"
-        log.exception("model loading failed; /readyz reports it")
+        log.error("model loading failed: %s", state.failure)
+        log.debug("model loading failed", exc_info=True)
+        if on_fatal is not None:
+            on_fatal(f"could not load the models: {state.failure}")
 
 
 def tune_gc() -> None:
@@ -81,13 +87,15 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """The app. `on_fatal(reason)` is called if the models cannot be loaded (the server then exits;
+    without it the app stays up and /readyz reports the failure)."""
     settings = settings or get_settings()
     state = AppState(settings=settings, metrics=Metrics())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_load(state))
+        task = asyncio.create_task(_load(state, on_fatal))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -107,13 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        rid = request.scope.get("state", {}).get("request_id")
-        return JSONResponse({"detail": f"internal error (request id {rid}); this is a bug", "errors": []}, 500)
+        return JSONResponse(exc.body(settings.max_errors), status_code=exc.status, headers=exc.headers)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -126,8 +128,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if settings.api_key is not None:
+        private = ({"/metrics"} if not settings.open_metrics else set()) | (DOCS if not settings.open_docs else set())
+        app.add_middleware(PrivatePaths, paths=private, key=settings.api_key.get_secret_value())
     app.add_middleware(AccessLog, metrics=state.metrics)
     return app
+
+
+DOCS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
+class PrivatePaths:
+    """With an API key set: these paths need it too (LATENTCAST_OPEN_DOCS / OPEN_METRICS open them)."""
+
+    def __init__(self, app: ASGIApp, paths: set[str], key: str):
+        self.app = app
+        self.paths = paths
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ").strip()
+            if not given or not secrets.compare_digest(given, self.key):
+                body = {"detail": "missing or wrong API key: send it in the X-API-Key header", "errors": []}
+                extra = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+                await JSONResponse(body, status_code=401, headers=extra)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class AccessLog:
@@ -143,19 +172,29 @@ class AccessLog:
             return
         start = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex[:16]
+        given = headers.get(b"x-request-id", b"")
+        rid = given.decode("ascii") if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]  # ours if unusable
         scope.setdefault("state", {})["request_id"] = rid
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:  # not a bug: the client went away mid-request
+            status = 499
+            access.info("request %s: the client disconnected", rid)
+        except Exception:  # a bug: one line to the client, the traceback to the log, the connection closed
+            log.exception("unhandled error in request %s", rid)
+            if not started:
+                body = {"detail": f"internal error (request id {rid}); this is a bug", "errors": []}
+                await JSONResponse(body, 500, headers={"Connection": "close"})(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
             path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"

@@ -156,3 +156,4 @@ class ErrorItem(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str
     errors: list[ErrorItem] = Field(default_factory=list)
+    errors_total: int | None = Field(None, description="how many errors there were, when the list is cut short")

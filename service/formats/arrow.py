@@ -13,11 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latentcast.arrowio import COLUMNS, MEDIA_TYPE, read_stream, write_stream
+from latentcast.arrowio import COLUMNS, MEDIA_TYPE, write_stream
 from latentcast.frames import locate, long_layout, offsets, quantile_column
 from latentcast.models import PackedForecast
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
+from latentcast.service.formats.ipc_limits import IpcLimitError, read_limited
 from latentcast.service.validate import Echo, Job, Lookup, ModelSpec, check_options, check_series, packed
 from latentcast.times import to_unit
 
@@ -28,16 +29,25 @@ _PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job:
     """An Arrow request → Job, with the same checks and messages as the JSON format."""
     name, levels, num_samples = _options(params)
-    table = _read_table(body)
+    table = _read_table(body, settings)
     return _job(table, levels, num_samples, lookup(name), settings)
 
 
-def _read_table(body: bytes) -> pa.Table:
-    """An Arrow IPC stream → table; 400 when it is not one."""
+def _read_table(body: bytes, settings: Settings) -> pa.Table:
+    """An Arrow IPC stream → table: 400 when it is not a valid one, 413 when its headers say it holds more
+    rows or (decompressed) bytes than allowed, before anything is decompressed."""
     try:
-        table = read_stream(body)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        table = read_limited(body, settings.max_series, settings.max_body_bytes)
+    except IpcLimitError as exc:
+        if exc.limit == "rows":
+            raise ServiceError(413, f"Arrow body with {exc} (LATENTCAST_MAX_SERIES): split the request") from None
+        if exc.limit == "bytes":
+            raise ServiceError(413, f"Arrow body with {exc} (LATENTCAST_MAX_BODY_BYTES)") from None
         raise ServiceError(400, f"malformed Arrow IPC stream: {exc}") from None
+    except pa.ArrowMemoryError:
+        raise ServiceError(413, "the Arrow body does not fit in memory (LATENTCAST_MAX_BODY_BYTES)") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ServiceError(400, f"malformed Arrow IPC stream: {str(exc).splitlines()[0][:200]}") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
     unknown = [c for c in table.column_names if c not in COLUMNS]
     if missing or unknown:
@@ -67,6 +77,14 @@ def _options(params: Mapping[str, str]) -> tuple[str | None, tuple[float, ...], 
     if num_samples < 0:
         raise field_error(422, "must be ≥ 0", ["query", "num_samples"])
     return params.get("model") or None, levels, num_samples
+
+
+def _float64(arr: pa.Array, loc: list[str | int]) -> np.ndarray:
+    """Numbers → float64, NaN for nulls; integers that float64 cannot hold exactly (|x| > 2^53) are a 422."""
+    try:
+        return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    except pa.ArrowInvalid:
+        raise field_error(422, "integers must lie within ±2^53 (float64's exact range); send doubles", loc) from None
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -99,7 +117,7 @@ def _times(flat: pa.Array, offs: np.ndarray, name: str, ids: list[str], model: M
         raise field_error(422, "must not be null", ["series", i, name, j], ids[i])
     t = flat.type
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return "number", pc.cast(flat, pa.float64()).to_numpy()
+        return "number", _float64(flat, ["columns", name])
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         if model.time.unit == "unitless":
             raise field_error(422, "this model takes numeric times, not date-times", ["columns", name])
@@ -191,7 +209,7 @@ def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, offs: np.ndarray
     t = elems.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
         raise field_error(422, f"values must be numbers, not {t}", ["columns", "values"])
-    values = pc.cast(elems, pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, d)
+    values = _float64(elems, ["columns", "values"]).reshape(-1, d)
     inf = np.flatnonzero(np.isinf(values).any(axis=1))
     if inf.size:
         i, j = locate(offs, int(inf[0]))

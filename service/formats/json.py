@@ -89,6 +89,8 @@ def parse(body: bytes) -> ForecastRequest:
         items: dict[tuple[Any, ...], dict[str, Any]] = {}
         for e in errs:
             loc = list(e["loc"])
+            if not loc:  # the body as a whole: a JSON array, number, string or null
+                raise ServiceError(400, f"the body must be a JSON object with a 'series' list ({e['msg']})") from None
             union = isinstance(loc[-1], str) and loc[-1] in _UNION_TAGS and len(loc) > 1
             if union:  # one error per branch of `number | string`: report the field once
                 loc = loc[:-1]

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 import torch
 
 from latentcast.models.checkpoint import CheckpointError, ModelBundle, load_checkpoint, read_payload, save_checkpoint
-from latentcast.models.data import TimeSpec, collate
+from latentcast.models.data import Normalizer, TimeSpec, collate
 from latentcast.models.latent_ode import LatentODE
 from tests.conftest import tiny_config
 
@@ -71,3 +72,34 @@ def test_wrong_format_and_version_are_refused(tmp_path, normalizer) -> None:
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="no such"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "match"),
+    [
+        (
+            lambda p: next(v for v in p["state_dict"].values() if v.is_floating_point()).fill_(float("nan")),
+            "non-finite",
+        ),
+        (
+            lambda p: p["normalizer"].__setitem__("std", [0.0] * len(p["normalizer"]["std"])),
+            "std must be finite and > 0",
+        ),
+        (lambda p: p["config"].__setitem__("min_std", -1.0), "configuration is not valid"),
+        (lambda p: p["time"].__setitem__("unit", "fortnight"), "configuration is not valid"),
+    ],
+)
+def test_a_checkpoint_that_cannot_forecast_is_refused_at_load(tmp_path, corrupt: Any, match: str) -> None:
+    bundle = ModelBundle(
+        "m",
+        LatentODE(tiny_config(), 2),
+        Normalizer(("a", "b"), (False, False), (0.0, 0.0), (1.0, 1.0)),
+        TimeSpec("day", 1.0),
+    )
+    path = save_checkpoint(tmp_path / "m.pt", bundle)
+    payload = read_payload(path)
+    corrupt(payload)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.server import ServerProcess
+from bench.server import ServerProcess, free_port
 from latentcast.client import LatentcastClient
 from latentcast.models.datasets.pbcseq import read_pbcseq
 
@@ -139,3 +139,24 @@ def test_forecast_cli_writes_csv_and_png(server: str, tmp_path) -> None:
     fc = pd.read_csv(tmp_path / "fc.csv")
     assert len(fc) == 2 * 3 * 7 and {"mean", "q0.1", "q0.5", "q0.9"} <= set(fc.columns)
     assert (tmp_path / "fc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_server_whose_model_cannot_load_exits_at_once_with_one_line(tmp_path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    cmd = [
+        sys.executable,
+        "-m",
+        "latentcast",
+        "serve",
+        "--model",
+        str(bad),
+        "--port",
+        str(free_port()),
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("latentcast serve: could not load the models: CheckpointError: ") and str(bad) in last

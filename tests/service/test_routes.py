@@ -65,7 +65,11 @@ def test_default_model_and_samples_omitted(client: TestClient) -> None:
         (lambda b: b["series"][0]["values"].__setitem__(1, [1.0, 2.0]), 422, r"values\[1\]: row has 2 values"),
         (lambda b: b["series"][0].update(values=[[None] * 3] * 4), 422, "no observed value"),
         (lambda b: b["series"][0].update(query_times=[]), 422, "query_times: List should have at least 1 item"),
-        (lambda b: b.update(quantiles=[1e-300]), 422, r"quantiles\[0\]: 1e-300 is not in \[0.0001, 0.9999\] \(quantiles are solved"),
+        (
+            lambda b: b.update(quantiles=[1e-300]),
+            422,
+            r"quantiles\[0\]: 1e-300 is not in \[0.0001, 0.9999\] \(quantiles are solved",
+        ),
         (lambda b: b["series"][0]["values"][0].__setitem__(0, "1.0"), 422, r"values\[0\]\[0\]: Input should be"),
         (lambda b: b["series"][0].update(extra=1), 422, "extra: Extra inputs are not permitted"),
         (lambda b: b["series"][0].update(query_times=[1e7]), 422, "LATENTCAST_MAX_HORIZON_FACTOR"),
@@ -172,6 +176,12 @@ def test_api_key(checkpoints) -> None:
         assert _post(c, body, authorization=f"Bearer {key}").status_code == 200
         assert c.get("/models").status_code == 401
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+        for path in ("/metrics", "/docs", "/openapi.json"):  # protected too, unless opened
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"x-api-key": key}).status_code == 200, path
+    with running(settings_for(checkpoints, api_key=key, open_docs=True, open_metrics=True)) as c:
+        assert c.get("/metrics").status_code == 200 and c.get("/openapi.json").status_code == 200
+        assert c.get("/models").status_code == 401
 
 
 def test_a_request_larger_than_the_queue_is_413_not_503(checkpoints) -> None:
