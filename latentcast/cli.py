@@ -11,6 +11,7 @@ import typer
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Latent-ODE forecasts for irregular time series: train, evaluate, serve, forecast.",
 )
@@ -194,4 +195,18 @@ def _logging() -> None:
 
 
 def main() -> None:
-    app()
+    """Run the CLI. An error ends it with one line and exit status 1; `--debug` (anywhere on the line)
+    shows the traceback instead."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        typer.echo(f"latentcast: error: {type(exc).__name__}: {first} (--debug shows the traceback)", err=True)
+        sys.exit(1)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from latentcast.models import distributed
 from latentcast.models.checkpoint import ModelBundle, build_model, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
-from latentcast.models.data import Normalizer, collate, random_contexts
+from latentcast.models.data import DataError, Normalizer, collate, random_contexts
 from latentcast.models.datasets import DatasetSplit
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
@@ -38,6 +38,23 @@ class TrainResult:
     best: Path
     last: Path
     metrics: dict[str, Any]
+
+
+MIN_SERIES, MIN_VAL_SERIES = 20, 2
+
+
+def check_trainable(split: DatasetSplit) -> None:
+    """Refuse data too small to learn dynamics from and to validate on: at least MIN_SERIES series with
+    two or more observations (one point has no dynamics, and a model trained on no span would accept
+    queries at any horizon), MIN_VAL_SERIES of them in the validation split."""
+    usable = [sum(len(s) >= 2 for s in part) for part in (split.train, split.val, split.test)]
+    if sum(usable) < MIN_SERIES or usable[0] == 0 or usable[1] < MIN_VAL_SERIES:
+        name = split.description.get("name", "the data")
+        raise DataError(
+            f"{name}: {sum(usable)} series with 2 or more observations (train {usable[0]}, validation "
+            f"{usable[1]}, test {usable[2]}); training needs at least {MIN_SERIES}, with {MIN_VAL_SERIES} in "
+            "validation: add series, or give validation a larger share (data.split)"
+        )
 
 
 def _lr_at(exp: ExperimentConfig, epoch: int) -> float:
@@ -106,6 +123,7 @@ def _train(
     on_epoch: Callable[[dict[str, Any]], None] | None,
 ) -> TrainResult:
     tc = exp.train
+    check_trainable(split)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     normalizer = Normalizer.fit(split.train, split.channels, split.log_channels)
     model = build_model(exp.model, len(split.channels)).to(dev)
@@ -159,6 +177,7 @@ def _train(
         disable=not show_progress,
     )
     started = time.perf_counter()
+    summary = ""  # the last validation's one-line summary, shown beside the bar
     with progress:
         task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=float("nan"), val="")
         for epoch in range(start_epoch, tc.epochs):
@@ -170,7 +189,7 @@ def _train(
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             perm = list(distributed.shard(rng.permutation(n_train), world))  # this rank's share
-            progress.reset(task, total=steps, epoch=epoch + 1)
+            progress.reset(task, total=steps, epoch=epoch + 1, loss=float("nan"), val=summary)
             run_loss, run_n, nfe, t0 = 0.0, 0, 0, time.perf_counter()
             for step in range(steps):
                 part = [split.train[i] for i in perm[step * tc.batch_size : (step + 1) * tc.batch_size]]

@@ -145,3 +145,64 @@ def test_evaluate_pbcseq_writes_the_table(tmp_path) -> None:
     assert "last observation carried forward" in (tmp_path / "results" / "pbcseq.md").read_text()
     assert load_checkpoint(out / "best.evaluated.pt").metrics["evaluation"]["task"] == "pbcseq last visit"
     assert (out / "best.pt").read_bytes() == before  # the input is never rewritten
+
+
+def _user_csv(path, n_series: int) -> None:
+    rng = np.random.default_rng(1)
+    rows = [
+        {"id": f"u{i}", "time": float(t), "hr": 60 + 5 * np.sin(t / 7 + i)}
+        for i in range(n_series)
+        for t in np.sort(rng.choice(50, size=5, replace=False))
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _run_on_a_terminal(args: list[str], cwd) -> tuple[int, str]:
+    """`python -m latentcast ARGS` with its stdout and stderr on a pseudo-terminal, as a person types it."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main, child = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm-256color"}
+    proc = subprocess.Popen([sys.executable, "-m", "latentcast", *args], stdout=child, stderr=child, cwd=cwd, env=env)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    return proc.wait(timeout=300), out.decode(errors="replace")
+
+
+def test_train_with_its_progress_bar_on_a_terminal(tmp_path) -> None:
+    """The default path (no --quiet): rich draws the bar on a real terminal through every epoch."""
+    _user_csv(tmp_path / "obs.csv", 24)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    args = ["train", "--data", "obs.csv", "--channels", "hr", "--time-unit", "day", "--config", "tiny.toml"]
+    code, out = _run_on_a_terminal([*args, "--out", "run", "--epochs", "3", "--device", "cpu"], tmp_path)
+    assert code == 0, out[-3000:]
+    assert "\x1b[" in out  # drawn with terminal escapes: rich saw a terminal
+    assert "epoch 3" in out and "val nmse" in out and "best epoch" in out
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_errors_are_one_line_and_a_nonzero_exit(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    _user_csv(tmp_path / "two.csv", 2)
+    cmd = [sys.executable, "-m", "latentcast", "train", "--data", "two.csv", "--channels", "hr", "--out", "run"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("latentcast: error")]
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "2 series with 2 or more observations" in lines[0] and "training needs at least 20" in lines[0]
+    assert not (tmp_path / "run" / "best.pt").exists()
+    debug = subprocess.run([*cmd, "--debug"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
