@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         ge=1,
         description="numbers in an answer: query times × channels × (1 + quantiles + samples); 413 beyond",
     )
+    max_response_bytes: int = Field(
+        256 * 2**20,
+        ge=1024,
+        description="an answer's size, bounded from above before solving (each format estimates its own); 413 beyond",
+    )
     max_errors: int = Field(50, ge=1, description="errors listed in a 4xx body (the rest are counted)")
     max_horizon_factor: float = Field(
         2.0,
@@ -99,8 +104,8 @@ class Settings(BaseSettings):
     offload_bytes: int = Field(
         256 * 1024,
         ge=0,
-        description="bodies over this size are decoded, and answers over a tenth of it in values encoded, "
-        "on a worker thread, so /healthz and small requests never wait behind them",
+        description="bodies over this size are decoded, and answers that could exceed it encoded, on a "
+        "worker thread, so /healthz and small requests never wait behind them",
     )
     max_heavy_requests: int = Field(2, ge=1, description="offloaded decodes/encodes at a time (bounds their memory)")
     body_timeout_s: float = Field(30.0, gt=0, description="time to receive a whole body; 408 past it")

@@ -33,11 +33,18 @@ async def forecast(request: Request, state: State, _: ApiKey, __: Ready) -> Resp
     big = len(body) > settings.offload_bytes
     job = await state.offload(big, body_format.decode, body, request.query_params, state.lookup, settings)
     request.scope.setdefault("state", {})["series"] = job.size
+    size = answer_format.answer_bytes(job)
+    if size > settings.max_response_bytes:
+        raise ServiceError(
+            413,
+            f"the answer could take {size} bytes; the limit is {settings.max_response_bytes} "
+            "(LATENTCAST_MAX_RESPONSE_BYTES): split the request or ask for fewer query times, quantiles or samples",
+        )
     t1 = time.perf_counter()
     fc = await state.forecast(job, deadline)
     t2 = time.perf_counter()
     check_solved(fc)
-    content = await state.offload(job.answer_values > settings.offload_bytes // 10, answer_format.encode, job, fc)
+    content = await state.offload(size > settings.offload_bytes, answer_format.encode, job, fc)
     timing = server_timing(job, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return Response(content, media_type=answer_format.MEDIA_TYPE, headers={"Server-Timing": timing})
 

@@ -1,5 +1,6 @@
-"""Wire formats. Each is one module with `decode(body, params, lookup, settings) → Job` and
-`encode(job, forecast) → bytes`; adding a format is a new module and one line in `FORMATS`."""
+"""Wire formats. Each is one module with `decode(body, params, lookup, settings) → Job`,
+`encode(job, forecast) → bytes` and `answer_bytes(job)`, an upper bound on the answer's size known
+before solving; adding a format is a new module and one line in `FORMATS`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Format(Protocol):
     def decode(self, body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job: ...
 
     def encode(self, job: Job, fc: PackedForecast) -> bytes: ...
+
+    def answer_bytes(self, job: Job) -> int: ...
 
 
 FORMATS: dict[str, Format] = {json.MEDIA_TYPE: json, arrow.MEDIA_TYPE: arrow}

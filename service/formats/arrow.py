@@ -22,7 +22,7 @@ from latentcast.service.formats.ipc_limits import IpcLimitError, read_limited
 from latentcast.service.validate import Echo, Job, Lookup, ModelSpec, check_options, check_series, packed
 from latentcast.times import to_unit
 
-__all__ = ["MEDIA_TYPE", "decode", "encode"]
+__all__ = ["MEDIA_TYPE", "answer_bytes", "decode", "encode"]
 _PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
@@ -215,6 +215,18 @@ def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, offs: np.ndarray
         i, j = locate(offs, int(inf[0]))
         raise field_error(422, "must be finite (null or NaN = not observed)", ["series", i, "values", j], ids[i])
     return values
+
+
+def answer_bytes(job: Job) -> int:
+    """An upper bound on the size of `encode`'s answer, known before solving: one row per query time ×
+    channel holding its series' id, the time (8 bytes), the channel's name, 8 bytes per mean and
+    quantile and 4 per sample, plus 4-byte offsets for the strings."""
+    d = job.model.n_channels
+    n_q = np.diff(job.packed.query_offsets)
+    ids = int(sum(len(i.encode()) * int(k) for i, k in zip(job.packed.ids, n_q, strict=True))) * d
+    names = sum(len(c.encode()) for c in job.model.channels) * int(n_q.sum())
+    rows = int(n_q.sum()) * d
+    return ids + names + rows * (8 + 8 + 8 * len(job.levels) + 4 * job.num_samples + 8) + 65536
 
 
 def encode(job: Job, fc: PackedForecast) -> bytes:

@@ -165,6 +165,15 @@ def _kind(values: Sequence[float | str]) -> str | None:
     return "datetime" if len(types) == 1 else None
 
 
+def answer_bytes(job: Job) -> int:
+    """An upper bound on the size of `encode`'s answer, known before solving: every number at most 16
+    bytes (a float32's shortest form and a separator), each query time echoed in at most 48, each
+    series' id (escaped) and keys."""
+    n_q = len(job.packed.queries)
+    ids = sum(len(i.encode()) for i in job.packed.ids)
+    return 16 * job.answer_values + 48 * n_q + 2 * ids + len(job.packed) * (96 + 16 * len(job.levels)) + 4096
+
+
 def encode(job: Job, fc: PackedForecast) -> bytes:
     """Forecasts → the JSON response body (orjson writes the numpy slices directly)."""
     where = {lv: j for j, lv in enumerate(fc.levels)}

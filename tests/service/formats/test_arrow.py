@@ -179,3 +179,34 @@ def test_arrow_and_json_bodies_prepare_the_same_job(dates: bool) -> None:
             strict=True,
         ):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("num_samples", [0, 5])
+def test_answer_bytes_bound_the_encoded_answers(client: TestClient, num_samples: int) -> None:
+    """Each format's estimate, known before solving, is never below the answer it encodes."""
+    from latentcast.service.formats import json as json_format
+    from tests.service.formats.test_json import LABS, _plain, _random_request, prepare
+
+    rng = np.random.default_rng(3)
+    for dates in (False, True):
+        req = _random_request(rng, 12, dates)
+        series = [
+            s.model_copy(
+                update={
+                    "id": "é" * 200 + s.id,
+                    "values": [[None if v is None else abs(v) + 0.1 for v in row] for row in s.values],
+                }
+            )
+            for s in req.series
+        ]
+        req = req.model_copy(update={"num_samples": num_samples, "series": series})
+        job = prepare(req, LABS, _plain())
+        body = req.model_dump_json(exclude_none=True).encode()
+        r = client.post("/forecast", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        assert len(r.content) <= json_format.answer_bytes(job)
+        a = client.post(
+            "/forecast", content=body, headers={"content-type": "application/json", "accept": arrow.MEDIA_TYPE}
+        )
+        assert a.status_code == 200 and len(a.content) <= arrow.answer_bytes(job)
+        assert json_format.answer_bytes(job) < 4 * len(r.content)  # and not wildly above it
