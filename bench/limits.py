@@ -26,13 +26,14 @@ from bench import results
 from bench.server import ServerProcess
 from bench.soak import patients
 from latentcast.models import PackedSeries, TimeSpec
+from latentcast.models.datasets.pbcseq import CHANNELS
 from latentcast.service.config import Settings
 from latentcast.service.formats import arrow
 from latentcast.service.formats import json as json_format
 from latentcast.service.validate import Echo, Job, ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-D, LEVELS = 7, (0.1, 0.5, 0.9)
+D, LEVELS = len(CHANNELS), (0.1, 0.5, 0.9)
 
 
 def peak_mb(pid: int) -> tuple[float, float]:
@@ -42,7 +43,8 @@ def peak_mb(pid: int) -> tuple[float, float]:
 
 
 def _job(n_series: int, per_series: int) -> Job:
-    ids = [f"p{i}" for i in range(n_series)]
+    """A job shaped like `request(n_series, per_series)`: the same ids and the model's channel names."""
+    ids = [p["id"] for p in patients(n_series)]
     packed = PackedSeries(
         ids=ids,
         times=np.zeros(n_series),
@@ -51,7 +53,7 @@ def _job(n_series: int, per_series: int) -> Job:
         queries=np.zeros(n_series * per_series),
         query_offsets=np.arange(n_series + 1) * per_series,
     )
-    spec = ModelSpec("pbcseq", "v", tuple(f"c{k}" for k in range(D)), TimeSpec("day", 1.0), np.inf)
+    spec = ModelSpec("pbcseq", "v", CHANNELS, TimeSpec("day", 1.0), np.inf)
     return Job(spec, packed, Echo(packed.query_offsets), LEVELS, 0)
 
 

@@ -43,22 +43,20 @@ def rss_mb(pid: int) -> float:
 
 
 def patients(n: int) -> list[dict[str, Any]]:
-    """Real pbcseq patients (the default model's data), each: its first 10 visits, 3 query times after."""
+    """n real pbcseq patients (the default model's data; past the 312 there are, they repeat under new
+    ids), each: its first 10 visits, 3 query times after them."""
     frame = read_pbcseq()
-    out = []
-    for pid, g in list(frame.groupby("id"))[:n]:
+    base = []
+    for pid, g in frame.groupby("id"):
         g = g.head(10)
         days = g["time"].to_numpy(dtype=float)
         vals = [[None if pd.isna(v) else float(v) for v in row] for row in g[list(CHANNELS)].to_numpy()]
-        out.append(
-            {
-                "id": f"p{pid}",
-                "timestamps": days.tolist(),
-                "values": vals,
-                "query_times": [days[-1] + q for q in (30.0, 180.0, 365.0)],
-            }
-        )
-    return out
+        queries = [days[-1] + q for q in (30.0, 180.0, 365.0)]
+        base.append({"id": f"p{pid}", "timestamps": days.tolist(), "values": vals, "query_times": queries})
+    return [
+        dict(base[i % len(base)], id=f"{base[i % len(base)]['id']}" + (f"-{i // len(base)}" if i >= len(base) else ""))
+        for i in range(n)
+    ]
 
 
 def bodies(info: dict[str, Any]) -> tuple[list[bytes], list[tuple[bytes, int]], bytes]:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latentcast.arrowio import COLUMNS, MEDIA_TYPE, write_stream
+from latentcast.arrowio import COLUMNS, MEDIA_TYPE
 from latentcast.frames import locate, long_layout, offsets, quantile_column
 from latentcast.models import PackedForecast
 from latentcast.service.config import Settings
@@ -220,16 +220,16 @@ def _values(table: pa.Table, ids: list[str], n_obs: np.ndarray, offs: np.ndarray
 def answer_bytes(job: Job) -> int:
     """An upper bound on the size of `encode`'s answer, known before solving: one row per query time ×
     channel holding its series' id, the time (8 bytes), the channel's name, 8 bytes per mean and
-    quantile and 4 per sample, plus 4-byte offsets for the strings."""
+    quantile (float32) and 4 per sample, plus 4-byte offsets for the strings."""
     d = job.model.n_channels
     n_q = np.diff(job.packed.query_offsets)
     ids = int(sum(len(i.encode()) * int(k) for i, k in zip(job.packed.ids, n_q, strict=True))) * d
     names = sum(len(c.encode()) for c in job.model.channels) * int(n_q.sum())
     rows = int(n_q.sum()) * d
-    return ids + names + rows * (8 + 8 + 8 * len(job.levels) + 4 * job.num_samples + 8) + 65536
+    return ids + names + rows * (8 + 4 + 4 * len(job.levels) + 4 * job.num_samples + 8) + 65536
 
 
-def encode(job: Job, fc: PackedForecast) -> bytes:
+def encode(job: Job, fc: PackedForecast) -> memoryview:
     """Forecasts → an Arrow IPC stream of the long table (series × query time × channel)."""
     d = fc.mean.shape[1]
     series, query, channel = long_layout(fc.query_offsets, d)
@@ -237,14 +237,18 @@ def encode(job: Job, fc: PackedForecast) -> bytes:
         "id": pa.array(fc.ids, pa.string()).take(pa.array(series)),
         "time": job.echo.as_array().take(pa.array(query)),
         "channel": pa.array(job.model.channels, pa.string()).take(pa.array(channel)),
-        "mean": pa.array(fc.mean.reshape(-1).astype(np.float64)),
+        "mean": pa.array(fc.mean.reshape(-1)),  # float32, the model's precision
     }
     where = {lv: j for j, lv in enumerate(fc.levels)}
     for lv in job.levels:
-        cols[quantile_column(lv)] = pa.array(fc.quantiles[where[lv]].reshape(-1).astype(np.float64))
+        cols[quantile_column(lv)] = pa.array(fc.quantiles[where[lv]].reshape(-1))
     if job.num_samples and fc.samples is not None:
         s = fc.samples[: job.num_samples]  # (S, M, D) → one list of S per output row
         flat = np.ascontiguousarray(s.transpose(1, 2, 0)).reshape(-1)
         cols["samples"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), job.num_samples)
     meta = {"latentcast.model": job.model.name, "latentcast.version": job.model.version}
-    return write_stream(pa.table(cols).replace_schema_metadata(meta))
+    sink = pa.BufferOutputStream()
+    table = pa.table(cols).replace_schema_metadata(meta)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return memoryview(sink.getvalue())  # the stream's buffer itself: no copy into bytes
