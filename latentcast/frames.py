@@ -174,9 +174,10 @@ def long_layout(query_offsets: np.ndarray, n_channels: int) -> tuple[np.ndarray,
     (M·D,), its query time (M·D,) and its channel (M·D,)."""
     m = int(query_offsets[-1])
     counts = np.diff(query_offsets)
-    query = np.repeat(np.arange(m), n_channels)
-    series = np.repeat(np.arange(len(counts)), counts)[query]
-    channel = np.tile(np.arange(n_channels), m)
+    dtype = np.int32 if m * n_channels < 2**31 else np.int64  # half the memory for any real answer
+    query = np.repeat(np.arange(m, dtype=dtype), n_channels)
+    series = np.repeat(np.arange(len(counts), dtype=dtype), counts)[query]
+    channel = np.tile(np.arange(n_channels, dtype=dtype), m)
     return series, query, channel
 
 

@@ -247,8 +247,11 @@ def encode(job: Job, fc: PackedForecast) -> memoryview:
         flat = np.ascontiguousarray(s.transpose(1, 2, 0)).reshape(-1)
         cols["samples"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), job.num_samples)
     meta = {"latentcast.model": job.model.name, "latentcast.version": job.model.version}
-    sink = pa.BufferOutputStream()
     table = pa.table(cols).replace_schema_metadata(meta)
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    mock = pa.MockOutputStream()  # sizes the stream without writing it: one exact allocation below
+    with pa.ipc.new_stream(mock, table.schema) as writer:
         writer.write_table(table)
-    return memoryview(sink.getvalue())  # the stream's buffer itself: no copy into bytes
+    buf = pa.allocate_buffer(mock.size())
+    with pa.ipc.new_stream(pa.FixedSizeBufferWriter(buf), table.schema) as writer:
+        writer.write_table(table)
+    return memoryview(buf)  # the stream's buffer itself: no copy into bytes
