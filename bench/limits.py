@@ -103,16 +103,17 @@ def main() -> None:
         assert r.status_code == 200, r.text[:300]
         return len(r.content)
 
-    # a body just under the limit: real patients' visits, as many as fit
-    visits = patients(312)
-    big: list[dict[str, Any]] = []
-    while True:
-        chunk = [dict(p, id=f"{p['id']}-{len(big)}") for p in visits]
-        trial = json.dumps({"model": "pbcseq", "series": big + chunk}).encode()
-        if len(trial) > s.max_body_bytes or len(big) + len(chunk) > s.max_series:
-            break
-        big += chunk
+    # a body just under the limit: series of 1,000 daily visits (real patients' values, cycled)
+    visits = [row for p in patients(312) for row in p["values"]]
+
+    def long_series(i: int) -> dict[str, Any]:
+        rows = [visits[(i * 1000 + k) % len(visits)] for k in range(1000)]
+        return {"id": f"s{i}", "timestamps": [float(k) for k in range(1000)], "values": rows, "query_times": [1001.0]}
+
+    one = len(json.dumps(long_series(0)))
+    big = [long_series(i) for i in range((s.max_body_bytes - 64) // (one + 2))]
     body_big = json.dumps({"model": "pbcseq", "series": big}).encode()
+    assert len(body_big) <= s.max_body_bytes
     cases = [
         measure("json answer", lambda url: post(url, body_json)),
         measure("arrow answer", lambda url: post(url, body_arrow, arrow.MEDIA_TYPE)),
@@ -154,7 +155,7 @@ def main() -> None:
                 "bound_bytes": bound_arrow,
                 "request_bytes": len(body_arrow),
             },
-            "json_body": {"series": len(big), "request_bytes": len(body_big)},
+            "json_body": {"series": len(big), "points": 1001 * len(big), "request_bytes": len(body_big)},
         },
         "cases": cases,
     }
@@ -177,7 +178,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{big['json']['bound_bytes'] / 2**20:.0f} MiB); the largest Arrow answer {big['arrow']['series']} series "
         f"(bound {big['arrow']['bound_bytes'] / 2**20:.0f} MiB). Solves hold at most LATENTCAST_MAX_SOLVE_VALUES = "
         f"{s['max_solve_values']:,} values at a time whatever the request's size, and at most "
-        f"LATENTCAST_MAX_HEAVY_REQUESTS = {s['max_heavy_requests']} large bodies are decoded or encoded at once.",
+        f"LATENTCAST_MAX_HEAVY_REQUESTS = {s['max_heavy_requests']} large bodies are decoded or encoded at once. "
+        f"The largest JSON body: {big['json_body']['series']} series of 1,000 observations "
+        f"({big['json_body']['request_bytes'] / 2**20:.1f} MiB; LATENTCAST_MAX_BODY_BYTES = {s['max_body_bytes']:,}).",
         "",
         "**Measured.**",
         "",
