@@ -110,8 +110,14 @@ def main() -> None:
         rows = [visits[(i * 1000 + k) % len(visits)] for k in range(1000)]
         return {"id": f"s{i}", "timestamps": [float(k) for k in range(1000)], "values": rows, "query_times": [1001.0]}
 
-    one = len(json.dumps(long_series(0)))
-    big = [long_series(i) for i in range((s.max_body_bytes - 64) // (one + 2))]
+    big: list[dict[str, Any]] = []
+    size = 64
+    while len(big) < s.max_series:
+        nxt = long_series(len(big))
+        size += len(json.dumps(nxt)) + 2
+        if size > s.max_body_bytes:
+            break
+        big.append(nxt)
     body_big = json.dumps({"model": "pbcseq", "series": big}).encode()
     assert len(body_big) <= s.max_body_bytes
     cases = [
