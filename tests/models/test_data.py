@@ -141,3 +141,15 @@ def test_random_contexts_leave_something_to_forecast(series) -> None:
     for _ in range(20):
         for s, c in zip(series, random_contexts(series, 1, rng), strict=True):
             assert 1 <= c <= len(s) - 1
+
+
+def test_dates_beyond_pandas_nanoseconds_keep_their_order(tmp_path) -> None:
+    """A CSV row dated 2300-01-01 once wrapped around to 1715 and was sorted first."""
+    frame = pd.DataFrame(
+        {"id": ["a"] * 3, "time": ["2299-06-01", "2300-01-01", "2299-01-01"], "x": [2.0, 3.0, 1.0]}
+    )
+    (s,) = series_from_frame(frame, ["x"], TimeSpec("day", 1.0))
+    np.testing.assert_array_equal(s.values[:, 0], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(np.diff(s.times), [151.0, 214.0])
+    with pytest.raises(DataError, match="'now' is not an ISO-8601"):
+        series_from_frame(frame.assign(time=["2026-01-01", "now", "2026-02-01"]), ["x"], TimeSpec("day", 1.0))
