@@ -190,8 +190,8 @@ def fit(
     channels: Sequence[str],
     *,
     time_unit: str = "day",
-    time_scale: float = 1.0,
-    log_channels: Sequence[str] = (),
+    time_scale: float | None = None,
+    log_channels: Sequence[str] | None = None,
     name: str = "model",
     epochs: int | None = None,
     config: str | Path | Mapping[str, Any] | None = None,
@@ -205,7 +205,8 @@ def fit(
     """Train a latent ODE on a long table (what `latentcast train --data FILE` does) and return the best
     model by validation forecast error.
 
-    The series are split by id into train/validation/test (80/10/10, seeded). `config`: a TOML/JSON
+    The series are split by id into train/validation/test (80/10/10, seeded). time_scale and
+    log_channels None: chosen from the training series (as `latentcast train` does). `config`: a TOML/JSON
     file or a dict overriding the default recipe (models/configs/default.toml), e.g.
     {"model": {"latent_dim": 16}, "train": {"batch_size": 32}}. `out`: keep the run directory
     (best.pt, last.pt, metrics.json); by default it is temporary.
@@ -214,14 +215,14 @@ def fit(
     data = {
         "name": name,
         "channels": list(channels),
-        "log_channels": list(log_channels),
+        "log_channels": list(log_channels) if log_channels is not None else None,
         "time_unit": time_unit,
         "time_scale": time_scale,
     }
     exp = build_experiment(
         "default",
         None if isinstance(config, Mapping) else config,
-        data={**overrides.get("data", {}), **data},
+        data={**overrides.get("data", {}), **{k: v for k, v in data.items() if v is not None}},
         model=overrides.get("model", {}),
         train={**overrides.get("train", {}), "seed": seed, **({"epochs": epochs} if epochs else {})},
     )

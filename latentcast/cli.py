@@ -33,15 +33,23 @@ def train_cmd(
     seed: Annotated[int | None, typer.Option(help="training seed")] = None,
     epochs: Annotated[int | None, typer.Option(help="override the number of epochs")] = None,
     channels: Annotated[str | None, typer.Option(help="for a user file: channel columns, comma-separated")] = None,
-    log_channels: Annotated[str | None, typer.Option(help="channels to model on a log scale")] = None,
+    log_channels: Annotated[
+        str | None, typer.Option(help="channels to model on a log scale (default: chosen from the data)")
+    ] = None,
+    no_log_channels: Annotated[bool, typer.Option(help="model every channel on its own scale")] = False,
     time_unit: Annotated[str | None, typer.Option(help="unit of numeric times / unit date-times become")] = None,
-    time_scale: Annotated[float | None, typer.Option(help="model time = time in unit × scale")] = None,
+    time_scale: Annotated[
+        float | None, typer.Option(help="model time = time in unit × scale (default: chosen from the data)")
+    ] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="stop after this much training time")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue from a run's last.pt")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
-    """Train a latent ODE; keeps the best checkpoint by validation forecast error."""
+    """Train a latent ODE; keeps the best checkpoint by validation forecast error, then reports it against
+    last-observation-carried-forward and a linear trend on the validation series."""
     from latentcast.models.datasets import load_dataset
     from latentcast.models.recipes import build_experiment
+    from latentcast.models.report import format_report
     from latentcast.models.train import experiment_from_checkpoint, train
 
     _logging()
@@ -55,7 +63,7 @@ def train_cmd(
             data_values = {
                 "name": data,
                 "channels": _split_list(channels),
-                "log_channels": _split_list(log_channels),
+                "log_channels": [] if no_log_channels else _split_list(log_channels),
                 "time_unit": time_unit,
                 "time_scale": time_scale,
             }
@@ -63,14 +71,22 @@ def train_cmd(
             _BUILTIN.get(data, "default"),
             config,
             data={k: v for k, v in data_values.items() if v is not None},
-            train={k: v for k, v in {"seed": seed, "epochs": epochs}.items() if v is not None},
+            train={
+                k: v for k, v in {"seed": seed, "epochs": epochs, "max_minutes": max_minutes}.items() if v is not None
+            },
             model={"solver": {"adjoint": True}} if adjoint else {},
         )
     result = train(exp, load_dataset(exp.data), out, device=device, resume=resume, show_progress=not quiet)
     if not result.metrics:  # a rank other than 0 under torchrun: rank 0 reports and writes
         return
     best = result.metrics["best"]
-    typer.echo(f"best epoch {best.get('epoch')}: val nmse {best.get('val_nmse', float('nan')):.4f} -> {result.best}")
+    if result.metrics.get("report"):
+        typer.echo(format_report(result.metrics["report"]))
+    stopped = result.metrics.get("stopped_early")
+    typer.echo(
+        f"best epoch {best.get('epoch')}: val nmse {best.get('val_nmse', float('nan')):.4f} -> {result.best}"
+        + (f" (stopped early: {stopped})" if stopped else "")
+    )
 
 
 @app.command(

@@ -64,6 +64,7 @@ class ModelBundle:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     version: str = ""
     created: str = ""
+    calibration: tuple[float, ...] | None = None  # per-channel spread factors (models.calibrate)
 
     @property
     def config(self) -> ModelConfig:
@@ -106,6 +107,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str
         "time": {"unit": bundle.time.unit, "scale": bundle.time.scale},
         "data": bundle.data,
         "metrics": bundle.metrics,
+        "calibration": list(bundle.calibration) if bundle.calibration is not None else None,
     }
     if train_state is not None:
         payload["train_state"] = train_state
@@ -166,4 +168,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
         metrics=dict(payload["metrics"]),
         version=str(payload["version"]),
         created=str(payload["created"]),
+        calibration=_calibration(path, payload.get("calibration"), model.n_channels),
     )
+
+
+def _calibration(path: str | Path, value: Any, n_channels: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    factors = tuple(float(v) for v in value)
+    if len(factors) != n_channels or not all(0 < f < 100 for f in factors):
+        raise CheckpointError(f"{path}: calibration factors must be one per channel, each in (0, 100)")
+    return factors

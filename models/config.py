@@ -22,6 +22,7 @@ ModelKind = Literal["latent_ode", "rnn"]
 Anchor = Literal["first", "last"]
 ContextPolicy = Literal["fixed", "random"]
 Likelihood = Literal["all", "forecast"]
+Normalization = Literal["robust", "standard"]
 
 ADAPTIVE_METHODS = ("dopri5", "bosh3")
 FIXED_METHODS = ("euler", "midpoint", "rk4")
@@ -138,6 +139,9 @@ class TrainConfig:
     likelihood: "all" scores every observed value (context reconstruction and forecast window, the
     papers' interpolation objective); "forecast" scores only the points after the context (Rubanova et
     al.'s extrapolation objective), for data whose paths wander more than one smooth curve explains.
+    patience: stop when validation has not improved for this many epochs (0: run every epoch).
+    max_minutes: stop after the epoch that would otherwise end past this budget (0: no budget).
+    warmup_epochs: the learning rate rises linearly over these epochs, then follows a cosine to lr_min.
     """
 
     epochs: int = 50
@@ -155,6 +159,9 @@ class TrainConfig:
     val_samples: int = 32
     plot_series: int = 4
     seed: int = 0
+    patience: int = 0
+    max_minutes: float = 0.0
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -167,6 +174,9 @@ class TrainConfig:
         _check(self.likelihood in get_args(Likelihood), "train.likelihood", f"one of {get_args(Likelihood)}")
         _check(self.min_context >= 1, "train.min_context", "must be >= 1")
         _check(self.val_samples >= 1, "train.val_samples", "must be >= 1")
+        _check(self.patience >= 0, "train.patience", "must be >= 0 (0: no early stopping)")
+        _check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0: no budget)")
+        _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,15 +185,23 @@ class DataConfig:
 
     name: "spirals", "pbcseq" or a path to a long table (CSV/parquet) with columns id, time, channels.
     time_unit/time_scale: model time = (time in `time_unit`) × time_scale. Date-time columns are first
-    converted to `time_unit` ("day", "hour", "minute", "second", "week").
-    log_channels: channels modelled on a log scale (must be positive).
+    converted to `time_unit` ("day", "hour", "minute", "second", "week"). time_scale None: chosen from
+    the training series so that their median span is `TARGET_SPAN` model time units.
+    log_channels: channels modelled on a log scale (must be positive); None: chosen from the training
+    split (every value > 0 and the log makes a right-skewed channel more symmetric); () none.
+    normalize: per-channel centre and scale: "robust" (median and IQR / 1.349, which a few gross
+    errors cannot move) or "standard" (mean and standard deviation). outlier_z: training values further
+    than this many scales from the centre count as entry errors: excluded from training and counted in
+    the report (0: keep everything).
     """
 
     name: str = "spirals"
     channels: tuple[str, ...] = ()
-    log_channels: tuple[str, ...] = ()
+    log_channels: tuple[str, ...] | None = None
     time_unit: str = "day"
-    time_scale: float = 1.0
+    time_scale: float | None = None
+    normalize: Normalization = "robust"
+    outlier_z: float = 10.0
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     n_series: int = 1250
@@ -197,11 +215,14 @@ class DataConfig:
             "three fractions summing to 1",
         )
         _check(all(f >= 0 for f in self.split), "data.split", "fractions must be >= 0")
-        _check(self.time_scale > 0, "data.time_scale", "must be > 0")
+        _check(self.time_scale is None or self.time_scale > 0, "data.time_scale", "must be > 0 (or unset: auto)")
+        _check(self.normalize in get_args(Normalization), "data.normalize", f"one of {get_args(Normalization)}")
+        _check(self.outlier_z >= 0, "data.outlier_z", "must be >= 0 (0: keep every value)")
+        logs = set(self.log_channels or ())
         _check(
-            not set(self.log_channels) - set(self.channels) or not self.channels,
+            not logs - set(self.channels) or not self.channels,
             "data.log_channels",
-            f"{sorted(set(self.log_channels) - set(self.channels))} are not in data.channels",
+            f"{sorted(logs - set(self.channels))} are not in data.channels",
         )
 
 

@@ -111,7 +111,9 @@ def series_from_frame(
 
 @dataclasses.dataclass(frozen=True)
 class Normalizer:
-    """Per-channel standardisation, optionally after a log: x' = (f(x) - mean) / std, f = log or id."""
+    """Per-channel standardisation, optionally after a log: x' = (f(x) - mean) / std, f = log or id.
+    `mean` and `std` are the centre and scale: mean and standard deviation, or (robust) the median
+    and the interquartile range / 1.349, which estimates the standard deviation of normal data."""
 
     channels: tuple[str, ...]
     log: tuple[bool, ...]
@@ -119,7 +121,12 @@ class Normalizer:
     std: tuple[float, ...]
 
     @staticmethod
-    def fit(series: Sequence[Series], channels: Sequence[str], log_channels: Sequence[str] = ()) -> Normalizer:
+    def fit(
+        series: Sequence[Series],
+        channels: Sequence[str],
+        log_channels: Sequence[str] = (),
+        method: str = "standard",
+    ) -> Normalizer:
         """Fit on (training) series: statistics over all observed values of each channel."""
         unknown = set(log_channels) - set(channels)
         if unknown:
@@ -138,8 +145,12 @@ class Normalizer:
                 if (col <= 0).any():
                     raise DataError(f"channel {c!r} has values <= 0; remove it from log_channels")
                 col = np.log(col)
-            means.append(float(col.mean()))
-            sd = float(col.std())
+            centre, sd = float(col.mean()), float(col.std())
+            if method == "robust":
+                q25, q50, q75 = np.percentile(col, [25, 50, 75])
+                centre = float(q50)
+                sd = float(q75 - q25) / 1.349 if q75 > q25 else sd  # a mostly constant channel: the SD
+            means.append(centre)
             stds.append(sd if sd > 1e-8 else 1.0)
         return Normalizer(tuple(channels), log, tuple(means), tuple(stds))
 

@@ -80,6 +80,15 @@ def all_ok(world: World, ok: bool, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def any_true(world: World, flag: bool, device: torch.device) -> bool:
+    """True if `flag` on any rank (rank 0's decision to stop reaches every rank)."""
+    if not world.active:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def shard(indices: Iterable[Any], world: World) -> Iterator[int]:
     """This rank's share of an epoch's permutation: every size-th item from `rank`, the same count on
     every rank (the remainder of len / size is left out this epoch), so all ranks take the same steps."""

@@ -76,6 +76,7 @@ class Forecaster:
         solver: SolverConfig | None = None,
         max_sigmas: float = 50.0,
         max_chunk_values: int = 1 << 24,
+        spread: Sequence[float] | None = None,
     ):
         self.model = model.to(device).eval()
         self.normalizer = normalizer
@@ -85,11 +86,13 @@ class Forecaster:
         self.solver = solver or model.cfg.solver
         self.max_sigmas = max_sigmas
         self.max_chunk_values = max_chunk_values
+        self.spread = tuple(spread) if spread is not None and any(c != 1.0 for c in spread) else None
         self.graphs = GraphCache(EXEC_DEFAULTS["cuda"]["graph_cache"])
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, device: str | torch.device = "cpu", **kwargs: object) -> Forecaster:
-        return cls(bundle.model, bundle.normalizer, device, **kwargs)  # type: ignore[arg-type]
+        """The bundle's model, normalisation and calibration."""
+        return cls(bundle.model, bundle.normalizer, device, spread=bundle.calibration, **kwargs)  # type: ignore[arg-type]
 
     def predict(
         self,
@@ -183,6 +186,7 @@ class Forecaster:
             graphs=self.graphs if self.device.type == "cuda" else None,
             stats_samples=num_samples,
             deadline=torch.as_tensor(deadlines, dtype=torch.float64) if deadlines is not None else None,
+            spread=torch.as_tensor(self.spread, device=self.device) if self.spread is not None else None,
         )
         std = self.model.decoder.std
         stats = pred.samples[:num_samples] if pred.samples is not None else None  # behind mean and quantiles

@@ -117,6 +117,7 @@ class LatentODE(nn.Module):
         graphs: GraphCache | None = None,
         stats_samples: int | None = None,
         deadline: torch.Tensor | None = None,
+        spread: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast each series at its own query times (`graphs`: where to keep CUDA graphs of the solve).
 
@@ -126,7 +127,8 @@ class LatentODE(nn.Module):
         with the decoder's Gaussian noise (`include_noise`); `mean` is its mean. Mean and quantiles use
         the first `stats_samples` samples (default all): the draws are a sequence, so asking for more
         samples to look at does not change them. `deadline`: (B,) per-series `time.monotonic()` times
-        past which a series' solve stops (`Status.DEADLINE`).
+        past which a series' solve stops (`Status.DEADLINE`). `spread`: (D,) calibration factors on each
+        channel's predictive spread about its mean (models.calibrate).
         """
         solver = solver or self.cfg.solver
         mean, logvar = self.encode(batch)
@@ -152,9 +154,14 @@ class LatentODE(nn.Module):
         x = (sol.z if linear is not None else self.decoder(sol.z)).view(s, b, q, self.n_channels)  # (S, B, Q, D)
         std = self.decoder.std if include_noise else None
         xs = x[: stats_samples or s]  # (S', B, Q, D) behind the mean and quantiles
+        centre = xs.mean(0)
+        if spread is not None:  # calibrated: every sample's deviation and the noise scaled per channel
+            x = centre + spread * (x - centre)
+            xs = x[: stats_samples or s]
+            std = std * spread if std is not None else None
         quant = mixture_quantiles(xs, std, tuple(levels))
         return Prediction(
-            mean=xs.mean(0),
+            mean=centre,
             quantiles=quant,
             levels=tuple(levels),
             samples=x if return_samples else None,

@@ -77,6 +77,7 @@ class RNNBaseline(nn.Module):
         graphs: object = None,
         stats_samples: int | None = None,
         deadline: torch.Tensor | None = None,
+        spread: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast at query times after each series' context (the RNN cannot go back in time)."""
         b, q = query_t.shape

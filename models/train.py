@@ -20,13 +20,15 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from latentcast.models import distributed
-from latentcast.models.checkpoint import ModelBundle, build_model, read_payload, save_checkpoint
+from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
 from latentcast.models.data import DataError, Normalizer, collate, random_contexts
 from latentcast.models.datasets import DatasetSplit
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
 from latentcast.models.metrics import forecast_contexts, holdout_metrics
+from latentcast.models.preprocess import drop_outliers
+from latentcast.models.report import training_report, with_report
 
 log = logging.getLogger("latentcast.train")
 
@@ -57,9 +59,17 @@ def check_trainable(split: DatasetSplit) -> None:
         )
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message names the likely cause and the setting to change."""
+
+
 def _lr_at(exp: ExperimentConfig, epoch: int) -> float:
+    """Linear warm-up over warmup_epochs, then a cosine from lr to lr_min over the remaining epochs."""
     tc = exp.train
-    return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * epoch / max(1, tc.epochs)))
+    if epoch < tc.warmup_epochs:
+        return tc.lr * (epoch + 1) / (tc.warmup_epochs + 1)
+    done = (epoch - tc.warmup_epochs) / max(1, tc.epochs - tc.warmup_epochs)
+    return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * done))
 
 
 def _kl_weight(exp: ExperimentConfig, progress: float) -> float:
@@ -125,7 +135,11 @@ def _train(
     tc = exp.train
     check_trainable(split)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    normalizer = Normalizer.fit(split.train, split.channels, split.log_channels)
+    normalizer = Normalizer.fit(split.train, split.channels, split.log_channels, exp.data.normalize)
+    kept_train = drop_outliers(split.train, normalizer, exp.data.outlier_z)  # gross entry errors out
+    kept_val = drop_outliers(split.val, normalizer, exp.data.outlier_z)
+    split = dataclasses.replace(split, train=kept_train.series, val=kept_val.series)
+    outliers = {"train": kept_train.outliers, "validation": kept_val.outliers}
     model = build_model(exp.model, len(split.channels)).to(dev)
     loss_fn = distributed.LossModule(model)
     step_fn: torch.nn.Module = loss_fn
@@ -177,6 +191,7 @@ def _train(
         disable=not show_progress,
     )
     started = time.perf_counter()
+    stopped: str | None = None
     summary = ""  # the last validation's one-line summary, shown beside the bar
     with progress:
         task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=float("nan"), val="")
@@ -190,7 +205,7 @@ def _train(
                 group["lr"] = lr * group["lr_scale"]
             perm = list(distributed.shard(rng.permutation(n_train), world))  # this rank's share
             progress.reset(task, total=steps, epoch=epoch + 1, loss=float("nan"), val=summary)
-            run_loss, run_n, nfe, t0 = 0.0, 0, 0, time.perf_counter()
+            run_loss, run_n, nfe, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
             for step in range(steps):
                 part = [split.train[i] for i in perm[step * tc.batch_size : (step + 1) * tc.batch_size]]
                 ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
@@ -202,6 +217,7 @@ def _train(
                     if world.active:
                         loss.backward()  # zero gradients, but every rank joins DDP's all-reduce
                     log.warning("epoch %d step %d: skipped a batch: %s", epoch + 1, step, loss_fn.error)
+                    skipped += 1
                     continue
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -211,8 +227,12 @@ def _train(
                 nfe += stats.nfe
                 progress.update(task, advance=1, loss=run_loss / run_n)
             train_seconds = time.perf_counter() - t0
+            if epoch == 0 and 2 * skipped > steps:
+                raise TrainingError(_solver_advice(skipped, steps, loss_fn.error, split, exp))
             if not world.main:  # rank 0 validates and writes; the others wait for it
                 distributed.barrier(world)
+                if distributed.any_true(world, False, dev):
+                    break
                 continue
             val = validate(bundle({}), split, exp, dev)
             score = val.get("val_nmse", val["val_loss"])
@@ -248,6 +268,11 @@ def _train(
             if on_epoch is not None:
                 on_epoch(row)
             distributed.barrier(world)
+            stop = _stop_reason(exp, history, time.perf_counter() - started)
+            if distributed.any_true(world, stop is not None, dev):
+                log.info("stopping after epoch %d: %s", epoch + 1, stop)
+                stopped = stop
+                break
     digests = distributed.gather_digests(world, model)
     if not world.main:
         return TrainResult(out / BEST, out / LAST, {})
@@ -256,13 +281,49 @@ def _train(
         log.info("%d ranks, weights digests %s", world.size, digests)
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
-    metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started)
+    best = load_checkpoint(out / BEST, dev)
+    report, calibration = training_report(best, split.val, dev, outliers)
+    save_checkpoint(out / BEST, with_report(best, report, calibration))
+    metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started, report, stopped)
     _plot_best(out, split, exp, dev)
     return TrainResult(out / BEST, out / LAST, metrics)
 
 
+def _stop_reason(exp: ExperimentConfig, history: list[dict[str, Any]], seconds: float) -> str | None:
+    """Why to stop before the last epoch: no validation gain for `patience` epochs, or the next epoch
+    would end past `max_minutes`."""
+    tc = exp.train
+    scores = [r.get("val_nmse", r["val_loss"]) for r in history]
+    best_at = int(np.argmin(scores)) if scores else 0
+    if tc.patience and len(scores) - 1 - best_at >= tc.patience:
+        return f"no validation gain for {tc.patience} epochs (train.patience)"
+    if tc.max_minutes and history:
+        per_epoch = seconds / len(history)
+        if seconds + per_epoch > 60 * tc.max_minutes:
+            return f"the next epoch would end past {tc.max_minutes:g} minutes (--max-minutes)"
+    return None
+
+
+def _solver_advice(
+    skipped: int, steps: int, error: Exception | None, split: DatasetSplit, exp: ExperimentConfig
+) -> str:
+    span = max(float(s.times[-1] - s.times[0]) for s in split.train)
+    return (
+        f"{skipped} of {steps} batches of the first epoch failed to solve ({error}); likely causes: the time "
+        f"scale (model time = time × {split.time.scale:.4g}; the longest training series spans {span:.3g} model "
+        "units: set --time-scale so that series span a few units), outliers (data.outlier_z, --log-channels), "
+        "or a solver too strict for the data (model.solver.rtol/atol, max_num_steps)"
+    )
+
+
 def _write_metrics(
-    out: Path, exp: ExperimentConfig, history: list[dict[str, Any]], best: float, seconds: float
+    out: Path,
+    exp: ExperimentConfig,
+    history: list[dict[str, Any]],
+    best: float,
+    seconds: float,
+    report: dict[str, Any] | None = None,
+    stopped: str | None = None,
 ) -> dict[str, Any]:
     best_row = min(history, key=lambda r: r.get("val_nmse", r["val_loss"])) if history else {}
     metrics = {
@@ -271,6 +332,8 @@ def _write_metrics(
         "best_score": best,
         "history": history,
         "wall_seconds_this_run": seconds,
+        "stopped_early": stopped,
+        "report": report,
     }
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -283,8 +346,6 @@ def _plot_best(out: Path, split: DatasetSplit, exp: ExperimentConfig, device: to
     except ImportError:
         log.info("no %s: install latentcast[plot] for it", PLOT)
         return
-    from latentcast.models.checkpoint import load_checkpoint
-
     best = load_checkpoint(out / BEST, device)
     plot_validation(out / PLOT, best, split.val[: exp.train.plot_series], device)
 

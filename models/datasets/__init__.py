@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from latentcast.models.data import DataError, TimeSpec, series_from_frame, split
 from latentcast.models.datasets.base import DatasetSplit, split_series
 from latentcast.models.datasets.pbcseq import load_pbcseq
 from latentcast.models.datasets.spirals import load_spirals
+from latentcast.models.preprocess import TARGET_SPAN, auto_log_channels, auto_time_scale
 
 __all__ = ["DatasetSplit", "dataset_from_frame", "load_dataset", "load_pbcseq", "load_spirals"]
 
@@ -36,17 +38,30 @@ def dataset_from_frame(
     id_col: str = "id",
     time_col: str = "time",
 ) -> DatasetSplit:
-    """A long table → a seeded train/val/test split of its series by id (`cfg.channels` required)."""
+    """A long table → a seeded train/val/test split of its series by id (`cfg.channels` required). An
+    unset time scale or set of log channels is chosen from the training split (models.preprocess)."""
     if not cfg.channels:
         raise DataError(f"data {cfg.name!r}: name the channels to model (--channels a,b,c)")
-    spec = TimeSpec(cfg.time_unit, cfg.time_scale)
-    series = series_from_frame(frame, cfg.channels, spec, id_col, time_col)
-    train, val, test = split_ids([s.id for s in series], cfg.split, cfg.split_seed)
+    series = series_from_frame(frame, cfg.channels, TimeSpec(cfg.time_unit, cfg.time_scale or 1.0), id_col, time_col)
+    parts = split_ids([s.id for s in series], cfg.split, cfg.split_seed)
+    train_ids = set(parts[0])
+    train = [s for s in series if s.id in train_ids]
+    scale = cfg.time_scale
+    if scale is None:
+        scale = auto_time_scale(train)
+        series = [dataclasses.replace(s, times=s.times * scale) for s in series]
+    logs = cfg.log_channels if cfg.log_channels is not None else auto_log_channels(train, cfg.channels)
+    choices = {
+        "time_scale": scale,
+        "time_scale_rule": "given" if cfg.time_scale is not None else f"auto: median training span = {TARGET_SPAN:g}",
+        "log_channels": list(logs),
+        "log_channels_rule": "given" if cfg.log_channels is not None else "auto: > 0 and right-skewed",
+    }
     return split_series(
         series,
-        (train, val, test),
+        parts,
         cfg.channels,
-        cfg.log_channels,
-        spec,
-        {"name": cfg.name, **(description or {}), "series": len(series)},
+        logs,
+        TimeSpec(cfg.time_unit, scale),
+        {"name": cfg.name, **(description or {}), "series": len(series), "preprocessing": choices},
     )

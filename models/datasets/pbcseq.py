@@ -27,7 +27,7 @@ def load_pbcseq(cfg: DataConfig) -> DatasetSplit:
     frame = read_pbcseq()
     series = series_from_frame(frame, CHANNELS, TIME)
     ids = split_ids([s.id for s in series], cfg.split, cfg.split_seed)
-    log = cfg.log_channels or LOG_CHANNELS
+    log = LOG_CHANNELS if cfg.log_channels is None else cfg.log_channels
     return split_series(
         series,
         ids,

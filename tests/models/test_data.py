@@ -145,9 +145,7 @@ def test_random_contexts_leave_something_to_forecast(series) -> None:
 
 def test_dates_beyond_pandas_nanoseconds_keep_their_order(tmp_path) -> None:
     """A CSV row dated 2300-01-01 once wrapped around to 1715 and was sorted first."""
-    frame = pd.DataFrame(
-        {"id": ["a"] * 3, "time": ["2299-06-01", "2300-01-01", "2299-01-01"], "x": [2.0, 3.0, 1.0]}
-    )
+    frame = pd.DataFrame({"id": ["a"] * 3, "time": ["2299-06-01", "2300-01-01", "2299-01-01"], "x": [2.0, 3.0, 1.0]})
     (s,) = series_from_frame(frame, ["x"], TimeSpec("day", 1.0))
     np.testing.assert_array_equal(s.values[:, 0], [1.0, 2.0, 3.0])
     np.testing.assert_allclose(np.diff(s.times), [151.0, 214.0])

@@ -61,8 +61,11 @@ def test_user_file_needs_channels_and_splits(tmp_path) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
     with pytest.raises(DataError, match="channels"):
         load_dataset(DataConfig(name=str(path)))
-    split = load_dataset(DataConfig(name=str(path), channels=("a", "b"), time_unit="day"))
+    split = load_dataset(DataConfig(name=str(path), channels=("a", "b"), time_unit="day", time_scale=1.0))
     assert len(split.train) == 8 and len(split.val) == 1 and len(split.test) == 1
     np.testing.assert_allclose(split.train[0].times - split.train[0].times[0], [0, 2, 8])
+    auto = load_dataset(DataConfig(name=str(path), channels=("a", "b"), time_unit="day"))  # median span 8 days
+    assert auto.time.scale == 0.5 and auto.description["preprocessing"]["time_scale_rule"].startswith("auto")
+    np.testing.assert_allclose(auto.train[0].times - auto.train[0].times[0], [0, 1, 4])
     with pytest.raises(DataError, match="no such file"):
         load_dataset(DataConfig(name=str(tmp_path / "nope.csv")))

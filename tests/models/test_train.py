@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,8 @@ from latentcast.models.checkpoint import load_checkpoint, read_payload
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
 from latentcast.models.data import TimeSpec
 from latentcast.models.datasets.base import DatasetSplit
-from latentcast.models.train import BEST, LAST, METRICS, PLOT, train
+from latentcast.models.report import format_report
+from latentcast.models.train import BEST, LAST, METRICS, PLOT, TrainingError, _stop_reason, train
 from tests.conftest import make_series, tiny_config
 
 
@@ -19,7 +21,8 @@ def _split() -> DatasetSplit:
 
 
 def _exp(epochs: int = 4, **train_kw) -> ExperimentConfig:
-    tc = TrainConfig(epochs=epochs, batch_size=10, lr=1e-2, lr_min=1e-3, val_samples=4, plot_series=2, **train_kw)
+    kw: dict = dict(batch_size=10, lr=1e-2, lr_min=1e-3, val_samples=4, plot_series=2)
+    tc = TrainConfig(epochs=epochs, **{**kw, **train_kw})
     return ExperimentConfig(DataConfig(name="toy"), tiny_config(), tc)
 
 
@@ -79,3 +82,59 @@ def test_rnn_baseline_trains_with_the_same_code(tmp_path) -> None:
     hist = res.metrics["history"]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert load_checkpoint(tmp_path / BEST).config.kind == "rnn"
+
+
+def test_the_report_compares_with_the_naive_forecasts_and_travels_with_the_model(tmp_path) -> None:
+    res = train(_exp(3), _split(), tmp_path, device="cpu", show_progress=False)
+    report = res.metrics["report"]
+    assert set(report["nmse"]) == {"latent_ode", "locf", "linear_trend"}
+    assert set(report["nmse"]["locf"]) == {"a", "b", "c", "average"}
+    assert 0.0 <= report["coverage80"] <= 1.0 and isinstance(report["beats_locf"], bool)
+    bundle = load_checkpoint(tmp_path / BEST)
+    assert bundle.metrics["report"] == json.loads((tmp_path / METRICS).read_text())["report"]
+    if report["calibration"] is not None:  # a coverage outside 75-85% was calibrated, and it travels too
+        assert bundle.calibration == tuple(report["calibration"])
+    text = format_report(report)
+    assert "LOCF" in text and "80% interval coverage" in text
+    assert ("WARNING" in text) == (not report["beats_locf"])
+
+
+def test_early_stopping_and_the_time_budget(tmp_path) -> None:
+    rows = [{"val_nmse": v, "val_loss": 0.0} for v in (1.0, 0.5, 0.6, 0.7)]  # the best was 2 epochs ago
+    assert "train.patience" in (_stop_reason(_exp(30, patience=2), rows, 1.0) or "")
+    assert _stop_reason(_exp(30, patience=3), rows, 1.0) is None and _stop_reason(_exp(30), rows, 1.0) is None
+    res = train(_exp(30, max_minutes=1e-4), _split(), tmp_path / "m", device="cpu", show_progress=False)
+    assert len(res.metrics["history"]) == 1 and "--max-minutes" in res.metrics["stopped_early"]
+
+
+def test_a_first_epoch_that_cannot_solve_stops_with_the_likely_cause(tmp_path) -> None:
+    from latentcast.models.config import SolverConfig
+
+    exp = _exp(3)
+    exp = ExperimentConfig(
+        exp.data, tiny_config(solver=SolverConfig(method="rk4", step_size=1e-3, max_num_steps=5)), exp.train
+    )
+    with pytest.raises(TrainingError, match=r"batches of the first epoch failed to solve.*time scale.*--time-scale"):
+        train(exp, _split(), tmp_path, device="cpu", show_progress=False)
+
+
+def test_gross_outliers_are_set_aside_and_counted(tmp_path) -> None:
+    split = _split()
+    bad = split.train[0]
+    values = bad.values.copy()
+    values[0, 0] = 13_682.0  # a blood pressure typed with an extra digit or two
+    split = DatasetSplit(
+        [dataclasses.replace(bad, values=values), *split.train[1:]],
+        split.val,
+        split.test,
+        split.channels,
+        split.log_channels,
+        split.time,
+        split.description,
+    )
+    exp = _exp(2)
+    exp = ExperimentConfig(DataConfig(name="toy", normalize="robust", outlier_z=10.0), exp.model, exp.train)
+    res = train(exp, split, tmp_path, device="cpu", show_progress=False)
+    assert res.metrics["report"]["outliers_excluded"]["train"]["a"] == 1
+    norm = load_checkpoint(tmp_path / BEST).normalizer
+    assert abs(norm.mean[0] - 2.0) < 1.0  # the robust centre did not move

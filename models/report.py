@@ -1,0 +1,93 @@
+"""The training report: how the best model forecasts held-out validation series, beside the naive
+forecasts it must beat, with its interval coverage before and after calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from latentcast.models.calibrate import BAND, fit_spread
+from latentcast.models.checkpoint import ModelBundle
+from latentcast.models.data import Series
+from latentcast.models.forecast import Forecaster
+from latentcast.models.metrics import baseline_nmse, forecast_contexts, holdout_metrics
+
+
+def training_report(
+    bundle: ModelBundle, val: Sequence[Series], device: torch.device, outliers: dict[str, Any], samples: int = 32
+) -> tuple[dict[str, Any], tuple[float, ...] | None]:
+    """Validation NMSE per channel and on average for the model, last observation carried forward and a
+    per-series linear trend; 80% coverage; a spread calibration when coverage leaves BAND (returned,
+    for the checkpoint, and already applied to the reported coverage)."""
+    contexts = forecast_contexts(val)
+    plain = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples)
+    factors, before = fit_spread(plain, val, contexts)
+    calibration = factors if any(f != 1.0 for f in factors) else None
+    fc = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples, spread=calibration)
+    model = holdout_metrics(fc, val, contexts)
+    base = baseline_nmse(val, contexts, bundle.normalizer)
+    channels = list(bundle.channels)
+    rows = {
+        name: {c: m.get(f"nmse_{c}") for c in channels} | {"average": m.get("nmse")}
+        for name, m in (("latent_ode", model), ("locf", base["locf"]), ("linear_trend", base["linear_trend"]))
+    }
+    beats = model.get("nmse", float("inf")) < base["locf"]["nmse"]
+    return {
+        "split": "validation",
+        "series": len(val),
+        "forecast_points": model.get("forecast_points", 0.0),
+        "nmse": rows,
+        "coverage80": model.get("coverage80"),
+        "coverage80_before_calibration": before,
+        "calibration": list(calibration) if calibration else None,
+        "calibration_band": list(BAND),
+        "beats_locf": beats,
+        "outliers_excluded": outliers,
+    }, calibration
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as the CLI prints it: a table of NMSE per channel, coverage, and a warning if the
+    model does not beat carrying the last value forward."""
+    rows = report["nmse"]
+    channels = [c for c in rows["latent_ode"] if c != "average"]
+    width = max(12, *(len(c) for c in channels))
+    lines = [
+        f"validation report ({report['series']} series, {int(report['forecast_points'])} held-out points; NMSE, lower "
+        "is better):",
+        "  " + "forecast".ljust(14) + "".join(c.rjust(width + 1) for c in [*channels, "average"]),
+    ]
+    for key, label in (("latent_ode", "latent ODE"), ("locf", "LOCF"), ("linear_trend", "linear trend")):
+        cells = [rows[key].get(c) for c in [*channels, "average"]]
+        lines.append("  " + label.ljust(14) + "".join(_num(v).rjust(width + 1) for v in cells))
+    cov = report.get("coverage80")
+    cal = report.get("calibration")
+    note = f" (after calibrating the spread by {', '.join(f'{f:g}' for f in cal)})" if cal else ""
+    lines.append(f"  80% interval coverage: {_pct(cov)}{note}")
+    dropped = {
+        part: {c: n for c, n in counts.items() if n} for part, counts in (report.get("outliers_excluded") or {}).items()
+    }
+    shown = "; ".join(f"{part} {counts}" for part, counts in dropped.items() if counts)
+    if shown:
+        lines.append(f"  gross outliers set aside as entry errors (data.outlier_z): {shown}")
+    if not report["beats_locf"]:
+        lines.append(
+            "  WARNING: the model does not beat carrying the last observation forward on validation; its "
+            "forecasts are not worth serving as they are"
+        )
+    return "\n".join(lines)
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def with_report(bundle: ModelBundle, report: dict[str, Any], calibration: tuple[float, ...] | None) -> ModelBundle:
+    return dataclasses.replace(bundle, metrics={**bundle.metrics, "report": report}, calibration=calibration)
