@@ -23,6 +23,7 @@ Anchor = Literal["first", "last"]
 ContextPolicy = Literal["fixed", "random"]
 Likelihood = Literal["all", "forecast"]
 Normalization = Literal["robust", "standard"]
+ValTask = Literal["last", "half"]
 
 ADAPTIVE_METHODS = ("dopri5", "bosh3")
 FIXED_METHODS = ("euler", "midpoint", "rk4")
@@ -80,6 +81,8 @@ class ModelConfig:
     anchor: where z0 lives. "first": at the first observation, encoder runs backwards (the papers).
         "last": at the last observation, encoder runs forwards (fresher state for forecasting).
     obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.
+    residual: the decoded trajectory is the change from each channel's last observed value in the
+        context (the encoder still sees absolute values), so "no change" costs the model nothing.
     """
 
     kind: ModelKind = "latent_ode"
@@ -97,6 +100,7 @@ class ModelConfig:
     obs_std: float = 0.1
     learn_std: bool = False
     min_std: float = 1e-3
+    residual: bool = False
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
@@ -142,6 +146,8 @@ class TrainConfig:
     patience: stop when validation has not improved for this many epochs (0: run every epoch).
     max_minutes: stop after the epoch that would otherwise end past this budget (0: no budget).
     warmup_epochs: the learning rate rises linearly over these epochs, then follows a cosine to lr_min.
+    val_task: what validation forecasts, per series: "last" its last point from the rest, "half" its
+    second half from its first (more held-out points, longer horizons).
     """
 
     epochs: int = 50
@@ -162,6 +168,7 @@ class TrainConfig:
     patience: int = 0
     max_minutes: float = 0.0
     warmup_epochs: int = 0
+    val_task: ValTask = "last"
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -177,6 +184,7 @@ class TrainConfig:
         _check(self.patience >= 0, "train.patience", "must be >= 0 (0: no early stopping)")
         _check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0: no budget)")
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
+        _check(self.val_task in get_args(ValTask), "train.val_task", f"one of {get_args(ValTask)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -230,6 +230,15 @@ class Batch:
     def size(self) -> int:
         return len(self.ids)
 
+    def last_observed(self) -> torch.Tensor:
+        """(B, D) each channel's last observed value in the context (normalised), 0 where the context
+        never observes it: the level a residual decoder forecasts changes from."""
+        tc = self.ctx_x.shape[1]
+        pos = torch.arange(1, tc + 1, device=self.ctx_x.device, dtype=self.ctx_x.dtype)[None, :, None]
+        idx = (self.ctx_m * pos).argmax(dim=1, keepdim=True)  # (B, 1, D) the last observed position
+        seen = self.ctx_m.amax(dim=1)  # (B, D)
+        return self.ctx_x.gather(1, idx).squeeze(1) * seen
+
     def likelihood_mask(self, forecast_only: bool = False) -> torch.Tensor:
         """(B, Tt, D) which target values the likelihood scores: all observed, or only those after the context."""
         return self.tgt_m * self.tgt_future[..., None] if forecast_only else self.tgt_m

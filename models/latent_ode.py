@@ -89,6 +89,8 @@ class LatentODE(nn.Module):
         zs = odeint_grid(self.dynamics, z0.reshape(k * b, lat), t_union, self.cfg.solver)  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
+        if self.cfg.residual:  # changes from each channel's last observed value
+            x_hat = x_hat + batch.last_observed()[None, :, None, :]
         loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, mask)  # (K, B)
         if k == 1:
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)  # (B,)
@@ -152,6 +154,8 @@ class LatentODE(nn.Module):
             deadline=deadline.repeat(s) if deadline is not None else None,
         )
         x = (sol.z if linear is not None else self.decoder(sol.z)).view(s, b, q, self.n_channels)  # (S, B, Q, D)
+        if self.cfg.residual:
+            x = x + batch.last_observed()[None, :, None, :]
         std = self.decoder.std if include_noise else None
         xs = x[: stats_samples or s]  # (S', B, Q, D) behind the mean and quantiles
         centre = xs.mean(0)

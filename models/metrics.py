@@ -13,8 +13,11 @@ from latentcast.models.forecast import Forecaster
 LEVELS_80 = (0.1, 0.9)
 
 
-def forecast_contexts(series: Sequence[Series]) -> list[int]:
-    """The held-out task: a data set's own observation window, else everything but the last point."""
+def forecast_contexts(series: Sequence[Series], task: str = "last") -> list[int]:
+    """The held-out task: a data set's own observation window, else "last": everything but the last
+    point, or "half": the first half of the points (at least one), the rest forecast."""
+    if task == "half":
+        return [s.n_context if s.n_context is not None else max(1, (len(s) + 1) // 2) for s in series]
     return [s.n_context if s.n_context is not None else max(1, len(s) - 1) for s in series]
 
 

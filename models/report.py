@@ -17,12 +17,17 @@ from latentcast.models.metrics import baseline_nmse, forecast_contexts, holdout_
 
 
 def training_report(
-    bundle: ModelBundle, val: Sequence[Series], device: torch.device, outliers: dict[str, Any], samples: int = 32
+    bundle: ModelBundle,
+    val: Sequence[Series],
+    device: torch.device,
+    outliers: dict[str, Any],
+    task: str = "last",
+    samples: int = 32,
 ) -> tuple[dict[str, Any], tuple[float, ...] | None]:
     """Validation NMSE per channel and on average for the model, last observation carried forward and a
     per-series linear trend; 80% coverage; a spread calibration when coverage leaves BAND (returned,
     for the checkpoint, and already applied to the reported coverage)."""
-    contexts = forecast_contexts(val)
+    contexts = forecast_contexts(val, task)
     plain = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples)
     factors, before = fit_spread(plain, val, contexts)
     calibration = factors if any(f != 1.0 for f in factors) else None
@@ -37,6 +42,7 @@ def training_report(
     beats = model.get("nmse", float("inf")) < base["locf"]["nmse"]
     return {
         "split": "validation",
+        "task": task,
         "series": len(val),
         "forecast_points": model.get("forecast_points", 0.0),
         "nmse": rows,

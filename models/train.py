@@ -82,7 +82,7 @@ def validate(bundle: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, de
     model = bundle.model
     model.eval()
     series = split.val
-    contexts = forecast_contexts(series)
+    contexts = forecast_contexts(series, exp.train.val_task)
     total, count = 0.0, 0.0
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(exp.train.seed + 10_000)
@@ -282,7 +282,7 @@ def _train(
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
     best = load_checkpoint(out / BEST, dev)
-    report, calibration = training_report(best, split.val, dev, outliers)
+    report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task)
     save_checkpoint(out / BEST, with_report(best, report, calibration))
     metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started, report, stopped)
     _plot_best(out, split, exp, dev)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from latentcast.cli import app
@@ -206,3 +208,89 @@ def test_errors_are_one_line_and_a_nonzero_exit(tmp_path) -> None:
     assert not (tmp_path / "run" / "best.pt").exists()
     debug = subprocess.run([*cmd, "--debug"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def _table(kind: str, n_series: int = 24) -> pd.DataFrame:
+    """Irregular series in one of three time conventions: seconds over ~an hour, days from -1,273 to
+    +7,000 around a baseline, or ISO date-times over ~two years."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(n_series):
+        u = np.sort(rng.uniform(0, 1, 8))
+        if kind == "seconds":
+            t: list[object] = list(u * 3600.0)
+        elif kind == "days":
+            t = list(-1273.0 + u * 8273.0)
+        else:
+            t = [(pd.Timestamp("2024-01-01T00:00:00Z") + pd.Timedelta(days=float(d))).isoformat() for d in u * 730]
+        rows += [
+            {"id": f"p{i}", "time": tt, "hr": 70 + 5 * np.sin(3 * x + i), "bp": 120 + 10 * x}
+            for tt, x in zip(t, u, strict=True)
+        ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("kind", ["seconds", "days", "dates"])
+def test_time_units_are_chosen_from_the_data_through_the_cli(tmp_path, kind: str) -> None:
+    import latentcast
+
+    frame = _table(kind)
+    frame.to_csv(tmp_path / "obs.csv", index=False)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    unit = {"seconds": ["--time-unit", "second"], "days": ["--time-unit", "day"], "dates": []}[kind]
+    args = [
+        "train",
+        "--data",
+        str(tmp_path / "obs.csv"),
+        "--channels",
+        "hr,bp",
+        *unit,
+        "--config",
+        str(tmp_path / "tiny.toml"),
+    ]
+    res = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "run"), "--epochs", "2", "--quiet", "--device", "cpu"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "validation report" in res.output and "LOCF" in res.output
+    bundle = load_checkpoint(tmp_path / "run" / "best.pt")
+    pre = bundle.data["preprocessing"]
+    assert pre["time_scale_rule"].startswith("auto") and bundle.time.scale == pytest.approx(pre["time_scale"])
+    span = {"seconds": 3600.0, "days": 8273.0, "dates": 730.0}[kind]  # in the model's unit (days for dates)
+    assert 2.0 < span * bundle.time.scale < 12.0  # a typical series spans a few model-time units
+    model = latentcast.load(tmp_path / "run" / "best.pt", device="cpu")
+    ids = frame["id"].unique()[:3]
+    last = frame[frame["id"].isin(ids)].groupby("id")["time"].max()
+    later = {
+        k: [pd.Timestamp(v) + pd.Timedelta(days=30)] if kind == "dates" else [v + span / 20] for k, v in last.items()
+    }
+    fc = model.predict(frame[frame["id"].isin(ids)], query_times=later)
+    assert len(fc) == 3 * 2 and np.isfinite(fc["mean"]).all()
+
+
+def test_the_choices_and_the_report_are_in_get_models(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from latentcast.service import Settings, create_app
+
+    _table("days").to_csv(tmp_path / "obs.csv", index=False)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    args = [
+        "train",
+        "--data",
+        str(tmp_path / "obs.csv"),
+        "--channels",
+        "hr,bp",
+        "--config",
+        str(tmp_path / "tiny.toml"),
+    ]
+    assert CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run"), "--epochs", "2", "--quiet"]).exit_code == 0
+    settings = Settings(models=[tmp_path / "run" / "best.pt"], device="cpu")
+    with TestClient(create_app(settings)) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        (info,) = client.get("/models").json()["models"]
+    assert info["training_data"]["preprocessing"]["time_scale_rule"].startswith("auto")
+    assert set(info["metrics"]["report"]["nmse"]) == {"latent_ode", "locf", "linear_trend"}

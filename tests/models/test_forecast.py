@@ -102,3 +102,28 @@ def test_chunks_bound_the_solver_buffer_and_change_nothing(series, normalizer) -
     a, b = whole.predict_packed(packed, levels=(0.1, 0.9)), tight.predict_packed(packed, levels=(0.1, 0.9))
     np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.quantiles, b.quantiles, rtol=1e-4, atol=1e-6)  # within the CDF tolerance
+
+
+def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) -> None:
+    """A model whose noise is far below the data's: its 80% interval covers little, until the spread
+    factor fitted on held-out series widens it."""
+    from latentcast.models.calibrate import fit_spread
+    from latentcast.models.metrics import holdout_metrics
+
+    series = make_series(40, seed=9, missing=0.0)
+    model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual=True, decoder_hidden=0), 3)
+    with torch.no_grad():  # forecasts "no change" (LOCF) with a noise smaller than the changes
+        model.decoder.net.weight.zero_()
+        model.decoder.net.bias.zero_()
+    plain = Forecaster(model, normalizer, num_samples=16)
+    before = holdout_metrics(plain, series)["coverage80"]
+    factors, seen = fit_spread(plain, series)
+    assert before < 0.75 and min(factors) > 1.0 and set(seen) == {"a", "b", "c"}
+    calibrated = Forecaster(model, normalizer, num_samples=16, spread=factors)
+    after = holdout_metrics(calibrated, series)
+    assert 0.7 <= after["coverage80"] <= 0.9
+    np.testing.assert_allclose(  # the mean does not move
+        calibrated.predict(series[:3], [s.times[-1:] for s in series[:3]])[0].mean,
+        plain.predict(series[:3], [s.times[-1:] for s in series[:3]])[0].mean,
+        rtol=1e-5,
+    )
