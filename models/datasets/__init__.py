@@ -13,6 +13,7 @@ from latentcast.models.config import DataConfig
 from latentcast.models.data import DataError, TimeSpec, series_from_frame, split_ids
 from latentcast.models.datasets.base import DatasetSplit, split_series
 from latentcast.models.datasets.pbcseq import load_pbcseq
+from latentcast.models.datasets.physionet2012 import load_physionet2012
 from latentcast.models.datasets.spirals import load_spirals
 from latentcast.models.preprocess import TARGET_SPAN, auto_log_channels, auto_time_scale
 
@@ -20,14 +21,17 @@ __all__ = ["DatasetSplit", "dataset_from_frame", "load_dataset", "load_pbcseq", 
 
 
 def load_dataset(cfg: DataConfig) -> DatasetSplit:
-    """`cfg.name`: "spirals", "pbcseq", or a path to a long table (then `cfg.channels` is required)."""
+    """`cfg.name`: "spirals", "pbcseq", "physionet2012[:PATH]", or a path to a long table (then
+    `cfg.channels` is required)."""
     if cfg.name == "spirals":
         return load_spirals(cfg)
     if cfg.name == "pbcseq":
         return load_pbcseq(cfg)
+    if cfg.name == "physionet2012" or cfg.name.startswith("physionet2012:"):
+        return load_physionet2012(cfg)
     path = Path(cfg.name)
     if not path.exists():
-        raise DataError(f"data {cfg.name!r}: not a built-in data set (spirals, pbcseq) and no such file")
+        raise DataError(f"data {cfg.name!r}: not a built-in data set (spirals, pbcseq, physionet2012) and no such file")
     return dataset_from_frame(read_long_table(path), cfg, {"name": path.name, "source": str(path)})
 
 

@@ -113,8 +113,8 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
     series = make_series(40, seed=9, missing=0.0)
     model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual=True, decoder_hidden=0), 3)
     with torch.no_grad():  # forecasts "no change" (LOCF) with a noise smaller than the changes
-        model.decoder.net.weight.zero_()
-        model.decoder.net.bias.zero_()
+        for p in model.decoder.net.parameters():
+            p.zero_()
     plain = Forecaster(model, normalizer, num_samples=16)
     before = holdout_metrics(plain, series)["coverage80"]
     factors, seen = fit_spread(plain, series)

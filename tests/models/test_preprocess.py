@@ -51,8 +51,8 @@ def test_gross_outliers_become_not_observed_and_are_counted() -> None:
 def test_a_residual_decoder_that_predicts_no_change_is_locf(series, normalizer) -> None:
     model = LatentODE(tiny_config(anchor="last", residual=True, decoder_hidden=0), 3).eval()
     with torch.no_grad():
-        model.decoder.net.weight.zero_()  # a decoder whose trajectory is flat zero: "no change"
-        model.decoder.net.bias.zero_()
+        for p in model.decoder.net.parameters():  # a decoder whose trajectory is flat zero: "no change"
+            p.zero_()
     batch = collate(series, normalizer)
     level = batch.last_observed()
     for i, s in enumerate(series):  # each channel's last observed value in the context, or 0
