@@ -218,7 +218,9 @@ def pbcseq_markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("task", choices=["spirals", "pbcseq"])
+    ap.add_argument("task", choices=["spirals", "pbcseq", "physionet2012"])
+    ap.add_argument("--data", default="physionet2012", help="physionet2012: physionet2012[:PATH]")
+    ap.add_argument("--seeds", type=int, default=3, help="physionet2012: training seeds")
     ap.add_argument("--checkpoint", type=Path, help="pbcseq: the model to evaluate")
     ap.add_argument("--save", type=Path, help="pbcseq: where the evaluated checkpoint goes")
     ap.add_argument("--runs", type=Path, default=Path("runs/spirals"), help="spirals: where the models are trained")
@@ -230,6 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.task == "spirals":
         evaluate_spirals(args.runs, args.out, args.device, args.retrain, args.epochs, show_progress=not args.quiet)
+    elif args.task == "physionet2012":
+        from bench.evaluate_physionet import evaluate_physionet
+
+        runs = args.runs if args.runs != Path("runs/spirals") else Path("runs/physionet2012")
+        evaluate_physionet(runs, args.out, args.data, args.seeds, args.device, args.retrain, not args.quiet)
     else:
         if args.checkpoint is None:
             ap.error("pbcseq needs --checkpoint (e.g. runs/pbcseq/best.pt)")

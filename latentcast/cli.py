@@ -16,7 +16,12 @@ app = typer.Typer(
     help="Latent-ODE forecasts for irregular time series: train, evaluate, serve, forecast.",
 )
 
-_BUILTIN = {"spirals": "spirals", "pbcseq": "pbcseq"}
+_BUILTIN = {"spirals": "spirals", "pbcseq": "pbcseq", "physionet2012": "physionet2012"}
+
+
+def _builtin(data: str) -> str | None:
+    """The recipe of a built-in data set: "pbcseq", or "physionet2012" also as physionet2012:PATH."""
+    return _BUILTIN.get(data.split(":", 1)[0] if data.startswith("physionet2012") else data)
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -25,7 +30,10 @@ def _split_list(value: str | None) -> list[str] | None:
 
 @app.command("train")
 def train_cmd(
-    data: Annotated[str, typer.Option(help="spirals, pbcseq, or a CSV/parquet long table (id, time, channels)")],
+    data: Annotated[
+        str,
+        typer.Option(help="spirals, pbcseq, physionet2012[:PATH], or a CSV/parquet long table (id, time, channels)"),
+    ],
     out: Annotated[Path, typer.Option(help="run directory: best.pt, last.pt, metrics.json, validation.png")],
     config: Annotated[Path | None, typer.Option(help="TOML/JSON overriding the data set's recipe")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
@@ -58,8 +66,8 @@ def train_cmd(
         if epochs:
             exp = _with(exp, train={"epochs": epochs})
     else:
-        data_values: dict[str, Any] = {}
-        if data not in _BUILTIN:
+        data_values: dict[str, Any] = {"name": data} if ":" in data else {}  # a built-in's own path
+        if _builtin(data) is None:
             data_values = {
                 "name": data,
                 "channels": _split_list(channels),
@@ -68,7 +76,7 @@ def train_cmd(
                 "time_scale": time_scale,
             }
         exp = build_experiment(
-            _BUILTIN.get(data, "default"),
+            _builtin(data) or "default",
             config,
             data={k: v for k, v in data_values.items() if v is not None},
             train={

@@ -148,6 +148,8 @@ class TrainConfig:
     warmup_epochs: the learning rate rises linearly over these epochs, then follows a cosine to lr_min.
     val_task: what validation forecasts, per series: "last" its last point from the rest, "half" its
     second half from its first (more held-out points, longer horizons).
+    max_target_times: score at most this many of a batch's distinct target times per step, drawn at
+    random (0: all); the solver's output times, and so the cost of a step, stay bounded.
     """
 
     epochs: int = 50
@@ -169,6 +171,7 @@ class TrainConfig:
     max_minutes: float = 0.0
     warmup_epochs: int = 0
     val_task: ValTask = "last"
+    max_target_times: int = 0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -185,6 +188,7 @@ class TrainConfig:
         _check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0: no budget)")
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
         _check(self.val_task in get_args(ValTask), "train.val_task", f"one of {get_args(ValTask)}")
+        _check(self.max_target_times >= 0, "train.max_target_times", "must be >= 0 (0: all)")
 
 
 @dataclasses.dataclass(frozen=True)

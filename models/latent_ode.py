@@ -70,13 +70,20 @@ class LatentODE(nn.Module):
         return mean, logvar.clamp(-20.0, 10.0)
 
     def loss(
-        self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1, forecast_only: bool = False
+        self,
+        batch: Batch,
+        kl_weight: float = 1.0,
+        iwae_samples: int = 1,
+        forecast_only: bool = False,
+        max_times: int = 0,
     ) -> tuple[torch.Tensor, LossStats]:
         """Negative ELBO (IWAE bound when iwae_samples > 1) per scored target value.
 
         The likelihood covers every observed value of the series (context reconstruction and the
         forecast window), or with `forecast_only` only the values after the context; the KL to N(0, I)
-        is analytic for K = 1.
+        is analytic for K = 1. `max_times` > 0: when the batch's targets fall on more distinct times
+        than that, only a random subset of that many times is scored (an unbiased estimate of the
+        per-value likelihood, at a fraction of the solver's output times).
         """
         k, b, lat = iwae_samples, batch.size, self.cfg.latent_dim
         mean, logvar = self.encode(batch)
@@ -85,6 +92,12 @@ class LatentODE(nn.Module):
         z0 = mean + std * eps  # (K, B, L)
         mask = batch.likelihood_mask(forecast_only)
         t_union, idx = gather_times(batch, mask)
+        n_all = mask.sum().clamp(min=1)
+        if 0 < max_times < len(t_union):
+            keep = torch.zeros(len(t_union), dtype=torch.bool, device=t_union.device)
+            keep[torch.randperm(len(t_union), device=t_union.device)[:max_times]] = True
+            mask = mask * keep[idx][..., None]  # (B, Tt, D): targets at the kept times only
+            t_union, idx = gather_times(batch, mask)
         nfe0 = self.dynamics.nfe
         zs = odeint_grid(self.dynamics, z0.reshape(k * b, lat), t_union, self.cfg.solver)  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
@@ -92,6 +105,10 @@ class LatentODE(nn.Module):
         if self.cfg.residual:  # changes from each channel's last observed value
             x_hat = x_hat + batch.last_observed()[None, :, None, :]
         loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, mask)  # (K, B)
+        n_obs = mask.sum().clamp(min=1)
+        loglik = loglik * (
+            n_all / n_obs
+        )  # scored on a subset of times: scaled to the whole, so the KL keeps its weight
         if k == 1:
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)  # (B,)
             bound = loglik[0] - kl_weight * kl
@@ -100,8 +117,7 @@ class LatentODE(nn.Module):
             log_p = (-0.5 * z0.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
             bound = torch.logsumexp(loglik + kl_weight * (log_p - log_q), dim=0) - math.log(k)
             kl = (log_q - log_p).mean(0)
-        n_obs = mask.sum().clamp(min=1)
-        loss = -bound.sum() / n_obs
+        loss = -bound.sum() / n_all
         with torch.no_grad():
             mse = float((((x_hat.mean(0) - batch.tgt_x) ** 2) * mask).sum() / n_obs)
         return loss, LossStats(float(loss.detach()), float(kl.detach().mean()), mse, self.dynamics.nfe - nfe0)

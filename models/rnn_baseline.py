@@ -51,7 +51,12 @@ class RNNBaseline(nn.Module):
         return torch.stack(outs, dim=1)
 
     def loss(
-        self, batch: Batch, kl_weight: float = 1.0, iwae_samples: int = 1, forecast_only: bool = False
+        self,
+        batch: Batch,
+        kl_weight: float = 1.0,
+        iwae_samples: int = 1,
+        forecast_only: bool = False,
+        max_times: int = 0,
     ) -> tuple[torch.Tensor, LossStats]:
         """Negative Gaussian log-likelihood per scored target value (no latent, so no KL)."""
         lengths = batch.tgt_m.any(-1).sum(1)

@@ -211,7 +211,7 @@ def _train(
                 ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
                 batch = collate(part, normalizer, ctx, exp.model.anchor).to(dev)
                 kl = _kl_weight(exp, epoch + step / steps)
-                loss, stats, ok = step_fn(batch, kl, tc.iwae_samples, tc.likelihood == "forecast")
+                loss, stats, ok = step_fn(batch, kl, tc.iwae_samples, tc.likelihood == "forecast", tc.max_target_times)
                 opt.zero_grad(set_to_none=True)
                 if not distributed.all_ok(world, ok, dev):  # a solver failure on some rank: all skip
                     if world.active:
