@@ -109,3 +109,23 @@ def test_forecast_only_likelihood_ignores_context_targets(series, normalizer) ->
     none = collate(series, normalizer)  # context = everything: nothing left to forecast
     loss, _ = model.loss(none, forecast_only=True)
     assert torch.isfinite(loss)
+
+
+def test_max_times_scores_a_random_subset_of_a_batchs_times(series, normalizer, monkeypatch) -> None:
+    import latentcast.models.latent_ode as lo
+
+    seen: list[int] = []
+    real = lo.odeint_grid
+
+    def spy(func, z0, t, cfg):
+        seen.append(len(t))
+        return real(func, z0, t, cfg)
+
+    monkeypatch.setattr(lo, "odeint_grid", spy)
+    model = LatentODE(tiny_config(), 3)
+    batch = collate(series, normalizer)
+    full, _ = model.loss(batch)
+    sub, _ = model.loss(batch, max_times=5)
+    assert seen[0] > 5 and seen[1] <= 5
+    a, b = float(full.detach()), float(sub.detach())
+    assert abs(b - a) / abs(a) < 1.0  # the same scale
