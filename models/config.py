@@ -20,9 +20,10 @@ Activation = Literal["elu", "tanh", "softplus", "silu", "relu"]
 EncoderKind = Literal["gru", "odernn"]
 ModelKind = Literal["latent_ode", "rnn"]
 Anchor = Literal["first", "last"]
+Residual = Literal["none", "level", "change"]
 ContextPolicy = Literal["fixed", "random"]
 Likelihood = Literal["all", "forecast"]
-Normalization = Literal["robust", "standard"]
+Normalization = Literal["robust", "standard", "minmax"]
 ValTask = Literal["last", "half"]
 
 ADAPTIVE_METHODS = ("dopri5", "bosh3")
@@ -81,8 +82,11 @@ class ModelConfig:
     anchor: where z0 lives. "first": at the first observation, encoder runs backwards (the papers).
         "last": at the last observation, encoder runs forwards (fresher state for forecasting).
     obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.
-    residual: the decoded trajectory is the change from each channel's last observed value in the
-        context (the encoder still sees absolute values), so "no change" costs the model nothing.
+    residual: "none": the decoder gives values. "level": the decoded trajectory is the change from each
+        channel's last observed value in the context (the encoder still sees absolute values), so "no
+        change" costs the model nothing. "change": the same, less the decoded value at z0, so at the
+        anchor the forecast is exactly the last observed values and the dynamics carry all the change.
+        (true / false read as "level" / "none".)
     """
 
     kind: ModelKind = "latent_ode"
@@ -100,10 +104,13 @@ class ModelConfig:
     obs_std: float = 0.1
     learn_std: bool = False
     min_std: float = 1e-3
-    residual: bool = False
+    residual: Residual = "none"
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.residual, bool):  # the first form of the setting
+            object.__setattr__(self, "residual", "level" if self.residual else "none")
+        _check(self.residual in get_args(Residual), "model.residual", f"must be one of {get_args(Residual)}")
         _check(self.kind in get_args(ModelKind), "model.kind", f"must be one of {get_args(ModelKind)}")
         _check(self.encoder in get_args(EncoderKind), "model.encoder", f"must be one of {get_args(EncoderKind)}")
         _check(self.anchor in get_args(Anchor), "model.anchor", f"must be one of {get_args(Anchor)}")
@@ -202,7 +209,8 @@ class DataConfig:
     log_channels: channels modelled on a log scale (must be positive); None: chosen from the training
     split (every value > 0 and the log makes a right-skewed channel more symmetric); () none.
     normalize: per-channel centre and scale: "robust" (median and IQR / 1.349, which a few gross
-    errors cannot move) or "standard" (mean and standard deviation). outlier_z: training values further
+    errors cannot move), "standard" (mean and standard deviation) or "minmax" (minimum and range, as
+    benchmarks that score in min-max units do). outlier_z: training values further
     than this many scales from the centre count as entry errors: excluded from training and counted in
     the report (0: keep everything).
     """

@@ -146,7 +146,9 @@ class Normalizer:
                     raise DataError(f"channel {c!r} has values <= 0; remove it from log_channels")
                 col = np.log(col)
             centre, sd = float(col.mean()), float(col.std())
-            if method == "robust":
+            if method == "minmax":
+                centre, sd = float(col.min()), float(col.max() - col.min())
+            elif method == "robust":
                 q25, q50, q75 = np.percentile(col, [25, 50, 75])
                 centre = float(q50)
                 sd = float(q75 - q25) / 1.349 if q75 > q25 else sd  # a mostly constant channel: the SD

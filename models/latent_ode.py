@@ -102,8 +102,10 @@ class LatentODE(nn.Module):
         zs = odeint_grid(self.dynamics, z0.reshape(k * b, lat), t_union, self.cfg.solver)  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
-        if self.cfg.residual:  # changes from each channel's last observed value
+        if self.cfg.residual != "none":  # changes from each channel's last observed value
             x_hat = x_hat + batch.last_observed()[None, :, None, :]
+            if self.cfg.residual == "change":  # ... and no change at all at z0
+                x_hat = x_hat - self.decoder(z0).view(k, b, 1, -1)
         loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, mask)  # (K, B)
         n_obs = mask.sum().clamp(min=1)
         loglik = loglik * (
@@ -170,8 +172,10 @@ class LatentODE(nn.Module):
             deadline=deadline.repeat(s) if deadline is not None else None,
         )
         x = (sol.z if linear is not None else self.decoder(sol.z)).view(s, b, q, self.n_channels)  # (S, B, Q, D)
-        if self.cfg.residual:
+        if self.cfg.residual != "none":
             x = x + batch.last_observed()[None, :, None, :]
+            if self.cfg.residual == "change":
+                x = x - self.decoder(z0).view(s, b, 1, self.n_channels)
         std = self.decoder.std if include_noise else None
         xs = x[: stats_samples or s]  # (S', B, Q, D) behind the mean and quantiles
         centre = xs.mean(0)

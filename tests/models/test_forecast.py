@@ -111,7 +111,7 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
     from latentcast.models.metrics import holdout_metrics
 
     series = make_series(40, seed=9, missing=0.0)
-    model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual=True, decoder_hidden=0), 3)
+    model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual="level", decoder_hidden=0), 3)
     with torch.no_grad():  # forecasts "no change" (LOCF) with a noise smaller than the changes
         for p in model.decoder.net.parameters():
             p.zero_()
