@@ -72,6 +72,28 @@ class SolverConfig:
     def adaptive(self) -> bool:
         return self.method in ADAPTIVE_METHODS
 
+    def at_accuracy(
+        self, level: str | None = None, rtol: float | None = None, atol: float | None = None
+    ) -> SolverConfig:
+        """These settings at a named accuracy level (LEVELS; "default" keeps them) and/or explicit
+        tolerances, which win over the level's. Only adaptive methods have a tolerance to set."""
+        if level is None and rtol is None and atol is None:
+            return self
+        if not self.adaptive:
+            raise ConfigError(
+                f"solver.method {self.method!r} takes fixed steps of solver.step_size; a tolerance does not apply"
+            )
+        if level is not None and level not in LEVELS:
+            raise ConfigError(f"solver level {level!r} is not one of {sorted(LEVELS)}")
+        base = LEVELS.get(level or "default") or (self.rtol, self.atol)
+        return dataclasses.replace(
+            self, rtol=rtol if rtol is not None else base[0], atol=atol if atol is not None else base[1]
+        )
+
+
+# Named accuracy levels a request may ask for: (rtol, atol); "default" is each model's own setting.
+LEVELS: dict[str, tuple[float, float] | None] = {"fast": (1e-2, 1e-3), "default": None, "precise": (1e-6, 1e-8)}
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:

@@ -223,10 +223,16 @@ class Batch:
     tgt_future: torch.Tensor
     anchor: torch.Tensor
 
-    def to(self, device: torch.device | str) -> Batch:
-        """Move the model's inputs; `anchor` (float64 bookkeeping) stays on the CPU."""
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
+        """Move the model's inputs (floating ones to `dtype` if given); `anchor` (float64 bookkeeping)
+        stays on the CPU."""
         tensors = ("ctx_t", "ctx_x", "ctx_m", "ctx_len", "tgt_t", "tgt_x", "tgt_m", "tgt_future")
-        return dataclasses.replace(self, **{k: getattr(self, k).to(device) for k in tensors})
+
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device, dtype) if dtype is not None and x.is_floating_point() else x.to(device)
+
+        moved: dict[str, Any] = {k: move(getattr(self, k)) for k in tensors}
+        return dataclasses.replace(self, **moved)
 
     @property
     def size(self) -> int:

@@ -77,8 +77,10 @@ class Forecaster:
         max_sigmas: float = 50.0,
         max_chunk_values: int = 1 << 24,
         spread: Sequence[float] | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
-        self.model = model.to(device).eval()
+        self.model = model.to(device, dtype).eval()
+        self.dtype = dtype  # float64: a reference solve, for measuring the error of float32 ones
         self.normalizer = normalizer
         self.device = torch.device(device)
         self.num_samples = num_samples
@@ -121,13 +123,15 @@ class Forecaster:
         return_samples: bool | int = False,
         normalized: bool = False,
         deadlines: np.ndarray | None = None,
+        solver: SolverConfig | None = None,
     ) -> PackedForecast:
         """`predict` for a packed batch, results flat over its query times (the service's path).
 
         num_samples: latent samples behind the mean and quantiles (default: the forecaster's).
         return_samples: also return sampled trajectories: True for as many, or how many (more samples
         are solved then, but the mean and quantiles still use the first `num_samples`). deadlines:
-        (B,) `time.monotonic()` times past which a series' solve stops (`Status.DEADLINE`).
+        (B,) `time.monotonic()` times past which a series' solve stops (`Status.DEADLINE`). solver: this
+        call's solver settings (default: the forecaster's), e.g. a client's tolerance.
         """
         ns = self.num_samples if num_samples is None else num_samples
         n_out = ns if return_samples is True else int(return_samples)
@@ -136,8 +140,15 @@ class Forecaster:
         parts = []
         for start, stop in self._chunks(packed, max(ns, n_out)):
             due = deadlines[start:stop] if deadlines is not None else None
-            parts.append(self._predict_chunk(packed.take(start, stop), levels, ns, n_out, normalized, due))
+            chunk = packed.take(start, stop)
+            parts.append(self._predict_chunk(chunk, levels, ns, n_out, normalized, due, solver or self.solver))
         return PackedForecast.concat(parts)
+
+    def _spread(self) -> torch.Tensor | None:
+        """(D,) calibration factors on the model's device and dtype, or None when uncalibrated."""
+        if self.spread is None:
+            return None
+        return torch.as_tensor(self.spread, dtype=self.dtype, device=self.device)
 
     def _chunks(self, packed: PackedSeries, samples: int) -> list[tuple[int, int]]:
         """Consecutive series ranges: ≤ batch_size series, padded solver output ≤ max_chunk_values."""
@@ -166,11 +177,12 @@ class Forecaster:
         n_out: int,
         normalized: bool,
         deadlines: np.ndarray | None,
+        solver: SolverConfig,
     ) -> PackedForecast:
         batch = packed.context_batch(self.normalizer, self.model.cfg.anchor)
         rel, row, col = packed.padded_queries(batch.anchor.numpy())
-        batch = batch.to(self.device)
-        query = torch.as_tensor(rel, dtype=torch.float32, device=self.device)
+        batch = batch.to(self.device, self.dtype)
+        query = torch.as_tensor(rel, dtype=self.dtype, device=self.device)
         # (B, Qmax, …) → flat (M, …) on the device: padding never crosses to the host (indices copied
         # before the model's kernels are queued, so the copy does not wait for them)
         r = torch.as_tensor(row, device=self.device)
@@ -182,14 +194,15 @@ class Forecaster:
             num_samples=max(num_samples, n_out),
             levels=levels,
             return_samples=need_samples,
-            solver=self.solver,
+            solver=solver,
             graphs=self.graphs if self.device.type == "cuda" else None,
             stats_samples=num_samples,
             deadline=torch.as_tensor(deadlines, dtype=torch.float64) if deadlines is not None else None,
-            spread=torch.as_tensor(self.spread, device=self.device) if self.spread is not None else None,
+            spread=self._spread(),
         )
         std = self.model.decoder.std
-        stats = pred.samples[:num_samples] if pred.samples is not None else None  # behind mean and quantiles
+        # behind the mean and quantiles (0 samples: the posterior mean alone)
+        stats = pred.samples[: num_samples or None] if pred.samples is not None else None
         # (M,) query by query: more than max_sigmas from the training mean, in normalised units
         wild = (
             (
@@ -228,6 +241,7 @@ class Forecaster:
             levels=pred.levels,
             samples=samples_np,
             status=status,
+            nfe=pred.evals.cpu().numpy() if pred.evals is not None else np.zeros(len(packed)),
         )
 
 

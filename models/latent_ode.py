@@ -25,7 +25,8 @@ from latentcast.models.solve import GraphCache, odeint_grid, solve_per_series
 @dataclasses.dataclass
 class Prediction:
     """Normalised units. mean (B, Q, D); quantiles (len(levels), B, Q, D); samples (S, B, Q, D) when
-    asked; status (B,) solver status per series (0 = ok); nfe batched vector-field evaluations."""
+    asked; status (B,) solver status per series (0 = ok); nfe batched vector-field evaluations; evals (B,)
+    vector-field evaluations one of the series' trajectories needed (mean over its samples)."""
 
     mean: torch.Tensor
     quantiles: torch.Tensor
@@ -33,6 +34,7 @@ class Prediction:
     samples: torch.Tensor | None
     status: torch.Tensor
     nfe: int
+    evals: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -191,4 +193,5 @@ class LatentODE(nn.Module):
             samples=x if return_samples else None,
             status=sol.status.view(s, b).amax(0),
             nfe=sol.nfe,
+            evals=sol.evals.view(s, b).double().mean(0),
         )

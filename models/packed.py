@@ -289,7 +289,8 @@ class PackedForecast:
     """Forecasts of a `PackedSeries`, flat over its M query times.
 
     times (M,) the query times as asked; mean (M, D); quantiles (len(levels), M, D); samples (S, M, D)
-    when asked; status (B,) 0 = ok, else a `models.solve.Status` code.
+    when asked; status (B,) 0 = ok, else a `models.solve.Status` code; nfe (B,) vector-field
+    evaluations per trajectory of each series (mean over its samples; 0 for models without a solve).
     """
 
     ids: list[str]
@@ -300,6 +301,7 @@ class PackedForecast:
     levels: tuple[float, ...]
     samples: np.ndarray | None
     status: np.ndarray
+    nfe: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -317,6 +319,7 @@ class PackedForecast:
             levels=self.levels,
             samples=self.samples[:, a:z] if self.samples is not None else None,
             status=self.status[start:stop],
+            nfe=self.nfe[start:stop],
         )
 
     @classmethod
@@ -333,6 +336,7 @@ class PackedForecast:
             levels=parts[0].levels,
             samples=None if any(s is None for s in samples) else np.concatenate(samples, axis=1),  # type: ignore[arg-type]
             status=np.concatenate([p.status for p in parts]),
+            nfe=np.concatenate([p.nfe for p in parts]),
         )
 
     def split(self, sizes: Sequence[int]) -> list[PackedForecast]:

@@ -2,7 +2,8 @@
 
 Requests wait on an asyncio future; the thread owns the device, so the event loop never runs model
 code. A batch starts when `max_batch_series` series are waiting or the oldest has waited
-`max_wait_ms`; it takes requests of the same (model, latent samples) in arrival order. Each series
+`max_wait_ms`; it takes requests of the same (model, latent samples, solver settings) in arrival
+order: requests asking for different tolerances are solved in separate batches. Each series
 is solved with its own query times and steps (see `models.solve`), so batching never changes a
 forecast. Queue limits answer 503 + Retry-After; expired requests are dropped before solving.
 """
@@ -173,9 +174,9 @@ class Batcher:
                     continue
                 batch: list[_Item] = []
                 n = 0
-                key = (first.job.model.name, first.samples)
+                key = (first.job.model.name, first.samples, first.job.solver)
                 for item in list(self._queue):
-                    if (item.job.model.name, item.samples) != key:
+                    if (item.job.model.name, item.samples, item.job.solver) != key:
                         continue
                     if batch and (n + item.job.size > self.max_batch or not self.enabled):
                         break
@@ -249,7 +250,12 @@ class Batcher:
         started = time.monotonic()
         t0 = time.perf_counter()
         out = model.forecaster.predict_packed(
-            packed, levels=levels, num_samples=self.num_samples, return_samples=shown, deadlines=deadlines
+            packed,
+            levels=levels,
+            num_samples=self.num_samples,
+            return_samples=shown,
+            deadlines=deadlines,
+            solver=items[0].job.solver,
         )
         seconds = time.perf_counter() - t0
         captures = graphs.captures - captures0

@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     num_samples: int = Field(
         32, ge=1, le=4096, description="latent samples behind means and quantiles (Sobol draws; see README)"
     )
+    # accuracy on demand: a request may set its solver's tolerance within these bounds
+    min_rtol: float = Field(1e-7, gt=0, lt=1, description="tightest relative tolerance a request may ask for")
+    max_rtol: float = Field(0.1, gt=0, lt=1, description="loosest relative tolerance a request may ask for")
+    min_atol: float = Field(1e-9, gt=0, lt=1, description="tightest absolute tolerance a request may ask for")
+    max_atol: float = Field(0.1, gt=0, lt=1, description="loosest absolute tolerance a request may ask for")
+    max_solver_steps: int = Field(
+        2000, ge=1, le=10**6, description="step budget of every solve, whatever the tolerance (a 422 beyond)"
+    )
+
     request_timeout_s: float = Field(
         30.0, gt=0, description="deadline per request, from its arrival: 504 past it, and its solve stops"
     )

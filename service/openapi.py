@@ -28,12 +28,16 @@ _ARROW_IN = (
 )
 _ARROW_OUT = (
     "Arrow IPC stream (for Arrow requests, or Accept: application/vnd.apache.arrow.stream): one row per series "
-    "× query time × channel with columns id, time, channel, mean, q<level>…, samples (when asked)"
+    "× query time × channel with columns id, time, channel, mean, q<level>…, samples (when asked), nfe; "
+    "the schema metadata names the model, its version and the solver settings used"
 )
 _ARROW_PARAMS = {
     "model": "Arrow bodies only: model name (default model when omitted)",
     "quantiles": "Arrow bodies only: comma-separated levels in (0, 1), default 0.1,0.5,0.9",
     "num_samples": "Arrow bodies only: sampled trajectories to return (default 0)",
+    "solver": "Arrow bodies only: accuracy level fast, default or precise",
+    "rtol": "Arrow bodies only: the solver's relative tolerance (within the server's bounds)",
+    "atol": "Arrow bodies only: the solver's absolute tolerance (within the server's bounds)",
 }
 
 FORECAST: dict[str, Any] = {

@@ -67,6 +67,7 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
             horizon,
             bundle.normalizer,
             settings.max_value_sigmas,
+            bundle.config.solver,
         )
         forecaster = Forecaster.from_bundle(
             bundle,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr
 
@@ -30,9 +30,11 @@ EXAMPLE_REQUEST: dict[str, Any] = {
 EXAMPLE_RESPONSE: dict[str, Any] = {
     "model": {"name": "pbcseq", "version": "d4024a0afd83"},
     "channels": ["bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"],
+    "solver": {"method": "dopri5", "rtol": 0.001, "atol": 0.0001, "max_num_steps": 2000},
     "forecasts": [
         {
             "id": "patient-17",
+            "nfe": 62.0,
             "query_times": ["2027-01-01T00:00:00Z", "2026-04-01T00:00:00Z"],
             "mean": [[1.48, 252.8, 3.35, 656.6, 67.2, 232.7, 10.65], [1.38, 257.5, 3.43, 647.9, 68.5, 235.8, 10.47]],
             "quantiles": {
@@ -94,6 +96,18 @@ class SeriesIn(BaseModel):
     )
 
 
+class SolverRequest(BaseModel):
+    """Accuracy on demand: a named level, and/or tolerances (which win over the level's)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    level: Literal["fast", "default", "precise"] | None = Field(
+        None, description="fast: rtol 1e-2, atol 1e-3; default: the model's own; precise: rtol 1e-6, atol 1e-8"
+    )
+    rtol: StrictFloat | None = Field(None, gt=0, lt=1, description="relative tolerance (within the server's bounds)")
+    atol: StrictFloat | None = Field(None, gt=0, lt=1, description="absolute tolerance (within the server's bounds)")
+
+
 class ForecastRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE_REQUEST]})
 
@@ -105,6 +119,7 @@ class ForecastRequest(BaseModel):
     num_samples: int = Field(
         0, ge=0, description="also return this many sampled trajectories (decoded latent samples, no noise)"
     )
+    solver: SolverRequest | None = Field(None, description="the solver's accuracy for this request")
 
 
 class ModelRef(BaseModel):
@@ -112,8 +127,16 @@ class ModelRef(BaseModel):
     version: str
 
 
+class SolverUsed(BaseModel):
+    method: str
+    rtol: float
+    atol: float
+    max_num_steps: int
+
+
 class SeriesForecastOut(BaseModel):
     id: str
+    nfe: float = Field(description="vector-field evaluations one trajectory of this series took (mean over samples)")
     query_times: list[Time]
     mean: list[list[float]] = Field(description="(query time, channel)")
     quantiles: dict[str, list[list[float]]] = Field(description="level → (query time, channel)")
@@ -125,6 +148,7 @@ class ForecastResponse(BaseModel):
 
     model: ModelRef
     channels: list[str]
+    solver: SolverUsed
     forecasts: list[SeriesForecastOut]
 
 

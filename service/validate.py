@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from latentcast.models import FieldError, Normalizer, PackedSeries, TimeSpec, pack
+from latentcast.models import ConfigError, FieldError, Normalizer, PackedSeries, SolverConfig, TimeSpec, pack
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
 
@@ -32,6 +32,7 @@ class ModelSpec:
     max_horizon: float  # model time
     normalizer: Normalizer | None = None  # with max_sigmas: how far from the training data values may lie
     max_sigmas: float = math.inf
+    solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)  # the model's own
 
     @property
     def n_channels(self) -> int:
@@ -80,6 +81,12 @@ class Job:
     echo: Echo
     levels: tuple[float, ...]
     num_samples: int
+    solver: SolverConfig | None = None  # what this request's solves use; None: the model's own
+
+    @property
+    def solver_used(self) -> SolverConfig:
+        return self.solver or self.model.solver
+
     # set by the batcher: seconds queued and solving, series in its batch, CUDA graphs captured meanwhile
     timing: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -150,6 +157,30 @@ def check_options(
             f"limit is {settings.max_response_values} (LATENTCAST_MAX_RESPONSE_VALUES): split the request or ask "
             "for fewer quantiles or samples",
         )
+
+
+def solver_for(
+    model: ModelSpec,
+    level: str | None,
+    rtol: float | None,
+    atol: float | None,
+    settings: Settings,
+    loc: list[str | int],
+) -> SolverConfig:
+    """The model's solver at the accuracy a request asks for, within the server's bounds (422 naming
+    the setting otherwise), its step budget capped by LATENTCAST_MAX_SOLVER_STEPS."""
+    try:
+        cfg = model.solver.at_accuracy(level, rtol, atol)
+    except ConfigError as exc:
+        raise field_error(422, str(exc), loc) from None
+    for name, value, lo, hi in (
+        ("rtol", cfg.rtol, settings.min_rtol, settings.max_rtol),
+        ("atol", cfg.atol, settings.min_atol, settings.max_atol),
+    ):
+        if (rtol if name == "rtol" else atol) is not None and not lo <= value <= hi:
+            env = f"LATENTCAST_MIN_{name.upper()}" if value < lo else f"LATENTCAST_MAX_{name.upper()}"
+            raise field_error(422, f"{value:g} is outside [{lo:g}, {hi:g}] ({env})", [*loc, name])
+    return dataclasses.replace(cfg, max_num_steps=min(cfg.max_num_steps, settings.max_solver_steps))
 
 
 def check_series(ids: Sequence[str], n_obs: np.ndarray, n_q: np.ndarray, settings: Settings) -> None:

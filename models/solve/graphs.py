@@ -82,6 +82,7 @@ def capture(
         done=torch.ones(r, dtype=torch.bool, device=dev),
         status=torch.zeros(r, dtype=torch.long, device=dev),
         steps=torch.zeros(r, dtype=torch.long, device=dev),
+        tries=torch.zeros(r, dtype=torch.long, device=dev),
         ptr=torch.zeros(r, dtype=torch.long, device=dev),
     )
     step = make_step(func, cfg, problem, readout)

@@ -39,12 +39,14 @@ EXEC_DEFAULTS: dict[str, dict[str, int]] = {
 class PerSeriesSolution:
     """z: (B, Q, L) latent states at the query times ((B, Q, K) readout values if a readout was given).
     status: (B,) `Status` codes.
-    nfe: batched vector-field evaluations. steps: (B,) accepted steps (forward + backward rows)."""
+    nfe: batched vector-field evaluations. steps: (B,) accepted steps (forward + backward rows).
+    evals: (B,) vector-field evaluations each row needed (forward + backward rows): its own cost."""
 
     z: torch.Tensor
     status: torch.Tensor
     nfe: int
     steps: torch.Tensor
+    evals: torch.Tensor
 
     def raise_on_failure(self, max_num_steps: int) -> None:
         bad = self.status != Status.OK
@@ -153,6 +155,7 @@ def solve_per_series(
         done=done,
         status=status,
         steps=torch.zeros(r, dtype=torch.long, device=dev),
+        tries=torch.zeros(r, dtype=torch.long, device=dev),
         ptr=(s_u[:, 0] == 0).long(),  # (R,) next unanswered query (unique, sorted)
     )
     with contextlib.ExitStack() as stack:
@@ -193,7 +196,7 @@ def solve_per_series(
                         break
                 state = step(state)
         else:
-            pad = {"z": 0.0, "s": 0.0, "h": 1.0, "done": True, "status": 0, "steps": 0, "ptr": 0}
+            pad = {"z": 0.0, "s": 0.0, "h": 1.0, "done": True, "status": 0, "steps": 0, "tries": 0, "ptr": 0}
             for name, value in pad.items():
                 buf = getattr(graph.state, name)
                 buf.fill_(value)
@@ -217,12 +220,17 @@ def solve_per_series(
     z_out = z_rows[:b]
     status_out = status[:b].clone()
     steps_out = state.steps[:b].clone()
+    per_try = n_buf - 1  # evaluations per attempted step (stage 0 is the previous step's last)
+    start_evals = torch.where(span == 0, 0, 2 if tab.b_err is not None else 1)  # f0, and the initial step's
+    row_evals = state.tries * per_try + start_evals  # (R,)
+    evals_out = row_evals[:b].clone()
     if back.numel():
         neg = (tq[back] < 0)[..., None]
         z_out[back] = torch.where(neg, z_rows[b:], z_out[back])
         status_out[back] = torch.maximum(status_out[back], status[b:])
         steps_out[back] += state.steps[b:]
-    return PerSeriesSolution(z=z_out, status=status_out, nfe=nfe, steps=steps_out)
+        evals_out[back] += row_evals[b:]
+    return PerSeriesSolution(z=z_out, status=status_out, nfe=nfe, steps=steps_out, evals=evals_out)
 
 
 class _Deadlines:

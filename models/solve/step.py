@@ -43,8 +43,9 @@ def dedupe_sorted(s_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
 @dataclasses.dataclass
 class State:
     """What a step reads and writes, per row (R rows): latent state z (R, L), position s ∈ [0, 1],
-    proposed step h (s units), done, status, accepted steps, ptr = next unanswered (sorted, unique)
-    query. Besides these, a step writes in place into `stages` (dz/dt per stage) and `out` (answers)."""
+    proposed step h (s units), done, status, accepted steps, tries (steps attempted, accepted or not),
+    ptr = next unanswered (sorted, unique) query. Besides these, a step writes in place into `stages`
+    (dz/dt per stage) and `out` (answers)."""
 
     z: torch.Tensor
     s: torch.Tensor
@@ -52,10 +53,11 @@ class State:
     done: torch.Tensor
     status: torch.Tensor
     steps: torch.Tensor
+    tries: torch.Tensor
     ptr: torch.Tensor
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.z, self.s, self.h, self.done, self.status, self.steps, self.ptr]
+        return [self.z, self.s, self.h, self.done, self.status, self.steps, self.tries, self.ptr]
 
 
 @dataclasses.dataclass
@@ -146,6 +148,7 @@ def make_step(
             done=done | (accept & last) | underflow,
             status=torch.where(underflow, int(Status.NONFINITE), st.status),
             steps=st.steps + accept.long(),
+            tries=st.tries + (~done).long(),
             ptr=ptr,
         )
 

@@ -7,6 +7,8 @@ are JSON, as for every request, with the same locations and messages as the JSON
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,7 +21,16 @@ from latentcast.models import PackedForecast
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
 from latentcast.service.formats.ipc_limits import IpcLimitError, read_limited
-from latentcast.service.validate import Echo, Job, Lookup, ModelSpec, check_options, check_series, packed
+from latentcast.service.validate import (
+    Echo,
+    Job,
+    Lookup,
+    ModelSpec,
+    check_options,
+    check_series,
+    packed,
+    solver_for,
+)
 from latentcast.times import to_unit
 
 __all__ = ["MEDIA_TYPE", "answer_bytes", "decode", "encode"]
@@ -30,7 +41,23 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     """An Arrow request → Job, with the same checks and messages as the JSON format."""
     name, levels, num_samples = _options(params)
     table = _read_table(body, settings)
-    return _job(table, levels, num_samples, lookup(name), settings)
+    model = lookup(name)
+    solver = solver_for(
+        model, params.get("solver") or None, _tolerance(params, "rtol"), _tolerance(params, "atol"), settings, ["query"]
+    )
+    return dataclasses.replace(_job(table, levels, num_samples, model, settings), solver=solver)
+
+
+def _tolerance(params: Mapping[str, str], name: str) -> float | None:
+    if name not in params:
+        return None
+    try:
+        value = float(params[name])
+    except ValueError:
+        raise field_error(422, "must be a number, e.g. 1e-5", ["query", name]) from None
+    if not 0 < value < 1:
+        raise field_error(422, f"{value:g} is not in (0, 1)", ["query", name])
+    return value
 
 
 def _read_table(body: bytes, settings: Settings) -> pa.Table:
@@ -59,9 +86,11 @@ def _read_table(body: bytes, settings: Settings) -> pa.Table:
 
 def _options(params: Mapping[str, str]) -> tuple[str | None, tuple[float, ...], int]:
     """model, quantile levels and num_samples from the query string (the JSON body's other fields)."""
-    unknown = sorted(set(params) - {"model", "quantiles", "num_samples"})
+    unknown = sorted(set(params) - {"model", "quantiles", "num_samples", "solver", "rtol", "atol"})
     if unknown:
-        raise field_error(422, "unknown parameter; use model, quantiles, num_samples", ["query", unknown[0]])
+        raise field_error(
+            422, "unknown parameter; use model, quantiles, num_samples, solver, rtol, atol", ["query", unknown[0]]
+        )
     levels: tuple[float, ...] = (0.1, 0.5, 0.9)
     if "quantiles" in params:
         try:
@@ -226,7 +255,7 @@ def answer_bytes(job: Job) -> int:
     ids = int(sum(len(i.encode()) * int(k) for i, k in zip(job.packed.ids, n_q, strict=True))) * d
     names = sum(len(c.encode()) for c in job.model.channels) * int(n_q.sum())
     rows = int(n_q.sum()) * d
-    return ids + names + rows * (8 + 4 + 4 * len(job.levels) + 4 * job.num_samples + 8) + 65536
+    return ids + names + rows * (8 + 4 + 4 * len(job.levels) + 4 * job.num_samples + 4 + 8) + 65536
 
 
 def encode(job: Job, fc: PackedForecast) -> memoryview:
@@ -239,6 +268,7 @@ def encode(job: Job, fc: PackedForecast) -> memoryview:
         "channel": pa.array(job.model.channels, pa.string()).take(pa.array(channel)),
         "mean": pa.array(fc.mean.reshape(-1)),  # float32, the model's precision
     }
+    nfe = fc.nfe
     where = {lv: j for j, lv in enumerate(fc.levels)}
     for lv in job.levels:
         cols[quantile_column(lv)] = pa.array(fc.quantiles[where[lv]].reshape(-1))
@@ -246,7 +276,15 @@ def encode(job: Job, fc: PackedForecast) -> memoryview:
         s = fc.samples[: job.num_samples]  # (S, M, D) → one list of S per output row
         flat = np.ascontiguousarray(s.transpose(1, 2, 0)).reshape(-1)
         cols["samples"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), job.num_samples)
-    meta = {"latentcast.model": job.model.name, "latentcast.version": job.model.version}
+    cols["nfe"] = pa.array(nfe.astype(np.float32)[series])  # of the row's series, per trajectory
+    sv = job.solver_used
+    meta = {
+        "latentcast.model": job.model.name,
+        "latentcast.version": job.model.version,
+        "latentcast.solver": json.dumps(
+            {"method": sv.method, "rtol": sv.rtol, "atol": sv.atol, "max_num_steps": sv.max_num_steps}
+        ),
+    }
     table = pa.table(cols).replace_schema_metadata(meta)
     mock = pa.MockOutputStream()  # sizes the stream without writing it: one exact allocation below
     with pa.ipc.new_stream(mock, table.schema) as writer:

@@ -21,7 +21,16 @@ from latentcast.models import PackedForecast
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
 from latentcast.service.schemas import ForecastRequest
-from latentcast.service.validate import Echo, Job, Lookup, ModelSpec, check_options, check_series, packed
+from latentcast.service.validate import (
+    Echo,
+    Job,
+    Lookup,
+    ModelSpec,
+    check_options,
+    check_series,
+    packed,
+    solver_for,
+)
 from latentcast.times import TimeParseError, parse_datetimes, to_unit
 
 MEDIA_TYPE = "application/json"
@@ -67,12 +76,17 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     def show(field: str, i: int, j: int) -> str:
         return repr(getattr(items[i], field)[j])
 
+    ask = req.solver
+    solver = solver_for(
+        model, ask.level if ask else None, ask.rtol if ask else None, ask.atol if ask else None, settings, ["solver"]
+    )
     return Job(
         model=model,
         packed=packed(ids, ts, n_obs, values, tq, n_q, model, show),
         echo=Echo(offsets(n_q), lists=[s.query_times for s in items]),  # pydantic built these lists: no copy
         levels=tuple(float(v) for v in req.quantiles),
         num_samples=req.num_samples,
+        solver=solver,
     )
 
 
@@ -171,7 +185,7 @@ def answer_bytes(job: Job) -> int:
     series' id (escaped) and keys."""
     n_q = len(job.packed.queries)
     ids = sum(len(i.encode()) for i in job.packed.ids)
-    return 16 * job.answer_values + 48 * n_q + 2 * ids + len(job.packed) * (96 + 16 * len(job.levels)) + 4096
+    return 16 * job.answer_values + 48 * n_q + 2 * ids + len(job.packed) * (128 + 16 * len(job.levels)) + 4096
 
 
 def encode(job: Job, fc: PackedForecast) -> bytes:
@@ -181,9 +195,11 @@ def encode(job: Job, fc: PackedForecast) -> bytes:
     keys = [repr(lv) for lv in job.levels]
     q = fc.query_offsets.tolist()
     forecasts = []
-    for sid, echo, a, z in zip(fc.ids, job.echo.as_lists(), q[:-1], q[1:], strict=True):
+    nfe = fc.nfe.tolist()
+    for sid, echo, a, z, n in zip(fc.ids, job.echo.as_lists(), q[:-1], q[1:], nfe, strict=True):
         out: dict[str, Any] = {
             "id": sid,
+            "nfe": round(n, 2),
             "query_times": echo,
             "mean": fc.mean[a:z],
             "quantiles": {k: fc.quantiles[c, a:z] for k, c in zip(keys, cols, strict=True)},
@@ -194,6 +210,12 @@ def encode(job: Job, fc: PackedForecast) -> bytes:
     payload = {
         "model": {"name": job.model.name, "version": job.model.version},
         "channels": list(job.model.channels),
+        "solver": solver_used(job),
         "forecasts": forecasts,
     }
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def solver_used(job: Job) -> dict[str, Any]:
+    s = job.solver_used
+    return {"method": s.method, "rtol": s.rtol, "atol": s.atol, "max_num_steps": s.max_num_steps}

@@ -50,10 +50,11 @@ def test_raw_mean_of_a_log_channel_is_the_log_normal_mean() -> None:
 
 def test_context_length_limits_what_the_model_sees(normalizer) -> None:
     s = make_series(3, seed=4)
-    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=0)
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=0)  # the posterior mean alone
     q = [x.times[-1:] + 1 for x in s]
     full = fc.predict(s, q)
     short = fc.predict(s, q, n_context=[1, 1, 1])
+    assert all(np.isfinite(f.mean).all() and f.status == 0 for f in full + short)
     assert any(not np.allclose(a.mean, b.mean) for a, b in zip(full, short, strict=True))
 
 
@@ -127,3 +128,19 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
         plain.predict(series[:3], [s.times[-1:] for s in series[:3]])[0].mean,
         rtol=1e-5,
     )
+
+
+def test_a_tighter_tolerance_costs_more_evaluations_and_errs_less(series, normalizer) -> None:
+    """In float64, against a solve at rtol 1e-11: each tenfold-or-more tighter tolerance spends more
+    evaluations and lands closer; the evaluations are reported per query."""
+    from latentcast.models.config import SolverConfig
+
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=0, dtype=torch.float64)
+    packed = PackedSeries.from_series(series, [s.times[-1] + np.linspace(0.5, 4.0, 6) for s in series])
+    exact = fc.predict_packed(packed, solver=SolverConfig(rtol=1e-11, atol=1e-12, max_num_steps=100_000))
+    runs = [fc.predict_packed(packed, solver=SolverConfig(rtol=r, atol=r / 10)) for r in (1e-2, 1e-4, 1e-7)]
+    errors = [float(np.abs(r.mean - exact.mean).max()) for r in runs]
+    nfes = [float(r.nfe.mean()) for r in runs]
+    assert nfes[0] < nfes[1] < nfes[2] < float(exact.nfe.mean())
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < errors[0] / 100 and (exact.status == 0).all()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latentcast.models.config import SolverConfig
-from latentcast.models.solve import SolverError, Status, odeint_grid, solve_per_series
+from latentcast.models.solve import TABLEAUS, SolverError, Status, odeint_grid, solve_per_series
 
 # Damped rotation: z' = A z, exact z(t) = exp(A t) z0, for any sign of t.
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
@@ -217,3 +217,18 @@ def test_a_row_past_its_deadline_stops_and_the_others_are_unchanged(graphs: bool
     assert cut.status.tolist() == [Status.OK, Status.DEADLINE, Status.OK, Status.DEADLINE, Status.OK]
     torch.testing.assert_close(cut.z[2::2], full.z[2::2], rtol=0, atol=0)
     assert cut.steps[1] == 0 and cut.steps[2] == full.steps[2] > 0
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_each_row_counts_its_own_evaluations(graphs: bool) -> None:
+    """A row's evaluations follow its own steps: a tighter tolerance costs more, rows asking for t = 0
+    alone cost nothing, and the count does not depend on the rows beside it."""
+    z0, t = problem(b=5)
+    loose = solve_per_series(linear, z0, t, SolverConfig(rtol=1e-2, atol=1e-3), graphs=graphs)
+    tight = solve_per_series(linear, z0, t, SolverConfig(rtol=1e-7, atol=1e-9), graphs=graphs)
+    assert loose.evals[0] == 0 and (tight.evals[1:] > loose.evals[1:]).all()
+    fsal_per_try = len(TABLEAUS["dopri5"].c) - 1
+    sides = 1 + (t < 0).any(dim=1).long()  # a row asking for earlier times also integrates backwards
+    assert ((loose.evals[1:] - 2 * sides[1:]) % fsal_per_try == 0).all()  # f0 + initial step per side, 6 a try
+    alone = solve_per_series(linear, z0[2:3], t[2:3], SolverConfig(rtol=1e-2, atol=1e-3), graphs=graphs)
+    assert alone.evals[0] == loose.evals[2]

@@ -10,7 +10,7 @@ import torch
 from latentcast.models.config import SolverConfig
 from latentcast.models.solve import solve_per_series
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _mlp(seed: int) -> torch.nn.Module:
