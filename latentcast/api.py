@@ -21,8 +21,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from latentcast.frames import DataError, QueryTimes, Times, from_frame, query_table, to_frame
+from latentcast.frames import DataError, QueryTimes, Times, from_frame, note_solver, query_table, to_frame
 from latentcast.models import (
+    ConfigError,
     FieldError,
     Forecaster,
     ModelBundle,
@@ -99,6 +100,9 @@ class Model:
         id_col: str = "id",
         time_col: str = "time",
         errors: Literal["raise", "nan"] = "raise",
+        solver: Literal["fast", "default", "precise"] | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
     ) -> pd.DataFrame:
         """Forecast every series of `obs` at its query times.
 
@@ -106,11 +110,23 @@ class Model:
         numbers (the model's time unit) or date-times, like `obs`. A channel of the model missing from
         `obs` counts as not observed. Returns id, time, channel, mean, q<level>…. A series the solver
         cannot answer raises `SolverFailed` naming it; with errors="nan" its rows are NaN instead.
+
+        solver, rtol, atol: the solve's accuracy, as the server's `"solver"` field: a named level
+        (fast: rtol 1e-2, atol 1e-3; default: the model's own; precise: 1e-6, 1e-8) and/or tolerances,
+        which win over the level's. `attrs["solver"]` of the answer says what was used, `attrs["nfe"]`
+        what it cost (series id → vector-field evaluations per trajectory).
         """
         levels = tuple(float(q) for q in quantiles)
         bad = [q for q in levels if not 0.0 < q < 1.0]
         if bad:
             raise DataError(f"quantiles: {bad} not in (0, 1)")
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            if tol is not None and not 0.0 < tol < 1.0:
+                raise DataError(f"{name}: {tol!r} not in (0, 1)")
+        try:
+            config = self.forecaster.solver.at_accuracy(solver, rtol, atol)
+        except ConfigError as exc:
+            raise DataError(str(exc)) from None
         table = from_frame(obs, self.channels, id_col, time_col)
         queries, q_off = query_table(table, query_times, id_col, time_col)
         ts, tq = self._unit(table.times, time_col), self._unit(queries, "query_times")
@@ -141,9 +157,10 @@ class Model:
             knob = {"max_horizon": "max_horizon_factor", "max_sigmas": "max_value_sigmas"}.get(exc.limit or "")
             hint = f" (Model({knob}=...) or None)" if knob else ""
             raise DataError(f"series {table.keys[exc.series]!r}: {field}: {exc.msg}{hint}") from None
-        fc = self.forecaster.predict_packed(packed, levels=levels)
+        fc = self.forecaster.predict_packed(packed, levels=levels, solver=config)
         _check(fc, table.keys, errors)
-        return to_frame(table.keys, q_off, queries, self.channels, fc.mean, fc.quantiles, levels, id_col, time_col)
+        out = to_frame(table.keys, q_off, queries, self.channels, fc.mean, fc.quantiles, levels, id_col, time_col)
+        return note_solver(out, config.used(), table.keys, fc.nfe)
 
     def _unit(self, times: Times, what: str) -> np.ndarray:
         """Times → the model's time unit (numbers are taken as already in it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 
@@ -170,8 +170,14 @@ def forecast(
     api_key: Annotated[
         str | None, typer.Option(envvar="LATENTCAST_API_KEY", help="API key if the server wants one")
     ] = None,
+    solver: Annotated[
+        str | None, typer.Option(help="accuracy level: fast, default (the model's own) or precise")
+    ] = None,
+    rtol: Annotated[float | None, typer.Option(help="solver relative tolerance (wins over --solver's)")] = None,
+    atol: Annotated[float | None, typer.Option(help="solver absolute tolerance (wins over --solver's)")] = None,
 ) -> None:
-    """Forecast a long table through a running server; writes a long CSV (id, time, channel, mean, q…)."""
+    """Forecast a long table through a running server; writes a long CSV (id, time, channel, mean, q…).
+    Reports on stderr the solver settings the server used and the evaluations they took."""
     import pandas as pd
 
     from latentcast.client import LatentcastClient, LatentcastError, read_long_table
@@ -190,12 +196,22 @@ def forecast(
         except ValueError:
             queries = parts
     levels = [float(q) for q in quantiles.split(",") if q.strip()]
+    if solver not in (None, "fast", "default", "precise"):
+        raise typer.BadParameter(f"{solver!r} is not one of fast, default, precise", param_hint="--solver")
+    level = cast(Literal["fast", "default", "precise"] | None, solver)
     with LatentcastClient(url, api_key=api_key) as client:
         try:
-            fc = client.forecast(obs, queries, model=model, quantiles=levels)
+            fc = client.forecast(obs, queries, model=model, quantiles=levels, solver=level, rtol=rtol, atol=atol)
         except LatentcastError as exc:
             typer.echo(f"error {exc.status}: {exc.detail}", err=True)
             raise typer.Exit(1) from exc
+    used, nfe = fc.attrs.get("solver", {}), list(fc.attrs.get("nfe", {}).values())
+    if used and nfe:
+        typer.echo(
+            f"solver {used['method']} rtol {used['rtol']:g} atol {used['atol']:g}: "
+            f"{sum(nfe) / len(nfe):.1f} evaluations per trajectory (mean of {len(nfe)} series, max {max(nfe):g})",
+            err=True,
+        )
     if output is None:
         fc.to_csv(sys.stdout, index=False)
     else:

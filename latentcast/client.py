@@ -13,8 +13,9 @@ Arrow IPC streams (`latentcast.arrowio`), or JSON with transport="json".
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import httpx
 import numpy as np
@@ -27,6 +28,7 @@ from latentcast.frames import (
     QueryTimes,
     Times,
     from_frame,
+    note_solver,
     query_table,
     read_long_table,
     to_frame,
@@ -98,6 +100,9 @@ class LatentcastClient:
         id_col: str = "id",
         time_col: str = "time",
         transport: Literal["arrow", "json"] = "arrow",
+        solver: Literal["fast", "default", "precise"] | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
     ) -> pd.DataFrame:
         """Forecast every series of a long table.
 
@@ -106,26 +111,39 @@ class LatentcastClient:
         Channels are the model's (GET /models); a channel missing from the table is sent as not
         observed. Returns a long table with columns id (as in the table), time (numbers, or UTC
         timestamps), channel, mean and one column per quantile (q0.1, …). `transport`: Arrow IPC
-        bodies (default) or JSON.
+        bodies (default) or JSON. solver, rtol, atol: the solve's accuracy (the request's `"solver"`
+        field); `attrs["solver"]` of the answer says what the server used, `attrs["nfe"]` what it cost
+        (series id → vector-field evaluations per trajectory).
         """
         info = self.model_info(model)
         channels: list[str] = info["channels"]
         table = from_frame(frame, channels, id_col, time_col)
         queries, q_off = query_table(table, query_times, id_col, time_col)
         levels = [float(q) for q in quantiles]
-        parts = []
+        accuracy = {k: v for k, v in (("level", solver), ("rtol", rtol), ("atol", atol)) if v is not None}
+        parts: list[_Part] = []
         for a in range(0, len(table), self.chunk_series):
             z = min(a + self.chunk_series, len(table))
             send = self._arrow if transport == "arrow" else self._json
-            parts.append(send(info["name"], table, queries, q_off, a, z, levels))
-        mean = np.concatenate([p[0] for p in parts])
-        quant = np.concatenate([p[1] for p in parts], axis=1)
-        return to_frame(table.keys, q_off, queries, channels, mean, quant, levels, id_col, time_col)
+            parts.append(send(info["name"], table, queries, q_off, a, z, levels, accuracy))
+        mean = np.concatenate([p.mean for p in parts])
+        quant = np.concatenate([p.quantiles for p in parts], axis=1)
+        out = to_frame(table.keys, q_off, queries, channels, mean, quant, levels, id_col, time_col)
+        used = parts[0].solver if parts else {}
+        return note_solver(out, used, table.keys, np.concatenate([p.nfe for p in parts]) if parts else np.zeros(0))
 
     def _arrow(
-        self, name: str, table: FlatTable, queries: Times, q_off: np.ndarray, a: int, z: int, levels: list[float]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Series a:z as one Arrow request → mean (M, D) and quantiles (L, M, D) of their query times."""
+        self,
+        name: str,
+        table: FlatTable,
+        queries: Times,
+        q_off: np.ndarray,
+        a: int,
+        z: int,
+        levels: list[float],
+        accuracy: dict[str, Any],
+    ) -> _Part:
+        """Series a:z as one Arrow request → their forecasts."""
         o, qo = table.offsets[a : z + 1], q_off[a : z + 1]
         body = encode_request(
             table.ids[a:z],
@@ -136,6 +154,7 @@ class LatentcastClient:
             qo - qo[0],
         )
         params = {"model": name, "quantiles": ",".join(repr(q) for q in levels)}
+        params.update({"solver" if k == "level" else k: str(v) for k, v in accuracy.items()})
         r = self._http.post(
             "/forecast", content=body, params=params, headers={"content-type": MEDIA_TYPE, "accept": MEDIA_TYPE}
         )
@@ -145,12 +164,23 @@ class LatentcastClient:
         d = table.values.shape[1]
         mean = long.column("mean").to_numpy().reshape(-1, d)
         quant = np.stack([long.column(f"q{q:g}").to_numpy().reshape(-1, d) for q in levels])
-        return mean, quant
+        first_rows = (qo[:-1] - qo[0]) * d  # each series' first row
+        nfe = long.column("nfe").to_numpy()[first_rows].astype(np.float64)
+        solver = json.loads((long.schema.metadata or {}).get(b"latentcast.solver", b"{}"))
+        return _Part(mean, quant, nfe, solver)
 
     def _json(
-        self, name: str, table: FlatTable, queries: Times, q_off: np.ndarray, a: int, z: int, levels: list[float]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Series a:z as one JSON request → mean (M, D) and quantiles (L, M, D) of their query times."""
+        self,
+        name: str,
+        table: FlatTable,
+        queries: Times,
+        q_off: np.ndarray,
+        a: int,
+        z: int,
+        levels: list[float],
+        accuracy: dict[str, Any],
+    ) -> _Part:
+        """Series a:z as one JSON request → their forecasts."""
         series = []
         for i in range(a, z):
             o0, o1, q0, q1 = table.offsets[i], table.offsets[i + 1], q_off[i], q_off[i + 1]
@@ -163,7 +193,10 @@ class LatentcastClient:
                     "query_times": _wire_times(queries, q0, q1),
                 }
             )
-        resp = self.forecast_raw({"model": name, "series": series, "quantiles": levels})
+        body: dict[str, Any] = {"model": name, "series": series, "quantiles": levels}
+        if accuracy:
+            body["solver"] = accuracy
+        resp = self.forecast_raw(body)
         mean = np.concatenate([np.asarray(f["mean"], dtype=np.float64) for f in resp["forecasts"]])
         quant = np.stack(
             [
@@ -171,7 +204,17 @@ class LatentcastClient:
                 for q in levels
             ]
         )
-        return mean, quant
+        nfe = np.asarray([f["nfe"] for f in resp["forecasts"]], dtype=np.float64)
+        return _Part(mean, quant, nfe, resp["solver"])
+
+
+class _Part(NamedTuple):
+    """One request's forecasts: mean (M, D), quantiles (L, M, D), nfe (B,), the solver it used."""
+
+    mean: np.ndarray
+    quantiles: np.ndarray
+    nfe: np.ndarray
+    solver: dict[str, Any]
 
 
 def _wire_times(times: Times, a: int, z: int) -> list[float | str]:

@@ -210,3 +210,11 @@ def to_frame(
     if times.is_datetime:
         out[time_col] = pd.to_datetime(out[time_col], utc=True)
     return out
+
+
+def note_solver(frame: pd.DataFrame, solver: dict[str, Any], keys: Sequence[Any], nfe: np.ndarray) -> pd.DataFrame:
+    """Record on a forecast table what its solves used and cost: `frame.attrs["solver"]` (method, rtol,
+    atol, max_num_steps) and `frame.attrs["nfe"]` (series id → vector-field evaluations per trajectory)."""
+    frame.attrs["solver"] = dict(solver)
+    frame.attrs["nfe"] = {k: float(n) for k, n in zip(keys, nfe, strict=True)}
+    return frame

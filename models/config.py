@@ -72,6 +72,10 @@ class SolverConfig:
     def adaptive(self) -> bool:
         return self.method in ADAPTIVE_METHODS
 
+    def used(self) -> dict[str, Any]:
+        """What an answer reports it was solved with."""
+        return {"method": self.method, "rtol": self.rtol, "atol": self.atol, "max_num_steps": self.max_num_steps}
+
     def at_accuracy(
         self, level: str | None = None, rtol: float | None = None, atol: float | None = None
     ) -> SolverConfig:

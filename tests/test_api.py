@@ -98,3 +98,21 @@ def test_a_series_the_solver_cannot_answer_is_named_or_left_nan(tmp_path) -> Non
     assert info.value.series == ["far"]
     out = model.predict(obs, query_times=queries, errors="nan")
     assert out[out["id"] == "far"]["mean"].isna().all() and out[out["id"] == "near"]["mean"].notna().all()
+
+
+def test_the_tolerance_is_a_choice_and_its_cost_is_reported(pbcseq: latentcast.Model) -> None:
+    obs = read_pbcseq()[["id", "time", *CHANNELS]]
+    obs = obs[obs["id"].isin([1, 2])]
+    default = pbcseq.predict(obs, query_times=[4000.0, 6000.0])
+    fast = pbcseq.predict(obs, query_times=[4000.0, 6000.0], solver="fast")
+    precise = pbcseq.predict(obs, query_times=[4000.0, 6000.0], solver="precise", atol=1e-7)
+    assert default.attrs["solver"]["rtol"] == pbcseq.forecaster.solver.rtol
+    assert fast.attrs["solver"]["rtol"] == 1e-2 and precise.attrs["solver"]["atol"] == 1e-7
+    assert all(fast.attrs["nfe"][k] < default.attrs["nfe"][k] < precise.attrs["nfe"][k] for k in (1, 2))
+    # precise is closer to the default than fast is: the default's own error is between them
+    gap = [np.abs(x["mean"].to_numpy() - precise["mean"].to_numpy()).max() for x in (fast, default)]
+    assert gap[0] > gap[1]
+    with pytest.raises(latentcast.DataError, match="rtol"):
+        pbcseq.predict(obs, query_times=[4000.0], rtol=2.0)
+    with pytest.raises(latentcast.DataError, match="not one of"):
+        pbcseq.predict(obs, query_times=[4000.0], solver="exact")  # type: ignore[arg-type]

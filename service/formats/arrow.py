@@ -277,13 +277,10 @@ def encode(job: Job, fc: PackedForecast) -> memoryview:
         flat = np.ascontiguousarray(s.transpose(1, 2, 0)).reshape(-1)
         cols["samples"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), job.num_samples)
     cols["nfe"] = pa.array(nfe.astype(np.float32)[series])  # of the row's series, per trajectory
-    sv = job.solver_used
     meta = {
         "latentcast.model": job.model.name,
         "latentcast.version": job.model.version,
-        "latentcast.solver": json.dumps(
-            {"method": sv.method, "rtol": sv.rtol, "atol": sv.atol, "max_num_steps": sv.max_num_steps}
-        ),
+        "latentcast.solver": json.dumps(job.solver_used.used()),
     }
     table = pa.table(cols).replace_schema_metadata(meta)
     mock = pa.MockOutputStream()  # sizes the stream without writing it: one exact allocation below

@@ -210,12 +210,7 @@ def encode(job: Job, fc: PackedForecast) -> bytes:
     payload = {
         "model": {"name": job.model.name, "version": job.model.version},
         "channels": list(job.model.channels),
-        "solver": solver_used(job),
+        "solver": job.solver_used.used(),
         "forecasts": forecasts,
     }
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def solver_used(job: Job) -> dict[str, Any]:
-    s = job.solver_used
-    return {"method": s.method, "rtol": s.rtol, "atol": s.atol, "max_num_steps": s.max_num_steps}

@@ -160,3 +160,27 @@ def test_a_server_whose_model_cannot_load_exits_at_once_with_one_line(tmp_path) 
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("latentcast serve: could not load the models: CheckpointError: ") and str(bad) in last
+
+
+def test_client_and_cli_choose_the_tolerance_and_see_its_cost(server: str, tmp_path) -> None:
+    """Both transports carry the tolerance and bring back what was used and what it cost."""
+    obs = read_pbcseq()[["id", "time", "bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"]]
+    obs = obs[obs["id"] <= 3]
+    with LatentcastClient(server) as client:
+        fast = client.forecast(obs, [4000.0, 5000.0], model="pbcseq", solver="fast")
+        tight = client.forecast(obs, [4000.0, 5000.0], model="pbcseq", rtol=1e-6, atol=1e-7, transport="json")
+        tight_arrow = client.forecast(obs, [4000.0, 5000.0], model="pbcseq", rtol=1e-6, atol=1e-7)
+    assert fast.attrs["solver"]["rtol"] == 1e-2 and tight.attrs["solver"]["rtol"] == 1e-6
+    assert set(fast.attrs["nfe"]) == {1, 2, 3}
+    assert all(fast.attrs["nfe"][k] < tight.attrs["nfe"][k] for k in (1, 2, 3))
+    assert tight_arrow.attrs["nfe"] == pytest.approx(tight.attrs["nfe"], abs=0.01)  # JSON: 2 decimals
+    np.testing.assert_allclose(tight_arrow["mean"], tight["mean"], rtol=1e-5)
+    obs.to_csv(tmp_path / "obs.csv", index=False)
+    cmd = [sys.executable, "-m", "latentcast", "forecast", "--url", server, "--input", str(tmp_path / "obs.csv")]
+    cmd += ["--query-times", "4000,5000", "--output", str(tmp_path / "fc.csv"), "--rtol", "1e-6", "--atol", "1e-7"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "rtol 1e-06 atol 1e-07" in res.stderr and "evaluations per trajectory" in res.stderr
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "fc.csv")["mean"], tight["mean"], rtol=1e-5)
+    res = subprocess.run([*cmd[:-4], "--rtol", "1e-12"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "422" in res.stderr and "LATENTCAST_MIN_RTOL" in res.stderr
