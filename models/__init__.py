@@ -6,6 +6,7 @@ The public surface (everything else is internal; `latentcast.service` imports on
   `dataset_from_frame`
 - packed batches: `PackedSeries`, `PackedForecast`, `pack` (checks a request's arrays), `FieldError`
 - model and inference: `LatentODE`, `Forecaster`, `SeriesForecast`, `SolverError`, `Status`
+- continuous depth: `ODEBlock` (a residual block whose depth is an ODE solve)
 - checkpoints: `ModelBundle`, `load_checkpoint`, `save_checkpoint`, `find_checkpoint`, `embedded_models`
 - training: `train_model` (models.train.train), `build_experiment`; devices: `resolve_device`
 """
@@ -26,6 +27,7 @@ from latentcast.models.datasets import dataset_from_frame, load_dataset
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster, SeriesForecast
 from latentcast.models.latent_ode import LatentODE
+from latentcast.models.odeblock import ODEBlock
 from latentcast.models.packed import FieldError, PackedForecast, PackedSeries, pack
 from latentcast.models.recipes import build_experiment
 from latentcast.models.solve import SolverError, Status
@@ -45,6 +47,7 @@ __all__ = [
     "ModelBundle",
     "ModelConfig",
     "Normalizer",
+    "ODEBlock",
     "PackedForecast",
     "PackedSeries",
     "Series",

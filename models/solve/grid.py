@@ -25,7 +25,8 @@ def _odeint_options(cfg: SolverConfig) -> dict[str, object]:
 def odeint_grid(func: torch.nn.Module, z0: torch.Tensor, t: torch.Tensor, cfg: SolverConfig) -> torch.Tensor:
     """Solve from z0 at time 0 to every time in `t`.
 
-    func(t, z) → dz/dt. z0: (B, L). t: (T,) strictly increasing, any sign. Returns (B, T, L).
+    func(t, z) → dz/dt. z0: (B, …), e.g. (B, L) latent states or (B, C, H, W) feature maps. t: (T,)
+    strictly increasing, any sign. Returns (B, T, …).
     Negative times are reached by integrating backwards from 0.
     """
     if t.ndim != 1 or (t.numel() > 1 and not bool((t[1:] > t[:-1]).all())):
