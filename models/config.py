@@ -183,6 +183,9 @@ class TrainConfig:
     second half from its first (more held-out points, longer horizons).
     max_target_times: score at most this many of a batch's distinct target times per step, drawn at
     random (0: all); the solver's output times, and so the cost of a step, stay bounded.
+    channel_balance: each channel's values weigh ∝ (its count of training values)^-channel_balance in
+    the likelihood, scaled so the mean weight per value is 1. 0: every value alike (rare channels get
+    little say); 1: every channel alike, as in metrics averaged per variable (PhysioNet 2012).
     """
 
     epochs: int = 50
@@ -205,6 +208,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     val_task: ValTask = "last"
     max_target_times: int = 0
+    channel_balance: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -222,6 +226,7 @@ class TrainConfig:
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
         _check(self.val_task in get_args(ValTask), "train.val_task", f"one of {get_args(ValTask)}")
         _check(self.max_target_times >= 0, "train.max_target_times", "must be >= 0 (0: all)")
+        _check(0 <= self.channel_balance <= 1, "train.channel_balance", "must be in [0, 1] (0: off)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,6 +78,7 @@ class LatentODE(nn.Module):
         iwae_samples: int = 1,
         forecast_only: bool = False,
         max_times: int = 0,
+        channel_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LossStats]:
         """Negative ELBO (IWAE bound when iwae_samples > 1) per scored target value.
 
@@ -85,7 +86,8 @@ class LatentODE(nn.Module):
         forecast window), or with `forecast_only` only the values after the context; the KL to N(0, I)
         is analytic for K = 1. `max_times` > 0: when the batch's targets fall on more distinct times
         than that, only a random subset of that many times is scored (an unbiased estimate of the
-        per-value likelihood, at a fraction of the solver's output times).
+        per-value likelihood, at a fraction of the solver's output times). `channel_weight` (D,) scales
+        each channel's log-likelihood terms (train.channel_balance).
         """
         k, b, lat = iwae_samples, batch.size, self.cfg.latent_dim
         mean, logvar = self.encode(batch)
@@ -108,7 +110,8 @@ class LatentODE(nn.Module):
             x_hat = x_hat + batch.last_observed()[None, :, None, :]
             if self.cfg.residual == "change":  # ... and no change at all at z0
                 x_hat = x_hat - self.decoder(z0).view(k, b, 1, -1)
-        loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, mask)  # (K, B)
+        weighted = mask if channel_weight is None else mask * channel_weight
+        loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, weighted)  # (K, B)
         n_obs = mask.sum().clamp(min=1)
         loglik = loglik * (
             n_all / n_obs

@@ -57,12 +57,15 @@ class RNNBaseline(nn.Module):
         iwae_samples: int = 1,
         forecast_only: bool = False,
         max_times: int = 0,
+        channel_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LossStats]:
-        """Negative Gaussian log-likelihood per scored target value (no latent, so no KL)."""
+        """Negative Gaussian log-likelihood per scored target value (no latent, so no KL); the
+        arguments as LatentODE.loss's."""
         lengths = batch.tgt_m.any(-1).sum(1)
         means = self._run(batch.tgt_t, batch.tgt_x, batch.tgt_m, ~batch.tgt_future, lengths)
         mask = batch.likelihood_mask(forecast_only)
-        loglik = gaussian_log_density(batch.tgt_x, means, self.decoder.std, mask)  # (B,)
+        weighted = mask if channel_weight is None else mask * channel_weight
+        loglik = gaussian_log_density(batch.tgt_x, means, self.decoder.std, weighted)  # (B,)
         n_obs = mask.sum().clamp(min=1)
         loss = -loglik.sum() / n_obs
         with torch.no_grad():

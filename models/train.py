@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from latentcast.models import distributed
 from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
-from latentcast.models.data import DataError, Normalizer, collate, random_contexts
+from latentcast.models.data import DataError, Normalizer, Series, collate, random_contexts
 from latentcast.models.datasets import DatasetSplit
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
@@ -61,6 +61,18 @@ def check_trainable(split: DatasetSplit) -> None:
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message names the likely cause and the setting to change."""
+
+
+def channel_weights(series: Sequence[Series], balance: float) -> np.ndarray | None:
+    """Per-channel likelihood weights ∝ count^-balance, scaled so the mean weight per observed value is
+    1 (the loss keeps its scale); channels never observed weigh 0. None when balance is 0."""
+    if balance == 0:
+        return None
+    counts = np.zeros(series[0].values.shape[1])
+    for s in series:
+        counts += np.isfinite(s.values).sum(axis=0)
+    w = np.where(counts > 0, np.maximum(counts, 1.0) ** -balance, 0.0)
+    return w * counts.sum() / max(float((w * counts).sum()), 1e-12)
 
 
 def _lr_at(exp: ExperimentConfig, epoch: int) -> float:
@@ -141,6 +153,8 @@ def _train(
     split = dataclasses.replace(split, train=kept_train.series, val=kept_val.series)
     outliers = {"train": kept_train.outliers, "validation": kept_val.outliers}
     model = build_model(exp.model, len(split.channels)).to(dev)
+    weights = channel_weights(split.train, tc.channel_balance)
+    cw = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=dev)  # (D,)
     loss_fn = distributed.LossModule(model)
     step_fn: torch.nn.Module = loss_fn
     if world.active:
@@ -211,7 +225,9 @@ def _train(
                 ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
                 batch = collate(part, normalizer, ctx, exp.model.anchor).to(dev)
                 kl = _kl_weight(exp, epoch + step / steps)
-                loss, stats, ok = step_fn(batch, kl, tc.iwae_samples, tc.likelihood == "forecast", tc.max_target_times)
+                loss, stats, ok = step_fn(
+                    batch, kl, tc.iwae_samples, tc.likelihood == "forecast", tc.max_target_times, channel_weight=cw
+                )
                 opt.zero_grad(set_to_none=True)
                 if not distributed.all_ok(world, ok, dev):  # a solver failure on some rank: all skip
                     if world.active:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
 from latentcast.models.data import TimeSpec
 from latentcast.models.datasets.base import DatasetSplit
 from latentcast.models.report import format_report
-from latentcast.models.train import BEST, LAST, METRICS, PLOT, TrainingError, _stop_reason, train
+from latentcast.models.train import BEST, LAST, METRICS, PLOT, TrainingError, _stop_reason, channel_weights, train
 from tests.conftest import make_series, tiny_config
 
 
@@ -138,3 +139,27 @@ def test_gross_outliers_are_set_aside_and_counted(tmp_path) -> None:
     assert res.metrics["report"]["outliers_excluded"]["train"]["a"] == 1
     norm = load_checkpoint(tmp_path / BEST).normalizer
     assert abs(norm.mean[0] - 2.0) < 1.0  # the robust centre did not move
+
+
+def test_channel_balance_gives_every_channel_an_equal_say_at_the_same_loss_scale() -> None:
+    series = make_series(30, seed=5, missing=0.0)
+    for s in series:
+        s.values[:, 1][1:] = np.nan  # channel b: one value per series; channel c: never observed
+        s.values[:, 2] = np.nan
+    counts = np.array([sum(np.isfinite(s.values[:, d]).sum() for s in series) for d in range(3)])
+    assert channel_weights(series, 0.0) is None
+    w = channel_weights(series, 1.0)
+    assert w is not None and w[2] == 0.0
+    np.testing.assert_allclose(w[0] * counts[0], w[1] * counts[1])  # each channel's total weight equal
+    np.testing.assert_allclose((w * counts).sum(), counts.sum())  # the mean weight per value is 1
+    half = channel_weights(series, 0.5)
+    assert half is not None and 1.0 < half[1] / half[0] < w[1] / w[0]
+
+
+def test_training_with_channel_balance_runs_and_is_not_the_plain_loss(tmp_path) -> None:
+    plain = train(_exp(epochs=1), _split(), tmp_path / "plain", device="cpu", show_progress=False)
+    balanced = train(_exp(epochs=1, channel_balance=1.0), _split(), tmp_path / "bal", device="cpu", show_progress=False)
+    a, b = plain.metrics["history"][0]["train_loss"], balanced.metrics["history"][0]["train_loss"]
+    assert np.isfinite(b) and a != b
+    with pytest.raises(ValueError, match=r"train\.channel_balance"):
+        TrainConfig(channel_balance=2.0)
