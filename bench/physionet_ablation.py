@@ -1,10 +1,12 @@
 """The PhysioNet 2012 model ablation, on the validation split only, at an equal training budget.
 
 Each variant (bench/recipes/physionet/*.toml, on top of models/configs/physionet2012.toml) is trained
-for at most --minutes minutes of wall time on this machine, then scored like the test table (min-max
-MSE of every validation observation at t ≥ 24 h from those before). The test split is not looked at.
+for at most --minutes minutes of wall time on this machine (0: the recipe's epochs), then scored like
+the test table (min-max MSE of every validation observation at t ≥ 24 h from those before). The test
+split is not looked at. Rows land in a study (--study, default "<minutes> min") of
+bench/results/physionet2012_ablation.md and .json; re-running a variant replaces its row, other rows stay.
 
-    python -m bench.physionet_ablation [--minutes 20] [--variants a,b]   # bench/results/physionet2012_ablation.md
+    python -m bench.physionet_ablation [--minutes 20] [--variants a,b] [--study NAME]
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def main() -> None:
     ap.add_argument("--variants", default="")
     ap.add_argument("--data", default="physionet2012")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "physionet_ablation")
+    ap.add_argument("--reuse", action="store_true", help="score a variant's existing run instead of training it")
+    ap.add_argument("--study", default="", help='the table the rows go in (default: "<minutes> min")')
     args = ap.parse_args()
     files = sorted((ROOT / "bench" / "recipes" / "physionet").glob("*.toml"))
     if args.variants:
@@ -45,14 +49,25 @@ def main() -> None:
     )
     series, queries = targets(split.val)
     base = score(series, locf(series, queries, scale), scale)
-    rows: dict[str, Any] = {}
+    study = args.study or (f"{args.minutes:g} min" if args.minutes else "full recipe")
+    out = ROOT / "bench" / "results"
+    old = out / "physionet2012_ablation.json"
+    r = json.loads(old.read_text()) if old.is_file() else {}
+    r.setdefault("studies", {})
+    r.update(device=results.machine("cpu"), locf={"mse": base["mse"], "mae": base["mae"]})
+    entry = r["studies"].setdefault(study, {"rows": {}})
+    entry.update(
+        minutes=args.minutes,
+        base=describe(from_dict(ExperimentConfig, merge(recipe("physionet2012"), {"data": {"name": args.data}}))),
+    )
+    rows: dict[str, Any] = entry["rows"]
     for f in files:
         values = merge(merge(recipe("physionet2012"), {"data": {"name": args.data}}), load_config_file(f))
         values = merge(values, {"train": {"max_minutes": args.minutes}})
         exp = from_dict(ExperimentConfig, values)
         run = args.work / f.stem
-        t0 = time.perf_counter()
-        train(exp, split, run, device="cpu", show_progress=False)
+        if not (args.reuse and (run / BEST).is_file()):
+            train(exp, split, run, device="cpu", show_progress=False)
         r = forecast_test(run / BEST, val_split, scale, "cpu")  # test = val here: the validation split
         m = json.loads((run / METRICS).read_text())
         rows[f.stem] = {
@@ -61,44 +76,56 @@ def main() -> None:
             "coverage80": r["coverage80"],
             "epochs": len(m["history"]),
             "best_epoch": m["best"]["epoch"],
-            "minutes": (time.perf_counter() - t0) / 60,
+            "minutes": m["wall_seconds_this_run"] / 60,
             "train_nfe": sum(h["train_nfe"] for h in m["history"]),
             "about": f.read_text().splitlines()[0].lstrip("# "),
             "architecture": load_checkpoint(run / BEST).config.describe(),
+            "commit": results.commit(),
+            "date": time.strftime("%Y-%m-%d"),
         }
         print(f.stem, json.dumps(rows[f.stem]), flush=True)
-    r = {
-        "device": results.machine("cpu"),
-        "commit": results.commit(),
-        "date": time.strftime("%Y-%m-%d"),
-        "minutes": args.minutes,
-        "locf": {"mse": base["mse"], "mae": base["mae"]},
-        "rows": rows,
-    }
-    results.write(ROOT / "bench" / "results", "physionet2012_ablation", r, markdown(r))
+        results.write(out, "physionet2012_ablation", r, markdown(r))  # after each row: a long run keeps its rows
     print(markdown(r))
+
+
+def describe(exp: ExperimentConfig) -> str:
+    t = exp.train
+    return (
+        f"{exp.model.describe()}; {t.epochs} epochs (patience {t.patience}), likelihood {t.likelihood!r}, "
+        f"channel_balance {t.channel_balance:g}, IWAE samples {t.iwae_samples}, normalize {exp.data.normalize!r}"
+    )
 
 
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "# PhysioNet 2012: ablation on the validation split",
         "",
-        f"{r['device']}, commit {r['commit']}, {r['date']}. Each variant on top of models/configs/physionet2012.toml,",
-        f"trained for at most {r['minutes']:g} minutes on this machine (an equal budget), the best epoch by",
-        "validation;",
-        "scored on validation like the test table (min-max MSE ×10⁻³ and MAE ×10⁻², t ≥ 24 h from t < 24 h).",
+        f"{r['device']}. Each variant (bench/recipes/physionet/) on top of the base recipe of its study, trained",
+        "on this machine for at most the study's minutes (an equal budget) or the recipe's epochs, the best epoch",
+        "by validation; scored on validation like the test table (min-max MSE ×10⁻³ and MAE ×10⁻², every",
+        "observation at t ≥ 24 h from those before). The test split is never looked at.",
         "",
         f"LOCF on validation: MSE {r['locf']['mse'] * 1e3:.3f}, MAE {r['locf']['mae'] * 1e2:.3f}.",
-        "",
-        "| variant | MSE ×10⁻³ | MAE ×10⁻² | 80% coverage | epochs (best) | minutes | training NFE |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, x in sorted(r["rows"].items(), key=lambda kv: kv[1]["mse"]):
-        lines.append(
-            f"| {name}: {x['about']} | {x['mse'] * 1e3:.3f} | {x['mae'] * 1e2:.3f} | {100 * x['coverage80']:.1f}% | "
-            f"{x['epochs']} ({x['best_epoch']}) | {x['minutes']:.0f} | {x['train_nfe']:,} |"
-        )
-    lines += ["", "Reproduce: `python -m bench.physionet_ablation`."]
+    for study, entry in r["studies"].items():
+        lines += [
+            "",
+            f"## {study}",
+            "",
+            f"Base: {entry['base']}.",
+            "",
+            "| variant | MSE ×10⁻³ | MAE ×10⁻² | 80% coverage | epochs (best) | minutes | training NFE | commit |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, x in sorted(entry["rows"].items(), key=lambda kv: kv[1]["mse"]):
+            lines.append(
+                f"| {name}: {x['about']} | {x['mse'] * 1e3:.3f} | {x['mae'] * 1e2:.3f} | {100 * x['coverage80']:.1f}% "
+                f"| {x['epochs']} ({x['best_epoch']}) | {x['minutes']:.0f} | {x['train_nfe']:,} | {x['commit']} |"
+            )
+        if entry.get("note"):
+            lines += ["", entry["note"]]
+    lines += ["", "Reproduce a study: `python -m bench.physionet_ablation --minutes M --study NAME` (its base recipe"]
+    lines += ["in models/configs/physionet2012.toml at the row's commit)."]
     return "\n".join(lines) + "\n"
 
 
