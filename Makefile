@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 # A known-good torch. On PyPI this is the CUDA build for Linux; on machines with a local CPU
 # wheel of this version (our CI), pip takes that. Override with TORCH= to keep what you have.
 TORCH  ?= torch==2.13.0
+PHYSIONET ?= ../shared/data/physionet2012
 # what each target installs: serving needs the [serve] extra, tests need everything ([dev])
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP   := $(VENV)/.installed-dev
@@ -45,14 +46,17 @@ test: lint typecheck pytest
 serve: $(SERVE_STAMP)
 	$(BIN)/latentcast serve
 
-# Rebuild the default models shipped in models/embedded/ (about 1 h on 2 CPU cores): train, evaluate
-# (which writes bench/results/ and an evaluated copy of each checkpoint), then copy those.
+# Rebuild the default models shipped in models/embedded/ (about 2 h on 2 CPU cores): train, evaluate
+# (which writes bench/results/ and an evaluated copy of each checkpoint), then copy those. PhysioNet
+# 2012 needs the challenge archives (PHYSIONET, default ../shared/data/physionet2012); seed 0 ships.
 embedded-models: install
 	$(BIN)/latentcast evaluate spirals --retrain --runs runs/spirals --quiet
 	$(BIN)/latentcast train --data pbcseq --out runs/pbcseq --quiet
 	$(BIN)/latentcast evaluate pbcseq --checkpoint runs/pbcseq/best.pt
+	$(BIN)/latentcast evaluate physionet2012 --retrain --data physionet2012:$(PHYSIONET) --quiet
 	cp runs/spirals/latent_ode/best.evaluated.pt models/embedded/spirals.pt
 	cp runs/pbcseq/best.evaluated.pt models/embedded/pbcseq.pt
+	cp runs/physionet2012/seed0/best.pt models/embedded/physionet2012.pt
 
 # Build the image with buildah (no Docker daemon), run it, POST a forecast, check it runs as non-root
 # (root, buildah and debootstrap needed; minutes). TORCH_VARIANT=cuda for the GPU image.

@@ -103,7 +103,7 @@ def train_cmd(
     add_help_option=False,
 )
 def evaluate_cmd(ctx: typer.Context) -> None:
-    """Reproduce a result table of this repository (bench/evaluate.py: spirals, pbcseq); run it in a
+    """Reproduce a result table of this repository (bench/evaluate.py: spirals, pbcseq, physionet2012); run it in a
     checkout. `latentcast evaluate --help` lists the tasks and options."""
     root = Path.cwd()
     if not (root / "bench" / "evaluate.py").is_file():
@@ -123,7 +123,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (LATENTCAST_PORT, default 8000)")] = None,
     model: Annotated[
         list[Path] | None,
-        typer.Option(help="checkpoint to serve; repeat for more (default: the embedded spirals and pbcseq models)"),
+        typer.Option(
+            help="checkpoint to serve; repeat for more (default: the embedded models: spirals, pbcseq, physionet2012)"
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (LATENTCAST_DEVICE)")] = None,
 ) -> None:
