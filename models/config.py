@@ -186,6 +186,9 @@ class TrainConfig:
     channel_balance: each channel's values weigh ∝ (its count of training values)^-channel_balance in
     the likelihood, scaled so the mean weight per value is 1. 0: every value alike (rare channels get
     little say); 1: every channel alike, as in metrics averaged per variable (PhysioNet 2012).
+    length_pool: batch series of similar length together: each run of this many batches' worth of the
+    shuffled series is sorted by length before it is cut into batches, and the batches are shuffled
+    (less padding in the encoder and the targets, the order still random; 0: off).
     """
 
     epochs: int = 50
@@ -209,6 +212,7 @@ class TrainConfig:
     val_task: ValTask = "last"
     max_target_times: int = 0
     channel_balance: float = 0.0
+    length_pool: int = 0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -227,6 +231,7 @@ class TrainConfig:
         _check(self.val_task in get_args(ValTask), "train.val_task", f"one of {get_args(ValTask)}")
         _check(self.max_target_times >= 0, "train.max_target_times", "must be >= 0 (0: all)")
         _check(0 <= self.channel_balance <= 1, "train.channel_balance", "must be in [0, 1] (0: off)")
+        _check(self.length_pool >= 0, "train.length_pool", "must be >= 0 (0: off)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,6 +75,21 @@ def channel_weights(series: Sequence[Series], balance: float) -> np.ndarray | No
     return w * counts.sum() / max(float((w * counts).sum()), 1e-12)
 
 
+def batch_indices(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, pool: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """`order` cut into batches of `batch_size`. With pool > 0, each run of pool × batch_size indices is
+    first sorted by `lengths` and the batches are then shuffled: as many batches, less padding."""
+    if pool <= 0:
+        return [order[a : a + batch_size] for a in range(0, len(order), batch_size)]
+    out = []
+    for a in range(0, len(order), pool * batch_size):
+        run = order[a : a + pool * batch_size]
+        run = run[np.argsort(lengths[run], kind="stable")]
+        out += [run[b : b + batch_size] for b in range(0, len(run), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
 def _lr_at(exp: ExperimentConfig, epoch: int) -> float:
     """Linear warm-up over warmup_epochs, then a cosine from lr to lr_min over the remaining epochs."""
     tc = exp.train
@@ -194,6 +209,7 @@ def _train(
         return ModelBundle(name, model, normalizer, split.time, description, metrics)
 
     n_train = len(split.train)
+    lengths = np.array([len(s) for s in split.train])
     per_rank = n_train // world.size
     steps = math.ceil(per_rank / tc.batch_size)
     progress = Progress(
@@ -217,11 +233,12 @@ def _train(
             lr = _lr_at(exp, epoch)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            perm = list(distributed.shard(rng.permutation(n_train), world))  # this rank's share
+            perm = np.asarray(list(distributed.shard(rng.permutation(n_train), world)))  # this rank's share
+            batches = batch_indices(perm, lengths, tc.batch_size, tc.length_pool, rng)
             progress.reset(task, total=steps, epoch=epoch + 1, loss=float("nan"), val=summary)
             run_loss, run_n, nfe, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
             for step in range(steps):
-                part = [split.train[i] for i in perm[step * tc.batch_size : (step + 1) * tc.batch_size]]
+                part = [split.train[i] for i in batches[step]]
                 ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
                 batch = collate(part, normalizer, ctx, exp.model.anchor).to(dev)
                 kl = _kl_weight(exp, epoch + step / steps)

@@ -12,7 +12,17 @@ from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
 from latentcast.models.data import TimeSpec
 from latentcast.models.datasets.base import DatasetSplit
 from latentcast.models.report import format_report
-from latentcast.models.train import BEST, LAST, METRICS, PLOT, TrainingError, _stop_reason, channel_weights, train
+from latentcast.models.train import (
+    BEST,
+    LAST,
+    METRICS,
+    PLOT,
+    TrainingError,
+    _stop_reason,
+    batch_indices,
+    channel_weights,
+    train,
+)
 from tests.conftest import make_series, tiny_config
 
 
@@ -163,3 +173,22 @@ def test_training_with_channel_balance_runs_and_is_not_the_plain_loss(tmp_path) 
     assert np.isfinite(b) and a != b
     with pytest.raises(ValueError, match=r"train\.channel_balance"):
         TrainConfig(channel_balance=2.0)
+
+
+def test_length_pools_batch_similar_lengths_and_keep_every_series_once() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, 1000)
+    order = rng.permutation(1000)
+    plain = batch_indices(order, lengths, 32, 0, rng)
+    pooled = batch_indices(order, lengths, 32, 8, np.random.default_rng(1))
+    assert len(pooled) == len(plain) == 32  # as many steps, so DDP ranks stay in step
+    np.testing.assert_array_equal(np.sort(np.concatenate(pooled)), np.arange(1000))
+    padding = lambda bs: sum(len(b) * lengths[b].max() - lengths[b].sum() for b in bs)  # noqa: E731
+    assert padding(pooled) < 0.3 * padding(plain)
+    firsts = [int(b[0]) for b in pooled]
+    assert firsts != sorted(firsts, key=lambda i: lengths[i])  # batches are not in length order
+
+
+def test_training_with_length_pools_runs(tmp_path) -> None:
+    res = train(_exp(epochs=2, length_pool=2), _split(), tmp_path, device="cpu", show_progress=False)
+    assert len(res.metrics["history"]) == 2 and np.isfinite(res.metrics["history"][-1]["train_loss"])
