@@ -68,12 +68,12 @@ def main() -> None:
         run = args.work / f.stem
         if not (args.reuse and (run / BEST).is_file()):
             train(exp, split, run, device="cpu", show_progress=False)
-        r = forecast_test(run / BEST, val_split, scale, "cpu")  # test = val here: the validation split
+        v = forecast_test(run / BEST, val_split, scale, "cpu")  # test = val here: the validation split
         m = json.loads((run / METRICS).read_text())
         rows[f.stem] = {
-            "mse": r["mse"],
-            "mae": r["mae"],
-            "coverage80": r["coverage80"],
+            "mse": v["mse"],
+            "mae": v["mae"],
+            "coverage80": v["coverage80"],
             "epochs": len(m["history"]),
             "best_epoch": m["best"]["epoch"],
             "minutes": m["wall_seconds_this_run"] / 60,
@@ -92,7 +92,8 @@ def describe(exp: ExperimentConfig) -> str:
     t = exp.train
     return (
         f"{exp.model.describe()}; {t.epochs} epochs (patience {t.patience}), likelihood {t.likelihood!r}, "
-        f"channel_balance {t.channel_balance:g}, IWAE samples {t.iwae_samples}, normalize {exp.data.normalize!r}"
+        f"channel_balance {t.channel_balance:g}, length_pool {t.length_pool}, IWAE samples {t.iwae_samples}, "
+        f"normalize {exp.data.normalize!r}"
     )
 
 

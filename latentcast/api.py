@@ -198,7 +198,8 @@ def _check(fc: PackedForecast, keys: Sequence[Any], errors: str) -> None:
 
 
 def load(name_or_path: str | Path, device: str = "auto", **kwargs: Any) -> Model:
-    """An embedded model by name ("pbcseq", "spirals") or a checkpoint file; `kwargs` go to `Model`."""
+    """An embedded model by name ("pbcseq", "physionet2012", "spirals") or a checkpoint file; `kwargs` go to
+    `Model`."""
     return Model(load_checkpoint(find_checkpoint(name_or_path), resolve_device(device)), device, **kwargs)
 
 

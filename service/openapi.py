@@ -80,7 +80,11 @@ MODELS: dict[str, Any] = {
 READYZ: dict[str, Any] = {
     "summary": "Readiness: models loaded and warmed up",
     "responses": {
-        200: {"content": {"application/json": {"example": {"status": "ready", "models": ["pbcseq", "spirals"]}}}},
+        200: {
+            "content": {
+                "application/json": {"example": {"status": "ready", "models": ["pbcseq", "physionet2012", "spirals"]}}
+            }
+        },
         503: {
             "description": "loading, or loading failed",
             "content": {"application/json": {"example": {"status": "loading"}}},

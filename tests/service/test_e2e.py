@@ -13,9 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.server import ServerProcess, free_port
+import latentcast
+from bench.server import ROOT, ServerProcess, free_port
 from latentcast.client import LatentcastClient
 from latentcast.models.datasets.pbcseq import read_pbcseq
+from latentcast.models.datasets.physionet2012 import CHANNELS as PHYSIONET_CHANNELS
+from latentcast.models.datasets.physionet2012 import TIME, protocol_split, read_records
 
 EXAMPLE = {
     "id": "patient-17",
@@ -66,7 +69,7 @@ def test_example_request_shapes_order_and_quantiles(server: str) -> None:
     assert np.isfinite(mean).all() and (q[0] <= q[1]).all() and (q[1] <= q[2]).all()
     assert (mean > 0).all()  # every lab is positive; log-scale channels stay so
     models = httpx.get(f"{server}/models").json()["models"]
-    assert {m["name"] for m in models} >= {"pbcseq", "spirals"}
+    assert {m["name"] for m in models} >= {"pbcseq", "physionet2012", "spirals"}
 
 
 def test_same_forecast_alone_in_a_batch_and_under_concurrency(server: str) -> None:
@@ -184,3 +187,50 @@ def test_client_and_cli_choose_the_tolerance_and_see_its_cost(server: str, tmp_p
     np.testing.assert_allclose(pd.read_csv(tmp_path / "fc.csv")["mean"], tight["mean"], rtol=1e-5)
     res = subprocess.run([*cmd[:-4], "--rtol", "1e-12"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "422" in res.stderr and "LATENTCAST_MIN_RTOL" in res.stderr
+
+
+def _physionet_test_records(n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`n` records of the benchmark's test split (t < 24 h observed, t >= 24 h queried) when the
+    challenge archives are beside the repository (../shared/data); otherwise `n` records written here
+    with the challenge's channels and rhythm (hourly vitals, a few labs, descriptors at 00:00)."""
+    root = ROOT.parent / "shared" / "data" / "physionet2012"
+    obs, query = [], []
+    if root.is_dir():
+        series = read_records(root)
+        test = set(protocol_split(series)[2])
+        for s in [s for s in series if s.id in test and (s.n_context or len(s)) < len(s)][:n]:
+            c, hours = int(s.n_context or 0), s.times / TIME.scale  # model time → hours
+            obs.append(pd.DataFrame(s.values[:c], columns=PHYSIONET_CHANNELS).assign(id=s.id, time=hours[:c]))
+            query.append(pd.DataFrame({"id": s.id, "time": hours[c:]}))
+        return pd.concat(obs), pd.concat(query)
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        hours = np.concatenate([[0.0], np.sort(rng.choice(np.arange(1, 1440), 30, replace=False)) / 60.0])  # minutes
+        v = np.full((len(hours), len(PHYSIONET_CHANNELS)), np.nan)
+        col = {c: i for i, c in enumerate(PHYSIONET_CHANNELS)}
+        v[0, [col["Age"], col["Gender"], col["Height"], col["ICUType"], col["Weight"]]] = [60 + k, k % 2, -1, 2, 80]
+        v[1:, col["HR"]] = 85 + 10 * rng.standard_normal(len(hours) - 1)
+        v[1:, col["MAP"]] = 80 + 8 * rng.standard_normal(len(hours) - 1)
+        v[1::6, col["GCS"]] = 13
+        v[2::8, col["Glucose"]] = 140
+        obs.append(pd.DataFrame(v, columns=PHYSIONET_CHANNELS).assign(id=f"r{k}", time=hours))
+        query.append(pd.DataFrame({"id": f"r{k}", "time": [24.5, 30.0, 47.9]}))
+    return pd.concat(obs), pd.concat(query)
+
+
+def test_the_physionet2012_model_answers_as_in_process(server: str) -> None:
+    """The embedded PhysioNet 2012 model, over HTTP (Arrow and JSON), gives the in-process forecasts."""
+    obs, query = _physionet_test_records(4)
+    local = latentcast.load("physionet2012", device="cpu", num_samples=32).predict(obs, query, quantiles=(0.1, 0.9))
+    with LatentcastClient(server) as client:
+        info = client.model_info("physionet2012")
+        arrow = client.forecast(obs, query, model="physionet2012", quantiles=(0.1, 0.9))
+        json_fc = client.forecast(obs, query, model="physionet2012", quantiles=(0.1, 0.9), transport="json")
+    assert info["channels"] == list(PHYSIONET_CHANNELS) and info["time_unit"] == "hour"
+    assert len(arrow) == len(query) * len(PHYSIONET_CHANNELS) and np.isfinite(arrow["mean"]).all()
+    for served in (arrow, json_fc):
+        key = ["id", "time", "channel"]
+        a, b = served.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True)
+        assert (a["id"].astype(str) == b["id"].astype(str)).all() and np.allclose(a["time"], b["time"])
+        for col in ("mean", "q0.1", "q0.9"):
+            np.testing.assert_allclose(a[col], b[col], rtol=1e-3, atol=1e-6)
