@@ -320,7 +320,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "models": models,
         "memory_sweep": sweep,
-        "command": "python -m bench.odenet " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m bench.odenet", *sys.argv[1:]]),
     }
     results.write(args.out, "odenet", r, markdown(r))
     print(markdown(r))
