@@ -36,4 +36,8 @@ def test_the_deploy_defaults_are_valid_settings(monkeypatch) -> None:
     monkeypatch.setenv("LATENTCAST_API_KEY", "")
     monkeypatch.setenv("LATENTCAST_MODELS", "[]")
     s = Settings()
-    assert s.api_key is None and s.models == [] and len(s.model_paths) == 2  # the embedded models
+    assert (
+        s.api_key is None
+        and s.models == []
+        and {p.stem for p in s.model_paths} == {"pbcseq", "physionet2012", "spirals"}
+    )
