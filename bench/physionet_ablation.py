@@ -90,8 +90,9 @@ def main() -> None:
 
 def describe(exp: ExperimentConfig) -> str:
     t = exp.train
+    sigma = "learned per channel" if exp.model.learn_std else "fixed"
     return (
-        f"{exp.model.describe()}; {t.epochs} epochs (patience {t.patience}), likelihood {t.likelihood!r}, "
+        f"{exp.model.describe()}, σ {sigma}; {t.epochs} epochs (patience {t.patience}), likelihood {t.likelihood!r}, "
         f"channel_balance {t.channel_balance:g}, length_pool {t.length_pool}, IWAE samples {t.iwae_samples}, "
         f"normalize {exp.data.normalize!r}"
     )
