@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 Activation = Literal["elu", "tanh", "softplus", "silu", "relu"]
-EncoderKind = Literal["gru", "odernn"]
+EncoderKind = Literal["gru", "decay", "odernn"]
 ModelKind = Literal["latent_ode", "rnn"]
 Anchor = Literal["first", "last"]
 Residual = Literal["none", "level", "change"]
@@ -104,7 +104,8 @@ class ModelConfig:
     """Architecture.
 
     kind: "latent_ode" (the product) or "rnn" (the paper's RNN baseline, for comparison only).
-    encoder: "gru" (Chen 2018: GRU run backwards over [x, mask, Δt]) or "odernn" (Rubanova 2019).
+    encoder: "gru" (Chen 2018: GRU run backwards over [x, mask, Δt]), "decay" (the GRU with GRU-D's
+    per-channel decay of unobserved inputs, Che 2018) or "odernn" (Rubanova 2019).
     anchor: where z0 lives. "first": at the first observation, encoder runs backwards (the papers).
         "last": at the last observation, encoder runs forwards (fresher state for forecasting).
     obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.

@@ -1,4 +1,5 @@
-"""Recognition networks q(z0 | observations): a GRU (Chen et al. 2018) or an ODE-RNN (Rubanova et al. 2019).
+"""Recognition networks q(z0 | observations): a GRU (Chen et al. 2018), a GRU with per-channel input decay
+(GRU-D's inputs, Che et al. 2018) or an ODE-RNN (Rubanova et al. 2019).
 
 Both read the context in *processing order*: backwards in time when z0 sits at the first observation
 (anchor "first"), forwards when it sits at the last (anchor "last"), so the last point read is always
@@ -57,6 +58,39 @@ class GRUEncoder(nn.Module):
         return mean, logvar
 
 
+class DecayGRUEncoder(nn.Module):
+    """GRU over processing-ordered [x̂, m, δ, Δt] (GRU-D's inputs, Che et al. 2018): per channel, δ is the
+    time since its last observation and an unobserved value x̂ decays from that observation towards the
+    training mean (0 in normalised units) at a learned per-channel rate, x̂ = exp(-relu(w δ + b)) x_last."""
+
+    def __init__(self, cfg: ModelConfig, n_channels: int):
+        super().__init__()
+        self.anchor = cfg.anchor
+        self.w = nn.Parameter(torch.full((n_channels,), 0.5))
+        self.b = nn.Parameter(torch.zeros(n_channels))
+        self.gru = nn.GRU(3 * n_channels + 1, cfg.encoder_hidden, batch_first=True)
+        self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
+
+    def forward(
+        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
+        b, tmax, d = xp.shape
+        tau = dt[..., 0].cumsum(1)[..., None].expand(b, tmax, d)  # (B, T, D) time read so far
+        j = torch.arange(tmax, device=xp.device)[None, :, None].expand(b, tmax, d)
+        last = torch.where(mp > 0, j, -1).cummax(dim=1).values  # (B, T, D) index of the last observation
+        seen = last >= 0
+        idx = last.clamp(min=0)
+        delta = torch.where(seen, tau - tau.gather(1, idx), tau)  # (B, T, D)
+        decay = torch.exp(-torch.relu(self.w * delta + self.b))
+        x_hat = torch.where(mp > 0, xp, decay * xp.gather(1, idx) * seen)
+        inputs = torch.cat([x_hat, mp, delta, dt], dim=-1)  # (B, T, 3D + 1)
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)  # h: (1, B, H)
+        mean, logvar = self.out(h[0]).chunk(2, dim=-1)  # (B, L) each
+        return mean, logvar
+
+
 class ODERNNEncoder(nn.Module):
     """ODE-RNN: between points h follows dh/dt = g(h) for Δt (fixed-step RK4, `encoder_substeps` steps per
     gap, so every series has its own Δt); at each point a GRU cell takes [x·m, m]. Final state → (mean,
@@ -100,4 +134,5 @@ class ODERNNEncoder(nn.Module):
 
 
 def make_encoder(cfg: ModelConfig, n_channels: int) -> nn.Module:
-    return GRUEncoder(cfg, n_channels) if cfg.encoder == "gru" else ODERNNEncoder(cfg, n_channels)
+    kinds = {"gru": GRUEncoder, "decay": DecayGRUEncoder, "odernn": ODERNNEncoder}
+    return kinds[cfg.encoder](cfg, n_channels)

@@ -8,7 +8,7 @@ from latentcast.models.encoder import make_encoder, processing_order
 from tests.conftest import tiny_config
 
 
-@pytest.mark.parametrize("encoder", ["gru", "odernn"])
+@pytest.mark.parametrize("encoder", ["gru", "decay", "odernn"])
 @pytest.mark.parametrize("anchor", ["first", "last"])
 def test_encoder_shapes_and_padding_invariance(series, normalizer, encoder: str, anchor: str) -> None:
     cfg = tiny_config(encoder=encoder, anchor=anchor)
@@ -24,7 +24,7 @@ def test_encoder_shapes_and_padding_invariance(series, normalizer, encoder: str,
             torch.testing.assert_close(v1[0], logvar[i], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("encoder", ["gru", "odernn"])
+@pytest.mark.parametrize("encoder", ["gru", "decay", "odernn"])
 def test_masked_values_do_not_matter_observed_values_do(series, normalizer, encoder: str) -> None:
     enc = make_encoder(tiny_config(encoder=encoder), 3).eval()
     batch = collate(series, normalizer)
