@@ -41,40 +41,42 @@ def processing_order(
 class GRUEncoder(nn.Module):
     """GRU over processing-ordered [x·m, m, Δt]; final state → (mean, log-variance) of z0."""
 
+    inputs_per_channel = 2
+
     def __init__(self, cfg: ModelConfig, n_channels: int):
         super().__init__()
         self.anchor = cfg.anchor
-        self.gru = nn.GRU(2 * n_channels + 1, cfg.encoder_hidden, batch_first=True)
+        self.gru = nn.GRU(self.inputs_per_channel * n_channels + 1, cfg.encoder_hidden, batch_first=True)
         self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
+
+    def inputs(self, xp: torch.Tensor, mp: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """Processing-ordered x·m, m (B, T, D) and Δt (B, T, 1) → the GRU's inputs (B, T, 2D + 1)."""
+        return torch.cat([xp, mp, dt], dim=-1)
 
     def forward(
         self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
-        inputs = torch.cat([xp, mp, dt], dim=-1)  # (B, T, 2D + 1)
+        inputs = self.inputs(*processing_order(t, x, m, lengths, self.anchor))
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, h = self.gru(packed)  # h: (1, B, H)
         mean, logvar = self.out(h[0]).chunk(2, dim=-1)  # (B, L) each
         return mean, logvar
 
 
-class DecayGRUEncoder(nn.Module):
+class DecayGRUEncoder(GRUEncoder):
     """GRU over processing-ordered [x̂, m, δ, Δt] (GRU-D's inputs, Che et al. 2018): per channel, δ is the
     time since its last observation and an unobserved value x̂ decays from that observation towards the
     training mean (0 in normalised units) at a learned per-channel rate, x̂ = exp(-relu(w δ + b)) x_last."""
 
+    inputs_per_channel = 3
+
     def __init__(self, cfg: ModelConfig, n_channels: int):
-        super().__init__()
-        self.anchor = cfg.anchor
+        super().__init__(cfg, n_channels)
         self.w = nn.Parameter(torch.full((n_channels,), 0.5))
         self.b = nn.Parameter(torch.zeros(n_channels))
-        self.gru = nn.GRU(3 * n_channels + 1, cfg.encoder_hidden, batch_first=True)
-        self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
 
-    def forward(
-        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
+    def inputs(self, xp: torch.Tensor, mp: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """→ (B, T, 3D + 1)."""
         b, tmax, d = xp.shape
         tau = dt[..., 0].cumsum(1)[..., None].expand(b, tmax, d)  # (B, T, D) time read so far
         j = torch.arange(tmax, device=xp.device)[None, :, None].expand(b, tmax, d)
@@ -84,11 +86,7 @@ class DecayGRUEncoder(nn.Module):
         delta = torch.where(seen, tau - tau.gather(1, idx), tau)  # (B, T, D)
         decay = torch.exp(-torch.relu(self.w * delta + self.b))
         x_hat = torch.where(mp > 0, xp, decay * xp.gather(1, idx) * seen)
-        inputs = torch.cat([x_hat, mp, delta, dt], dim=-1)  # (B, T, 3D + 1)
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h = self.gru(packed)  # h: (1, B, H)
-        mean, logvar = self.out(h[0]).chunk(2, dim=-1)  # (B, L) each
-        return mean, logvar
+        return torch.cat([x_hat, mp, delta, dt], dim=-1)
 
 
 class ODERNNEncoder(nn.Module):
