@@ -84,7 +84,14 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
         }
         print(f.stem, json.dumps(rows[f.stem]), flush=True)
-        results.write(out, "physionet2012_ablation", r, markdown(r))  # after each row: a long run keeps its rows
+        # after each row, merged into the file as it is now: a long run keeps its rows, and runs of other
+        # variants in parallel keep theirs
+        now = json.loads(old.read_text()) if old.is_file() else r
+        now.setdefault("studies", {}).setdefault(study, entry)["rows"][f.stem] = rows[f.stem]
+        now["studies"][study].update({k: v for k, v in entry.items() if k != "rows"})
+        now.update(device=r["device"], locf=r["locf"])
+        r = now
+        results.write(out, "physionet2012_ablation", r, markdown(r))
     print(markdown(r))
 
 

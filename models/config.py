@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 Activation = Literal["elu", "tanh", "softplus", "silu", "relu"]
-EncoderKind = Literal["gru", "decay", "odernn"]
+EncoderKind = Literal["gru", "decay", "odernn", "gruode"]
 ModelKind = Literal["latent_ode", "rnn"]
 Anchor = Literal["first", "last"]
 Residual = Literal["none", "level", "change"]
 ContextPolicy = Literal["fixed", "random"]
 Likelihood = Literal["all", "forecast"]
+LossUnits = Literal["normalised", "minmax"]
 Normalization = Literal["robust", "standard", "minmax"]
 ValTask = Literal["last", "half"]
 
@@ -105,7 +106,8 @@ class ModelConfig:
 
     kind: "latent_ode" (the product) or "rnn" (the paper's RNN baseline, for comparison only).
     encoder: "gru" (Chen 2018: GRU run backwards over [x, mask, Δt]), "decay" (the GRU with GRU-D's
-    per-channel decay of unobserved inputs, Che 2018) or "odernn" (Rubanova 2019).
+    per-channel decay of unobserved inputs, Che 2018), "odernn" (Rubanova 2019) or "gruode" (a
+    continuous-update posterior: GRU-ODE between points, an update from each point's surprise; De Brouwer 2019).
     anchor: where z0 lives. "first": at the first observation, encoder runs backwards (the papers).
         "last": at the last observation, encoder runs forwards (fresher state for forecasting).
     obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.
@@ -132,6 +134,7 @@ class ModelConfig:
     learn_std: bool = False
     min_std: float = 1e-3
     residual: Residual = "none"
+    static_channels: tuple[int, ...] = ()
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
@@ -150,6 +153,12 @@ class ModelConfig:
             _check(getattr(self, name) >= 1, f"model.{name}", "must be >= 1")
         _check(self.dynamics_depth >= 1, "model.dynamics_depth", "must be >= 1 hidden layer")
         _check(self.encoder_substeps >= 1, "model.encoder_substeps", "must be >= 1")
+        _check(
+            all(isinstance(i, int) and i >= 0 for i in self.static_channels)
+            and len(set(self.static_channels)) == len(self.static_channels),
+            "model.static_channels",
+            f"must be distinct channel indices >= 0, got {list(self.static_channels)}",
+        )
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")
         _check(self.obs_std > self.min_std > 0, "model.obs_std", "must exceed model.min_std > 0")
 
@@ -187,6 +196,10 @@ class TrainConfig:
     channel_balance: each channel's values weigh ∝ (its count of training values)^-channel_balance in
     the likelihood, scaled so the mean weight per value is 1. 0: every value alike (rare channels get
     little say); 1: every channel alike, as in metrics averaged per variable (PhysioNet 2012).
+    loss_units: "normalised": squared errors count in the model's normalised units. "minmax": each
+    channel's weigh (one normalised unit in min-max units)², i.e. (scale / training range)², so the
+    likelihood ranks errors as a metric on min-max-scaled values does (PhysioNet 2012); with
+    channel_balance, scaled so the mean weight per value is 1.
     length_pool: batch series of similar length together: each run of this many batches' worth of the
     shuffled series is sorted by length before it is cut into batches, and the batches are shuffled
     (less padding in the encoder and the targets, the order still random; 0: off).
@@ -213,6 +226,7 @@ class TrainConfig:
     val_task: ValTask = "last"
     max_target_times: int = 0
     channel_balance: float = 0.0
+    loss_units: LossUnits = "normalised"
     length_pool: int = 0
 
     def __post_init__(self) -> None:
@@ -232,6 +246,7 @@ class TrainConfig:
         _check(self.val_task in get_args(ValTask), "train.val_task", f"one of {get_args(ValTask)}")
         _check(self.max_target_times >= 0, "train.max_target_times", "must be >= 0 (0: all)")
         _check(0 <= self.channel_balance <= 1, "train.channel_balance", "must be in [0, 1] (0: off)")
+        _check(self.loss_units in get_args(LossUnits), "train.loss_units", f"one of {get_args(LossUnits)}")
         _check(self.length_pool >= 0, "train.length_pool", "must be >= 0 (0: off)")
 
 

@@ -28,12 +28,14 @@ def mlp(n_in: int, hidden: int, depth: int, n_out: int, activation: str) -> nn.S
 
 
 class Dynamics(nn.Module):
-    """dz/dt = f(t, z). z: (R, L); t: scalar or (R,) (used only with `time_input`). Counts calls in `nfe`."""
+    """dz/dt = f(t, z). z: (R, L + S), the latent state and S = len(cfg.static_channels) constant inputs
+    (their derivative is 0); t: scalar or (R,) (used only with `time_input`). Counts calls in `nfe`."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.time_input = cfg.time_input
-        n_in = cfg.latent_dim + int(cfg.time_input)
+        self.n_static = len(cfg.static_channels)
+        n_in = cfg.latent_dim + self.n_static + int(cfg.time_input)
         self.net = mlp(n_in, cfg.dynamics_hidden, cfg.dynamics_depth, cfg.latent_dim, cfg.activation)
         self.nfe = 0
 
@@ -41,5 +43,6 @@ class Dynamics(nn.Module):
         self.nfe += 1
         if self.time_input:
             tt = torch.as_tensor(t, dtype=z.dtype, device=z.device).expand(z.shape[0])  # (R,)
-            z = torch.cat([z, tt[:, None]], dim=-1)  # (R, L + 1)
-        return self.net(z)  # (R, L)
+            z = torch.cat([z, tt[:, None]], dim=-1)  # (R, L + S + 1)
+        dz = self.net(z)  # (R, L)
+        return torch.cat([dz, dz.new_zeros(dz.shape[0], self.n_static)], dim=-1) if self.n_static else dz

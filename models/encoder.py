@@ -1,7 +1,8 @@
 """Recognition networks q(z0 | observations): a GRU (Chen et al. 2018), a GRU with per-channel input decay
-(GRU-D's inputs, Che et al. 2018) or an ODE-RNN (Rubanova et al. 2019).
+(GRU-D's inputs, Che et al. 2018), an ODE-RNN (Rubanova et al. 2019) or a continuous-update posterior
+(GRU-ODE-Bayes, De Brouwer et al. 2019).
 
-Both read the context in *processing order*: backwards in time when z0 sits at the first observation
+All read the context in *processing order*: backwards in time when z0 sits at the first observation
 (anchor "first"), forwards when it sits at the last (anchor "last"), so the last point read is always
 the anchor. Inputs per point: [x · mask, mask, Δt] where Δt is the gap to the previously read point.
 Padding (positions ≥ length) never changes the state, so a series encodes the same in any batch.
@@ -131,6 +132,45 @@ class ODERNNEncoder(nn.Module):
         return mean, logvar
 
 
+class GRUODEEncoder(nn.Module):
+    """A continuous-update posterior (GRU-ODE-Bayes, De Brouwer et al. 2019). Between points the state
+    follows the GRU-ODE dh/dt = (1 - u) ⊙ (g - h), with u = σ(W_u h), g = tanh(W_g (r ⊙ h)), r = σ(W_r h),
+    one exponential-Euler step per gap (u and g held at the gap's start, so any Δt is stable and h stays in
+    [-1, 1]). At a point the state predicts the values, p = P h, and a GRU cell takes the observed channels'
+    surprise: [(x - p) · m, x · m, m]. Final state → (mean, log-variance) of z0."""
+
+    def __init__(self, cfg: ModelConfig, n_channels: int):
+        super().__init__()
+        self.anchor = cfg.anchor
+        self.hidden = cfg.encoder_hidden
+        self.gates = nn.Linear(cfg.encoder_hidden, 2 * cfg.encoder_hidden)  # u, r
+        self.cand = nn.Linear(cfg.encoder_hidden, cfg.encoder_hidden)  # g
+        self.predict = nn.Linear(cfg.encoder_hidden, n_channels)
+        self.cell = nn.GRUCell(3 * n_channels, cfg.encoder_hidden)
+        self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
+
+    def evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """h (B, H) after time dt (B, 1) under the GRU-ODE: h → g + (h - g) exp(-(1 - u) Δt)."""
+        u, r = torch.sigmoid(self.gates(h)).chunk(2, dim=-1)
+        g = torch.tanh(self.cand(r * h))
+        return g + (h - g) * torch.exp(-(1 - u) * dt)
+
+    def forward(
+        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
+        b, tmax, _ = xp.shape
+        h = xp.new_zeros(b, self.hidden)
+        for j in range(tmax):
+            valid = (j < lengths)[:, None]  # (B, 1)
+            if j > 0:
+                h = torch.where(valid, self.evolve(h, dt[:, j]), h)
+            surprise = (xp[:, j] - self.predict(h)) * mp[:, j]  # (B, D), 0 where not observed
+            h = torch.where(valid, self.cell(torch.cat([surprise, xp[:, j], mp[:, j]], dim=-1), h), h)
+        mean, logvar = self.out(h).chunk(2, dim=-1)
+        return mean, logvar
+
+
 def make_encoder(cfg: ModelConfig, n_channels: int) -> nn.Module:
-    kinds = {"gru": GRUEncoder, "decay": DecayGRUEncoder, "odernn": ODERNNEncoder}
+    kinds = {"gru": GRUEncoder, "decay": DecayGRUEncoder, "odernn": ODERNNEncoder, "gruode": GRUODEEncoder}
     return kinds[cfg.encoder](cfg, n_channels)

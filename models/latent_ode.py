@@ -62,9 +62,19 @@ class LatentODE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.n_channels = n_channels
+        if any(i >= n_channels for i in cfg.static_channels):
+            raise ValueError(f"model.static_channels {list(cfg.static_channels)}: the data has {n_channels} channels")
         self.encoder = make_encoder(cfg, n_channels)
         self.dynamics = Dynamics(cfg)
         self.decoder = Decoder(cfg, n_channels)
+
+    def with_static(self, z0: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
+        (normalised, 0 where unseen) appended (cfg.static_channels)."""
+        if not self.cfg.static_channels:
+            return z0
+        s = batch.last_observed()[:, list(self.cfg.static_channels)]  # (B, S)
+        return torch.cat([z0, s.expand(*z0.shape[:-1], -1)], dim=-1)
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z0 | context): mean and log-variance, (B, L) each."""
@@ -103,7 +113,8 @@ class LatentODE(nn.Module):
             mask = mask * keep[idx][..., None]  # (B, Tt, D): targets at the kept times only
             t_union, idx = gather_times(batch, mask)
         nfe0 = self.dynamics.nfe
-        zs = odeint_grid(self.dynamics, z0.reshape(k * b, lat), t_union, self.cfg.solver)  # (KB, U, L)
+        state0 = self.with_static(z0, batch).reshape(k * b, -1)  # (KB, L + S)
+        zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
         if self.cfg.residual != "none":  # changes from each channel's last observed value
@@ -167,16 +178,19 @@ class LatentODE(nn.Module):
         s = z0.shape[0]
         # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
         linear = self.decoder.net if isinstance(self.decoder.net, nn.Linear) else None
+        if self.cfg.static_channels:  # the readout would see the static inputs too: decode after the solve
+            linear = None
         sol = solve_per_series(
             self.dynamics,
-            z0.reshape(s * b, lat),
+            self.with_static(z0, batch).reshape(s * b, -1),
             query_t.repeat(s, 1),
             solver,
             readout=linear,
             cache=graphs,
             deadline=deadline.repeat(s) if deadline is not None else None,
         )
-        x = (sol.z if linear is not None else self.decoder(sol.z)).view(s, b, q, self.n_channels)  # (S, B, Q, D)
+        x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])
+        x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
         if self.cfg.residual != "none":
             x = x + batch.last_observed()[None, :, None, :]
             if self.cfg.residual == "change":

@@ -63,15 +63,28 @@ class TrainingError(RuntimeError):
     """Training cannot go on; the message names the likely cause and the setting to change."""
 
 
-def channel_weights(series: Sequence[Series], balance: float) -> np.ndarray | None:
-    """Per-channel likelihood weights ∝ count^-balance, scaled so the mean weight per observed value is
-    1 (the loss keeps its scale); channels never observed weigh 0. None when balance is 0."""
-    if balance == 0:
+def minmax_units(series: Sequence[Series], normalizer: Normalizer) -> np.ndarray:
+    """(D,) the squared size of one normalised unit in min-max units, (scale / (max - min))², per channel
+    over the raw values of `series` (a log channel's scale taken at its centre); 0 for a constant channel."""
+    allv = np.concatenate([s.values for s in series]).astype(np.float64)
+    lo, hi = np.nanmin(allv, axis=0), np.nanmax(allv, axis=0)
+    scale = np.asarray(normalizer.std) * np.where(normalizer.log, np.exp(normalizer.mean), 1.0)
+    width = hi - lo
+    return np.where(width > 0, (scale / np.where(width > 0, width, 1.0)) ** 2, 0.0)
+
+
+def channel_weights(series: Sequence[Series], balance: float, units: np.ndarray | None = None) -> np.ndarray | None:
+    """Per-channel likelihood weights ∝ count^-balance (× `units` (D,) where given), scaled so the mean
+    weight per observed value is 1 (the loss keeps its scale); channels never observed weigh 0. None when
+    balance is 0 and no units are given."""
+    if balance == 0 and units is None:
         return None
     counts = np.zeros(series[0].values.shape[1])
     for s in series:
         counts += np.isfinite(s.values).sum(axis=0)
     w = np.where(counts > 0, np.maximum(counts, 1.0) ** -balance, 0.0)
+    if units is not None:
+        w = w * units
     return w * counts.sum() / max(float((w * counts).sum()), 1e-12)
 
 
@@ -163,12 +176,13 @@ def _train(
     check_trainable(split)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     normalizer = Normalizer.fit(split.train, split.channels, split.log_channels, exp.data.normalize)
+    units = minmax_units(split.train, normalizer) if tc.loss_units == "minmax" else None
     kept_train = drop_outliers(split.train, normalizer, exp.data.outlier_z)  # gross entry errors out
     kept_val = drop_outliers(split.val, normalizer, exp.data.outlier_z)
     split = dataclasses.replace(split, train=kept_train.series, val=kept_val.series)
     outliers = {"train": kept_train.outliers, "validation": kept_val.outliers}
     model = build_model(exp.model, len(split.channels)).to(dev)
-    weights = channel_weights(split.train, tc.channel_balance)
+    weights = channel_weights(split.train, tc.channel_balance, units)
     cw = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=dev)  # (D,)
     loss_fn = distributed.LossModule(model)
     step_fn: torch.nn.Module = loss_fn

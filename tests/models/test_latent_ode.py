@@ -13,12 +13,12 @@ def _queries(batch, q: int = 9, seed: int = 0) -> torch.Tensor:
     return (torch.rand(batch.size, q, generator=g) - 0.2) * 6  # before, between and after the observations
 
 
-@pytest.mark.parametrize("encoder", ["gru", "odernn"])
+@pytest.mark.parametrize(("encoder", "static"), [("gru", ()), ("odernn", ()), ("gruode", (0, 2))])
 @pytest.mark.parametrize("anchor", ["first", "last"])
-def test_prediction_is_batch_invariant(normalizer, encoder: str, anchor: str) -> None:
+def test_prediction_is_batch_invariant(normalizer, encoder: str, static: tuple[int, ...], anchor: str) -> None:
     """A series' forecast must not change (beyond 1e-4 relative) with whatever else is in the batch."""
     many = make_series(24, seed=1)
-    model = LatentODE(tiny_config(encoder=encoder, anchor=anchor), 3).eval()
+    model = LatentODE(tiny_config(encoder=encoder, anchor=anchor, static_channels=static), 3).eval()
     batch = collate(many, normalizer, anchor=anchor)
     q = _queries(batch)
     together = model.predict(batch, q, num_samples=8, levels=(0.1, 0.5, 0.9))
@@ -129,3 +129,24 @@ def test_max_times_scores_a_random_subset_of_a_batchs_times(series, normalizer, 
     assert seen[0] > 5 and seen[1] <= 5
     a, b = float(full.detach()), float(sub.detach())
     assert abs(b - a) / abs(a) < 1.0  # the same scale
+
+
+def test_static_channels_condition_the_dynamics_and_stay_constant(series, normalizer) -> None:
+    torch.manual_seed(0)
+    model = LatentODE(tiny_config(static_channels=(1,)), 3)
+    batch = collate(series, normalizer)
+    state = model.with_static(torch.zeros(batch.size, 4), batch)
+    assert state.shape == (batch.size, 5)
+    torch.testing.assert_close(state[:, 4], batch.last_observed()[:, 1])
+    d = model.dynamics(torch.tensor(0.0), state)
+    assert (d[:, 4] == 0).all()  # the static input does not move
+    moved = state.clone()
+    moved[:, 4] += 1.0
+    assert (model.dynamics(torch.tensor(0.0), moved)[:, :4] - d[:, :4]).abs().max() > 1e-4
+    loss, _ = model.loss(batch)
+    loss.backward()
+    assert model.dynamics.net[0].weight.grad is not None and model.dynamics.net[0].weight.grad[:, 4].abs().sum() > 0
+    with pytest.raises(ValueError, match="static_channels"):
+        LatentODE(tiny_config(static_channels=(3,)), 3)
+    with pytest.raises(ValueError, match="static_channels"):
+        tiny_config(static_channels=(1, 1))

@@ -9,7 +9,7 @@ import torch
 
 from latentcast.models.checkpoint import load_checkpoint, read_payload
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
-from latentcast.models.data import TimeSpec
+from latentcast.models.data import Normalizer, Series, TimeSpec
 from latentcast.models.datasets.base import DatasetSplit
 from latentcast.models.report import format_report
 from latentcast.models.train import (
@@ -21,6 +21,7 @@ from latentcast.models.train import (
     _stop_reason,
     batch_indices,
     channel_weights,
+    minmax_units,
     train,
 )
 from tests.conftest import make_series, tiny_config
@@ -192,3 +193,17 @@ def test_length_pools_batch_similar_lengths_and_keep_every_series_once() -> None
 def test_training_with_length_pools_runs(tmp_path) -> None:
     res = train(_exp(epochs=2, length_pool=2), _split(), tmp_path, device="cpu", show_progress=False)
     assert len(res.metrics["history"]) == 2 and np.isfinite(res.metrics["history"][-1]["train_loss"])
+
+
+def test_minmax_units_weigh_each_channel_as_a_min_max_metric_does() -> None:
+    v = np.array([[0.0, 1.0], [10.0, 2.0], [5.0, 4.0]], dtype=np.float32)
+    series = [Series("a", np.arange(3.0), v)]
+    norm = Normalizer(("x", "y"), (False, True), (5.0, 0.5), (2.0, 0.1))
+    units = minmax_units(series, norm)
+    np.testing.assert_allclose(units, [(2.0 / 10.0) ** 2, (np.exp(0.5) * 0.1 / 3.0) ** 2])
+    w = channel_weights(series, 0.0, units)
+    assert w is not None
+    np.testing.assert_allclose(w[0] / w[1], units[0] / units[1])
+    np.testing.assert_allclose(w.sum() * 3, 6.0)  # three values per channel, mean weight 1
+    with pytest.raises(ValueError, match=r"train\.loss_units"):
+        TrainConfig(loss_units="raw")  # type: ignore[arg-type]
