@@ -145,7 +145,9 @@ def test_static_channels_condition_the_dynamics_and_stay_constant(series, normal
     assert (model.dynamics(torch.tensor(0.0), moved)[:, :4] - d[:, :4]).abs().max() > 1e-4
     loss, _ = model.loss(batch)
     loss.backward()
-    assert model.dynamics.net[0].weight.grad is not None and model.dynamics.net[0].weight.grad[:, 4].abs().sum() > 0
+    first = model.dynamics.net[0]
+    assert isinstance(first, torch.nn.Linear) and first.weight.grad is not None
+    assert first.weight.grad[:, 4].abs().sum() > 0  # the loss reaches the static input's weights
     with pytest.raises(ValueError, match="static_channels"):
         LatentODE(tiny_config(static_channels=(3,)), 3)
     with pytest.raises(ValueError, match="static_channels"):
