@@ -6,7 +6,10 @@ the test table (min-max MSE of every validation observation at t ≥ 24 h from t
 split is not looked at. Rows land in a study (--study, default "<minutes> min") of
 bench/results/physionet2012_ablation.md and .json; re-running a variant replaces its row, other rows stay.
 
-    python -m bench.physionet_ablation [--minutes 20] [--variants a,b] [--study NAME]
+    python -m bench.physionet_ablation [--minutes 20] [--variants a,b] [--study NAME] [--seed S]
+
+--seed S trains (or with --reuse scores) <work>/<variant>_seedS under that training seed, in row
+"<variant>, seed S", so a study can hold several seeds of each variant.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "physionet_ablation")
     ap.add_argument("--reuse", action="store_true", help="score a variant's existing run instead of training it")
     ap.add_argument("--study", default="", help='the table the rows go in (default: "<minutes> min")')
+    ap.add_argument("--seed", type=int, help="the training seed (default: the recipe's), named in the row")
     args = ap.parse_args()
     files = sorted((ROOT / "bench" / "recipes" / "physionet").glob("*.toml"))
     if args.variants:
@@ -64,13 +68,17 @@ def main() -> None:
     for f in files:
         values = merge(merge(recipe("physionet2012"), {"data": {"name": args.data}}), load_config_file(f))
         values = merge(values, {"train": {"max_minutes": args.minutes}})
+        name = f.stem
+        if args.seed is not None:
+            values = merge(values, {"train": {"seed": args.seed}})
+            name = f"{f.stem}, seed {args.seed}"
         exp = from_dict(ExperimentConfig, values)
-        run = args.work / f.stem
+        run = args.work / (f.stem if args.seed is None else f"{f.stem}_seed{args.seed}")
         if not (args.reuse and (run / BEST).is_file()):
             train(exp, split, run, device="cpu", show_progress=False)
         v = forecast_test(run / BEST, val_split, scale, "cpu")  # test = val here: the validation split
         m = json.loads((run / METRICS).read_text())
-        rows[f.stem] = {
+        rows[name] = {
             "mse": v["mse"],
             "mae": v["mae"],
             "coverage80": v["coverage80"],
@@ -83,11 +91,11 @@ def main() -> None:
             "commit": results.commit(),
             "date": time.strftime("%Y-%m-%d"),
         }
-        print(f.stem, json.dumps(rows[f.stem]), flush=True)
+        print(name, json.dumps(rows[name]), flush=True)
         # after each row, merged into the file as it is now: a long run keeps its rows, and runs of other
         # variants in parallel keep theirs
         now = json.loads(old.read_text()) if old.is_file() else r
-        now.setdefault("studies", {}).setdefault(study, entry)["rows"][f.stem] = rows[f.stem]
+        now.setdefault("studies", {}).setdefault(study, entry)["rows"][name] = rows[name]
         now["studies"][study].update({k: v for k, v in entry.items() if k != "rows"})
         now.update(device=r["device"], locf=r["locf"])
         r = now
