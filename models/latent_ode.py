@@ -76,6 +76,26 @@ class LatentODE(nn.Module):
         s = batch.last_observed()[:, list(self.cfg.static_channels)]  # (B, S)
         return torch.cat([z0, s.expand(*z0.shape[:-1], -1)], dim=-1)
 
+    @torch.no_grad()
+    def readout(self) -> nn.Linear | None:
+        """A linear decoder as a map of the whole ODE state (L + S → D, zero weights on the static inputs),
+        or None when the decoder is not linear. With static channels it is one module kept beside the model
+        (not in its state dict) and refreshed in place on every call, so cached CUDA graphs keep reading it."""
+        net = self.decoder.net
+        if not isinstance(net, nn.Linear):
+            return None
+        n_static = len(self.cfg.static_channels)
+        if not n_static:
+            return net
+        held = self.__dict__.get("_readout")
+        if held is None or held.weight.device != net.weight.device or held.weight.dtype != net.weight.dtype:
+            held = nn.Linear(net.in_features + n_static, net.out_features).to(net.weight)
+            self.__dict__["_readout"] = held  # outside _modules: not a parameter, not saved
+        held.weight.zero_()
+        held.weight[:, : net.in_features].copy_(net.weight)
+        held.bias.copy_(net.bias)
+        return held
+
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z0 | context): mean and log-variance, (B, L) each."""
         mean, logvar = self.encoder(batch.ctx_t, batch.ctx_x, batch.ctx_m, batch.ctx_len)
@@ -177,9 +197,7 @@ class LatentODE(nn.Module):
             z0 = mean[None]
         s = z0.shape[0]
         # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
-        linear = self.decoder.net if isinstance(self.decoder.net, nn.Linear) else None
-        if self.cfg.static_channels:  # the readout would see the static inputs too: decode after the solve
-            linear = None
+        linear = self.readout()
         sol = solve_per_series(
             self.dynamics,
             self.with_static(z0, batch).reshape(s * b, -1),
@@ -189,7 +207,7 @@ class LatentODE(nn.Module):
             cache=graphs,
             deadline=deadline.repeat(s) if deadline is not None else None,
         )
-        x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])
+        x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
         x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
         if self.cfg.residual != "none":
             x = x + batch.last_observed()[None, :, None, :]

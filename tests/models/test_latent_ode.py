@@ -152,3 +152,22 @@ def test_static_channels_condition_the_dynamics_and_stay_constant(series, normal
         LatentODE(tiny_config(static_channels=(3,)), 3)
     with pytest.raises(ValueError, match="static_channels"):
         tiny_config(static_channels=(1, 1))
+
+
+def test_static_channels_forecast_through_the_linear_readout_as_a_plain_solve(series, normalizer) -> None:
+    from torchdiffeq import odeint
+
+    torch.manual_seed(1)
+    model = LatentODE(tiny_config(static_channels=(0, 2), decoder_hidden=0, anchor="last", residual="level"), 3)
+    model.eval()
+    batch = collate(series, normalizer, anchor="last")
+    q = torch.linspace(0.1, 2.0, 4).expand(batch.size, 4)
+    got = model.predict(batch, q, num_samples=0, include_noise=False).mean  # (B, Q, D)
+    assert model.readout() is model.readout()  # one module: cached CUDA graphs stay valid
+    assert "_readout" not in model.state_dict() and not any("_readout" in k for k in model.state_dict())
+    mean, _ = model.encode(batch)
+    state = model.with_static(mean, batch)  # (B, L + S)
+    ts = torch.cat([torch.zeros(1), q[0]])
+    zs = odeint(model.dynamics, state, ts, rtol=1e-7, atol=1e-8)[1:, :, :4]  # (Q, B, L)
+    ref = model.decoder(zs).transpose(0, 1) + batch.last_observed()[:, None, :]
+    torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-4)
