@@ -21,6 +21,7 @@ EncoderKind = Literal["gru", "decay", "odernn", "gruode"]
 ModelKind = Literal["latent_ode", "rnn"]
 Anchor = Literal["first", "last"]
 Residual = Literal["none", "level", "change"]
+ResidualFill = Literal["zero", "mean"]
 ContextPolicy = Literal["fixed", "random"]
 Likelihood = Literal["all", "forecast"]
 LossUnits = Literal["normalised", "minmax"]
@@ -134,6 +135,7 @@ class ModelConfig:
     learn_std: bool = False
     min_std: float = 1e-3
     residual: Residual = "none"
+    residual_fill: ResidualFill = "zero"
     static_channels: tuple[int, ...] = ()
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
@@ -141,6 +143,11 @@ class ModelConfig:
         if isinstance(self.residual, bool):  # the first form of the setting
             object.__setattr__(self, "residual", "level" if self.residual else "none")
         _check(self.residual in get_args(Residual), "model.residual", f"must be one of {get_args(Residual)}")
+        _check(
+            self.residual_fill in get_args(ResidualFill),
+            "model.residual_fill",
+            f"must be one of {get_args(ResidualFill)}",
+        )
         _check(self.kind in get_args(ModelKind), "model.kind", f"must be one of {get_args(ModelKind)}")
         _check(self.encoder in get_args(EncoderKind), "model.encoder", f"must be one of {get_args(EncoderKind)}")
         _check(self.anchor in get_args(Anchor), "model.anchor", f"must be one of {get_args(Anchor)}")

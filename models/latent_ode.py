@@ -58,6 +58,8 @@ def gather_times(batch: Batch, mask: torch.Tensor | None = None) -> tuple[torch.
 
 
 class LatentODE(nn.Module):
+    level_fill: torch.Tensor  # (D,), a buffer only with cfg.residual_fill "mean"
+
     def __init__(self, cfg: ModelConfig, n_channels: int):
         super().__init__()
         self.cfg = cfg
@@ -67,6 +69,17 @@ class LatentODE(nn.Module):
         self.encoder = make_encoder(cfg, n_channels)
         self.dynamics = Dynamics(cfg)
         self.decoder = Decoder(cfg, n_channels)
+        if cfg.residual_fill == "mean":  # (D,) normalised training means, set by training
+            self.register_buffer("level_fill", torch.zeros(n_channels))
+
+    def level(self, batch: Batch) -> torch.Tensor:
+        """(B, D) the level a residual decoder forecasts changes from: each channel's last observed value
+        in the context, or where it has none its fill (cfg.residual_fill)."""
+        last = batch.last_observed()
+        if self.cfg.residual_fill == "zero":
+            return last
+        seen = batch.ctx_m.amax(dim=1)  # (B, D)
+        return last + (1 - seen) * self.level_fill
 
     def with_static(self, z0: torch.Tensor, batch: Batch) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
@@ -138,7 +151,7 @@ class LatentODE(nn.Module):
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
         if self.cfg.residual != "none":  # changes from each channel's last observed value
-            x_hat = x_hat + batch.last_observed()[None, :, None, :]
+            x_hat = x_hat + self.level(batch)[None, :, None, :]
             if self.cfg.residual == "change":  # ... and no change at all at z0
                 x_hat = x_hat - self.decoder(z0).view(k, b, 1, -1)
         weighted = mask if channel_weight is None else mask * channel_weight
@@ -210,7 +223,7 @@ class LatentODE(nn.Module):
         x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
         x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
         if self.cfg.residual != "none":
-            x = x + batch.last_observed()[None, :, None, :]
+            x = x + self.level(batch)[None, :, None, :]
             if self.cfg.residual == "change":
                 x = x - self.decoder(z0).view(s, b, 1, self.n_channels)
         std = self.decoder.std if include_noise else None

@@ -26,6 +26,7 @@ from latentcast.models.data import DataError, Normalizer, Series, collate, rando
 from latentcast.models.datasets import DatasetSplit
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
+from latentcast.models.latent_ode import LatentODE
 from latentcast.models.metrics import forecast_contexts, holdout_metrics
 from latentcast.models.preprocess import drop_outliers
 from latentcast.models.report import training_report, with_report
@@ -71,6 +72,12 @@ def minmax_units(series: Sequence[Series], normalizer: Normalizer) -> np.ndarray
     scale = np.asarray(normalizer.std) * np.where(normalizer.log, np.exp(normalizer.mean), 1.0)
     width = hi - lo
     return np.where(width > 0, (scale / np.where(width > 0, width, 1.0)) ** 2, 0.0)
+
+
+def normalised_means(series: Sequence[Series], normalizer: Normalizer) -> np.ndarray:
+    """(D,) each channel's mean over the observed values of `series`, in normalised units."""
+    allv = normalizer.transform(np.concatenate([s.values for s in series]))
+    return np.nan_to_num(np.nanmean(allv, axis=0)).astype(np.float32)
 
 
 def channel_weights(series: Sequence[Series], balance: float, units: np.ndarray | None = None) -> np.ndarray | None:
@@ -182,6 +189,8 @@ def _train(
     split = dataclasses.replace(split, train=kept_train.series, val=kept_val.series)
     outliers = {"train": kept_train.outliers, "validation": kept_val.outliers}
     model = build_model(exp.model, len(split.channels)).to(dev)
+    if isinstance(model, LatentODE) and exp.model.residual_fill == "mean":
+        model.level_fill.copy_(torch.as_tensor(normalised_means(split.train, normalizer)))
     weights = channel_weights(split.train, tc.channel_balance, units)
     cw = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=dev)  # (D,)
     loss_fn = distributed.LossModule(model)

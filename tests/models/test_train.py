@@ -22,6 +22,7 @@ from latentcast.models.train import (
     batch_indices,
     channel_weights,
     minmax_units,
+    normalised_means,
     train,
 )
 from tests.conftest import make_series, tiny_config
@@ -207,3 +208,14 @@ def test_minmax_units_weigh_each_channel_as_a_min_max_metric_does() -> None:
     np.testing.assert_allclose(w.sum() * 3, 6.0)  # three values per channel, mean weight 1
     with pytest.raises(ValueError, match=r"train\.loss_units"):
         TrainConfig(loss_units="raw")  # type: ignore[arg-type]
+
+
+def test_training_stores_the_normalised_means_as_the_fill_of_unseen_channels(tmp_path) -> None:
+    split = _split()
+    exp = _exp(1)
+    exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, residual="level", residual_fill="mean"))
+    train(exp, split, tmp_path, device="cpu", show_progress=False)
+    bundle = load_checkpoint(tmp_path / BEST)
+    want = normalised_means(split.train, bundle.normalizer)
+    assert np.abs(want).max() > 0.01  # robust centres are not means: the fill is not all zero
+    np.testing.assert_allclose(bundle.model.state_dict()["level_fill"].numpy(), want, rtol=1e-6)
