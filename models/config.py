@@ -174,10 +174,12 @@ class ModelConfig:
         if self.kind == "rnn":
             return f"autoregressive GRU ({self.encoder_hidden} units) over [x, mask, Δt], Gaussian likelihood"
         dec = f"MLP {self.decoder_hidden}" if self.decoder_hidden else "linear"
+        static = f" + static channels {list(self.static_channels)}" if self.static_channels else ""
+        fill = ", unseen channels from their training mean" if self.residual_fill == "mean" else ""
         return (
             f"{self.encoder.upper()} encoder ({self.encoder_hidden}), z0 at the {self.anchor} observation, latent "
-            f"{self.latent_dim}, dynamics MLP {self.dynamics_depth}×{self.dynamics_hidden} {self.activation}, {dec} "
-            f"decoder, {self.solver.method} rtol {self.solver.rtol:g} atol {self.solver.atol:g}"
+            f"{self.latent_dim}, dynamics MLP {self.dynamics_depth}×{self.dynamics_hidden} {self.activation} of z"
+            f"{static}, {dec} decoder{fill}, {self.solver.method} rtol {self.solver.rtol:g} atol {self.solver.atol:g}"
         )
 
 
