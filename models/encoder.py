@@ -90,7 +90,39 @@ class DecayGRUEncoder(GRUEncoder):
         return torch.cat([x_hat, mp, delta, dt], dim=-1)
 
 
-class ODERNNEncoder(nn.Module):
+class ContinuousEncoder(nn.Module):
+    """A state h (B, H) that evolves between points (`evolve`) and takes each point in (`update`), in
+    processing order; the final state → (mean, log-variance) of z0. Subclasses set `anchor`, `hidden`,
+    `out` and the two steps."""
+
+    anchor: str
+    hidden: int
+    out: nn.Linear
+
+    def evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """h (B, H) after time dt (B, 1)."""
+        raise NotImplementedError
+
+    def update(self, h: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """h (B, H) after the point with values x · m and mask m (B, D)."""
+        raise NotImplementedError
+
+    def forward(
+        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
+        b, tmax, _ = xp.shape
+        h = xp.new_zeros(b, self.hidden)
+        for j in range(tmax):
+            valid = (j < lengths)[:, None]  # (B, 1)
+            if j > 0:
+                h = torch.where(valid, self.evolve(h, dt[:, j]), h)
+            h = torch.where(valid, self.update(h, xp[:, j], mp[:, j]), h)
+        mean, logvar = self.out(h).chunk(2, dim=-1)
+        return mean, logvar
+
+
+class ODERNNEncoder(ContinuousEncoder):
     """ODE-RNN: between points h follows dh/dt = g(h) for Δt (fixed-step RK4, `encoder_substeps` steps per
     gap, so every series has its own Δt); at each point a GRU cell takes [x·m, m]. Final state → (mean,
     log-variance) of z0."""
@@ -104,7 +136,7 @@ class ODERNNEncoder(nn.Module):
         self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
         self.hidden = cfg.encoder_hidden
 
-    def _evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    def evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """h (B, H), dt (B, 1) → h after time dt under g: `encoder_substeps` steps of the 3/8-rule RK4 on
         s ∈ [0, 1] with dh/ds = Δt g(h), the scheme of torchdiffeq's "rk4", written out to skip its per-call
         overhead (this runs once per observation)."""
@@ -117,22 +149,11 @@ class ODERNNEncoder(nn.Module):
             h = torch.addcmul(h, hs, k1 + 3 * (k2 + k3) + k4, value=0.125)
         return h
 
-    def forward(
-        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
-        b, tmax, _ = xp.shape
-        h = xp.new_zeros(b, self.hidden)
-        for j in range(tmax):
-            valid = (j < lengths)[:, None]  # (B, 1)
-            if j > 0:
-                h = torch.where(valid, self._evolve(h, dt[:, j]), h)
-            h = torch.where(valid, self.cell(torch.cat([xp[:, j], mp[:, j]], dim=-1), h), h)
-        mean, logvar = self.out(h).chunk(2, dim=-1)
-        return mean, logvar
+    def update(self, h: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return self.cell(torch.cat([x, m], dim=-1), h)
 
 
-class GRUODEEncoder(nn.Module):
+class GRUODEEncoder(ContinuousEncoder):
     """A continuous-update posterior (GRU-ODE-Bayes, De Brouwer et al. 2019). Between points the state
     follows the GRU-ODE dh/dt = (1 - u) ⊙ (g - h), with u = σ(W_u h), g = tanh(W_g (r ⊙ h)), r = σ(W_r h),
     one exponential-Euler step per gap (u and g held at the gap's start, so any Δt is stable and h stays in
@@ -155,20 +176,9 @@ class GRUODEEncoder(nn.Module):
         g = torch.tanh(self.cand(r * h))
         return g + (h - g) * torch.exp(-(1 - u) * dt)
 
-    def forward(
-        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
-        b, tmax, _ = xp.shape
-        h = xp.new_zeros(b, self.hidden)
-        for j in range(tmax):
-            valid = (j < lengths)[:, None]  # (B, 1)
-            if j > 0:
-                h = torch.where(valid, self.evolve(h, dt[:, j]), h)
-            surprise = (xp[:, j] - self.predict(h)) * mp[:, j]  # (B, D), 0 where not observed
-            h = torch.where(valid, self.cell(torch.cat([surprise, xp[:, j], mp[:, j]], dim=-1), h), h)
-        mean, logvar = self.out(h).chunk(2, dim=-1)
-        return mean, logvar
+    def update(self, h: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        surprise = (x - self.predict(h)) * m  # (B, D), 0 where not observed
+        return self.cell(torch.cat([surprise, x, m], dim=-1), h)
 
 
 def make_encoder(cfg: ModelConfig, n_channels: int) -> nn.Module:

@@ -63,7 +63,7 @@ def test_odernn_evolution_is_torchdiffeqs_rk4(substeps: int) -> None:
     dt = torch.rand(5, 1, dtype=torch.float64) * 2
     grid = torch.tensor([0.0, 1.0], dtype=torch.float64)
     ref = odeint(lambda _s, hh: enc.g(hh) * dt, h, grid, method="rk4", options={"step_size": 1.0 / substeps})[-1]
-    torch.testing.assert_close(enc._evolve(h, dt), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(enc.evolve(h, dt), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_gruode_step_is_the_grus_ode_frozen_over_the_gap() -> None:
