@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import results
 from bench.evaluate_physionet import forecast_test
-from bench.physionet import Scale, locf, score, targets
+from bench.physionet import Scale, locf, score, targets, validation_as_test
 from latentcast.models.checkpoint import load_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, load_config_file, merge
 from latentcast.models.datasets import load_dataset
@@ -48,9 +48,7 @@ def main() -> None:
     exp0 = build_experiment("physionet2012", data={"name": args.data})
     split = load_dataset(exp0.data)
     scale = Scale.fit(split)
-    val_split = type(split)(
-        split.train, split.val, split.val, split.channels, split.log_channels, split.time, split.description
-    )
+    val_split = validation_as_test(split)
     series, queries = targets(split.val)
     base = score(series, locf(series, queries, scale), scale)
     study = args.study or (f"{args.minutes:g} min" if args.minutes else "full recipe")

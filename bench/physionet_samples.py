@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import results
 from bench.evaluate_physionet import forecast_test
-from bench.physionet import Scale
+from bench.physionet import Scale, validation_as_test
 from latentcast.models.datasets import load_dataset
 from latentcast.models.recipes import build_experiment
 from latentcast.models.train import BEST
@@ -35,9 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     split = load_dataset(build_experiment("physionet2012", data={"name": args.data}).data)
     scale = Scale.fit(split)
-    val = type(split)(
-        split.train, split.val, split.val, split.channels, split.log_channels, split.time, split.description
-    )
+    val = validation_as_test(split)
     rows: list[dict[str, Any]] = []
     for seed in range(args.seeds):
         for n in SAMPLES:
