@@ -72,21 +72,20 @@ class LatentODE(nn.Module):
         if cfg.residual_fill == "mean":  # (D,) normalised training means, set by training
             self.register_buffer("level_fill", torch.zeros(n_channels))
 
-    def level(self, batch: Batch) -> torch.Tensor:
+    def level(self, batch: Batch, last: torch.Tensor) -> torch.Tensor:
         """(B, D) the level a residual decoder forecasts changes from: each channel's last observed value
-        in the context, or where it has none its fill (cfg.residual_fill)."""
-        last = batch.last_observed()
+        in the context (`last`, batch.last_observed()), or where it has none its fill (cfg.residual_fill)."""
         if self.cfg.residual_fill == "zero":
             return last
         seen = batch.ctx_m.amax(dim=1)  # (B, D)
         return last + (1 - seen) * self.level_fill
 
-    def with_static(self, z0: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def with_static(self, z0: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
-        (normalised, 0 where unseen) appended (cfg.static_channels)."""
+        (`last` (B, D), batch.last_observed(): normalised, 0 where unseen) appended (cfg.static_channels)."""
         if not self.cfg.static_channels:
             return z0
-        s = batch.last_observed()[:, list(self.cfg.static_channels)]  # (B, S)
+        s = last[:, list(self.cfg.static_channels)]  # (B, S)
         return torch.cat([z0, s.expand(*z0.shape[:-1], -1)], dim=-1)
 
     @torch.no_grad()
@@ -146,12 +145,13 @@ class LatentODE(nn.Module):
             mask = mask * keep[idx][..., None]  # (B, Tt, D): targets at the kept times only
             t_union, idx = gather_times(batch, mask)
         nfe0 = self.dynamics.nfe
-        state0 = self.with_static(z0, batch).reshape(k * b, -1)  # (KB, L + S)
+        last = batch.last_observed()  # (B, D)
+        state0 = self.with_static(z0, last).reshape(k * b, -1)  # (KB, L + S)
         zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
         if self.cfg.residual != "none":  # changes from each channel's last observed value
-            x_hat = x_hat + self.level(batch)[None, :, None, :]
+            x_hat = x_hat + self.level(batch, last)[None, :, None, :]
             if self.cfg.residual == "change":  # ... and no change at all at z0
                 x_hat = x_hat - self.decoder(z0).view(k, b, 1, -1)
         weighted = mask if channel_weight is None else mask * channel_weight
@@ -211,9 +211,10 @@ class LatentODE(nn.Module):
         s = z0.shape[0]
         # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
         linear = self.readout()
+        last = batch.last_observed()  # (B, D)
         sol = solve_per_series(
             self.dynamics,
-            self.with_static(z0, batch).reshape(s * b, -1),
+            self.with_static(z0, last).reshape(s * b, -1),
             query_t.repeat(s, 1),
             solver,
             readout=linear,
@@ -223,7 +224,7 @@ class LatentODE(nn.Module):
         x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
         x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
         if self.cfg.residual != "none":
-            x = x + self.level(batch)[None, :, None, :]
+            x = x + self.level(batch, last)[None, :, None, :]
             if self.cfg.residual == "change":
                 x = x - self.decoder(z0).view(s, b, 1, self.n_channels)
         std = self.decoder.std if include_noise else None
