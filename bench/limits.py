@@ -25,7 +25,7 @@ import numpy as np
 from bench import results
 from bench.server import ServerProcess
 from bench.soak import patients
-from latentcast.models import PackedSeries, TimeSpec
+from latentcast.models import Limits, PackedSeries, TimeSpec
 from latentcast.models.datasets.pbcseq import CHANNELS
 from latentcast.service.config import Settings
 from latentcast.service.formats import arrow
@@ -53,7 +53,7 @@ def _job(n_series: int, per_series: int) -> Job:
         queries=np.zeros(n_series * per_series),
         query_offsets=np.arange(n_series + 1) * per_series,
     )
-    spec = ModelSpec("pbcseq", "v", CHANNELS, TimeSpec("day", 1.0), np.inf)
+    spec = ModelSpec("pbcseq", "v", CHANNELS, Limits(TimeSpec("day", 1.0)))
     return Job(spec, packed, Echo(packed.query_offsets), LEVELS, 0)
 
 

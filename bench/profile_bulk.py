@@ -20,6 +20,7 @@ from latentcast.service.config import Settings
 from latentcast.service.formats import arrow
 from latentcast.service.formats import json as json_format
 from latentcast.service.main import tune_gc
+from latentcast.service.outcome import outcome
 from latentcast.service.registry import load_models
 
 
@@ -58,13 +59,13 @@ def main() -> None:
         codec, body = (json_format, json_body) if fmt == "json" else (arrow, arrow_body)
         params = {} if fmt == "json" else {"quantiles": "0.1,0.5,0.9"}
         t0 = time.perf_counter()
-        json_format.parse(json_body) if fmt == "json" else arrowio.read_stream(arrow_body)
+        json_format.document(json_body) if fmt == "json" else arrowio.read_stream(arrow_body)
         t1 = time.perf_counter()
         job = codec.decode(body, params, lambda name: served.spec, settings)
         t2 = time.perf_counter()
         res = fc.predict_packed(job.packed, levels=job.levels)
         t3 = time.perf_counter()
-        codec.encode(job, res)
+        codec.encode(job, outcome(job, res, float("inf")))
         t4 = time.perf_counter()
         return {
             "parse": t1 - t0,

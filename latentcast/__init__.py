@@ -19,18 +19,20 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from latentcast.api import Model, SolverFailed, fit, load
-    from latentcast.frames import DataError
+    from latentcast.api import Model, Refused, SolverFailed, fit, load
+    from latentcast.frames import DataError, LatentcastWarning
 
 _LAZY = {
     "Model": "latentcast.api",
     "SolverFailed": "latentcast.api",
+    "Refused": "latentcast.api",
+    "LatentcastWarning": "latentcast.frames",
     "fit": "latentcast.api",
     "load": "latentcast.api",
     "DataError": "latentcast.frames",
 }
 
-__all__ = ["DataError", "Model", "SolverFailed", "__version__", "fit", "load"]
+__all__ = ["DataError", "LatentcastWarning", "Model", "Refused", "SolverFailed", "__version__", "fit", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,9 @@ time × channel.
 
 from __future__ import annotations
 
+import math
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,11 +23,21 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from latentcast.frames import DataError, QueryTimes, Times, from_frame, note_solver, query_table, to_frame
+from latentcast.frames import (
+    DataError,
+    QueryTimes,
+    Times,
+    from_frame,
+    note_outcome,
+    note_solver,
+    query_table,
+    to_frame,
+)
 from latentcast.models import (
     ConfigError,
-    FieldError,
     Forecaster,
+    Issue,
+    Limits,
     ModelBundle,
     PackedForecast,
     Status,
@@ -40,15 +52,20 @@ from latentcast.models import (
 )
 from latentcast.times import to_unit
 
+OnError = Literal["raise", "skip", "nan"]
+
 
 class Model:
-    """A trained model with what gives its numbers meaning (channels, time unit, normalisation).
+    """A trained model with what gives its numbers meaning (channels, time unit, normalisation, bounds).
 
     device: "auto" (the GPU when torch sees one), "cpu" or "cuda". num_samples: latent samples behind
-    means and quantiles. As the server does, inputs the model cannot represent are refused with a
-    `DataError`: a query further than `max_horizon_factor` × the longest training series span from a
-    series' observations (or observations spanning more), a value more than `max_value_sigmas` training
-    standard deviations from the training mean (after the log of log channels); None lifts a limit.
+    means and quantiles. As the server does, inputs the model cannot represent are refused (`Refused`,
+    a `DataError`), among them a query further than `max_horizon_factor` × the longest training series
+    span from a series' observations (None lifts it). What is unusual is answered with a warning
+    (`attrs["warnings"]` of the answer, and a `LatentcastWarning`): a value outside its channel's
+    physical bounds (set aside), a value more than `unusual_value_scales` from the training data on the
+    model's own scale, an answer more than `unusual_output_scales` from it. `warnings_as_errors` refuses
+    those instead.
     """
 
     def __init__(
@@ -57,14 +74,27 @@ class Model:
         device: str = "auto",
         num_samples: int = 32,
         max_horizon_factor: float | None = 2.0,
-        max_value_sigmas: float | None = 20.0,
+        unusual_value_scales: float = 20.0,
+        unusual_output_scales: float = 50.0,
+        warnings_as_errors: bool = False,
         batch_size: int = 1024,
     ):
         self.bundle = bundle
         self.device = resolve_device(device)
         self.max_horizon_factor = max_horizon_factor
-        self.max_value_sigmas = max_value_sigmas
-        self.forecaster = Forecaster.from_bundle(bundle, self.device, num_samples=num_samples, batch_size=batch_size)
+        self.unusual_output_scales = unusual_output_scales
+        horizon = math.inf if max_horizon_factor is None else bundle.max_horizon(max_horizon_factor)
+        self.limits = Limits(
+            bundle.time, horizon, bundle.normalizer, bundle.limits, unusual_value_scales, warnings_as_errors
+        )
+        self.forecaster = Forecaster.from_bundle(
+            bundle,
+            self.device,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            unusual_scales=unusual_output_scales,
+            strict=warnings_as_errors,
+        )
 
     @property
     def name(self) -> str:
@@ -99,23 +129,36 @@ class Model:
         quantiles: Sequence[float] = (0.1, 0.5, 0.9),
         id_col: str = "id",
         time_col: str = "time",
-        errors: Literal["raise", "nan"] = "raise",
+        on_error: OnError = "raise",
         solver: Literal["fast", "default", "precise"] | None = None,
         rtol: float | None = None,
         atol: float | None = None,
+        errors: OnError | None = None,
     ) -> pd.DataFrame:
         """Forecast every series of `obs` at its query times.
 
         query_times: one list for every series, a mapping id → list, or a table with columns id, time;
         numbers (the model's time unit) or date-times, like `obs`. A channel of the model missing from
-        `obs` counts as not observed. Returns id, time, channel, mean, q<level>…. A series the solver
-        cannot answer raises `SolverFailed` naming it; with errors="nan" its rows are NaN instead.
+        `obs` counts as not observed (and is named in a warning). Returns id, time, channel, mean,
+        q<level>….
+
+        on_error: "raise" (default): any refused series raises `Refused` naming every one (its
+        `.errors`), a series the solver cannot answer `SolverFailed`; "skip": the other series are
+        answered and the refused ones listed in `attrs["errors"]` (id, field, msg); "nan": as skip, but
+        a series the solver cannot answer keeps its rows, as NaN. `errors` is the former name of
+        `on_error`. Warnings are in `attrs["warnings"]` (id, field, msg, kind) and raised as one
+        `LatentcastWarning`.
 
         solver, rtol, atol: the solve's accuracy, as the server's `"solver"` field: a named level
         (fast: rtol 1e-2, atol 1e-3; default: the model's own; precise: 1e-6, 1e-8) and/or tolerances,
         which win over the level's. `attrs["solver"]` of the answer says what was used, `attrs["nfe"]`
         what it cost (series id → vector-field evaluations per trajectory).
         """
+        if errors is not None:
+            warnings.warn("Model.predict(errors=...) is now on_error=...", DeprecationWarning, stacklevel=2)
+            on_error = errors
+        if on_error not in ("raise", "skip", "nan"):
+            raise DataError(f"on_error: {on_error!r} is not one of raise, skip, nan")
         levels = tuple(float(q) for q in quantiles)
         bad = [q for q in levels if not 0.0 < q < 1.0]
         if bad:
@@ -137,30 +180,88 @@ class Model:
             k = int(offs[i]) + j
             return repr(str(times.as_column()[k]) if times.is_datetime else float(times.values[k]))
 
-        horizon = np.inf if self.max_horizon_factor is None else self.bundle.max_horizon(self.max_horizon_factor)
-        try:
-            packed = pack(
-                table.ids,
-                ts,
-                n_obs,
-                table.values,
-                tq,
-                n_q,
-                self.bundle.time,
-                horizon,
-                show,
-                self.bundle.normalizer,
-                self.max_value_sigmas if self.max_value_sigmas is not None else np.inf,
+        checked = pack(table.ids, ts, n_obs, table.values, tq, n_q, self.limits, show)
+        refused = [self._note(x, table.keys, time_col) for x in checked.refused]
+        if refused and on_error == "raise":
+            raise Refused(refused, len(table))
+        if len(checked.packed):
+            fc = self.forecaster.predict_packed(checked.packed, levels=levels, solver=config)
+        else:
+            fc = PackedForecast.empty(len(self.channels), levels, 0)
+        keys = [table.keys[int(p)] for p in checked.positions]
+        failed = np.flatnonzero(fc.status != Status.OK)
+        if failed.size and on_error == "raise":
+            raise SolverFailed([keys[int(i)] for i in failed], Status(int(fc.status[failed[0]])).describe())
+        for i in failed.tolist():
+            why = Status(int(fc.status[i])).describe()
+            refused.append({"id": keys[i], "field": "forecast", "msg": why})
+        if on_error == "nan":
+            q = fc.query_offsets
+            for i in failed.tolist():
+                fc.mean[q[i] : q[i + 1]] = np.nan
+                fc.quantiles[:, q[i] : q[i + 1]] = np.nan
+            answered = np.arange(len(fc))
+        else:
+            answered = np.flatnonzero(fc.status == Status.OK)
+        notes = [self._note(w, table.keys, time_col) for w in checked.warnings]
+        notes += self._unusual_answers(fc, keys)
+        fc = fc.select(answered)
+        rows = checked.positions[answered]
+        kept_q = np.concatenate([np.arange(q_off[p], q_off[p + 1]) for p in rows.tolist()] or [np.zeros(0, int)])
+        out = to_frame(
+            [table.keys[p] for p in rows.tolist()],
+            fc.query_offsets,
+            Times(queries.values[kept_q], queries.is_datetime),
+            self.channels,
+            fc.mean,
+            fc.quantiles,
+            levels,
+            id_col,
+            time_col,
+        )
+        out = note_solver(out, config.used(), [table.keys[p] for p in rows.tolist()], fc.nfe)
+        missing = [c for c in self.channels if c not in obs.columns]
+        if missing:
+            notes.insert(
+                0,
+                {
+                    "id": None,
+                    "field": "columns",
+                    "msg": f"channels not in the table, forecast as never observed: {', '.join(missing)}",
+                    "kind": "missing_channels",
+                },
             )
-        except FieldError as exc:
-            field = {"timestamps": time_col, "values": "values", "query_times": "query_times"}[exc.field]
-            knob = {"max_horizon": "max_horizon_factor", "max_sigmas": "max_value_sigmas"}.get(exc.limit or "")
-            hint = f" (Model({knob}=...) or None)" if knob else ""
-            raise DataError(f"series {table.keys[exc.series]!r}: {field}: {exc.msg}{hint}") from None
-        fc = self.forecaster.predict_packed(packed, levels=levels, solver=config)
-        _check(fc, table.keys, errors)
-        out = to_frame(table.keys, q_off, queries, self.channels, fc.mean, fc.quantiles, levels, id_col, time_col)
-        return note_solver(out, config.used(), table.keys, fc.nfe)
+        return note_outcome(out, sorted(refused, key=lambda e: str(e["id"])) if refused else [], notes)
+
+    def _note(self, issue: Issue, keys: Sequence[Any], time_col: str) -> dict[str, Any]:
+        """An `Issue` in the in-process API's terms: the series' id, the column or field, the message
+        naming the Model argument behind a limit."""
+        field = {"timestamps": time_col}.get(issue.field, issue.field)
+        where = f"{field}[{issue.index}]" if issue.index is not None else field
+        knob = (
+            {
+                "max_horizon": "Model(max_horizon_factor=...) or None",
+                "unusual_scales": "Model(unusual_value_scales=...); refused as warnings_as_errors=True",
+                "strict": "refused as Model(warnings_as_errors=True)",
+            }.get(issue.setting or "")
+            if issue.kind == "invalid"
+            else None
+        )
+        msg = f"{where}: {issue.msg}" + (f" ({knob})" if knob else "")
+        return {"id": keys[issue.series], "field": issue.field, "msg": msg, "kind": issue.kind}
+
+    def _unusual_answers(self, fc: PackedForecast, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        unit, centre = self.bundle.normalizer.scale_words()
+        out = []
+        for i in np.flatnonzero((fc.far > self.unusual_output_scales) & (fc.status == Status.OK)).tolist():
+            channel = self.channels[int(fc.far_channel[i])]
+            msg = (
+                f"the answer for channel {channel!r} lies {fc.far[i]:.3g} {unit} from {centre}, beyond "
+                f"{self.unusual_output_scales:g} (Model(unusual_output_scales=...)): an extrapolation far from "
+                "the training data"
+            )
+            out.append({"id": keys[i], "field": "forecast", "msg": msg, "kind": "unusual_forecast"})
+        return out
 
     def _unit(self, times: Times, what: str) -> np.ndarray:
         """Times → the model's time unit (numbers are taken as already in it)."""
@@ -185,16 +286,18 @@ class SolverFailed(RuntimeError):
         super().__init__(f"no forecast for series {shown}: {reason}")
 
 
-def _check(fc: PackedForecast, keys: Sequence[Any], errors: str) -> None:
-    failed = np.flatnonzero(fc.status != Status.OK)
-    if not failed.size:
-        return
-    if errors == "raise":
-        raise SolverFailed([keys[int(i)] for i in failed], Status(int(fc.status[failed[0]])).describe())
-    q = fc.query_offsets
-    for i in failed:
-        fc.mean[q[i] : q[i + 1]] = np.nan
-        fc.quantiles[:, q[i] : q[i + 1]] = np.nan
+class Refused(DataError):
+    """Series the model cannot represent; `errors` lists every one (id, field, msg), `series` their ids.
+    Model.predict(on_error="skip") answers the others."""
+
+    def __init__(self, errors: list[dict[str, Any]], n_series: int):
+        self.errors = errors
+        self.series = [e["id"] for e in errors]
+        first = errors[0]
+        head = f"series {first['id']!r}: {first['msg']}"
+        if len(errors) > 1 or n_series > 1:
+            head = f"{len(errors)} of {n_series} series refused (on_error='skip' answers the others); the first: {head}"
+        super().__init__(head)
 
 
 def load(name_or_path: str | Path, device: str = "auto", **kwargs: Any) -> Model:
@@ -210,6 +313,8 @@ def fit(
     time_unit: str = "day",
     time_scale: float | None = None,
     log_channels: Sequence[str] | None = None,
+    bounds: Mapping[str, Sequence[float]] | None = None,
+    missing_values: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
     name: str = "model",
     epochs: int | None = None,
     config: str | Path | Mapping[str, Any] | None = None,
@@ -224,8 +329,10 @@ def fit(
     model by validation forecast error.
 
     The series are split by id into train/validation/test (80/10/10, seeded). time_scale and
-    log_channels None: chosen from the training series (as `latentcast train` does). `config`: a TOML/JSON
-    file or a dict overriding the default recipe (models/configs/default.toml), e.g.
+    log_channels None: chosen from the training series (as `latentcast train` does). bounds: channel →
+    (lower, upper), the values a measurement can take (±inf: none); missing_values: markers meaning
+    "unknown", for every channel (a list) or per channel (a mapping). Both are stored in the model.
+    `config`: a TOML/JSON file or a dict overriding the default recipe (models/configs/default.toml), e.g.
     {"model": {"latent_dim": 16}, "train": {"batch_size": 32}}. `out`: keep the run directory
     (best.pt, last.pt, metrics.json); by default it is temporary.
     """
@@ -236,6 +343,10 @@ def fit(
         "log_channels": list(log_channels) if log_channels is not None else None,
         "time_unit": time_unit,
         "time_scale": time_scale,
+        "bounds": dict(bounds) if bounds is not None else None,
+        "missing_values": (dict(missing_values) if isinstance(missing_values, Mapping) else {"*": list(missing_values)})
+        if missing_values is not None
+        else None,
     }
     exp = build_experiment(
         "default",

@@ -49,6 +49,19 @@ def train_cmd(
     time_scale: Annotated[
         float | None, typer.Option(help="model time = time in unit × scale (default: chosen from the data)")
     ] = None,
+    bounds: Annotated[
+        str | None,
+        typer.Option(
+            help="physical bounds per channel, e.g. 'pH=6.3:10,HR=0:' (an empty side: none); values outside "
+            "are set aside in training and serving, forecasts clipped to them"
+        ),
+    ] = None,
+    missing_values: Annotated[
+        str | None,
+        typer.Option(
+            help="values that mean 'unknown': '--missing-values=-1,999' for every channel, or 'Height=-1,Weight=-1|0'"
+        ),
+    ] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop after this much training time")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue from a run's last.pt")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
@@ -59,6 +72,7 @@ def train_cmd(
     from latentcast.models.recipes import build_experiment
     from latentcast.models.report import format_report
     from latentcast.models.train import experiment_from_checkpoint, train
+    from latentcast.models.validity import parse_bounds, parse_missing_values
 
     _logging()
     if resume is not None:
@@ -75,6 +89,10 @@ def train_cmd(
                 "time_unit": time_unit,
                 "time_scale": time_scale,
             }
+        if bounds is not None:
+            data_values["bounds"] = parse_bounds(bounds)
+        if missing_values is not None:
+            data_values["missing_values"] = parse_missing_values(missing_values)
         exp = build_experiment(
             _builtin(data) or "default",
             config,

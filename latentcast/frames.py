@@ -12,6 +12,7 @@ times in all, likewise by query_offsets; D channels.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -217,4 +218,21 @@ def note_solver(frame: pd.DataFrame, solver: dict[str, Any], keys: Sequence[Any]
     atol, max_num_steps) and `frame.attrs["nfe"]` (series id → vector-field evaluations per trajectory)."""
     frame.attrs["solver"] = dict(solver)
     frame.attrs["nfe"] = {k: float(n) for k, n in zip(keys, nfe, strict=True)}
+    return frame
+
+
+class LatentcastWarning(UserWarning):
+    """Something unusual about the input or the answer; the answer's `attrs["warnings"]` has each."""
+
+
+def note_outcome(frame: pd.DataFrame, errors: list[dict[str, Any]], notes: list[dict[str, Any]]) -> pd.DataFrame:
+    """Record on a forecast table the refused series (`attrs["errors"]`) and the warnings
+    (`attrs["warnings"]`), and raise the warnings as one `LatentcastWarning`."""
+    frame.attrs["errors"] = errors
+    frame.attrs["warnings"] = notes
+    if notes:
+        first = notes[0]
+        where = f"series {first['id']!r}: " if first.get("id") is not None else ""
+        more = f" (and {len(notes) - 1} more: .attrs['warnings'])" if len(notes) > 1 else ""
+        warnings.warn(LatentcastWarning(f"{where}{first['msg']}{more}"), stacklevel=3)
     return frame

@@ -4,7 +4,9 @@ The public surface (everything else is internal; `latentcast.service` imports on
 - configuration: `ModelConfig`, `SolverConfig`, `TrainConfig`, `DataConfig`, `ExperimentConfig`
 - data: `Series`, `TimeSpec`, `Normalizer`, `series_from_frame`, `read_long_table`, `load_dataset`,
   `dataset_from_frame`
-- packed batches: `PackedSeries`, `PackedForecast`, `pack` (checks a request's arrays), `FieldError`
+- packed batches: `PackedSeries`, `PackedForecast`
+- input checks: `pack` (a request's arrays → accepted series, refusals and warnings: `Checked`, `Issue`),
+  `Limits` (what a model takes), `Validity` (a model's physical bounds and missing-value markers)
 - model and inference: `LatentODE`, `Forecaster`, `SeriesForecast`, `SolverError`, `Status`
 - continuous depth: `ODEBlock` (a residual block whose depth is an ODE solve)
 - checkpoints: `ModelBundle`, `load_checkpoint`, `save_checkpoint`, `find_checkpoint`, `embedded_models`
@@ -26,24 +28,28 @@ from latentcast.models.data import DataError, Normalizer, Series, TimeSpec, seri
 from latentcast.models.datasets import dataset_from_frame, load_dataset
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster, SeriesForecast
+from latentcast.models.guard import Checked, Issue, Limits, pack
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.odeblock import ODEBlock
-from latentcast.models.packed import FieldError, PackedForecast, PackedSeries, pack
+from latentcast.models.packed import PackedForecast, PackedSeries
 from latentcast.models.recipes import build_experiment
 from latentcast.models.solve import SolverError, Status
 from latentcast.models.train import TrainResult
 from latentcast.models.train import train as train_model
+from latentcast.models.validity import Validity
 
 __all__ = [
     "EMBEDDED_DIR",
+    "Checked",
     "CheckpointError",
     "ConfigError",
     "DataConfig",
     "DataError",
     "ExperimentConfig",
-    "FieldError",
     "Forecaster",
+    "Issue",
     "LatentODE",
+    "Limits",
     "ModelBundle",
     "ModelConfig",
     "Normalizer",
@@ -58,6 +64,7 @@ __all__ = [
     "TimeSpec",
     "TrainConfig",
     "TrainResult",
+    "Validity",
     "build_experiment",
     "dataset_from_frame",
     "embedded_models",

@@ -22,6 +22,7 @@ from latentcast.models.config import ConfigError, ModelConfig, from_dict, to_dic
 from latentcast.models.data import DataError, Normalizer, TimeSpec
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.rnn_baseline import RNNBaseline
+from latentcast.models.validity import Validity
 
 FORMAT = "latentcast.checkpoint"
 FORMAT_VERSION = 1
@@ -65,6 +66,19 @@ class ModelBundle:
     version: str = ""
     created: str = ""
     calibration: tuple[float, ...] | None = None  # per-channel spread factors (models.calibrate)
+    validity: Validity | None = None  # bounds and missing-value markers (None: none declared)
+
+    def __post_init__(self) -> None:
+        if self.validity is None:
+            self.validity = Validity.none(self.normalizer.channels)
+        elif self.validity.channels != self.normalizer.channels:
+            raise CheckpointError(f"validity is declared for channels {list(self.validity.channels)}, not the model's")
+
+    @property
+    def limits(self) -> Validity:
+        """The bounds and markers (none declared: unbounded, no markers)."""
+        assert self.validity is not None
+        return self.validity
 
     @property
     def config(self) -> ModelConfig:
@@ -108,6 +122,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str
         "data": bundle.data,
         "metrics": bundle.metrics,
         "calibration": list(bundle.calibration) if bundle.calibration is not None else None,
+        "validity": bundle.limits.to_dict(),
     }
     if train_state is not None:
         payload["train_state"] = train_state
@@ -144,6 +159,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
     try:
         cfg = from_dict(ModelConfig, payload["config"])
         normalizer = Normalizer.from_dict(payload["normalizer"])
+        if not normalizer.method:  # older checkpoints: the training config says which statistics
+            method = (payload.get("data") or {}).get("config", {}).get("normalize") or ""
+            normalizer = dataclasses.replace(normalizer, method=str(method))
         time = TimeSpec(**payload["time"])
     except (ConfigError, DataError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: its configuration is not valid ({type(exc).__name__}: {exc})") from None
@@ -158,6 +176,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
     stats = np.asarray([*normalizer.mean, *normalizer.std], dtype=np.float64)
     if not np.isfinite(stats).all() or min(normalizer.std) <= 0 or len(normalizer.channels) != model.n_channels:
         raise CheckpointError(f"{path}: normalisation statistics are not usable (std must be finite and > 0)")
+    try:
+        validity = Validity.from_dict(payload["validity"]) if payload.get("validity") else None
+    except (DataError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its bounds or missing-value markers are not valid ({exc})") from None
     model.to(device).eval()
     return ModelBundle(
         name=str(payload["name"]),
@@ -169,6 +191,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
         version=str(payload["version"]),
         created=str(payload["created"]),
         calibration=_calibration(path, payload.get("calibration"), model.n_channels),
+        validity=validity,
     )
 
 

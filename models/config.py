@@ -274,6 +274,11 @@ class DataConfig:
     benchmarks that score in min-max units do). outlier_z: training values further
     than this many scales from the centre count as entry errors: excluded from training and counted in
     the report (0: keep everything).
+    bounds: channel → [lower, upper], the values a measurement of it can take (inf: none; the key "*":
+    every channel); values outside are set aside in training and serving, forecasts clipped to them.
+    missing_values: channel (or "*") → the values a source writes for "unknown" (e.g. [-1]); read as not
+    observed. bounds_source: where the bounds come from (shown with them). All three go into the
+    checkpoint (`models.validity`).
     """
 
     name: str = "spirals"
@@ -288,8 +293,19 @@ class DataConfig:
     n_series: int = 1250
     n_obs: tuple[int, ...] = (30, 50, 100)
     noise_std: float = 0.3
+    bounds: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    missing_values: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    bounds_source: str = ""
 
     def __post_init__(self) -> None:
+        bounds = {str(k): tuple(float(x) for x in v) for k, v in dict(self.bounds).items()}
+        bad = [k for k, v in bounds.items() if len(v) != 2 or not v[0] < v[1]]
+        _check(not bad, "data.bounds", f"{bad[:1]}: need [lower, upper] with lower < upper (inf for none)")
+        object.__setattr__(self, "bounds", bounds)
+        marks = self.missing_values
+        if not isinstance(marks, dict):  # a plain list: every channel
+            marks = {"*": marks}
+        object.__setattr__(self, "missing_values", {str(k): tuple(float(x) for x in v) for k, v in marks.items()})
         _check(
             len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6,
             "data.split",

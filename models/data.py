@@ -113,12 +113,19 @@ def series_from_frame(
 class Normalizer:
     """Per-channel standardisation, optionally after a log: x' = (f(x) - mean) / std, f = log or id.
     `mean` and `std` are the centre and scale: mean and standard deviation, or (robust) the median
-    and the interquartile range / 1.349, which estimates the standard deviation of normal data."""
+    and the interquartile range / 1.349, which estimates the standard deviation of normal data, or
+    (minmax) the minimum and the range. `method` says which ("" in checkpoints that did not record it)."""
 
     channels: tuple[str, ...]
     log: tuple[bool, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    method: str = ""
+
+    def scale_words(self) -> tuple[str, str]:
+        """How messages name one normalised unit and the centre: e.g. ("robust scales (training IQR / 1.349)",
+        "the training median")."""
+        return _SCALE_WORDS.get(self.method, _SCALE_WORDS[""])
 
     @staticmethod
     def fit(
@@ -154,7 +161,7 @@ class Normalizer:
                 sd = float(q75 - q25) / 1.349 if q75 > q25 else sd  # a mostly constant channel: the SD
             means.append(centre)
             stds.append(sd if sd > 1e-8 else 1.0)
-        return Normalizer(tuple(channels), log, tuple(means), tuple(stds))
+        return Normalizer(tuple(channels), log, tuple(means), tuple(stds), method)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """(…, D) raw → normalised; NaN stays NaN."""
@@ -166,6 +173,15 @@ class Normalizer:
                 v[..., logged] = np.log(v[..., logged])
         return ((v - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
 
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        """(…, D) raw → normalised on tensors, `transform`'s twin (values ≤ 0 of log channels: far below)."""
+        mean = torch.as_tensor(self.mean, dtype=values.dtype, device=values.device)
+        std = torch.as_tensor(self.std, dtype=values.dtype, device=values.device)
+        if any(self.log):
+            logged = torch.as_tensor(self.log, device=values.device)
+            values = torch.where(logged, torch.log(values.clamp(min=1e-30)), values)
+        return (values - mean) / std
+
     def inverse(self, values: torch.Tensor) -> torch.Tensor:
         """(…, D) normalised → raw units (quantiles map to quantiles: the map is monotone per channel)."""
         mean = torch.as_tensor(self.mean, dtype=values.dtype, device=values.device)
@@ -175,11 +191,21 @@ class Normalizer:
         return torch.where(logged, torch.exp(raw.clamp(max=80.0)), raw) if any(self.log) else raw
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: v if isinstance(v, str) else list(v) for k, v in dataclasses.asdict(self).items()}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Normalizer:
-        return Normalizer(tuple(d["channels"]), tuple(d["log"]), tuple(d["mean"]), tuple(d["std"]))
+        return Normalizer(
+            tuple(d["channels"]), tuple(d["log"]), tuple(d["mean"]), tuple(d["std"]), str(d.get("method", ""))
+        )
+
+
+_SCALE_WORDS = {
+    "robust": ("robust scales (training IQR / 1.349)", "the training median"),
+    "standard": ("training standard deviations", "the training mean"),
+    "minmax": ("training ranges", "the training minimum"),
+    "": ("training scales", "the training centre"),
+}
 
 
 def split_ids(

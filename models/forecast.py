@@ -20,6 +20,7 @@ from latentcast.models.latent_ode import LatentODE, Prediction
 from latentcast.models.packed import PackedForecast, PackedSeries
 from latentcast.models.rnn_baseline import RNNBaseline
 from latentcast.models.solve import EXEC_DEFAULTS, GraphCache, Status
+from latentcast.models.validity import Validity
 
 
 @dataclasses.dataclass
@@ -57,9 +58,11 @@ class Forecaster:
     """Batches series through a model; holds no per-request state (safe to share between threads that
     do not run it concurrently). It owns the model's CUDA graphs (`graphs`, used on a GPU).
 
-    A forecast whose mean or quantiles lie more than `max_sigmas` training standard deviations from the
-    training mean (after the log of log channels) is not an answer: its series gets
-    `Status.OUT_OF_RANGE`, as a non-finite one gets `Status.NONFINITE`.
+    Inputs are read as the model declares (`validity`: missing-value markers and values outside the
+    physical bounds become not observed), and answers (means, quantiles, samples) are clipped to the
+    bounds. A series whose answer is not finite gets `Status.NONFINITE`. How far each series' answer
+    lies from the training data is reported (`PackedForecast.far`); with `strict`, an answer further
+    than `unusual_scales` (normalised units) gets `Status.OUT_OF_RANGE` instead of an answer.
 
     Series are solved in chunks of at most `batch_size` series whose padded solver output (samples ×
     series × query times × latent width) stays within `max_chunk_values`, so the memory a request
@@ -74,10 +77,12 @@ class Forecaster:
         num_samples: int = 64,
         batch_size: int = 1024,
         solver: SolverConfig | None = None,
-        max_sigmas: float = 50.0,
+        unusual_scales: float = 50.0,
+        strict: bool = False,
         max_chunk_values: int = 1 << 24,
         spread: Sequence[float] | None = None,
         dtype: torch.dtype = torch.float32,
+        validity: Validity | None = None,
     ):
         self.model = model.to(device, dtype).eval()
         self.dtype = dtype  # float64: a reference solve, for measuring the error of float32 ones
@@ -86,15 +91,24 @@ class Forecaster:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.solver = solver or model.cfg.solver
-        self.max_sigmas = max_sigmas
+        self.unusual_scales = unusual_scales
+        self.strict = strict
+        self.validity = validity if validity is not None else Validity.none(normalizer.channels)
         self.max_chunk_values = max_chunk_values
         self.spread = tuple(spread) if spread is not None and any(c != 1.0 for c in spread) else None
         self.graphs = GraphCache(EXEC_DEFAULTS["cuda"]["graph_cache"])
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, device: str | torch.device = "cpu", **kwargs: object) -> Forecaster:
-        """The bundle's model, normalisation and calibration."""
-        return cls(bundle.model, bundle.normalizer, device, spread=bundle.calibration, **kwargs)  # type: ignore[arg-type]
+        """The bundle's model, normalisation, calibration, bounds and markers."""
+        return cls(
+            bundle.model,
+            bundle.normalizer,
+            device,
+            spread=bundle.calibration,
+            validity=bundle.limits,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     def predict(
         self,
@@ -137,6 +151,8 @@ class Forecaster:
         n_out = ns if return_samples is True else int(return_samples)
         if len(packed) == 0:
             raise ValueError("nothing to forecast: zero series")
+        if self.validity.bounded or self.validity.has_markers:  # as `models.guard.pack` reads them
+            packed = packed.with_values(self.validity.clean(packed.values)[0])
         parts = []
         for start, stop in self._chunks(packed, max(ns, n_out)):
             due = deadlines[start:stop] if deadlines is not None else None
@@ -205,15 +221,6 @@ class Forecaster:
         std = self.model.decoder.std
         # behind the mean and quantiles (0 samples: the posterior mean alone)
         stats = pred.samples[: num_samples or None] if pred.samples is not None else None
-        # (M,) query by query: more than max_sigmas from the training mean, in normalised units
-        wild = (
-            (
-                (pred.mean[r, c].abs() > self.max_sigmas).any(-1)
-                | (pred.quantiles[:, r, c].abs() > self.max_sigmas).any(0).any(-1)
-            )
-            .cpu()
-            .numpy()
-        )
         if normalized:
             mean, quant, samples = pred.mean, pred.quantiles, pred.samples
         else:
@@ -222,18 +229,30 @@ class Forecaster:
                 if need_samples and stats is not None
                 else self.normalizer.inverse(pred.mean)
             )
-            quant = self.normalizer.inverse(pred.quantiles)
-            samples = self.normalizer.inverse(pred.samples) if pred.samples is not None else None
+            clip = self.validity.clip
+            mean, quant = clip(mean), clip(self.normalizer.inverse(pred.quantiles))
+            samples = clip(self.normalizer.inverse(pred.samples)) if pred.samples is not None else None
+        # (M, D) how far the answer lies from the training data, normalised: the mean as answered, the
+        # quantiles and any samples returned
+        z_mean = pred.mean if normalized else self.normalizer.forward(mean)
+        z = z_mean[r, c].abs()
+        if pred.quantiles.shape[0]:
+            z = torch.maximum(z, pred.quantiles[:, r, c].abs().amax(0))
+        if pred.samples is not None and n_out:
+            z = torch.maximum(z, pred.samples[:n_out, r, c].abs().amax(0))
         mean_np = mean[r, c].cpu().numpy()
         quant_np = quant[:, r, c].cpu().numpy()
         samples_np = samples[:n_out, r, c].cpu().numpy() if (samples is not None and n_out) else None
         status = pred.status.cpu().numpy()
         finite_q = np.isfinite(mean_np).all(axis=1) & np.isfinite(quant_np).all(axis=(0, 2))  # (M,)
+        if samples_np is not None:
+            finite_q &= np.isfinite(samples_np).all(axis=(0, 2))
         starts = packed.query_offsets[:-1]
         finite = np.logical_and.reduceat(finite_q, starts)
-        tame = ~np.logical_or.reduceat(wild, starts)
+        far, far_channel = _furthest(z.nan_to_num(nan=np.inf).cpu().numpy(), packed.query_offsets)
         status = np.where((status == Status.OK) & ~finite, int(Status.NONFINITE), status)
-        status = np.where((status == Status.OK) & ~tame, int(Status.OUT_OF_RANGE), status)
+        if self.strict:
+            status = np.where((status == Status.OK) & (far > self.unusual_scales), int(Status.OUT_OF_RANGE), status)
         return PackedForecast(
             ids=packed.ids,
             query_offsets=packed.query_offsets,
@@ -244,7 +263,18 @@ class Forecaster:
             samples=samples_np,
             status=status,
             nfe=pred.evals.cpu().numpy() if pred.evals is not None else np.zeros(len(packed)),
+            far=far,
+            far_channel=far_channel,
         )
+
+
+def _furthest(z: np.ndarray, query_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """z (M, D) → per series (B,) the largest value over its queries and channels, and that channel."""
+    per_query, channel = z.max(axis=1), z.argmax(axis=1)  # (M,)
+    starts = query_offsets[:-1]
+    far = np.maximum.reduceat(per_query, starts)
+    at = np.where(per_query == np.repeat(far, np.diff(query_offsets)), np.arange(len(per_query)), len(per_query))
+    return far.astype(np.float64), channel[np.minimum.reduceat(at, starts)]
 
 
 def per_series(fc: PackedForecast) -> list[SeriesForecast]:

@@ -11,32 +11,13 @@ times in all, series i owning query_offsets[i]:query_offsets[i + 1]; D channels.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from latentcast.frames import locate, offsets
-from latentcast.models.data import Batch, Normalizer, Series, TimeSpec, pad, rows_cols
-
-_F32 = float(np.finfo(np.float32).max)
-# show(field, i, j): element j of series i's field as the client sent it, for messages
-Show = Callable[[str, int, int], str]
-
-
-class FieldError(ValueError):
-    """One series' field is invalid: element `index` of `field` of series `series` (index None: the
-    field as a whole). `limit`: which configured limit was exceeded, "max_horizon" or "max_sigmas"
-    (callers name their own setting for it), or None."""
-
-    def __init__(self, series: int, field: str, index: int | None, msg: str, limit: str | None = None):
-        super().__init__(msg)
-        self.series = series
-        self.field = field
-        self.index = index
-        self.msg = msg
-        self.limit = limit
+from latentcast.frames import offsets
+from latentcast.models.data import Batch, Normalizer, Series, pad, rows_cols
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +103,17 @@ class PackedSeries:
             query_offsets=q[start : stop + 1] - q[start],
         )
 
+    def with_values(self, values: np.ndarray) -> PackedSeries:
+        """The same series with `values` (N, D) instead, rows left with nothing observed dropped; a
+        ValueError names a series left with none."""
+        observed = ~np.isnan(values).all(axis=1)
+        if observed.all():
+            return dataclasses.replace(self, values=values)
+        counts = np.add.reduceat(observed.astype(np.int64), self.offsets[:-1]) if len(self) else np.zeros(0)
+        if (counts == 0).any():
+            raise ValueError(f"series {self.ids[int(np.flatnonzero(counts == 0)[0])]!r}: no observed value left")
+        return dataclasses.replace(self, times=self.times[observed], values=values[observed], offsets=offsets(counts))
+
     def anchors(self, anchor: str) -> np.ndarray:
         """(B,) absolute time of each series' z0: its first ("first") or last ("last") observation."""
         return self.times[self.offsets[:-1]] if anchor == "first" else self.times[self.offsets[1:] - 1]
@@ -160,137 +152,15 @@ class PackedSeries:
         return out, row, col
 
 
-def pack(
-    ids: list[str],
-    ts: np.ndarray,
-    n_obs: np.ndarray,
-    values: np.ndarray,
-    tq: np.ndarray,
-    n_q: np.ndarray,
-    time: TimeSpec,
-    max_horizon: float,
-    show: Show,
-    normalizer: Normalizer | None = None,
-    max_sigmas: float = math.inf,
-) -> PackedSeries:
-    """Check a request's series as flat arrays and pack them in model time. ts (N,) / tq (M,) times in
-    the model's time unit, absolute; values (N, D), NaN = not observed; n_obs / n_q per series (B,).
-
-    Every check runs over the whole request at once; only a failing one looks for the first series and
-    element it concerns (`FieldError`; `show` renders an element as the user sent it). Rows with nothing
-    observed are dropped after the ordering check; times become model time from each series' first
-    observation (the dynamics are time-invariant).
-
-    What the model cannot represent is refused rather than answered with garbage: values beyond
-    float32, non-positive values of log channels, values more than `max_sigmas` training standard
-    deviations from the training mean (with `normalizer`), observations spanning more than
-    `max_horizon` (model time), and queries further than that from a series' observations."""
-    off, qoff = offsets(n_obs), offsets(n_q)
-    for name, t, o in (("timestamps", ts, off), ("query_times", tq, qoff)):
-        bad = np.flatnonzero(~np.isfinite(t))
-        if bad.size:
-            i, j = locate(o, int(bad[0]))
-            raise FieldError(i, name, j, "must be a finite number")
-    _check_values(values, off, normalizer, max_sigmas)
-    gaps = np.diff(ts)
-    gaps[off[1:-1] - 1] = np.inf  # differences across series boundaries do not count
-    bad = np.flatnonzero(gaps <= 0)
-    if bad.size:
-        i, j = locate(off, int(bad[0]) + 1)
-        raise FieldError(
-            i,
-            "timestamps",
-            j,
-            f"must be strictly increasing: [{j}] = {show('timestamps', i, j)} does not come after "
-            f"[{j - 1}] = {show('timestamps', i, j - 1)}",
-        )
-    observed = ~np.isnan(values).all(axis=1)
-    n_seen = np.add.reduceat(observed.astype(np.int64), off[:-1]) if len(ids) else np.zeros(0, dtype=np.int64)
-    empty = np.flatnonzero(n_seen == 0)
-    if empty.size:
-        raise FieldError(int(empty[0]), "values", None, "no observed value at all; a series needs at least one")
-    origin = ts[off[:-1]]
-    times = (ts - np.repeat(origin, n_obs)) * time.scale
-    queries = (tq - np.repeat(origin, n_q)) * time.scale
-    lo = np.minimum.reduceat(np.where(observed, times, np.inf), off[:-1])
-    hi = np.maximum.reduceat(np.where(observed, times, -np.inf), off[:-1])
-    unit = f"{time.unit}s" if time.unit != "unitless" else "time units"
-    wide = np.flatnonzero(~(hi - lo <= min(max_horizon, _F32)))  # also catches spans beyond float32
-    if wide.size:
-        i = int(wide[0])
-        raise FieldError(
-            i,
-            "timestamps",
-            None,
-            f"the observations span {(hi[i] - lo[i]) / time.scale:.4g} {unit}; the limit is "
-            f"{max_horizon / time.scale:.4g}",
-            limit="max_horizon",
-        )
-    dist = np.maximum(np.maximum(np.repeat(lo, n_q) - queries, queries - np.repeat(hi, n_q)), 0.0)
-    far = np.flatnonzero(~(dist <= min(max_horizon, _F32)))
-    if far.size:
-        k = int(far[0])
-        i, j = locate(qoff, k)
-        raise FieldError(
-            i,
-            "query_times",
-            j,
-            f"{show('query_times', i, j)} lies {dist[k] / time.scale:.4g} {unit} from the observations; the "
-            f"limit is {max_horizon / time.scale:.4g}",
-            limit="max_horizon",
-        )
-    return PackedSeries(
-        ids=ids,
-        times=times[observed],
-        values=values[observed].astype(np.float32),
-        offsets=offsets(n_seen),
-        queries=queries,
-        query_offsets=qoff,
-    )
-
-
-def _check_values(values: np.ndarray, off: np.ndarray, normalizer: Normalizer | None, max_sigmas: float) -> None:
-    """values (N, D), NaN = not observed: within float32, positive on log channels, and within
-    `max_sigmas` training standard deviations of the training mean (after the log)."""
-
-    def fail(k: int, msg: str, limit: str | None = None) -> FieldError:
-        row, col = divmod(k, values.shape[1])
-        i, j = locate(off, row)
-        return FieldError(i, "values", j, msg.format(col=col, v=values[row, col]), limit)
-
-    big = np.flatnonzero(np.abs(values) > _F32)
-    if big.size:
-        raise fail(int(big[0]), "[{col}] = {v:.4g} is beyond float32 (±3.4e38)")
-    if normalizer is None:
-        return
-    logged = np.asarray(normalizer.log, dtype=bool)
-    if logged.any():
-        bad = np.flatnonzero((values <= 0) & logged)
-        if bad.size:
-            k = int(bad[0])
-            name = normalizer.channels[k % values.shape[1]]
-            raise fail(k, f"[{{col}}] = {{v:.4g}}: channel {name!r} is modelled on a log scale; values must be > 0")
-    if math.isfinite(max_sigmas):
-        z = np.abs(normalizer.transform(values).astype(np.float64))
-        far = np.flatnonzero(z > max_sigmas)
-        if far.size:
-            k = int(far[0])
-            name = normalizer.channels[k % values.shape[1]]
-            raise fail(
-                k,
-                f"[{{col}}] = {{v:.4g}} (channel {name!r}) lies {z.flat[k]:.3g} training standard deviations from "
-                f"the training mean; the limit is {max_sigmas:g}",
-                limit="max_sigmas",
-            )
-
-
 @dataclasses.dataclass(frozen=True)
 class PackedForecast:
     """Forecasts of a `PackedSeries`, flat over its M query times.
 
     times (M,) the query times as asked; mean (M, D); quantiles (len(levels), M, D); samples (S, M, D)
     when asked; status (B,) 0 = ok, else a `models.solve.Status` code; nfe (B,) vector-field
-    evaluations per trajectory of each series (mean over its samples; 0 for models without a solve).
+    evaluations per trajectory of each series (mean over its samples; 0 for models without a solve);
+    far (B,) how far the furthest number of each series' answer lies from the training data, in the
+    model's normalised units (after the log of log channels), and far_channel (B,) its channel.
     """
 
     ids: list[str]
@@ -302,6 +172,8 @@ class PackedForecast:
     samples: np.ndarray | None
     status: np.ndarray
     nfe: np.ndarray
+    far: np.ndarray
+    far_channel: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -320,6 +192,46 @@ class PackedForecast:
             samples=self.samples[:, a:z] if self.samples is not None else None,
             status=self.status[start:stop],
             nfe=self.nfe[start:stop],
+            far=self.far[start:stop],
+            far_channel=self.far_channel[start:stop],
+        )
+
+    def select(self, series: np.ndarray) -> PackedForecast:
+        """These series (indices, ascending), copied."""
+        if len(series) == len(self):
+            return self
+        counts = np.diff(self.query_offsets)[series]
+        rows = np.repeat(self.query_offsets[series] - offsets(counts)[:-1], counts) + np.arange(int(counts.sum()))
+        return PackedForecast(
+            ids=[self.ids[i] for i in series.tolist()],
+            query_offsets=offsets(counts),
+            times=self.times[rows],
+            mean=self.mean[rows],
+            quantiles=self.quantiles[:, rows],
+            levels=self.levels,
+            samples=self.samples[:, rows] if self.samples is not None else None,
+            status=self.status[series],
+            nfe=self.nfe[series],
+            far=self.far[series],
+            far_channel=self.far_channel[series],
+        )
+
+    @classmethod
+    def empty(cls, n_channels: int, levels: Sequence[float], n_samples: int) -> PackedForecast:
+        """The forecast of zero series (a request whose every series was refused)."""
+        z = np.zeros(0)
+        return cls(
+            ids=[],
+            query_offsets=np.zeros(1, dtype=np.int64),
+            times=z,
+            mean=np.zeros((0, n_channels), dtype=np.float32),
+            quantiles=np.zeros((len(levels), 0, n_channels), dtype=np.float32),
+            levels=tuple(levels),
+            samples=np.zeros((n_samples, 0, n_channels), dtype=np.float32) if n_samples else None,
+            status=np.zeros(0, dtype=np.int64),
+            nfe=z,
+            far=z,
+            far_channel=np.zeros(0, dtype=np.int64),
         )
 
     @classmethod
@@ -337,6 +249,8 @@ class PackedForecast:
             samples=None if any(s is None for s in samples) else np.concatenate(samples, axis=1),  # type: ignore[arg-type]
             status=np.concatenate([p.status for p in parts]),
             nfe=np.concatenate([p.nfe for p in parts]),
+            far=np.concatenate([p.far for p in parts]),
+            far_channel=np.concatenate([p.far_channel for p in parts]),
         )
 
     def split(self, sizes: Sequence[int]) -> list[PackedForecast]:

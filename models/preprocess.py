@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from latentcast.models.data import Normalizer, Series
+from latentcast.models.validity import Validity
 
 TARGET_SPAN = 4.0  # model time units in a median training series (pbcseq in years: 3.7; spirals: 3.7)
 SKEW_FOR_LOG = 1.0
@@ -52,6 +53,38 @@ class Cleaned:
     outliers: dict[str, int]
 
 
+def _without(s: Series, drop: np.ndarray) -> Series | None:
+    """`s` with the (n, D) values in `drop` not observed; rows left empty dropped (None: nothing left)."""
+    values = np.where(drop, np.nan, s.values).astype(np.float32)
+    keep = np.asarray(~np.isnan(values).all(axis=1), dtype=bool)
+    if not keep.any():
+        return None
+    truth = s.truth[keep] if s.truth is not None else None
+    n_ctx = None if s.n_context is None else int(keep[: s.n_context].sum()) or None
+    return dataclasses.replace(s, times=s.times[keep], values=values[keep], truth=truth, n_context=n_ctx)
+
+
+def apply_validity(series: Sequence[Series], validity: Validity) -> Cleaned:
+    """Missing-value markers read as not observed, values outside the physical bounds set aside (counted
+    per channel); rows and series left with nothing observed are dropped."""
+    counts = dict.fromkeys(validity.channels, 0)
+    if not validity.bounded and not validity.has_markers:
+        return Cleaned(list(series), counts)
+    out = []
+    for s in series:
+        outside = validity.outside(s.values)
+        drop = outside | validity.markers(s.values) if validity.has_markers else outside
+        if not drop.any():
+            out.append(s)
+            continue
+        for j in np.flatnonzero(outside.any(axis=0)):
+            counts[validity.channels[j]] += int(outside[:, j].sum())
+        kept = _without(s, drop)
+        if kept is not None:
+            out.append(kept)
+    return Cleaned(out, counts)
+
+
 def drop_outliers(series: Sequence[Series], normalizer: Normalizer, z: float) -> Cleaned:
     """Values more than `z` scales from the training centre (after the log) become NaN (not observed);
     rows left with nothing observed are dropped, and series left empty. z = 0 keeps everything."""
@@ -66,10 +99,7 @@ def drop_outliers(series: Sequence[Series], normalizer: Normalizer, z: float) ->
             continue
         for j in np.flatnonzero(far.any(axis=0)):
             counts[normalizer.channels[j]] += int(far[:, j].sum())
-        values = np.where(far, np.nan, s.values).astype(np.float32)
-        keep = np.asarray(~np.isnan(values).all(axis=1), dtype=bool)
-        if keep.any():
-            truth = s.truth[keep] if s.truth is not None else None
-            n_ctx = None if s.n_context is None else int(keep[: s.n_context].sum()) or None
-            out.append(dataclasses.replace(s, times=s.times[keep], values=values[keep], truth=truth, n_context=n_ctx))
+        kept = _without(s, far)
+        if kept is not None:
+            out.append(kept)
     return Cleaned(out, counts)

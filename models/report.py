@@ -22,6 +22,7 @@ def training_report(
     device: torch.device,
     outliers: dict[str, Any],
     task: str = "last",
+    out_of_bounds: dict[str, Any] | None = None,
     samples: int = 32,
 ) -> tuple[dict[str, Any], tuple[float, ...] | None]:
     """Validation NMSE per channel and on average for the model, last observation carried forward and a
@@ -52,6 +53,7 @@ def training_report(
         "calibration_band": list(BAND),
         "beats_locf": beats,
         "outliers_excluded": outliers,
+        "out_of_bounds_excluded": out_of_bounds or {},
     }, calibration
 
 
@@ -73,12 +75,14 @@ def format_report(report: dict[str, Any]) -> str:
     cal = report.get("calibration")
     note = f" (after calibrating the spread by {', '.join(f'{f:g}' for f in cal)})" if cal else ""
     lines.append(f"  80% interval coverage: {_pct(cov)}{note}")
-    dropped = {
-        part: {c: n for c, n in counts.items() if n} for part, counts in (report.get("outliers_excluded") or {}).items()
-    }
-    shown = "; ".join(f"{part} {counts}" for part, counts in dropped.items() if counts)
-    if shown:
-        lines.append(f"  gross outliers set aside as entry errors (data.outlier_z): {shown}")
+    for key, what in (
+        ("out_of_bounds_excluded", "values outside the physical bounds set aside (data.bounds)"),
+        ("outliers_excluded", "gross outliers set aside as entry errors (data.outlier_z)"),
+    ):
+        dropped = {part: {c: n for c, n in counts.items() if n} for part, counts in (report.get(key) or {}).items()}
+        shown = "; ".join(f"{part} {counts}" for part, counts in dropped.items() if counts)
+        if shown:
+            lines.append(f"  {what}: {shown}")
     if not report["beats_locf"]:
         lines.append(
             "  WARNING: the model does not beat carrying the last observation forward on validation; its "

@@ -28,8 +28,9 @@ from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.metrics import forecast_contexts, holdout_metrics
-from latentcast.models.preprocess import drop_outliers
+from latentcast.models.preprocess import apply_validity, drop_outliers
 from latentcast.models.report import training_report, with_report
+from latentcast.models.validity import Validity
 
 log = logging.getLogger("latentcast.train")
 
@@ -180,14 +181,18 @@ def _train(
     on_epoch: Callable[[dict[str, Any]], None] | None,
 ) -> TrainResult:
     tc = exp.train
-    check_trainable(split)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    validity = Validity.from_config(exp.data.bounds, exp.data.missing_values, split.channels, exp.data.bounds_source)
+    valid_train, valid_val = apply_validity(split.train, validity), apply_validity(split.val, validity)
+    split = dataclasses.replace(split, train=valid_train.series, val=valid_val.series)
+    check_trainable(split)
     normalizer = Normalizer.fit(split.train, split.channels, split.log_channels, exp.data.normalize)
     units = minmax_units(split.train, normalizer) if tc.loss_units == "minmax" else None
     kept_train = drop_outliers(split.train, normalizer, exp.data.outlier_z)  # gross entry errors out
     kept_val = drop_outliers(split.val, normalizer, exp.data.outlier_z)
     split = dataclasses.replace(split, train=kept_train.series, val=kept_val.series)
     outliers = {"train": kept_train.outliers, "validation": kept_val.outliers}
+    out_of_bounds = {"train": valid_train.outliers, "validation": valid_val.outliers}
     model = build_model(exp.model, len(split.channels)).to(dev)
     if isinstance(model, LatentODE) and exp.model.residual_fill == "mean":
         model.level_fill.copy_(torch.as_tensor(normalised_means(split.train, normalizer)))
@@ -229,7 +234,7 @@ def _train(
 
     def bundle(metrics: dict[str, Any]) -> ModelBundle:
         name = str(split.description.get("name", "model"))
-        return ModelBundle(name, model, normalizer, split.time, description, metrics)
+        return ModelBundle(name, model, normalizer, split.time, description, metrics, validity=validity)
 
     n_train = len(split.train)
     lengths = np.array([len(s) for s in split.train])
@@ -338,7 +343,7 @@ def _train(
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
     best = load_checkpoint(out / BEST, dev)
-    report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task)
+    report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task, out_of_bounds)
     save_checkpoint(out / BEST, with_report(best, report, calibration))
     metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started, report, stopped)
     _plot_best(out, split, exp, dev)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from latentcast.models import EMBEDDED_DIR, embedded_models
+
+RENAMED = {
+    "LATENTCAST_MAX_VALUE_SIGMAS": "LATENTCAST_UNUSUAL_VALUE_SCALES",
+    "LATENTCAST_MAX_OUTPUT_SIGMAS": "LATENTCAST_UNUSUAL_OUTPUT_SCALES",
+}
 
 
 class Settings(BaseSettings):
@@ -80,17 +86,22 @@ class Settings(BaseSettings):
         description="query times must lie within this × the longest training series span of the "
         "observations' first/last time",
     )
-    max_value_sigmas: float = Field(
+    unusual_value_scales: float = Field(
         20.0,
         gt=0,
-        description="observed values further than this many training standard deviations from the training "
-        "mean (after the log of log channels) are refused (422)",
+        description="observed values further than this from the training data, on the model's own scale (e.g. "
+        "robust scales from the training median, after the log of log channels), are answered with a warning",
     )
-    max_output_sigmas: float = Field(
+    unusual_output_scales: float = Field(
         50.0,
         gt=0,
-        description="a forecast further than this many training standard deviations from the training mean is "
-        "not answered (422 naming the series)",
+        description="an answer further than this from the training data, on the model's own scale, comes with a "
+        "warning",
+    )
+    warnings_as_errors: bool = Field(
+        False,
+        description="refuse (422) what is otherwise answered with a warning: unusual values and answers, and "
+        "values outside a channel's physical bounds",
     )
     max_num_samples: int = Field(256, ge=0, description="most sampled trajectories a request may ask for")
     num_samples: int = Field(
@@ -140,6 +151,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        for old, new in RENAMED.items():
+            if os.environ.get(old) is not None:
+                raise ValueError(
+                    f"{old} is now {new}: unusual values are answered with a warning, and "
+                    "LATENTCAST_WARNINGS_AS_ERRORS=true refuses them"
+                )
         if self.api_key is not None and len(self.api_key.get_secret_value()) < 16:
             raise ValueError("LATENTCAST_API_KEY must be at least 16 characters")
         for path in self.models:

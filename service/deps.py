@@ -1,9 +1,10 @@
-"""Route dependencies: the app's state, the API key check, and a body read under its size limit."""
+"""Route dependencies: the app's state, readiness, and a body read under its size limit (the API key is
+checked by `service.auth.RequireKey` before any route runs)."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import zlib
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,26 +20,6 @@ async def get_state(request: Request) -> AppState:  # async: FastAPI runs sync d
 
 
 State = Annotated[AppState, Depends(get_state)]
-
-
-async def require_api_key(request: Request, state: State) -> None:
-    """With LATENTCAST_API_KEY set, X-API-Key (or Authorization: Bearer) must match, compared in constant time."""
-    key = state.settings.api_key
-    if key is None:
-        return
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    if not given or not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):
-        raise ServiceError(
-            401,
-            "missing or wrong API key: send it in the X-API-Key header",
-            headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'},
-        )
-
-
-ApiKey = Annotated[None, Depends(require_api_key)]
 
 
 async def require_ready(state: State) -> None:
@@ -80,3 +61,40 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     except ClientDisconnect:
         raise ServiceError(499, "the client went away before sending its whole body") from None
     return b"".join(chunks)
+
+
+ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
+
+
+def content_encoding(header: str | None) -> str:
+    """The one coding a body is sent in ("identity" when none); 415 for any other or for stacked codings."""
+    codings = [c.strip().lower() for c in (header or "").split(",") if c.strip() and c.strip().lower() != "identity"]
+    if not codings:
+        return "identity"
+    if len(codings) > 1 or codings[0] not in ENCODINGS:
+        raise ServiceError(
+            415,
+            f"Content-Encoding {header!r} is not supported; send gzip, deflate or no encoding",
+            [{"loc": ["headers", "content-encoding"], "msg": "unsupported content coding", "series_id": None}],
+        )
+    return codings[0]
+
+
+def inflate(body: bytes, coding: str, limit: int) -> bytes:
+    """A gzip or deflate body, decompressed to at most `limit` bytes (413 beyond: a small body must not
+    become a large one unchecked), or a 400 when it is not a whole stream of that coding."""
+    if coding == "identity":
+        return body
+    wbits = 16 + zlib.MAX_WBITS if coding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+    if coding == "deflate" and body[:1] and (body[0] & 0x0F) != 8:
+        wbits = -zlib.MAX_WBITS  # raw deflate, as some clients send it, with no zlib header
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ServiceError(400, f"the body is not valid {coding} ({exc})") from None
+    if len(out) > limit:
+        raise ServiceError(413, f"body over {limit} bytes once decompressed (LATENTCAST_MAX_BODY_BYTES)")
+    if not inflater.eof or inflater.unused_data:
+        raise ServiceError(400, f"the body is not one whole {coding} stream")
+    return out

@@ -8,7 +8,6 @@ import contextlib
 import gc
 import logging
 import re
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from latentcast.service.auth import RequireKey
 from latentcast.service.batching import Batcher, BatchStats
 from latentcast.service.config import Settings, get_settings
 from latentcast.service.errors import ServiceError
@@ -128,9 +128,11 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(HeadAsGet)
     if settings.api_key is not None:
-        private = ({"/metrics"} if not settings.open_metrics else set()) | (DOCS if not settings.open_docs else set())
-        app.add_middleware(PrivatePaths, paths=private, key=settings.api_key.get_secret_value())
+        private = {"/forecast", "/models"} | ({"/metrics"} if not settings.open_metrics else set())
+        private |= DOCS if not settings.open_docs else set()
+        app.add_middleware(RequireKey, paths=private, key=settings.api_key.get_secret_value())
     app.add_middleware(AccessLog, metrics=state.metrics)
     return app
 
@@ -139,24 +141,23 @@ DOCS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
-class PrivatePaths:
-    """With an API key set: these paths need it too (LATENTCAST_OPEN_DOCS / OPEN_METRICS open them)."""
+class HeadAsGet:
+    """HEAD is answered wherever GET is (RFC 9110 §9.3.2): the GET's status and headers, no body."""
 
-    def __init__(self, app: ASGIApp, paths: set[str], key: str):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.paths = paths
-        self.key = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
-            headers = dict(scope.get("headers") or [])
-            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ").strip()
-            if not given or not secrets.compare_digest(given, self.key):
-                body = {"detail": "missing or wrong API key: send it in the X-API-Key header", "errors": []}
-                extra = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
-                await JSONResponse(body, status_code=401, headers=extra)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def head_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {"type": "http.response.body", "body": b"", "more_body": message.get("more_body", False)}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, head_only)
 
 
 class AccessLog:

@@ -8,6 +8,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from latentcast.service.outcome import Outcome
+
 disable_created_metrics()  # no *_created series: one timestamp per label set only bloats /metrics
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -60,7 +62,23 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=r,
         )
+        self.warnings = Counter(
+            "latentcast_warnings",
+            "warnings in answers, by model and kind (out_of_bounds, unusual_value, unusual_forecast)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "latentcast_refused_series", "series refused and listed in a 200 (on_error=skip)", ["model"], registry=r
+        )
         self._gc_start = 0.0
+
+    def count_outcome(self, model: str, out: Outcome) -> None:
+        for notes in out.warnings:
+            for note in notes:
+                self.warnings.labels(model, note.get("kind", "other")).inc()
+        if out.errors:
+            self.refused.labels(model).inc(len(out.errors))
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

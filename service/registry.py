@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import numpy as np
 import torch
 
-from latentcast.models import Forecaster, ModelBundle, Series, load_checkpoint, resolve_device
+from latentcast.models import Forecaster, Limits, ModelBundle, Series, load_checkpoint, resolve_device
 from latentcast.service.config import Settings
 from latentcast.service.schemas import ModelInfo
 from latentcast.service.validate import ModelSpec
@@ -37,11 +38,17 @@ class ServedModel:
             log_channels=[c for c, lg in zip(b.channels, b.normalizer.log, strict=True) if lg],
             time_unit=b.time.unit,
             time_scale=scale,
-            max_horizon=self.spec.max_horizon / scale,
+            max_horizon=self.spec.limits.max_horizon / scale,
+            **_validity(b),
             training_data=data,
             metrics=b.metrics,
             default=default,
         )
+
+
+def _validity(bundle: ModelBundle) -> dict[str, Any]:
+    shown = bundle.limits.describe()
+    return {"bounds": shown["bounds"], "missing_values": shown["missing_values"], "bounds_source": shown["source"]}
 
 
 def choose_device(setting: str) -> torch.device:
@@ -59,22 +66,22 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
         if bundle.name in served:
             raise RuntimeError(f"two checkpoints are named {bundle.name!r} ({path}); serve one of them")
         horizon = bundle.max_horizon(settings.max_horizon_factor)
-        spec = ModelSpec(
-            bundle.name,
-            bundle.version,
-            tuple(bundle.channels),
+        limits = Limits(
             bundle.time,
             horizon,
             bundle.normalizer,
-            settings.max_value_sigmas,
-            bundle.config.solver,
+            bundle.limits,
+            settings.unusual_value_scales,
+            settings.warnings_as_errors,
         )
+        spec = ModelSpec(bundle.name, bundle.version, tuple(bundle.channels), limits, bundle.config.solver)
         forecaster = Forecaster.from_bundle(
             bundle,
             device,
             num_samples=settings.num_samples,
             batch_size=settings.max_batch_series,
-            max_sigmas=settings.max_output_sigmas,
+            unusual_scales=settings.unusual_output_scales,
+            strict=settings.warnings_as_errors,
             max_chunk_values=settings.max_solve_values,
         )
         served[bundle.name] = ServedModel(bundle, forecaster, spec)

@@ -1,38 +1,42 @@
-"""HTTP routes. A forecast walks one way: decode (by its format) → submit → check → encode."""
+"""HTTP routes. A forecast walks one way: decode (by its format) → submit → outcome → encode."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from latentcast.models import PackedForecast, Status
+from latentcast.models import PackedForecast
 from latentcast.service import formats, openapi
-from latentcast.service.batching import deadline_error
-from latentcast.service.deps import ApiKey, Ready, State, read_body
+from latentcast.service.config import Settings
+from latentcast.service.deps import Ready, State, content_encoding, inflate, read_body
 from latentcast.service.errors import ServiceError
+from latentcast.service.formats import Format
+from latentcast.service.outcome import outcome
 from latentcast.service.schemas import ForecastResponse, ModelsResponse
-from latentcast.service.validate import Job
+from latentcast.service.validate import Job, Lookup
 
 router = APIRouter()
 
 
 @router.post("/forecast", response_model=ForecastResponse, **openapi.FORECAST)
-async def forecast(request: Request, state: State, _: ApiKey, __: Ready) -> Response:
+async def forecast(request: Request, state: State, _: Ready) -> Response:
     """Each series: observations at its own timestamps (null = channel not observed), forecasts at its own
     query times, answered in the order given, with the mean and the requested quantiles per channel."""
     t0 = time.perf_counter()
     deadline = time.monotonic() + state.settings.request_timeout_s
     body_format = formats.of_body(request.headers.get("content-type"))
     answer_format = formats.of_answer(request.headers.get("accept"), body_format)
+    coding = content_encoding(request.headers.get("content-encoding"))
+    params = _params(request)
     settings = state.settings
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    big = len(body) > settings.offload_bytes
-    job = await state.offload(big, body_format.decode, body, request.query_params, state.lookup, settings)
-    request.scope.setdefault("state", {})["series"] = job.size
+    big = len(body) > settings.offload_bytes or coding != "identity"
+    job = await state.offload(big, _decode, body_format, coding, body, params, state.lookup, settings)
+    request.scope.setdefault("state", {})["series"] = job.n_series
     size = answer_format.answer_bytes(job)
     if size > settings.max_response_bytes:
         raise ServiceError(
@@ -41,27 +45,31 @@ async def forecast(request: Request, state: State, _: ApiKey, __: Ready) -> Resp
             "(LATENTCAST_MAX_RESPONSE_BYTES): split the request or ask for fewer query times, quantiles or samples",
         )
     t1 = time.perf_counter()
-    fc = await state.forecast(job, deadline)
+    if job.size:
+        fc = await state.forecast(job, deadline)
+    else:  # every series refused (on_error=skip): nothing to solve
+        fc = PackedForecast.empty(job.model.n_channels, job.levels, job.num_samples)
     t2 = time.perf_counter()
-    check_solved(fc)
-    content = await state.offload(size > settings.offload_bytes, answer_format.encode, job, fc)
+    out = outcome(job, fc, settings.unusual_output_scales)
+    state.metrics.count_outcome(job.model.name, out)
+    content = await state.offload(size > settings.offload_bytes, answer_format.encode, job, out)
     timing = server_timing(job, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return Response(content, media_type=answer_format.MEDIA_TYPE, headers={"Server-Timing": timing})
 
 
-def check_solved(fc: PackedForecast) -> None:
-    """422 naming every series the solver could not answer (the rest of the request is not sent); 504
-    when the deadline stopped the solve."""
-    bad = np.flatnonzero(fc.status != Status.OK)
-    if not bad.size:
-        return
-    if (fc.status == Status.DEADLINE).any():
-        raise deadline_error()
-    failed = [
-        {"loc": ["series", int(i)], "msg": Status(int(fc.status[i])).describe(), "series_id": fc.ids[i]} for i in bad
-    ]
-    ids = ", ".join(repr(f["series_id"]) for f in failed[:5]) + (" …" if len(failed) > 5 else "")
-    raise ServiceError(422, f"no forecast for series {ids}: {failed[0]['msg']}", failed)
+def _params(request: Request) -> Mapping[str, str]:
+    """The query parameters; 400 when one is given twice (which copy counts must not be a guess)."""
+    items = request.query_params.multi_items()
+    names = [k for k, _ in items]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        raise ServiceError(400, f"query parameter {twice[0]!r} is given more than once; give it once")
+    return dict(items)
+
+
+def _decode(fmt: Format, coding: str, body: bytes, params: Mapping[str, str], lookup: Lookup, s: Settings) -> Job:
+    """The body, inflated if it was sent compressed (within LATENTCAST_MAX_BODY_BYTES), then decoded."""
+    return fmt.decode(inflate(body, coding, s.max_body_bytes), params, lookup, s)
 
 
 def server_timing(job: Job, read_s: float, wait_s: float, render_s: float) -> str:
@@ -77,7 +85,7 @@ def server_timing(job: Job, read_s: float, wait_s: float, render_s: float) -> st
 
 
 @router.get("/models", response_model=ModelsResponse, **openapi.MODELS)
-async def list_models(state: State, _: ApiKey) -> ModelsResponse:
+async def list_models(state: State) -> ModelsResponse:
     """Every served model: name, version (a digest of its weights), channels in order, time unit, training
     data and evaluation metrics."""
     if not state.ready:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 # A time is a number (in the model's time unit) or an ISO-8601 date-time string; a series uses one kind.
 Time = StrictFloat | StrictStr
@@ -108,18 +108,36 @@ class SolverRequest(BaseModel):
     atol: StrictFloat | None = Field(None, gt=0, lt=1, description="absolute tolerance (within the server's bounds)")
 
 
-class ForecastRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+class ForecastOptions(BaseModel):
+    """Every field of a request but its series (validated apart, so one bad series fails alone)."""
 
-    model: str | None = Field(None, description="model name (GET /models); the default model when omitted")
-    series: list[SeriesIn] = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: StrictStr | None = Field(None, description="model name (GET /models); the default model when omitted")
     quantiles: list[StrictFloat] = Field(
         default_factory=lambda: [0.1, 0.5, 0.9], description="levels in (0, 1), answered as given"
     )
-    num_samples: int = Field(
+    num_samples: StrictInt = Field(
         0, ge=0, description="also return this many sampled trajectories (decoded latent samples, no noise)"
     )
     solver: SolverRequest | None = Field(None, description="the solver's accuracy for this request")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise",
+        description="raise: any refused series fails the request (422 listing every one); skip: the other "
+        "series are answered and each refused one is listed in `errors`",
+    )
+
+
+class ForecastRequest(ForecastOptions):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    series: list[SeriesIn] = Field(min_length=1)
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    series_id: str | None = None
 
 
 class ModelRef(BaseModel):
@@ -134,6 +152,13 @@ class SolverUsed(BaseModel):
     max_num_steps: int
 
 
+class Note(BaseModel):
+    loc: list[str | int]
+    msg: str
+    series_id: str | None = None
+    kind: str = Field(description="out_of_bounds, unusual_value or unusual_forecast")
+
+
 class SeriesForecastOut(BaseModel):
     id: str
     nfe: float = Field(description="vector-field evaluations one trajectory of this series took (mean over samples)")
@@ -141,6 +166,9 @@ class SeriesForecastOut(BaseModel):
     mean: list[list[float]] = Field(description="(query time, channel)")
     quantiles: dict[str, list[list[float]]] = Field(description="level → (query time, channel)")
     samples: list[list[list[float]]] | None = Field(None, description="(sample, query time, channel)")
+    warnings: list[Note] = Field(
+        default_factory=list, description="what is unusual about this series or its answer (answered all the same)"
+    )
 
 
 class ForecastResponse(BaseModel):
@@ -150,6 +178,9 @@ class ForecastResponse(BaseModel):
     channels: list[str]
     solver: SolverUsed
     forecasts: list[SeriesForecastOut]
+    errors: list[ErrorItem] = Field(
+        default_factory=list, description="with on_error=skip: each refused series and why (not in forecasts)"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -160,6 +191,15 @@ class ModelInfo(BaseModel):
     time_unit: str = Field(description="unit of numeric times; date-times are converted to it")
     time_scale: float = Field(description="model time = time in unit × scale")
     max_horizon: float = Field(description="furthest a query may lie from the observations, in time units")
+    bounds: dict[str, list[float | None]] = Field(
+        default_factory=dict,
+        description="channel → [lower, upper] a measurement can take (null: none); values outside are set aside "
+        "with a warning, answers clipped to them",
+    )
+    missing_values: dict[str, list[float]] = Field(
+        default_factory=dict, description="channel → values that mean 'not observed' (e.g. -1)"
+    )
+    bounds_source: str = Field("", description="where the bounds come from")
     training_data: dict[str, Any]
     metrics: dict[str, Any]
     default: bool
@@ -169,12 +209,6 @@ class ModelsResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_MODELS]})
 
     models: list[ModelInfo]
-
-
-class ErrorItem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    series_id: str | None = None
 
 
 class ErrorResponse(BaseModel):

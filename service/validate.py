@@ -1,24 +1,28 @@
 """A request's work in model terms (`Job`), and the checks every wire format shares.
 
-Each format (`service.formats`) flattens its body to arrays over all series, then calls
-`check_options`, `check_series` and `packed`; the array checks themselves are the model's
-(`latentcast.models.pack`), and a failure becomes a `ServiceError` naming the series id and field.
+Each format (`service.formats`) flattens its body to arrays over its series, sets aside the series it
+cannot read (an `Issue` each), and calls `build_job`: the model's checks (`latentcast.models.pack`)
+give every other series its verdict. A request refuses every bad series at once (422 listing them, the
+default `on_error: "raise"`), or answers the good ones and lists the rest (`on_error: "skip"`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from latentcast.models import ConfigError, FieldError, Normalizer, PackedSeries, SolverConfig, TimeSpec, pack
+from latentcast.frames import offsets
+from latentcast.models import ConfigError, Issue, Limits, PackedSeries, SolverConfig, TimeSpec, pack
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
+
+OnError = Literal["raise", "skip"]
+ON_ERROR: tuple[OnError, ...] = ("raise", "skip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,18 +32,25 @@ class ModelSpec:
     name: str
     version: str
     channels: tuple[str, ...]
-    time: TimeSpec
-    max_horizon: float  # model time
-    normalizer: Normalizer | None = None  # with max_sigmas: how far from the training data values may lie
-    max_sigmas: float = math.inf
+    limits: Limits
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)  # the model's own
 
     @property
     def n_channels(self) -> int:
         return len(self.channels)
 
+    @property
+    def time(self) -> TimeSpec:
+        return self.limits.time
 
-_SETTINGS = {"max_horizon": "LATENTCAST_MAX_HORIZON_FACTOR", "max_sigmas": "LATENTCAST_MAX_VALUE_SIGMAS"}
+
+# the settings behind an issue's limit, as messages name them (refusals / warnings)
+_REFUSAL_SETTINGS = {
+    "max_horizon": "LATENTCAST_MAX_HORIZON_FACTOR",
+    "unusual_scales": "LATENTCAST_UNUSUAL_VALUE_SCALES; refused as LATENTCAST_WARNINGS_AS_ERRORS is true",
+    "strict": "refused as LATENTCAST_WARNINGS_AS_ERRORS is true",
+}
+_WARNING_SETTINGS = {"unusual_scales": "LATENTCAST_UNUSUAL_VALUE_SCALES"}
 
 # the formats' view of the server: a model by name (None: the default), 404 if not served
 Lookup = Callable[[str | None], ModelSpec]
@@ -70,11 +81,25 @@ class Echo:
                 self.array = pa.array([str(v) for v in flat], pa.string())
         return self.array
 
+    def take(self, series: np.ndarray) -> Echo:
+        """The echo of these series (indices, ascending)."""
+        counts = np.diff(self.query_offsets)[series]
+        if self.lists is not None:
+            return Echo(offsets(counts), lists=[self.lists[i] for i in series.tolist()])
+        assert self.array is not None
+        if len(series) == len(self.query_offsets) - 1:
+            return self
+        starts = self.query_offsets[series]
+        rows = np.repeat(starts - offsets(counts)[:-1], counts) + np.arange(int(counts.sum()))
+        return Echo(offsets(counts), array=self.array.take(pa.array(rows)))
+
 
 @dataclasses.dataclass
 class Job:
-    """One request's work: its series packed in model time (each series' times and queries measured
-    from its first observation), the levels and samples asked for, and the query times to echo."""
+    """One request's work: its accepted series packed in model time (each series' times and queries
+    measured from its first observation), the levels and samples asked for, the query times to echo;
+    and, in request order, the series it refused and the warnings about the accepted ones (error
+    items: loc, msg, series_id)."""
 
     model: ModelSpec
     packed: PackedSeries
@@ -82,6 +107,11 @@ class Job:
     levels: tuple[float, ...]
     num_samples: int
     solver: SolverConfig | None = None  # what this request's solves use; None: the model's own
+    n_series: int = 0  # in the request
+    positions: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    refused: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    warnings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    on_error: OnError = "raise"
 
     @property
     def solver_used(self) -> SolverConfig:
@@ -103,6 +133,14 @@ class Job:
     def answer_values(self) -> int:
         """Numbers in its answer: query times × channels × (1 + quantiles + samples)."""
         return len(self.packed.queries) * self.model.n_channels * (1 + len(self.levels) + self.num_samples)
+
+    def notes_bytes(self) -> int:
+        """An upper bound on the bytes its errors and warnings take in an answer, known before solving: those
+        found so far (escaped: twice their text), and per accepted series one forecast warning naming it."""
+        found = sum(2 * (len(x["msg"].encode()) + len((x["series_id"] or "").encode())) + 128 for x in self.refused)
+        found += sum(2 * (len(x["msg"].encode()) + len(x["series_id"].encode())) + 160 for x in self.warnings)
+        ids = sum(len(i.encode()) for i in self.packed.ids)
+        return found + 2 * ids + 400 * self.size  # a failed series' entry is smaller than its forecast
 
 
 LEVELS = (1e-4, 1 - 1e-4)  # the mixture quantiles are solved to a CDF tolerance of 1e-5
@@ -183,42 +221,96 @@ def solver_for(
     return dataclasses.replace(cfg, max_num_steps=min(cfg.max_num_steps, settings.max_solver_steps))
 
 
-def check_series(ids: Sequence[str], n_obs: np.ndarray, n_q: np.ndarray, settings: Settings) -> None:
-    """Unique ids; per-series limits on observations and query times (413)."""
+def check_series(
+    ids: Sequence[str], n_obs: np.ndarray, n_q: np.ndarray, positions: np.ndarray, settings: Settings
+) -> list[Issue]:
+    """Per series: a unique id (every series sharing one is refused: an answer by id would be
+    ambiguous) and the per-series limits on observations and query times (413)."""
+    issues: list[Issue] = []
     if len(set(ids)) != len(ids):
-        seen: dict[str, int] = {}
-        for i, sid in enumerate(ids):
-            if sid in seen:
-                raise field_error(422, f"duplicate id (also series[{seen[sid]}])", ["series", i, "id"], sid)
-            seen[sid] = i
+        where: dict[str, list[int]] = {}
+        for k, sid in enumerate(ids):
+            where.setdefault(sid, []).append(int(positions[k]))
+        for k, sid in enumerate(ids):
+            others = [p for p in where[sid] if p != positions[k]]
+            if others:
+                also = ", ".join(f"series[{p}]" for p in others[:3])
+                issues.append(Issue(int(positions[k]), "id", None, f"duplicate id (also {also})"))
     for counts, limit, field, what, env in (
         (n_obs, settings.max_points, "timestamps", "observations", "LATENTCAST_MAX_POINTS"),
         (n_q, settings.max_query_times, "query_times", "query times", "LATENTCAST_MAX_QUERY_TIMES"),
     ):
-        over = np.flatnonzero(counts > limit)
-        if over.size:
-            i = int(over[0])
-            raise field_error(413, f"{counts[i]} {what}; the limit is {limit} ({env})", ["series", i, field], ids[i])
+        for k in np.flatnonzero(counts > limit).tolist():
+            msg = f"{counts[k]} {what}; the limit is {limit} ({env})"
+            issues.append(Issue(int(positions[k]), field, None, msg, status=413))
+    return first_per_series(issues)
 
 
-def packed(
-    ids: list[str],
-    ts: np.ndarray,
-    n_obs: np.ndarray,
-    values: np.ndarray,
-    tq: np.ndarray,
-    n_q: np.ndarray,
-    model: ModelSpec,
-    show: Any,
-) -> PackedSeries:
-    """`latentcast.models.pack` (the shared array checks), its `FieldError` as a 422."""
-    try:
-        return pack(
-            ids, ts, n_obs, values, tq, n_q, model.time, model.max_horizon, show, model.normalizer, model.max_sigmas
+def first_per_series(issues: Sequence[Issue]) -> list[Issue]:
+    """The first issue of each series, in request order."""
+    out: dict[int, Issue] = {}
+    for issue in issues:
+        out.setdefault(issue.series, issue)
+    return [out[k] for k in sorted(out)]
+
+
+def item(issue: Issue, ids: Sequence[str]) -> dict[str, Any]:
+    """An issue as an error item of the answer: loc, msg (naming its setting), series_id."""
+    loc: list[str | int] = ["series", issue.series, issue.field]
+    if issue.index is not None:
+        loc.append(issue.index)
+    names = _REFUSAL_SETTINGS if issue.kind == "invalid" else _WARNING_SETTINGS
+    setting = names.get(issue.setting or "")
+    msg = issue.msg + (f" ({setting})" if setting else "")
+    return {"loc": loc, "msg": msg, "series_id": ids[issue.series]}
+
+
+def refusal(errors: list[dict[str, Any]], statuses: Sequence[int], n_series: int) -> ServiceError:
+    """The answer to an all-or-nothing request with refused series: every one listed; 422, or 413 when
+    only per-series size limits were passed."""
+    first = field_error(422, errors[0]["msg"], errors[0]["loc"], errors[0]["series_id"]).detail
+    if len(errors) > 1 or n_series > 1:
+        first = (
+            f"{len(errors)} of {n_series} series refused (send on_error=skip to have the others answered); "
+            f"the first: {first}"
         )
-    except FieldError as exc:
-        msg = exc.msg + (f" ({_SETTINGS[exc.limit]})" if exc.limit else "")
-        loc: list[str | int] = ["series", exc.series, exc.field]
-        if exc.index is not None:
-            loc.append(exc.index)
-        raise field_error(422, msg, loc, ids[exc.series]) from None
+    return ServiceError(422 if any(s != 413 for s in statuses) else 413, first, errors)
+
+
+def build_job(
+    model: ModelSpec,
+    every_id: list[str],
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    positions: np.ndarray,
+    show: Callable[[str, int, int], str],
+    pre: Sequence[Issue],
+    echo: Echo,
+    levels: tuple[float, ...],
+    num_samples: int,
+    solver: SolverConfig | None,
+    on_error: OnError,
+) -> Job:
+    """The model's checks over the series a format could read (`arrays`: ts, n_obs, values, tq, n_q;
+    `positions` their request indices; `echo` their query times), with the issues the format found
+    (`pre`). Raises the 422 listing every refused series unless on_error is "skip"."""
+    ts, n_obs, values, tq, n_q = arrays
+    ids = [every_id[p] for p in positions.tolist()]
+    checked = pack(ids, ts, n_obs, values, tq, n_q, model.limits, show, positions)
+    refused = sorted([*pre, *checked.refused], key=lambda x: x.series)
+    errors = [item(x, every_id) for x in refused]
+    if errors and on_error == "raise":
+        raise refusal(errors, [x.status for x in refused], len(every_id))
+    local = np.searchsorted(positions, checked.positions)
+    return Job(
+        model=model,
+        packed=checked.packed,
+        echo=echo.take(local),
+        levels=levels,
+        num_samples=num_samples,
+        solver=solver,
+        n_series=len(every_id),
+        positions=checked.positions,
+        refused=errors,
+        warnings=[item(w, every_id) | {"kind": w.kind} for w in checked.warnings],
+        on_error=on_error,
+    )

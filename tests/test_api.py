@@ -62,7 +62,9 @@ def test_bad_input_names_the_series_and_what_to_change(pbcseq: latentcast.Model)
     obs = pd.DataFrame({"id": ["a", "a"], "time": [0.0, 10.0], "bili": [1.0, 2.0]})
     with pytest.raises(latentcast.DataError, match="none of the channels"):
         pbcseq.predict(obs.rename(columns={"bili": "x"}), query_times=[20.0])
-    with pytest.raises(latentcast.DataError, match=r"series 'a': query_times: .* the limit is .*max_horizon_factor"):
+    with pytest.raises(
+        latentcast.DataError, match=r"series 'a': query_times\[0\]: .* the limit is .*max_horizon_factor"
+    ):
         pbcseq.predict(obs, query_times=[1e7])
     with pytest.raises(latentcast.DataError, match="must be numbers, like the table"):
         pbcseq.predict(obs, query_times=["2026-01-01"])
@@ -96,7 +98,7 @@ def test_a_series_the_solver_cannot_answer_is_named_or_left_nan(tmp_path) -> Non
     with pytest.raises(latentcast.SolverFailed, match="series 'far'") as info:
         model.predict(obs, query_times=queries)
     assert info.value.series == ["far"]
-    out = model.predict(obs, query_times=queries, errors="nan")
+    out = model.predict(obs, query_times=queries, on_error="nan")
     assert out[out["id"] == "far"]["mean"].isna().all() and out[out["id"] == "near"]["mean"].notna().all()
 
 

@@ -15,7 +15,8 @@ from latentcast.models.datasets.base import DatasetSplit, split_series
 from latentcast.models.datasets.pbcseq import load_pbcseq
 from latentcast.models.datasets.physionet2012 import load_physionet2012
 from latentcast.models.datasets.spirals import load_spirals
-from latentcast.models.preprocess import TARGET_SPAN, auto_log_channels, auto_time_scale
+from latentcast.models.preprocess import TARGET_SPAN, apply_validity, auto_log_channels, auto_time_scale
+from latentcast.models.validity import Validity
 
 __all__ = ["DatasetSplit", "dataset_from_frame", "load_dataset", "load_pbcseq", "load_spirals"]
 
@@ -43,10 +44,14 @@ def dataset_from_frame(
     time_col: str = "time",
 ) -> DatasetSplit:
     """A long table → a seeded train/val/test split of its series by id (`cfg.channels` required). An
-    unset time scale or set of log channels is chosen from the training split (models.preprocess)."""
+    unset time scale or set of log channels is chosen from the training split (models.preprocess), after
+    missing-value markers and values outside the physical bounds are set aside (`data.missing_values`,
+    `data.bounds`)."""
     if not cfg.channels:
         raise DataError(f"data {cfg.name!r}: name the channels to model (--channels a,b,c)")
     series = series_from_frame(frame, cfg.channels, TimeSpec(cfg.time_unit, cfg.time_scale or 1.0), id_col, time_col)
+    # markers and impossible values out before anything is chosen from the data (training applies it again)
+    series = apply_validity(series, Validity.from_config(cfg.bounds, cfg.missing_values, cfg.channels)).series
     parts = split_ids([s.id for s in series], cfg.split, cfg.split_seed)
     train_ids = set(parts[0])
     train = [s for s in series if s.id in train_ids]

@@ -4,13 +4,14 @@ before solving; adding a format is a new module and one line in `FORMATS`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Protocol
 
-from latentcast.models import PackedForecast
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError
 from latentcast.service.formats import arrow, json
+from latentcast.service.outcome import Outcome
 from latentcast.service.validate import Job, Lookup
 
 
@@ -19,7 +20,7 @@ class Format(Protocol):
 
     def decode(self, body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job: ...
 
-    def encode(self, job: Job, fc: PackedForecast) -> bytes | memoryview: ...
+    def encode(self, job: Job, out: Outcome) -> bytes | memoryview: ...
 
     def answer_bytes(self, job: Job) -> int: ...
 
@@ -44,9 +45,38 @@ def of_body(content_type: str | None) -> Format:
 
 
 def of_answer(accept: str | None, body: Format) -> Format:
-    """The answer's format: the first of Accept's media types that is a format, else the body's."""
-    for part in (accept or "").split(","):
-        media = _media(part)
-        if media in FORMATS:
-            return FORMATS[media]
-    return body
+    """The answer's format by Accept (RFC 9110 §12.5.1): the supported media type with the highest q
+    above 0, each judged by the most specific range that names it (type/subtype, then type/*, then
+    */*); ties go to the body's format. No Accept: the body's format; nothing acceptable: 406."""
+    if accept is None or not accept.strip():
+        return body
+    ranges: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for p in params:
+            key, _, value = p.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = -1.0
+                if not 0.0 <= q <= 1.0 or not re.fullmatch(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)", value.strip()):
+                    raise ServiceError(400, f"Accept: {part.strip()!r} has a q-value that is not a number in [0, 1]")
+        ranges[media.lower()] = max(q, ranges.get(media.lower(), -1.0))
+    order = [body, *(f for f in FORMATS.values() if f is not body)]
+    scored = []
+    for rank, fmt in enumerate(order):
+        kind = fmt.MEDIA_TYPE.split("/")[0]
+        q = next((ranges[m] for m in (fmt.MEDIA_TYPE, f"{kind}/*", "*/*") if m in ranges), 0.0)
+        if q > 0:
+            scored.append((-q, rank, fmt))
+    if not scored:
+        raise ServiceError(
+            406,
+            f"Accept {accept!r} allows none of the answer's formats; accept one of {sorted(FORMATS)}",
+            [{"loc": ["headers", "accept"], "msg": "not acceptable", "series_id": None}],
+        )
+    return min(scored, key=lambda t: (t[0], t[1]))[2]

@@ -112,8 +112,10 @@ def batch_cost(message: pa.ipc.Message) -> tuple[int, int]:
 
 def read_limited(body: bytes, max_rows: int, max_bytes: int) -> pa.Table:
     """An IPC stream → table, refusing (IpcLimitError, before decoding it) a stream of more than
-    `max_rows` rows or `max_bytes` decompressed bytes; every batch is validated in full."""
-    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(body))
+    `max_rows` rows or `max_bytes` decompressed bytes; every batch is validated in full, and nothing may
+    follow the stream's end."""
+    source = pa.BufferReader(pa.py_buffer(body))
+    reader = pa.ipc.MessageReader.open_stream(source)
     try:
         schema_msg = reader.read_next_message()
     except StopIteration:  # pyarrow's signal for a stream that ends before its first message
@@ -136,4 +138,6 @@ def read_limited(body: bytes, max_rows: int, max_bytes: int) -> pa.Table:
             batch = pa.ipc.read_record_batch(message, schema)
             batch.validate(full=True)
             batches.append(batch)
+    if source.tell() != len(body):
+        raise IpcLimitError(f"{len(body) - source.tell()} bytes follow the end of the stream")
     return pa.Table.from_batches(batches, schema=schema)

@@ -8,167 +8,255 @@ as arrays by `service.validate`. Options (model, quantiles, num_samples) are fie
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jiter
 import numpy as np
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from latentcast.frames import locate, offsets
-from latentcast.models import PackedForecast
+from latentcast.frames import offsets
+from latentcast.models import Issue
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
-from latentcast.service.schemas import ForecastRequest
+from latentcast.service.outcome import Outcome
+from latentcast.service.schemas import ForecastOptions, SeriesIn
 from latentcast.service.validate import (
     Echo,
     Job,
     Lookup,
     ModelSpec,
+    build_job,
     check_options,
     check_series,
-    packed,
+    first_per_series,
     solver_for,
 )
 from latentcast.times import TimeParseError, parse_datetimes, to_unit
 
 MEDIA_TYPE = "application/json"
 _UNION_TAGS = {"float", "str", "int", "bool", "none"}
+_SERIES = TypeAdapter(list[SeriesIn])
 
 
 def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job:
-    """A JSON body → Job; 400 malformed JSON, 404 unknown model, 413 over a limit, 422 a bad field."""
+    """A JSON body → Job; 400 malformed JSON, 404 unknown model, 413 over a limit, 422 a bad field or
+    refused series (each listed)."""
     if params:
         raise field_error(
             422,
             "query parameters go with Arrow bodies; in JSON, put model, quantiles and num_samples in the body",
             ["query", next(iter(params))],
         )
-    req = parse(body)
-    model = lookup(req.model)
-    items = req.series
+    doc = document(body)
+    opts = _options(doc)
+    raw = doc.get("series")
+    if not isinstance(raw, list) or not raw:
+        raise field_error(422, "Field required" if raw is None else "must be a non-empty list of series", ["series"])
+    if len(raw) > settings.max_series:
+        check_options(len(raw), 0, 0, 0, [], 0, settings)
+    model = lookup(opts.model)
+    every_id = [_id_of(s, i) for i, s in enumerate(raw)]
+    items, positions, pre = _series(raw, every_id, opts.on_error)
     b, d = len(items), model.n_channels
     n_obs = np.fromiter(map(len, (s.timestamps for s in items)), dtype=np.int64, count=b)
     n_q = np.fromiter(map(len, (s.query_times for s in items)), dtype=np.int64, count=b)
-    check_options(b, int(n_obs.sum() + n_q.sum()), int(n_q.sum()), d, req.quantiles, req.num_samples, settings)
-    ids = [s.id for s in items]
-    check_series(ids, n_obs, n_q, settings)
-    n_rows = np.fromiter(map(len, (s.values for s in items)), dtype=np.int64, count=b)
-    bad = np.flatnonzero(n_rows != n_obs)
-    if bad.size:
-        i = int(bad[0])
-        raise field_error(422, f"has {n_rows[i]} rows for {n_obs[i]} timestamps", ["series", i, "values"], ids[i])
+    check_options(len(raw), int(n_obs.sum() + n_q.sum()), int(n_q.sum()), d, opts.quantiles, opts.num_samples, settings)
+    found = first_per_series(
+        [
+            *check_series([s.id for s in items], n_obs, n_q, positions, settings),
+            *_shapes(items, positions, d, model),
+            *_time_kinds(items, positions, model),
+        ]
+    )
+    items, positions = _without(items, positions, found)
+    ts, tq, more = _times(items, positions, model)
+    if more:  # a date-time that does not parse: those series out, the rest again
+        items, positions = _without(items, positions, more)
+        ts, tq, _ = _times(items, positions, model)
+    n_obs = np.fromiter(map(len, (s.timestamps for s in items)), dtype=np.int64, count=len(items))
+    n_q = np.fromiter(map(len, (s.query_times for s in items)), dtype=np.int64, count=len(items))
     rows = list(itertools.chain.from_iterable(s.values for s in items))
-    widths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    bad = np.flatnonzero(widths != d)
-    if bad.size:
-        i, j = locate(offsets(n_obs), int(bad[0]))
-        raise field_error(
-            422,
-            f"row has {widths[bad[0]]} values; model {model.name!r} has {d} channels (GET /models lists them)",
-            ["series", i, "values", j],
-            ids[i],
-        )
-    ts, tq = _times(req, model)
     values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * d).reshape(-1, d)
 
     def show(field: str, i: int, j: int) -> str:
         return repr(getattr(items[i], field)[j])
 
-    ask = req.solver
+    ask = opts.solver
     solver = solver_for(
         model, ask.level if ask else None, ask.rtol if ask else None, ask.atol if ask else None, settings, ["solver"]
     )
-    return Job(
-        model=model,
-        packed=packed(ids, ts, n_obs, values, tq, n_q, model, show),
-        echo=Echo(offsets(n_q), lists=[s.query_times for s in items]),  # pydantic built these lists: no copy
-        levels=tuple(float(v) for v in req.quantiles),
-        num_samples=req.num_samples,
-        solver=solver,
+    return build_job(
+        model,
+        every_id,
+        (ts, n_obs, values, tq, n_q),
+        positions,
+        show,
+        sorted([*pre, *found, *more], key=lambda x: x.series),
+        Echo(offsets(n_q), lists=[s.query_times for s in items]),  # pydantic built these lists: no copy
+        tuple(float(v) for v in opts.quantiles),
+        opts.num_samples,
+        solver,
+        opts.on_error,
     )
 
 
-def parse(body: bytes) -> ForecastRequest:
-    """JSON bytes → ForecastRequest; 400 for malformed JSON, 422 naming field and series id otherwise."""
+def _id_of(s: Any, i: int) -> str:
+    """A series' id for messages, whatever the series holds."""
+    sid = s.get("id") if isinstance(s, dict) else None
+    return sid if isinstance(sid, str) else f"series[{i}]"
+
+
+def _without(
+    items: list[SeriesIn], positions: np.ndarray, issues: Sequence[Issue]
+) -> tuple[list[SeriesIn], np.ndarray]:
+    """The series no issue is about."""
+    if not issues:
+        return items, positions
+    bad = {x.series for x in issues}
+    keep = [k for k, p in enumerate(positions.tolist()) if p not in bad]
+    return [items[k] for k in keep], positions[keep]
+
+
+def document(body: bytes) -> dict[str, Any]:
+    """JSON bytes → the request object; 400 for malformed JSON, a key given twice, or not an object."""
+    if not body.strip():
+        raise ServiceError(400, "malformed JSON: empty body")
     try:
-        return ForecastRequest.model_validate_json(body)
+        doc = jiter.from_json(body, catch_duplicate_keys=True)
+    except ValueError as exc:
+        what = str(exc)
+        if "duplicate key" in what:
+            raise ServiceError(400, f"{what}: send each key of an object once") from None
+        raise ServiceError(400, f"malformed JSON: {what}") from None
+    if not isinstance(doc, dict):
+        raise ServiceError(400, "the body must be a JSON object with a 'series' list")
+    return doc
+
+
+def _options(doc: dict[str, Any]) -> ForecastOptions:
+    """Every field but `series`, strictly typed; a 422 listing each bad one."""
+    try:
+        return ForecastOptions.model_validate({k: v for k, v in doc.items() if k != "series"})
     except ValidationError as exc:
-        errs = exc.errors(include_url=False)
-        bad_json = next((e for e in errs if e["type"] == "json_invalid"), None)
-        if bad_json is not None or not body.strip():
-            raise ServiceError(400, f"malformed JSON: {bad_json['msg'] if bad_json else 'empty body'}") from None
-        ids = _series_ids(body)
-        items: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for e in errs:
-            loc = list(e["loc"])
-            if not loc:  # the body as a whole: a JSON array, number, string or null
-                raise ServiceError(400, f"the body must be a JSON object with a 'series' list ({e['msg']})") from None
-            union = isinstance(loc[-1], str) and loc[-1] in _UNION_TAGS and len(loc) > 1
-            if union:  # one error per branch of `number | string`: report the field once
-                loc = loc[:-1]
-            msg = e["msg"]
-            if union and loc[-2] in ("timestamps", "query_times") and "finite" not in msg:
-                msg = "must be a number or an ISO-8601 date-time string"
-            sid = ids.get(loc[1]) if len(loc) > 1 and loc[0] == "series" and isinstance(loc[1], int) else None
-            prev = items.get(tuple(loc))
-            if prev is None or "finite" in msg:  # of a union's branch errors, "finite" says the most
-                items[tuple(loc)] = {"loc": loc, "msg": msg, "series_id": sid}
-        first = next(iter(items.values()))
-        err = field_error(422, first["msg"], first["loc"], first["series_id"])
-        err.errors = list(items.values())
+        items = _items(exc, [], {})
+        err = field_error(422, items[0]["msg"], items[0]["loc"])
+        err.errors = items
         raise err from None
 
 
-def _series_ids(body: bytes) -> dict[int, str]:
-    """Ids by series index, for error messages (the stdlib parser also reads NaN and Infinity)."""
+def _series(raw: list[Any], every_id: list[str], on_error: str) -> tuple[list[SeriesIn], np.ndarray, list[Issue]]:
+    """The series that validate, their request indices, and an issue for each that does not. An
+    all-or-nothing request gets every error pydantic found (a 422) at once."""
     try:
-        doc = json.loads(body)
-        return {i: str(s["id"]) for i, s in enumerate(doc["series"]) if isinstance(s, dict) and "id" in s}
-    except (ValueError, KeyError, TypeError):
-        return {}
+        return _SERIES.validate_python(raw), np.arange(len(raw)), []
+    except ValidationError as exc:
+        items = _items(exc, ["series"], dict(enumerate(every_id)))
+    if on_error == "raise":
+        err = field_error(422, items[0]["msg"], items[0]["loc"], items[0]["series_id"])
+        n = len({str(i["loc"][1]) for i in items})
+        if n > 1:
+            err.detail = f"{n} series refused (send on_error=skip to have the others answered); the first: {err.detail}"
+        err.errors = items
+        raise err
+    issues: dict[int, Issue] = {}
+    for e in items:
+        loc = e["loc"]
+        field = str(loc[2]) if len(loc) > 2 else "series"
+        index = loc[3] if len(loc) > 3 and isinstance(loc[3], int) else None
+        issues.setdefault(int(loc[1]), Issue(int(loc[1]), field, index, e["msg"]))
+    keep = np.asarray([i for i in range(len(raw)) if i not in issues], dtype=np.int64)
+    good = _SERIES.validate_python([raw[i] for i in keep.tolist()]) if keep.size else []
+    return good, keep, [issues[k] for k in sorted(issues)]
 
 
-def _times(req: ForecastRequest, model: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Every series' timestamps and query times, flat, in the model's time unit. One pass over the whole
-    request when all times are of one kind; series by series otherwise, for the precise error."""
-    flat_t = list(itertools.chain.from_iterable(s.timestamps for s in req.series))
-    flat_q = list(itertools.chain.from_iterable(s.query_times for s in req.series))
+def _items(exc: ValidationError, prefix: list[str | int], ids: dict[int, str]) -> list[dict[str, Any]]:
+    """Pydantic's errors as error items (loc, msg, series_id), a union's branch errors reported once."""
+    items: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for e in exc.errors(include_url=False):
+        loc = [*prefix, *e["loc"]]
+        union = isinstance(loc[-1], str) and loc[-1] in _UNION_TAGS and len(loc) > 1
+        if union:  # one error per branch of `number | string`: report the field once
+            loc = loc[:-1]
+        msg = e["msg"]
+        if union and len(loc) > 1 and loc[-2] in ("timestamps", "query_times") and "finite" not in msg:
+            msg = "must be a number or an ISO-8601 date-time string"
+        sid = ids.get(loc[1]) if len(loc) > 1 and loc[0] == "series" and isinstance(loc[1], int) else None
+        prev = items.get(tuple(loc))
+        if prev is None or "finite" in msg:  # of a union's branch errors, "finite" says the most
+            items[tuple(loc)] = {"loc": loc, "msg": msg, "series_id": sid}
+    return list(items.values())
+
+
+def _shapes(items: list[SeriesIn], positions: np.ndarray, d: int, model: ModelSpec) -> list[Issue]:
+    """A row per timestamp, a value per channel in each row."""
+    issues = []
+    for k, s in enumerate(items):
+        p = int(positions[k])
+        if len(s.values) != len(s.timestamps):
+            issues.append(Issue(p, "values", None, f"has {len(s.values)} rows for {len(s.timestamps)} timestamps"))
+            continue
+        widths = np.fromiter(map(len, s.values), dtype=np.int64, count=len(s.values))
+        bad = np.flatnonzero(widths != d)
+        if bad.size:
+            j = int(bad[0])
+            msg = f"row has {widths[j]} values; model {model.name!r} has {d} channels (GET /models lists them)"
+            issues.append(Issue(p, "values", j, msg))
+    return issues
+
+
+def _time_kinds(items: list[SeriesIn], positions: np.ndarray, model: ModelSpec) -> list[Issue]:
+    """Times all numbers or all date-times within a series; date-times only for models with a unit."""
+    kinds = {type(t) for s in items for t in itertools.chain(s.timestamps, s.query_times)}
+    if len(kinds) <= 1 and (str not in kinds or model.time.unit != "unitless"):
+        return []
+    issues = []
+    for k, s in enumerate(items):
+        p = int(positions[k])
+        kind = _kind(s.timestamps)
+        if kind is None:
+            issues.append(Issue(p, "timestamps", None, "mixes numbers and date-time strings; use one kind"))
+        elif _kind(s.query_times) != kind:
+            issues.append(Issue(p, "query_times", None, f"must be of the same kind as timestamps ({kind}s)"))
+        elif kind == "datetime" and model.time.unit == "unitless":
+            issues.append(Issue(p, "timestamps", None, "this model takes numeric times, not date-times"))
+    return issues
+
+
+def _times(
+    items: list[SeriesIn], positions: np.ndarray, model: ModelSpec
+) -> tuple[np.ndarray, np.ndarray, list[Issue]]:
+    """Every series' timestamps and query times, flat, in the model's time unit, and an issue for each
+    series with a date-time that does not parse. One pass over the whole request when all times are of
+    one kind; series by series otherwise, for the precise error."""
+    flat_t = list(itertools.chain.from_iterable(s.timestamps for s in items))
+    flat_q = list(itertools.chain.from_iterable(s.query_times for s in items))
     kinds = set(map(type, flat_t)) | set(map(type, flat_q))
     if str not in kinds:  # numbers everywhere
-        return np.asarray(flat_t, dtype=np.float64), np.asarray(flat_q, dtype=np.float64)
-    if kinds == {str} and model.time.unit != "unitless":  # date-times everywhere
+        return np.asarray(flat_t, dtype=np.float64), np.asarray(flat_q, dtype=np.float64), []
+    unit = model.time.unit
+    if kinds == {str}:  # date-times everywhere
         try:
-            return to_unit(parse_datetimes(flat_t), model.time.unit), to_unit(parse_datetimes(flat_q), model.time.unit)
+            return to_unit(parse_datetimes(flat_t), unit), to_unit(parse_datetimes(flat_q), unit), []
         except TimeParseError:
             pass
     ts: list[np.ndarray] = []
     tq: list[np.ndarray] = []
-    for i, s in enumerate(req.series):
-        kind = _kind(s.timestamps)
-        if kind is None:
-            raise field_error(
-                422, "mixes numbers and date-time strings; use one kind", ["series", i, "timestamps"], s.id
-            )
-        if _kind(s.query_times) != kind:
-            raise field_error(
-                422, f"must be of the same kind as timestamps ({kind}s)", ["series", i, "query_times"], s.id
-            )
+    issues: list[Issue] = []
+    for k, s in enumerate(items):
         for field, out in (("timestamps", ts), ("query_times", tq)):
             vals = getattr(s, field)
-            if kind == "number":
+            if _kind(vals) == "number":
                 out.append(np.asarray(vals, dtype=np.float64))
                 continue
-            if model.time.unit == "unitless":
-                raise field_error(422, "this model takes numeric times, not date-times", ["series", i, field], s.id)
             try:
-                out.append(to_unit(parse_datetimes(vals), model.time.unit))
+                out.append(to_unit(parse_datetimes(vals), unit))
             except TimeParseError as exc:
-                raise field_error(
-                    422, f"{exc.value!r} is {exc.reason}", ["series", i, field, exc.index], s.id
-                ) from None
-    return np.concatenate(ts), np.concatenate(tq)
+                issues.append(Issue(int(positions[k]), field, exc.index, f"{exc.value!r} is {exc.reason}"))
+    if issues:
+        return np.zeros(0), np.zeros(0), first_per_series(issues)
+    return np.concatenate(ts), np.concatenate(tq), []
 
 
 def _kind(values: Sequence[float | str]) -> str | None:
@@ -182,22 +270,24 @@ def _kind(values: Sequence[float | str]) -> str | None:
 def answer_bytes(job: Job) -> int:
     """An upper bound on the size of `encode`'s answer, known before solving: every number at most 16
     bytes (a float32's shortest form and a separator), each query time echoed in at most 48, each
-    series' id (escaped) and keys."""
+    series' id (escaped) and keys, and its errors and warnings."""
     n_q = len(job.packed.queries)
     ids = sum(len(i.encode()) for i in job.packed.ids)
-    return 16 * job.answer_values + 48 * n_q + 2 * ids + len(job.packed) * (128 + 16 * len(job.levels)) + 4096
+    per_series = len(job.packed) * (160 + 16 * len(job.levels))
+    return 16 * job.answer_values + 48 * n_q + 2 * ids + per_series + job.notes_bytes() + 4096
 
 
-def encode(job: Job, fc: PackedForecast) -> bytes:
+def encode(job: Job, out: Outcome) -> bytes:
     """Forecasts → the JSON response body (orjson writes the numpy slices directly)."""
+    fc = out.fc
     where = {lv: j for j, lv in enumerate(fc.levels)}
     cols = [where[lv] for lv in job.levels]
     keys = [repr(lv) for lv in job.levels]
     q = fc.query_offsets.tolist()
     forecasts = []
     nfe = fc.nfe.tolist()
-    for sid, echo, a, z, n in zip(fc.ids, job.echo.as_lists(), q[:-1], q[1:], nfe, strict=True):
-        out: dict[str, Any] = {
+    for sid, echo, a, z, n, notes in zip(fc.ids, out.echo.as_lists(), q[:-1], q[1:], nfe, out.warnings, strict=True):
+        item: dict[str, Any] = {
             "id": sid,
             "nfe": round(n, 2),
             "query_times": echo,
@@ -205,12 +295,14 @@ def encode(job: Job, fc: PackedForecast) -> bytes:
             "quantiles": {k: fc.quantiles[c, a:z] for k, c in zip(keys, cols, strict=True)},
         }
         if job.num_samples and fc.samples is not None:
-            out["samples"] = np.ascontiguousarray(fc.samples[: job.num_samples, a:z])
-        forecasts.append(out)
+            item["samples"] = np.ascontiguousarray(fc.samples[: job.num_samples, a:z])
+        item["warnings"] = notes
+        forecasts.append(item)
     payload = {
         "model": {"name": job.model.name, "version": job.model.version},
         "channels": list(job.model.channels),
         "solver": job.solver_used.used(),
         "forecasts": forecasts,
+        "errors": out.errors,
     }
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

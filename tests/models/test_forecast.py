@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -84,12 +85,54 @@ def test_asking_to_see_more_samples_does_not_move_the_mean_or_quantiles(series, 
     np.testing.assert_allclose(few.samples, shown.samples[:3], rtol=1e-5, atol=1e-6)  # the same first draws
 
 
-def test_forecasts_far_outside_the_training_range_are_not_answers(series, normalizer) -> None:
-    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=4, max_sigmas=1e-3)
-    packed = PackedSeries.from_series(series[:2], [s.times[-1] + np.array([0.5]) for s in series[:2]])
+def test_how_far_an_answer_lies_is_reported_and_refused_only_when_strict(series, normalizer) -> None:
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=4, unusual_scales=1e-3)
+    packed = PackedSeries.from_series(series[:2], [s.times[-1] + np.array([0.5, 1.0]) for s in series[:2]])
+    out = fc.predict_packed(packed, levels=(0.1, 0.9), return_samples=3)
+    assert (out.status == Status.OK).all() and (out.far > 1e-3).all()
+    z = np.abs(normalizer.transform(out.mean))  # the mean as answered, on the model's scale
+    assert (out.far >= np.array([z[:2].max(), z[2:].max()]) - 1e-4).all()
+    assert set(out.far_channel.tolist()) <= {0, 1, 2}
+    fc.strict = True
     assert (fc.predict_packed(packed).status == Status.OUT_OF_RANGE).all()
-    fc.max_sigmas = 1e6
+    fc.unusual_scales = 1e6
     assert (fc.predict_packed(packed).status == Status.OK).all()
+
+
+def test_samples_count_in_how_far_an_answer_lies(series, normalizer) -> None:
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=4)
+    packed = PackedSeries.from_series(series[:1], [series[0].times[-1] + np.array([0.5])])
+    plain = fc.predict_packed(packed, levels=(0.5,))
+    many = fc.predict_packed(packed, levels=(0.5,), return_samples=64)
+    assert many.samples is not None
+    z = np.abs(normalizer.transform(many.samples[:, :, :].reshape(-1, 3))).max()
+    assert many.far[0] >= z - 1e-4 and many.far[0] >= plain.far[0] - 1e-6
+
+
+def test_answers_are_clipped_to_the_bounds_and_inputs_read_as_declared(series, normalizer) -> None:
+    from latentcast.models.validity import Validity
+
+    model = LatentODE(tiny_config(), 3)
+    packed = PackedSeries.from_series(series[:2], [s.times[-1] + np.array([0.5, 2.0]) for s in series[:2]])
+    free = Forecaster(model, normalizer, num_samples=4).predict_packed(packed, levels=(0.1, 0.9), return_samples=8)
+    lo, hi = float(np.median(free.mean[:, 0])), float(np.max(free.mean[:, 0]))
+    bounds = Validity.from_config({"a": (lo, hi + 1.0)}, {"*": (-1.0,)}, normalizer.channels)
+    fc = Forecaster(model, normalizer, num_samples=4, validity=bounds)
+    got = fc.predict_packed(packed, levels=(0.1, 0.9), return_samples=8)
+    assert got.samples is not None
+    for arr in (got.mean[:, 0], got.quantiles[:, :, 0], got.samples[:, :, 0]):
+        assert (arr >= np.float32(lo)).all() and (arr <= np.float32(hi + 1.0)).all()
+    # the same as an unbounded model given the inputs with out-of-bounds values set aside, then clipped
+    seen = packed.with_values(bounds.clean(packed.values)[0])
+    ref = Forecaster(model, normalizer, num_samples=4).predict_packed(seen, levels=(0.1, 0.9), return_samples=8)
+    np.testing.assert_array_equal(got.mean[:, 1:], ref.mean[:, 1:])  # unbounded channels untouched
+    np.testing.assert_array_equal(got.mean[:, 0], np.clip(ref.mean[:, 0], np.float32(lo), np.float32(hi + 1.0)))
+    marked = PackedSeries.from_series(series[:2], [s.times[-1] + np.array([0.5, 2.0]) for s in series[:2]])
+    marked.values[0, 1] = -1.0  # read as not observed: the forecast of an unobserved value
+    unseen = marked.values.copy()
+    unseen[0, 1] = np.nan
+    same = dataclasses.replace(marked, values=unseen)
+    np.testing.assert_array_equal(fc.predict_packed(marked).mean, fc.predict_packed(same).mean)
 
 
 def test_chunks_bound_the_solver_buffer_and_change_nothing(series, normalizer) -> None:

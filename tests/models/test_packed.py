@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 import torch
 
-from latentcast.models.data import Normalizer, TimeSpec, collate
+from latentcast.models.data import collate
 from latentcast.models.forecast import Forecaster, per_series
 from latentcast.models.latent_ode import LatentODE
-from latentcast.models.packed import FieldError, PackedSeries, pack
+from latentcast.models.packed import PackedSeries
 from tests.conftest import make_series, tiny_config
 
 
@@ -77,58 +75,3 @@ def test_packed_forecast_splits_like_separate_requests(normalizer) -> None:
     np.testing.assert_array_equal(one[1].quantiles[0.9], whole.quantiles[1, len(qs[0]) : len(qs[0]) + len(qs[1])])
     with pytest.raises(ValueError, match="zero series"):
         fc.predict_packed(PackedSeries.from_series([], []))
-
-
-def _pack(values: list[list[float]], times: list[float], queries: list[float], **kw: Any) -> PackedSeries:
-    norm = Normalizer(("lin", "log"), (False, True), (0.0, 0.0), (1.0, 1.0))
-    v = np.asarray(values, dtype=np.float64)
-    args = dict(time=TimeSpec("day", 1.0), max_horizon=100.0, show=lambda f, i, j: "x", normalizer=norm)
-    return pack(
-        ["a"],
-        np.asarray(times),
-        np.array([len(times)]),
-        v,
-        np.asarray(queries),
-        np.array([len(queries)]),
-        **{**args, **kw},
-    )
-
-
-@pytest.mark.parametrize(
-    ("values", "times", "queries", "kw", "field", "match", "limit"),
-    [
-        ([[1e39, 1.0]], [0.0], [1.0], {}, "values", "beyond float32", None),
-        ([[1.0, 0.0]], [0.0], [1.0], {}, "values", "'log' is modelled on a log scale; values must be > 0", None),
-        ([[1.0, -2.0]], [0.0], [1.0], {}, "values", "values must be > 0", None),
-        (
-            [[25.0, 1.0]],
-            [0.0],
-            [1.0],
-            {"max_sigmas": 20.0},
-            "values",
-            "lies 25 training standard deviations",
-            "max_sigmas",
-        ),
-        (
-            [[1.0, 1.0], [1.0, 1.0]],
-            [0.0, 1e308],
-            [1.0],
-            {},
-            "timestamps",
-            "observations span 1e\\+308 days",
-            "max_horizon",
-        ),
-        ([[1.0, 1.0]], [0.0], [1e308], {"max_horizon": np.inf}, "query_times", "lies 1e\\+308 days", "max_horizon"),
-        ([[1.0, 1.0]], [0.0], [150.0], {}, "query_times", "the limit is 100", "max_horizon"),
-    ],
-)
-def test_pack_refuses_what_the_model_cannot_represent(values, times, queries, kw, field, match, limit) -> None:
-    with pytest.raises(FieldError, match=match) as info:
-        _pack(values, times, queries, **kw)
-    assert (info.value.series, info.value.field, info.value.limit) == (0, field, limit)
-
-
-def test_pack_accepts_what_is_in_range() -> None:
-    out = _pack([[25.0, 1.0], [np.nan, 2.0]], [10.0, 12.0], [20.0, 5.0])  # no sigma limit by default
-    np.testing.assert_array_equal(out.times, [0.0, 2.0])
-    np.testing.assert_array_equal(out.queries, [10.0, -5.0])

@@ -109,7 +109,7 @@ def test_named_levels_and_what_the_answer_reports(client: TestClient) -> None:
         ({"rtol": 2.0}, "", "less than 1"),
         (None, "?rtol=1e-12", "LATENTCAST_MIN_RTOL"),
         (None, "?solver=exact", "not one of"),
-        (None, "?atol=x", "must be a number"),
+        (None, "?atol=x", "'x' is not a number"),
     ],
 )
 def test_a_tolerance_out_of_bounds_is_a_422_naming_the_limit(

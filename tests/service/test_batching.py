@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentcast.models import Series, TimeSpec
+from latentcast.models import Limits, Series, TimeSpec
 from latentcast.models.forecast import per_series
 from latentcast.models.packed import PackedSeries
 from latentcast.service.batching import Batcher, BatchStats
@@ -19,7 +19,7 @@ from latentcast.service.errors import ServiceError
 from latentcast.service.registry import ServedModel, load_models
 from latentcast.service.validate import Echo, Job, ModelSpec
 
-TOY = ModelSpec("toy", "v1", ("x", "y"), TimeSpec("unitless", 1.0), float("inf"))
+TOY = ModelSpec("toy", "v1", ("x", "y"), Limits(TimeSpec("unitless", 1.0)))
 
 
 def _job(i: int, n_series: int = 2) -> Job:

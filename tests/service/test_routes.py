@@ -53,7 +53,7 @@ def test_default_model_and_samples_omitted(client: TestClient) -> None:
     ("mutate", "status", "match"),
     [
         (lambda b: b.update(model="nope"), 404, "unknown model 'nope'"),
-        (lambda b: b.update(series=[]), 422, "series: List should have at least 1 item"),
+        (lambda b: b.update(series=[]), 422, "series: must be a non-empty list of series"),
         (lambda b: b["series"].append(dict(b["series"][0])), 422, "duplicate id"),
         (lambda b: b["series"][0].update(timestamps=[10.0, 5.0, 20.0, 30.0]), 422, "strictly increasing"),
         (lambda b: b["series"][0].update(timestamps=[10.0, "2026-01-01", 20.0, 30.0]), 422, "mixes numbers"),
@@ -83,7 +83,7 @@ def test_bad_input_is_a_precise_4xx_naming_the_series(client: TestClient, mutate
     detail = r.json()["detail"]
     assert re.search(match, detail), detail
     if "series[0]" in detail:  # a field of a series: its id is named too
-        assert detail.startswith("series 'p-7': ")
+        assert "series 'p-7': series[0]" in detail
         assert r.json()["errors"][0]["series_id"] == "p-7"
 
 
@@ -220,8 +220,7 @@ def test_unparsable_date_time_names_the_element(client: TestClient) -> None:
     r = _post(client, {"series": [s]})
     assert r.status_code == 422
     assert r.json()["detail"] == (
-        "series 'd1': series[0].timestamps[1]: '2026-13-45' is not a calendar date-time "
-        "(month, day or hour out of range)"
+        "series 'd1': series[0].timestamps[1]: '2026-13-45' is not a calendar date-time (month 13)"
     )
 
 

@@ -7,15 +7,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from latentcast.models import TimeSpec
+from latentcast.models import Limits, TimeSpec
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError
 from latentcast.service.formats import json as json_format
 from latentcast.service.schemas import ForecastRequest
 from latentcast.service.validate import Job, ModelSpec
 
-LABS = ModelSpec("labs", "v1", ("a", "logb", "c"), TimeSpec("day", 1 / 365.25), max_horizon=6.0)
-TOY = ModelSpec("toy", "v1", ("x", "y"), TimeSpec("unitless", 1.0), max_horizon=float("inf"))
+LABS = ModelSpec("labs", "v1", ("a", "logb", "c"), Limits(TimeSpec("day", 1 / 365.25), max_horizon=6.0))
+TOY = ModelSpec("toy", "v1", ("x", "y"), Limits(TimeSpec("unitless", 1.0)))
 
 
 def prepare(req: ForecastRequest, model: ModelSpec, settings: Settings) -> Job:
@@ -109,7 +109,8 @@ def test_unitless_models_refuse_date_times() -> None:
 
 def test_request_level_errors() -> None:
     two = ForecastRequest.model_validate({"series": [_req().series[0].model_dump(), _req().series[0].model_dump()]})
-    _fails(two, 422, r"duplicate id \(also series\[0\]\)")
+    err = _fails(two, 422, r"2 of 2 series refused .* duplicate id \(also series\[1\]\)")
+    assert [e["msg"] for e in err.errors] == ["duplicate id (also series[1])", "duplicate id (also series[0])"]
     _fails(
         ForecastRequest.model_validate({"series": [_req().series[0].model_dump()], "quantiles": [0.5, 1.0]}),
         422,
@@ -178,14 +179,18 @@ def test_a_request_prepares_as_its_series_would_alone(dates: bool, mixed: bool) 
                 np.testing.assert_array_equal(a, b)
 
 
-def test_errors_name_the_first_failing_series_of_a_bulk_request() -> None:
+def test_errors_list_every_failing_series_of_a_bulk_request() -> None:
     rng = np.random.default_rng(3)
     req = _random_request(rng, 30, dates=False)
     body = req.model_dump()
     body["series"][17].update(timestamps=[0.0, 5.0, 5.0], values=[[1.0, None, 2.0]] * 3)
     body["series"][23]["values"][0] = [1.0, 2.0]
-    err = _fails(ForecastRequest.model_validate(body), 422, r"series\[23\]\.values\[0\]: row has 2 values")
-    assert err.errors[0]["series_id"] == "s23"
-    body["series"][23]["values"][0] = [1.0, 2.0, 3.0]
-    err = _fails(ForecastRequest.model_validate(body), 422, r"series\[17\]\.timestamps\[2\]: must be strictly")
-    assert err.errors[0]["series_id"] == "s17"
+    err = _fails(ForecastRequest.model_validate(body), 422, r"2 of 30 series refused .*series\[17\]\.timestamps")
+    assert [(e["series_id"], e["loc"]) for e in err.errors] == [
+        ("s17", ["series", 17, "timestamps", 2]),
+        ("s23", ["series", 23, "values", 0]),
+    ]
+    assert "must be strictly" in err.errors[0]["msg"] and "row has 2 values" in err.errors[1]["msg"]
+    skipped = prepare(ForecastRequest.model_validate({**body, "on_error": "skip"}), LABS, _plain())
+    assert skipped.size == 28 and [e["series_id"] for e in skipped.refused] == ["s17", "s23"]
+    assert 17 not in skipped.positions and skipped.packed.ids[17] == "s18"
