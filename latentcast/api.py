@@ -134,13 +134,15 @@ class Model:
         rtol: float | None = None,
         atol: float | None = None,
         errors: OnError | None = None,
+        extra_columns: Literal["error", "ignore"] = "error",
     ) -> pd.DataFrame:
         """Forecast every series of `obs` at its query times.
 
         query_times: one list for every series, a mapping id → list, or a table with columns id, time;
         numbers (the model's time unit) or date-times, like `obs`. A channel of the model missing from
-        `obs` counts as not observed (and is named in a warning). Returns id, time, channel, mean,
-        q<level>….
+        `obs` counts as not observed (and is named in a warning); a column that is neither id, time nor
+        a channel is a DataError (a misspelt channel), unless extra_columns="ignore". Returns id, time,
+        channel, mean, q<level>….
 
         on_error: "raise" (default): any refused series raises `Refused` naming every one (its
         `.errors`), a series the solver cannot answer `SolverFailed`; "skip": the other series are
@@ -170,7 +172,7 @@ class Model:
             config = self.forecaster.solver.at_accuracy(solver, rtol, atol)
         except ConfigError as exc:
             raise DataError(str(exc)) from None
-        table = from_frame(obs, self.channels, id_col, time_col)
+        table = from_frame(obs, self.channels, id_col, time_col, extra_columns)
         queries, q_off = query_table(table, query_times, id_col, time_col)
         ts, tq = self._unit(table.times, time_col), self._unit(queries, "query_times")
         n_obs, n_q = np.diff(table.offsets), np.diff(q_off)

@@ -195,20 +195,33 @@ def forecast(
     ] = None,
     rtol: Annotated[float | None, typer.Option(help="solver relative tolerance (wins over --solver's)")] = None,
     atol: Annotated[float | None, typer.Option(help="solver absolute tolerance (wins over --solver's)")] = None,
+    on_error: Annotated[
+        str, typer.Option(help="raise: any refused series fails the run; skip: forecast the others, list the rest")
+    ] = "raise",
+    extra_columns: Annotated[
+        str, typer.Option(help="error: a column that is not id, time or a channel stops the run; ignore: drop it")
+    ] = "error",
 ) -> None:
     """Forecast a long table through a running server; writes a long CSV (id, time, channel, mean, q…).
-    Reports on stderr the solver settings the server used and the evaluations they took."""
-    import pandas as pd
+    Reports on stderr the solver settings the server used and the evaluations they took, the warnings,
+    and (with --on-error skip) each refused series."""
+    import warnings
 
     from latentcast.client import LatentcastClient, LatentcastError, read_long_table
+    from latentcast.frames import LatentcastWarning
 
+    for name, value, allowed in (
+        ("--on-error", on_error, ("raise", "skip")),
+        ("--extra-columns", extra_columns, ("error", "ignore")),
+    ):
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=name)
     obs = read_long_table(input)
     qpath = Path(query_times)
     queries: Any
     if qpath.suffix in (".csv", ".gz") and qpath.exists():
-        qt = pd.read_csv(qpath)
-        queries = {sid: list(g["time"]) for sid, g in qt.groupby(qt["id"].astype(str))}
-        obs = obs.assign(id=obs["id"].astype(str))
+        qt = read_long_table(qpath)
+        queries = {sid: list(g["time"]) for sid, g in qt.groupby(qt["id"])}
     else:
         parts = [p.strip() for p in query_times.split(",") if p.strip()]
         try:
@@ -221,10 +234,30 @@ def forecast(
     level = cast(Literal["fast", "default", "precise"] | None, solver)
     with LatentcastClient(url, api_key=api_key) as client:
         try:
-            fc = client.forecast(obs, queries, model=model, quantiles=levels, solver=level, rtol=rtol, atol=atol)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LatentcastWarning)  # listed below, one line each
+                fc = client.forecast(
+                    obs,
+                    queries,
+                    model=model,
+                    quantiles=levels,
+                    solver=level,
+                    rtol=rtol,
+                    atol=atol,
+                    on_error=cast(Literal["raise", "skip"], on_error),
+                    extra_columns=cast(Literal["error", "ignore"], extra_columns),
+                )
         except LatentcastError as exc:
             typer.echo(f"error {exc.status}: {exc.detail}", err=True)
+            for item in (exc.body or {}).get("errors", [])[1:10] if isinstance(exc.body, dict) else []:
+                typer.echo(f"  series {item.get('series_id')!r}: {item.get('msg')}", err=True)
             raise typer.Exit(1) from exc
+    for kind, items in (("warning", fc.attrs.get("warnings", [])), ("refused", fc.attrs.get("errors", []))):
+        for item in items[:20]:
+            where = f"series {item['id']!r}: " if item.get("id") is not None else ""
+            typer.echo(f"{kind}: {where}{item['msg']}", err=True)
+        if len(items) > 20:
+            typer.echo(f"{kind}: … and {len(items) - 20} more", err=True)
     used, nfe = fc.attrs.get("solver", {}), list(fc.attrs.get("nfe", {}).values())
     if used and nfe:
         typer.echo(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -28,7 +28,9 @@ from latentcast.frames import (
     QueryTimes,
     Times,
     from_frame,
+    note_outcome,
     note_solver,
+    offsets,
     query_table,
     read_long_table,
     to_frame,
@@ -103,21 +105,27 @@ class LatentcastClient:
         solver: Literal["fast", "default", "precise"] | None = None,
         rtol: float | None = None,
         atol: float | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        extra_columns: Literal["error", "ignore"] = "error",
     ) -> pd.DataFrame:
         """Forecast every series of a long table.
 
         query_times: one list for every series, a mapping id → list, or a table with columns id, time.
         Times are numbers (the model's time unit) or date-times, like the table's `time` column.
         Channels are the model's (GET /models); a channel missing from the table is sent as not
-        observed. Returns a long table with columns id (as in the table), time (numbers, or UTC
-        timestamps), channel, mean and one column per quantile (q0.1, …). `transport`: Arrow IPC
-        bodies (default) or JSON. solver, rtol, atol: the solve's accuracy (the request's `"solver"`
-        field); `attrs["solver"]` of the answer says what the server used, `attrs["nfe"]` what it cost
-        (series id → vector-field evaluations per trajectory).
+        observed (and named in a warning); another column is a DataError unless extra_columns="ignore".
+        Returns a long table with columns id (as in the table), time
+        (numbers, or UTC timestamps), channel, mean and one column per quantile (q0.1, …). `transport`:
+        Arrow IPC bodies (default) or JSON. solver, rtol, atol: the solve's accuracy (the request's
+        `"solver"` field); `attrs["solver"]` of the answer says what the server used, `attrs["nfe"]` what
+        it cost (series id → vector-field evaluations per trajectory). on_error: "raise" (the server's
+        422 listing every refused series becomes a `LatentcastError`) or "skip" (the other series are
+        answered; `attrs["errors"]` lists the refused ones). `attrs["warnings"]` holds the server's
+        warnings, also raised as one `LatentcastWarning`.
         """
         info = self.model_info(model)
         channels: list[str] = info["channels"]
-        table = from_frame(frame, channels, id_col, time_col)
+        table = from_frame(frame, channels, id_col, time_col, extra_columns)
         queries, q_off = query_table(table, query_times, id_col, time_col)
         levels = [float(q) for q in quantiles]
         accuracy = {k: v for k, v in (("level", solver), ("rtol", rtol), ("atol", atol)) if v is not None}
@@ -125,12 +133,32 @@ class LatentcastClient:
         for a in range(0, len(table), self.chunk_series):
             z = min(a + self.chunk_series, len(table))
             send = self._arrow if transport == "arrow" else self._json
-            parts.append(send(info["name"], table, queries, q_off, a, z, levels, accuracy))
-        mean = np.concatenate([p.mean for p in parts])
-        quant = np.concatenate([p.quantiles for p in parts], axis=1)
-        out = to_frame(table.keys, q_off, queries, channels, mean, quant, levels, id_col, time_col)
+            parts.append(send(info["name"], table, queries, q_off, a, z, levels, accuracy, on_error))
+        answered = np.concatenate([p.answered for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+        mean = np.concatenate([p.mean for p in parts]) if parts else np.zeros((0, len(channels)))
+        quant = np.concatenate([p.quantiles for p in parts], axis=1) if parts else np.zeros((len(levels), 0, 0))
+        counts = np.diff(q_off)[answered]
+        rows = np.repeat(q_off[answered] - offsets(counts)[:-1], counts) + np.arange(int(counts.sum()))
+        keys = [table.keys[i] for i in answered.tolist()]
+        out = to_frame(
+            keys,
+            offsets(counts),
+            Times(queries.values[rows], queries.is_datetime),
+            channels,
+            mean,
+            quant,
+            levels,
+            id_col,
+            time_col,
+        )
         used = parts[0].solver if parts else {}
-        return note_solver(out, used, table.keys, np.concatenate([p.nfe for p in parts]) if parts else np.zeros(0))
+        out = note_solver(out, used, keys, np.concatenate([p.nfe for p in parts]) if parts else np.zeros(0))
+        notes = [w for p in parts for w in p.warnings]
+        missing = [c for c in channels if c not in frame.columns]
+        if missing:
+            msg = f"channels not in the table, sent as never observed: {', '.join(missing)}"
+            notes.insert(0, {"id": None, "field": "columns", "msg": msg, "kind": "missing_channels"})
+        return note_outcome(out, [e for p in parts for e in p.errors], notes)
 
     def _arrow(
         self,
@@ -142,6 +170,7 @@ class LatentcastClient:
         z: int,
         levels: list[float],
         accuracy: dict[str, Any],
+        on_error: str,
     ) -> _Part:
         """Series a:z as one Arrow request → their forecasts."""
         o, qo = table.offsets[a : z + 1], q_off[a : z + 1]
@@ -153,7 +182,7 @@ class LatentcastClient:
             time_array(queries.values[qo[0] : qo[-1]], queries.is_datetime),
             qo - qo[0],
         )
-        params = {"model": name, "quantiles": ",".join(repr(q) for q in levels)}
+        params = {"model": name, "quantiles": ",".join(repr(q) for q in levels), "on_error": on_error}
         params.update({"solver" if k == "level" else k: str(v) for k, v in accuracy.items()})
         r = self._http.post(
             "/forecast", content=body, params=params, headers={"content-type": MEDIA_TYPE, "accept": MEDIA_TYPE}
@@ -161,13 +190,18 @@ class LatentcastClient:
         if r.status_code != 200:
             self._raise(r)
         long = read_stream(r.content)
+        meta = long.schema.metadata or {}
+        errors = json.loads(meta.get(b"latentcast.errors", b"[]"))
+        answered = _answered(a, z, errors)
         d = table.values.shape[1]
         mean = long.column("mean").to_numpy().reshape(-1, d)
         quant = np.stack([long.column(f"q{q:g}").to_numpy().reshape(-1, d) for q in levels])
-        first_rows = (qo[:-1] - qo[0]) * d  # each series' first row
+        n_q = np.diff(q_off)[answered]
+        first_rows = offsets(n_q)[:-1] * d  # each answered series' first row
         nfe = long.column("nfe").to_numpy()[first_rows].astype(np.float64)
-        solver = json.loads((long.schema.metadata or {}).get(b"latentcast.solver", b"{}"))
-        return _Part(mean, quant, nfe, solver)
+        solver = json.loads(meta.get(b"latentcast.solver", b"{}"))
+        warnings = json.loads(meta.get(b"latentcast.warnings", b"[]"))
+        return _Part(answered, mean, quant, nfe, solver, _notes(table, a, warnings), _notes(table, a, errors))
 
     def _json(
         self,
@@ -179,6 +213,7 @@ class LatentcastClient:
         z: int,
         levels: list[float],
         accuracy: dict[str, Any],
+        on_error: str,
     ) -> _Part:
         """Series a:z as one JSON request → their forecasts."""
         series = []
@@ -193,28 +228,64 @@ class LatentcastClient:
                     "query_times": _wire_times(queries, q0, q1),
                 }
             )
-        body: dict[str, Any] = {"model": name, "series": series, "quantiles": levels}
+        body: dict[str, Any] = {"model": name, "series": series, "quantiles": levels, "on_error": on_error}
         if accuracy:
             body["solver"] = accuracy
         resp = self.forecast_raw(body)
-        mean = np.concatenate([np.asarray(f["mean"], dtype=np.float64) for f in resp["forecasts"]])
+        d = table.values.shape[1]
+        fcs = resp["forecasts"]
+        mean = np.concatenate(
+            [np.asarray(f["mean"], dtype=np.float64).reshape(-1, d) for f in fcs] or [np.zeros((0, d))]
+        )
         quant = np.stack(
             [
-                np.concatenate([np.asarray(f["quantiles"][repr(q)], dtype=np.float64) for f in resp["forecasts"]])
+                np.concatenate(
+                    [np.asarray(f["quantiles"][repr(q)], dtype=np.float64).reshape(-1, d) for f in fcs]
+                    or [np.zeros((0, d))]
+                )
                 for q in levels
             ]
         )
-        nfe = np.asarray([f["nfe"] for f in resp["forecasts"]], dtype=np.float64)
-        return _Part(mean, quant, nfe, resp["solver"])
+        nfe = np.asarray([f["nfe"] for f in fcs], dtype=np.float64)
+        warnings = [w for f in fcs for w in f.get("warnings", [])]
+        errors = resp.get("errors", [])
+        answered = _answered(a, z, errors)
+        return _Part(answered, mean, quant, nfe, resp["solver"], _notes(table, a, warnings), _notes(table, a, errors))
 
 
-class _Part(NamedTuple):
-    """One request's forecasts: mean (M, D), quantiles (L, M, D), nfe (B,), the solver it used."""
+class _Part:
+    """One request's answer: the table's indices of the answered series (B,), their mean (M, D),
+    quantiles (L, M, D), nfe (B,), the solver it used, and its warnings and errors (id as in the table)."""
 
-    mean: np.ndarray
-    quantiles: np.ndarray
-    nfe: np.ndarray
-    solver: dict[str, Any]
+    def __init__(
+        self,
+        answered: np.ndarray,
+        mean: np.ndarray,
+        quantiles: np.ndarray,
+        nfe: np.ndarray,
+        solver: dict[str, Any],
+        warnings: list[dict[str, Any]],
+        errors: list[dict[str, Any]],
+    ):
+        self.answered, self.mean, self.quantiles, self.nfe = answered, mean, quantiles, nfe
+        self.solver, self.warnings, self.errors = solver, warnings, errors
+
+
+def _answered(a: int, z: int, errors: list[dict[str, Any]]) -> np.ndarray:
+    """The table indices of series a:z that the server answered: all but those its errors list."""
+    refused = {int(e["loc"][1]) for e in errors if len(e.get("loc", ())) > 1}
+    return np.asarray([a + k for k in range(z - a) if k not in refused], dtype=np.int64)
+
+
+def _notes(table: FlatTable, a: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The server's error items in the table's terms: the series' id as in the table, its field."""
+    out = []
+    for e in items:
+        loc = e.get("loc", [])
+        key = table.keys[a + int(loc[1])] if len(loc) > 1 else None
+        field = str(loc[2]) if len(loc) > 2 else "series"
+        out.append({"id": key, "field": field, "msg": e["msg"], **({"kind": e["kind"]} if "kind" in e else {})})
+    return out
 
 
 def _wire_times(times: Times, a: int, z: int) -> list[float | str]:

@@ -30,16 +30,38 @@ class DataError(ValueError):
     """The data cannot be used as given; the message names the column, series or value to fix."""
 
 
-def read_long_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally .gz) or parquet long table."""
+def read_long_table(path: str | Path, id_col: str = "id") -> pd.DataFrame:
+    """Read a CSV (optionally .gz) or parquet long table. Ids are read as text (patients 1 and 01 stay
+    two patients); a header that names a column twice, or a table with no rows, is a DataError."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path)
-    raise DataError(f"{path}: expected .csv, .csv.gz or .parquet")
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        _unique_header(path, names)
+        frame = pd.read_parquet(path)
+        if id_col in frame.columns and not frame.empty:
+            frame[id_col] = frame[id_col].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    elif path.name.endswith((".csv", ".csv.gz")):
+        try:  # the header as written: pandas would rename a second 'bili' to 'bili.1'
+            names = [str(c) for c in pd.read_csv(path, nrows=1, header=None).iloc[0].tolist()]
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: the file is empty; a long table needs a header (id, time, channels)") from None
+        _unique_header(path, names)
+        frame = pd.read_csv(path, dtype={id_col: str})
+    else:
+        raise DataError(f"{path}: expected .csv, .csv.gz or .parquet")
+    if frame.empty:
+        raise DataError(f"{path}: the table has a header but no rows; add one row per (series, time)")
+    return frame
+
+
+def _unique_header(path: Path, names: Sequence[str]) -> None:
+    twice = sorted({c for c in names if list(names).count(c) > 1})
+    if twice:
+        raise DataError(f"{path}: the header names column {twice[0]!r} more than once; rename or drop the copies")
 
 
 def offsets(counts: np.ndarray | Sequence[int]) -> np.ndarray:
@@ -105,12 +127,31 @@ class FlatTable:
         return len(self.ids)
 
 
-def from_frame(frame: pd.DataFrame, channels: Sequence[str], id_col: str = "id", time_col: str = "time") -> FlatTable:
+def from_frame(
+    frame: pd.DataFrame,
+    channels: Sequence[str],
+    id_col: str = "id",
+    time_col: str = "time",
+    extra_columns: str = "ignore",
+) -> FlatTable:
     """A long table → `FlatTable` over `channels` (a channel missing from the table is all NaN; at
-    least one must be present). Rows with nothing observed are kept; the caller decides."""
+    least one must be present). Rows with nothing observed are kept; the caller decides. extra_columns:
+    "error" refuses a column that is neither id, time nor a channel (a misspelt channel would
+    otherwise be dropped without a word), "ignore" drops it."""
+    if len(frame) == 0:
+        raise DataError("the table has no rows; add one row per (series, time)")
+    twice = sorted({str(c) for c in frame.columns if list(frame.columns).count(c) > 1})
+    if twice:
+        raise DataError(f"the table has column {twice[0]!r} more than once; rename or drop the copies")
     missing = [c for c in (id_col, time_col) if c not in frame.columns]
     if missing:
         raise DataError(f"columns {missing} not in the table (it has {list(frame.columns)})")
+    extra = [str(c) for c in frame.columns if c not in (id_col, time_col, *channels)]
+    if extra and extra_columns == "error":
+        raise DataError(
+            f"columns {extra} are not channels of the model (its channels: {', '.join(channels)}); rename them to "
+            "a channel, or drop them (or pass extra_columns='ignore')"
+        )
     present = [c for c in channels if c in frame.columns]
     if not present:
         raise DataError(

@@ -60,8 +60,10 @@ def test_in_process_forecasts_equal_the_servers_path(pbcseq: latentcast.Model) -
 
 def test_bad_input_names_the_series_and_what_to_change(pbcseq: latentcast.Model) -> None:
     obs = pd.DataFrame({"id": ["a", "a"], "time": [0.0, 10.0], "bili": [1.0, 2.0]})
-    with pytest.raises(latentcast.DataError, match="none of the channels"):
+    with pytest.raises(latentcast.DataError, match=r"columns \['x'\] are not channels of the model"):
         pbcseq.predict(obs.rename(columns={"bili": "x"}), query_times=[20.0])
+    with pytest.raises(latentcast.DataError, match="none of the channels"):
+        pbcseq.predict(obs.rename(columns={"bili": "x"}), query_times=[20.0], extra_columns="ignore")
     with pytest.raises(
         latentcast.DataError, match=r"series 'a': query_times\[0\]: .* the limit is .*max_horizon_factor"
     ):
