@@ -284,7 +284,9 @@ def _notes(table: FlatTable, a: int, items: list[dict[str, Any]]) -> list[dict[s
         loc = e.get("loc", [])
         key = table.keys[a + int(loc[1])] if len(loc) > 1 else None
         field = str(loc[2]) if len(loc) > 2 else "series"
-        out.append({"id": key, "field": field, "msg": e["msg"], **({"kind": e["kind"]} if "kind" in e else {})})
+        where = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[3:])
+        msg = f"{where}: {e['msg']}" if len(loc) > 2 else e["msg"]
+        out.append({"id": key, "field": field, "msg": msg, **({"kind": e["kind"]} if "kind" in e else {})})
     return out
 
 

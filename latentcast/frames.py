@@ -268,12 +268,16 @@ class LatentcastWarning(UserWarning):
 
 def note_outcome(frame: pd.DataFrame, errors: list[dict[str, Any]], notes: list[dict[str, Any]]) -> pd.DataFrame:
     """Record on a forecast table the refused series (`attrs["errors"]`) and the warnings
-    (`attrs["warnings"]`), and raise the warnings as one `LatentcastWarning`."""
+    (`attrs["warnings"]`), and raise the first warnings as `LatentcastWarning`s (the rest counted)."""
     frame.attrs["errors"] = errors
     frame.attrs["warnings"] = notes
-    if notes:
-        first = notes[0]
-        where = f"series {first['id']!r}: " if first.get("id") is not None else ""
-        more = f" (and {len(notes) - 1} more: .attrs['warnings'])" if len(notes) > 1 else ""
-        warnings.warn(LatentcastWarning(f"{where}{first['msg']}{more}"), stacklevel=3)
+    for note in notes[:SHOWN_WARNINGS]:
+        where = f"series {note['id']!r}: " if note.get("id") is not None else ""
+        warnings.warn(LatentcastWarning(f"{where}{note['msg']}"), stacklevel=3)
+    if len(notes) > SHOWN_WARNINGS:
+        more = f"{len(notes) - SHOWN_WARNINGS} more warnings: .attrs['warnings'] has each"
+        warnings.warn(LatentcastWarning(more), stacklevel=3)
     return frame
+
+
+SHOWN_WARNINGS = 5

@@ -120,3 +120,54 @@ def test_the_tolerance_is_a_choice_and_its_cost_is_reported(pbcseq: latentcast.M
         pbcseq.predict(obs, query_times=[4000.0], rtol=2.0)
     with pytest.raises(latentcast.DataError, match="not one of"):
         pbcseq.predict(obs, query_times=[4000.0], solver="exact")  # type: ignore[arg-type]
+
+
+def test_every_refused_series_is_named_and_skip_answers_the_others(pbcseq: latentcast.Model) -> None:
+    obs = pd.DataFrame(
+        {
+            "id": ["a", "a", "neg", "b", "b", "late"],
+            "time": [0.0, 100.0, 0.0, 0.0, 50.0, 0.0],
+            "bili": [1.0, 1.2, -1.0, 0.8, 0.9, 1.0],
+            "albumin": [3.5, 3.4, 3.5, 3.9, 3.8, 3.6],
+        }
+    )
+    queries = {"a": [200.0], "neg": [200.0], "b": [200.0], "late": [1e7]}
+    with pytest.raises(latentcast.Refused, match="2 of 4 series refused") as info:
+        pbcseq.predict(obs, query_times=queries)
+    assert info.value.series == ["late", "neg"] or info.value.series == ["neg", "late"]
+    assert any("max_horizon_factor" in e["msg"] for e in info.value.errors)
+    with pytest.warns(latentcast.LatentcastWarning, match="channels not in the table"):
+        some = pbcseq.predict(obs, query_times=queries, on_error="skip")
+    assert sorted(set(some["id"])) == ["a", "b"]
+    assert sorted(e["id"] for e in some.attrs["errors"]) == ["late", "neg"]
+    alone = pbcseq.predict(obs[obs["id"] == "b"], query_times=[200.0])
+    np.testing.assert_allclose(some[some["id"] == "b"]["mean"], alone["mean"], rtol=1e-5)
+
+
+def test_unusual_values_are_answered_with_a_warning_in_process(pbcseq: latentcast.Model) -> None:
+    obs = pd.DataFrame({"id": ["a", "a"], "time": [0.0, 100.0], "albumin": [3.5, 3.4e6]})
+    with pytest.warns(latentcast.LatentcastWarning, match="standard deviations from the training mean"):
+        fc = pbcseq.predict(obs, query_times=[200.0])
+    kinds = [w["kind"] for w in fc.attrs["warnings"]]
+    assert "unusual_value" in kinds and np.isfinite(fc["mean"]).all()
+    strict = latentcast.load("pbcseq", device="cpu", warnings_as_errors=True)
+    with pytest.raises(latentcast.Refused, match="warnings_as_errors"):
+        strict.predict(obs, query_times=[200.0])
+
+
+def test_tables_are_read_as_written(pbcseq: latentcast.Model, tmp_path: Path) -> None:
+    ids = pd.DataFrame({"id": ["1", "1", "01", "01"], "time": [0.0, 90.0, 0.0, 60.0], "bili": [1.0, 1.1, 0.7, 0.8]})
+    fc = pbcseq.predict(ids, query_times=[200.0], extra_columns="ignore")
+    assert sorted(set(fc["id"])) == ["01", "1"]
+    ids.to_csv(tmp_path / "ids.csv", index=False)
+    assert sorted(set(latentcast.models.read_long_table(tmp_path / "ids.csv")["id"])) == ["01", "1"]
+    ids.assign(id=[1, 1, 2, 2]).to_parquet(tmp_path / "ids.parquet")
+    assert latentcast.models.read_long_table(tmp_path / "ids.parquet")["id"].tolist() == ["1", "1", "2", "2"]
+    with pytest.raises(latentcast.DataError, match="no rows"):
+        pbcseq.predict(ids.iloc[:0], query_times=[200.0])
+    twice = pd.concat([ids, ids[["bili"]]], axis=1)
+    with pytest.raises(latentcast.DataError, match="column 'bili' more than once"):
+        pbcseq.predict(twice, query_times=[200.0])
+    (tmp_path / "head.csv").write_text("id,time,bili\n")
+    with pytest.raises(latentcast.DataError, match="header but no rows"):
+        latentcast.models.read_long_table(tmp_path / "head.csv")

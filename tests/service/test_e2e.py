@@ -6,6 +6,7 @@ import concurrent.futures
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -234,3 +235,37 @@ def test_the_physionet2012_model_answers_as_in_process(server: str) -> None:
         assert (a["id"].astype(str) == b["id"].astype(str)).all() and np.allclose(a["time"], b["time"])
         for col in ("mean", "q0.1", "q0.9"):
             np.testing.assert_allclose(a[col], b[col], rtol=1e-3, atol=1e-6)
+
+
+def _cli(server: str, table: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "latentcast", "forecast", "--url", server, "--input", str(table)]
+    return subprocess.run([*cmd, "--query-times", "4000", *extra], capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_reads_tables_as_they_are_written(server: str, tmp_path: Path) -> None:
+    """Ids as text, a header naming a column twice, a column that is not a channel, a channel the table
+    lacks, a header with no rows, refused series with --on-error skip: `latentcast forecast` as typed."""
+    rows = "1,0,1.2,3.4\n1,365,1.5,3.3\n01,0,0.8,3.9\n01,200,0.9,3.8\n"
+    (tmp_path / "ok.csv").write_text("id,time,bili,albumin\n" + rows)
+    res = _cli(server, tmp_path / "ok.csv", "--output", str(tmp_path / "fc.csv"))
+    assert res.returncode == 0, res.stderr
+    fc = pd.read_csv(tmp_path / "fc.csv", dtype={"id": str})
+    assert sorted(set(fc["id"])) == ["01", "1"]  # two patients, not one
+    assert "warning: channels not in the table, sent as never observed: chol, alk.phos" in res.stderr
+    for name, text, message in (
+        ("twice.csv", "id,time,bili,bili\n" + rows, "names column 'bili' more than once"),
+        ("unknown.csv", "id,time,bili,Albumin\n" + rows, "columns ['Albumin'] are not channels of the model"),
+        ("empty.csv", "id,time,bili\n", "has a header but no rows"),
+    ):
+        (tmp_path / name).write_text(text)
+        res = _cli(server, tmp_path / name)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 1 and len(lines) == 1 and message in lines[0], res.stderr
+    res = _cli(server, tmp_path / "unknown.csv", "--extra-columns", "ignore")
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "bad.csv").write_text("id,time,bili,albumin\n" + rows + "x,0,-1.0,3.0\n")
+    res = _cli(server, tmp_path / "bad.csv")
+    assert res.returncode == 1 and "error 422" in res.stderr and "series 'x'" in res.stderr
+    res = _cli(server, tmp_path / "bad.csv", "--on-error", "skip", "--output", str(tmp_path / "some.csv"))
+    assert res.returncode == 0 and "refused: series 'x': values[0]: [0] = -1" in res.stderr, res.stderr
+    assert sorted(set(pd.read_csv(tmp_path / "some.csv", dtype={"id": str})["id"])) == ["01", "1"]

@@ -255,3 +255,36 @@ def test_the_answer_size_is_bounded_before_any_work(checkpoints) -> None:
         r = _post(c, {"series": series[:1], "quantiles": [i / 100 for i in range(1, 40)]})
         assert r.status_code == 422 and "LATENTCAST_MAX_QUANTILES" in r.json()["detail"]
         assert _post(c, {"series": series[:2]}).status_code == 200
+
+
+def test_sampled_trajectories_count_in_the_answer_check() -> None:
+    """A forecast whose samples, not its mean, lie far out is reported; LATENTCAST_WARNINGS_AS_ERRORS
+    refuses it. (The embedded spirals model, 25 training scales as the threshold.)"""
+    from latentcast.models import EMBEDDED_DIR
+    from latentcast.service.config import Settings
+
+    x = 100.0  # far in its inputs (answered with a warning), and so in its answers 14 units ahead
+    series = {"id": "s", "timestamps": [0.0, 0.5], "values": [[x, x / 2], [x * 1.1, x / 2.2]], "query_times": [14.0]}
+    base: dict[str, Any] = {"models": [EMBEDDED_DIR / "spirals.pt"], "device": "cpu", "unusual_output_scales": 25.0}
+    with running(Settings(**base)) as client:
+        plain = client.post("/forecast", json={"series": [series]}).json()["forecasts"][0]
+        sampled = client.post("/forecast", json={"series": [series], "num_samples": 256}).json()["forecasts"][0]
+    kinds = lambda f: [w["kind"] for w in f["warnings"]]  # noqa: E731
+    assert kinds(plain) == ["unusual_value"]
+    assert kinds(sampled) == ["unusual_value", "unusual_forecast"]
+    assert "LATENTCAST_UNUSUAL_OUTPUT_SCALES" in sampled["warnings"][1]["msg"]
+    with running(Settings(**base, warnings_as_errors=True)) as client:
+        r = client.post("/forecast", json={"series": [series], "num_samples": 256})
+        assert r.status_code == 422 and "LATENTCAST_WARNINGS_AS_ERRORS" in r.json()["detail"]
+        r = client.post("/forecast", json={"series": [series], "num_samples": 256, "on_error": "skip"})
+        assert r.status_code == 200 and r.json()["forecasts"] == []
+
+
+def test_renamed_settings_fail_at_start_and_say_the_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from latentcast.service.config import Settings
+
+    monkeypatch.setenv("LATENTCAST_MAX_VALUE_SIGMAS", "1e9")
+    with pytest.raises(ValidationError, match="LATENTCAST_MAX_VALUE_SIGMAS is now LATENTCAST_UNUSUAL_VALUE_SCALES"):
+        Settings(device="cpu")
