@@ -279,8 +279,8 @@ class Model:
 
 
 class SolverFailed(RuntimeError):
-    """The solver could not forecast some series; `series` names them (Model.predict(errors="nan")
-    returns the others, with NaN for these)."""
+    """The solver could not forecast some series; `series` names them (Model.predict(on_error="skip")
+    returns the others; on_error="nan" keeps these as NaN rows)."""
 
     def __init__(self, series: list[Any], reason: str):
         self.series = series

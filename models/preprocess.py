@@ -72,8 +72,9 @@ def apply_validity(series: Sequence[Series], validity: Validity) -> Cleaned:
         return Cleaned(list(series), counts)
     out = []
     for s in series:
-        outside = validity.outside(s.values)
-        drop = outside | validity.markers(s.values) if validity.has_markers else outside
+        marked = validity.markers(s.values) if validity.has_markers else np.zeros(s.values.shape, dtype=bool)
+        outside = validity.outside(np.where(marked, np.nan, s.values))  # a marker is "unknown", not out of bounds
+        drop = outside | marked
         if not drop.any():
             out.append(s)
             continue

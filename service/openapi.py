@@ -10,12 +10,13 @@ from latentcast.service.schemas import EXAMPLE_MODELS, EXAMPLE_REQUEST, EXAMPLE_
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        400: "malformed JSON or Arrow stream",
+        400: "malformed JSON or Arrow stream, a key or parameter given twice, an ambiguous API key",
         401: "missing or wrong API key",
         404: "unknown model",
+        406: "Accept allows neither JSON nor Arrow",
         413: "body, series, points or query times over a limit",
-        415: "Content-Type is neither JSON nor Arrow",
-        422: "invalid field (named, with the series id) or solver failure",
+        415: "Content-Type is neither JSON nor Arrow, or Content-Encoding neither gzip nor deflate",
+        422: "invalid field or refused series (each named, with its id), or solver failure",
         503: "not ready, or queue full (Retry-After)",
         504: "deadline passed",
     }.items()
@@ -24,12 +25,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 _ARROW_IN = (
     "Arrow IPC stream, one row per series: id (string), timestamps (list of numbers or timestamps), values "
     "(list of rows, each a list of the model's channels; null or NaN = not observed), query_times (list, same "
-    "kind as timestamps). Options in the query string."
+    "kind as timestamps). Options in the query string or the schema metadata (the same names)."
 )
 _ARROW_OUT = (
     "Arrow IPC stream (for Arrow requests, or Accept: application/vnd.apache.arrow.stream): one row per series "
     "× query time × channel with columns id, time, channel, mean, q<level>…, samples (when asked), nfe; "
-    "the schema metadata names the model, its version and the solver settings used"
+    "the schema metadata names the model, its version and the solver settings used, and holds the warnings "
+    "(latentcast.warnings) and refused series (latentcast.errors) as JSON lists"
 )
 _ARROW_PARAMS = {
     "model": "Arrow bodies only: model name (default model when omitted)",
@@ -38,6 +40,7 @@ _ARROW_PARAMS = {
     "solver": "Arrow bodies only: accuracy level fast, default or precise",
     "rtol": "Arrow bodies only: the solver's relative tolerance (within the server's bounds)",
     "atol": "Arrow bodies only: the solver's absolute tolerance (within the server's bounds)",
+    "on_error": "Arrow bodies only: raise (default: a refused series fails the request) or skip (answer the others)",
 }
 
 FORECAST: dict[str, Any] = {

@@ -24,6 +24,7 @@ EXAMPLE_REQUEST: dict[str, Any] = {
     ],
     "quantiles": [0.1, 0.5, 0.9],
     "num_samples": 0,
+    "on_error": "raise",
 }
 
 
@@ -45,8 +46,10 @@ EXAMPLE_RESPONSE: dict[str, Any] = {
                     [2.58, 343.8, 3.82, 1016.6, 100.3, 310.6, 11.43],
                 ],
             },
+            "warnings": [],
         }
     ],
+    "errors": [],
 }
 
 EXAMPLE_MODELS: dict[str, Any] = {

@@ -44,17 +44,17 @@ def dataset_from_frame(
     time_col: str = "time",
 ) -> DatasetSplit:
     """A long table → a seeded train/val/test split of its series by id (`cfg.channels` required). An
-    unset time scale or set of log channels is chosen from the training split (models.preprocess), after
-    missing-value markers and values outside the physical bounds are set aside (`data.missing_values`,
+    unset time scale or set of log channels is chosen from the training split (models.preprocess), its
+    missing-value markers and values outside the physical bounds set aside (`data.missing_values`,
     `data.bounds`)."""
     if not cfg.channels:
         raise DataError(f"data {cfg.name!r}: name the channels to model (--channels a,b,c)")
     series = series_from_frame(frame, cfg.channels, TimeSpec(cfg.time_unit, cfg.time_scale or 1.0), id_col, time_col)
-    # markers and impossible values out before anything is chosen from the data (training applies it again)
-    series = apply_validity(series, Validity.from_config(cfg.bounds, cfg.missing_values, cfg.channels)).series
     parts = split_ids([s.id for s in series], cfg.split, cfg.split_seed)
     train_ids = set(parts[0])
-    train = [s for s in series if s.id in train_ids]
+    # chosen without markers and impossible values (training sets those aside itself, and counts them)
+    validity = Validity.from_config(cfg.bounds, cfg.missing_values, cfg.channels)
+    train = apply_validity([s for s in series if s.id in train_ids], validity).series
     scale = cfg.time_scale
     if scale is None:
         scale = auto_time_scale(train)

@@ -157,6 +157,32 @@ def test_arrow_options_may_come_from_the_streams_metadata(url: str) -> None:
     assert twice.status_code == 400 and "both in the query string and in the stream's metadata" in twice.text
 
 
+def test_physionet_unknown_codes_are_not_measurements_and_answers_stay_in_bounds(url: str) -> None:
+    info = next(m for m in httpx.get(f"{url}/models").json()["models"] if m["name"] == "physionet2012")
+    assert info["missing_values"] == {c: [-1.0] for c in info["channels"]}
+    assert info["bounds"]["pH"] == [6.3, 10.0] and info["bounds"]["HR"] == [0.0, 390.0]
+    assert "mimic3-benchmarks" in info["bounds_source"]
+    channels = info["channels"]
+    row0: list[float | None] = [None] * len(channels)
+    for name, v in (("Age", 70.0), ("Gender", 1.0), ("Height", -1.0), ("ICUType", 2.0), ("Weight", -1.0)):
+        row0[channels.index(name)] = v
+    row1: list[float | None] = [None] * len(channels)
+    row1[channels.index("HR")], row1[channels.index("Temp")] = 88.0, -17.8  # 0 °F: not a temperature
+    record = {"id": "r", "timestamps": [0.0, 1.5], "values": [row0, row1], "query_times": [30.0]}
+    r = post(url, {"model": "physionet2012", "series": [record]})
+    assert r.status_code == 200, r.text
+    f = r.json()["forecasts"][0]
+    mean = dict(zip(channels, f["mean"][0], strict=True))
+    assert mean["Height"] > 100 and mean["Weight"] > 20  # not a forecast of the -1 code
+    lo = np.asarray(f["quantiles"]["0.1"][0], dtype=float)
+    bounds = info["bounds"]
+    for j, c in enumerate(channels):
+        if c in bounds and bounds[c][0] is not None:
+            assert lo[j] >= bounds[c][0]
+    (w,) = f["warnings"]
+    assert w["kind"] == "out_of_bounds" and "'Temp' = -17.8 (bounds [14.2, 47])" in w["msg"]
+
+
 # ------------------------------------------------------------------------------------------------
 # the holes a hostile client found
 
