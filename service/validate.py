@@ -254,7 +254,7 @@ def first_per_series(issues: Sequence[Issue]) -> list[Issue]:
     return [out[k] for k in sorted(out)]
 
 
-def item(issue: Issue, ids: Sequence[str]) -> dict[str, Any]:
+def item(issue: Issue, ids: Sequence[str | None]) -> dict[str, Any]:
     """An issue as an error item of the answer: loc, msg (naming its setting), series_id."""
     loc: list[str | int] = ["series", issue.series, issue.field]
     if issue.index is not None:
@@ -279,7 +279,7 @@ def refusal(errors: list[dict[str, Any]], statuses: Sequence[int], n_series: int
 
 def build_job(
     model: ModelSpec,
-    every_id: list[str],
+    every_id: Sequence[str | None],
     arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     positions: np.ndarray,
     show: Callable[[str, int, int], str],
@@ -294,7 +294,7 @@ def build_job(
     `positions` their request indices; `echo` their query times), with the issues the format found
     (`pre`). Raises the 422 listing every refused series unless on_error is "skip"."""
     ts, n_obs, values, tq, n_q = arrays
-    ids = [every_id[p] for p in positions.tolist()]
+    ids = [str(every_id[p]) for p in positions.tolist()]  # the accepted series have string ids
     checked = pack(ids, ts, n_obs, values, tq, n_q, model.limits, show, positions)
     refused = sorted([*pre, *checked.refused], key=lambda x: x.series)
     errors = [item(x, every_id) for x in refused]

@@ -215,7 +215,7 @@ def _job(table: pa.Table, opts: Mapping[str, str], model: ModelSpec, settings: S
     id_col = _column(table, "id")
     if not (pa.types.is_string(id_col.type) or pa.types.is_large_string(id_col.type)):
         raise field_error(422, f"column must be strings, not {id_col.type}", ["columns", "id"])
-    every_id = [v if v is not None else f"series[{i}]" for i, v in enumerate(id_col.to_pylist())]
+    every_id: list[str | None] = id_col.to_pylist()
     issues = _Issues()
     for i in _nulls(id_col).tolist():
         issues.add(i, "id", None, "must not be null")
@@ -232,7 +232,7 @@ def _job(table: pa.Table, opts: Mapping[str, str], model: ModelSpec, settings: S
     for counts, name in ((n_obs, "timestamps"), (n_q, "query_times")):
         for i in np.flatnonzero(counts == 0).tolist():
             issues.add(i, name, None, "must hold at least one time")
-    for x in check_series(every_id, n_obs, n_q, np.arange(b), settings):
+    for x in check_series([v or "" for v in every_id], n_obs, n_q, np.arange(b), settings):
         issues.add(x.series, x.field, x.index, x.msg, x.status)
     kind, qkind = _time_kind(flat_t, "timestamps", model), _time_kind(flat_q, "query_times", model)
     if "none" not in (kind, qkind) and qkind != kind:

@@ -57,7 +57,7 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     if len(raw) > settings.max_series:
         check_options(len(raw), 0, 0, 0, [], 0, settings)
     model = lookup(opts.model)
-    every_id = [_id_of(s, i) for i, s in enumerate(raw)]
+    every_id = [_id_of(s) for s in raw]
     items, positions, pre = _series(raw, every_id, opts.on_error)
     b, d = len(items), model.n_channels
     n_obs = np.fromiter(map(len, (s.timestamps for s in items)), dtype=np.int64, count=b)
@@ -102,10 +102,10 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     )
 
 
-def _id_of(s: Any, i: int) -> str:
-    """A series' id for messages, whatever the series holds."""
+def _id_of(s: Any) -> str | None:
+    """A series' id for messages (None when it has no string id)."""
     sid = s.get("id") if isinstance(s, dict) else None
-    return sid if isinstance(sid, str) else f"series[{i}]"
+    return sid if isinstance(sid, str) else None
 
 
 def _without(
@@ -146,7 +146,9 @@ def _options(doc: dict[str, Any]) -> ForecastOptions:
         raise err from None
 
 
-def _series(raw: list[Any], every_id: list[str], on_error: str) -> tuple[list[SeriesIn], np.ndarray, list[Issue]]:
+def _series(
+    raw: list[Any], every_id: list[str | None], on_error: str
+) -> tuple[list[SeriesIn], np.ndarray, list[Issue]]:
     """The series that validate, their request indices, and an issue for each that does not. An
     all-or-nothing request gets every error pydantic found (a 422) at once."""
     try:
@@ -171,7 +173,7 @@ def _series(raw: list[Any], every_id: list[str], on_error: str) -> tuple[list[Se
     return good, keep, [issues[k] for k in sorted(issues)]
 
 
-def _items(exc: ValidationError, prefix: list[str | int], ids: dict[int, str]) -> list[dict[str, Any]]:
+def _items(exc: ValidationError, prefix: list[str | int], ids: dict[int, str | None]) -> list[dict[str, Any]]:
     """Pydantic's errors as error items (loc, msg, series_id), a union's branch errors reported once."""
     items: dict[tuple[Any, ...], dict[str, Any]] = {}
     for e in exc.errors(include_url=False):
