@@ -181,7 +181,7 @@ def forecast(
     url: Annotated[str, typer.Option(help="server, e.g. http://127.0.0.1:8000")],
     input: Annotated[Path, typer.Option(help="long table (CSV/parquet): id, time, one column per channel")],
     query_times: Annotated[
-        str, typer.Option(help="comma-separated times for every series, or a CSV with columns id,time")
+        str, typer.Option(help="comma-separated times for every series, or a CSV/parquet file with columns id,time")
     ],
     output: Annotated[Path | None, typer.Option(help="CSV to write (default: stdout)")] = None,
     plot: Annotated[Path | None, typer.Option(help="also write a PNG fan chart")] = None,
@@ -217,10 +217,9 @@ def forecast(
         if value not in allowed:
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=name)
     obs = read_long_table(input)
-    qpath = Path(query_times)
     queries: Any
-    if qpath.suffix in (".csv", ".gz") and qpath.exists():
-        qt = read_long_table(qpath)
+    if query_times.strip().lower().endswith((".csv", ".csv.gz", ".parquet")):  # a table of id, time
+        qt = read_long_table(Path(query_times.strip()))
         queries = {sid: list(g["time"]) for sid, g in qt.groupby(qt["id"])}
     else:
         parts = [p.strip() for p in query_times.split(",") if p.strip()]

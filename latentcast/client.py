@@ -31,6 +31,7 @@ from latentcast.frames import (
     note_outcome,
     note_solver,
     offsets,
+    quantile_column,
     query_table,
     read_long_table,
     to_frame,
@@ -195,7 +196,7 @@ class LatentcastClient:
         answered = _answered(a, z, errors)
         d = table.values.shape[1]
         mean = long.column("mean").to_numpy().reshape(-1, d)
-        quant = np.stack([long.column(f"q{q:g}").to_numpy().reshape(-1, d) for q in levels])
+        quant = np.stack([long.column(quantile_column(q)).to_numpy().reshape(-1, d) for q in levels])
         n_q = np.diff(q_off)[answered]
         first_rows = offsets(n_q)[:-1] * d  # each answered series' first row
         nfe = long.column("nfe").to_numpy()[first_rows].astype(np.float64)

@@ -34,28 +34,49 @@ def read_long_table(path: str | Path, id_col: str = "id") -> pd.DataFrame:
     """Read a CSV (optionally .gz) or parquet long table. Ids are read as text (patients 1 and 01 stay
     two patients); a header that names a column twice, or a table with no rows, is a DataError."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: no such file")
-    if path.suffix == ".parquet":
+    name = path.name.lower()
+    if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
         names = pq.read_schema(path).names
         _unique_header(path, names)
         frame = pd.read_parquet(path)
         if id_col in frame.columns and not frame.empty:
-            frame[id_col] = frame[id_col].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-    elif path.name.endswith((".csv", ".csv.gz")):
+            frame[id_col] = frame[id_col].map(_id_text)
+    elif name.endswith((".csv", ".csv.gz")):
         try:  # the header as written: pandas would rename a second 'bili' to 'bili.1'
             names = [str(c) for c in pd.read_csv(path, nrows=1, header=None).iloc[0].tolist()]
+            _unique_header(path, names)
+            # ids as text, "NA" and "null" included (a country code, a name); only an empty cell has no id
+            na = {c: _NA_TEXT for c in names if c != id_col} | {id_col: [""]}
+            frame = pd.read_csv(path, dtype={id_col: str}, keep_default_na=False, na_values=na)
         except pd.errors.EmptyDataError:
             raise DataError(f"{path}: the file is empty; a long table needs a header (id, time, channels)") from None
-        _unique_header(path, names)
-        frame = pd.read_csv(path, dtype={id_col: str})
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     else:
         raise DataError(f"{path}: expected .csv, .csv.gz or .parquet")
     if frame.empty:
         raise DataError(f"{path}: the table has a header but no rows; add one row per (series, time)")
     return frame
+
+
+# what pandas reads as missing by default, kept for every column but the id
+_NA_TEXT = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+
+
+def _id_text(v: Any) -> Any:
+    """A parquet id as text: bytes decoded, numbers written out, a null left null."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return None if pd.isna(v) else str(v)
 
 
 def _unique_header(path: Path, names: Sequence[str]) -> None:
@@ -224,7 +245,8 @@ def long_layout(query_offsets: np.ndarray, n_channels: int) -> tuple[np.ndarray,
 
 
 def quantile_column(level: float) -> str:
-    return f"q{level:g}"
+    """The column of a quantile level: q and its shortest exact form (0.1 → q0.1; 0.1000001 stays apart)."""
+    return f"q{level!r}"
 
 
 def to_frame(

@@ -163,15 +163,16 @@ class Normalizer:
             stds.append(sd if sd > 1e-8 else 1.0)
         return Normalizer(tuple(channels), log, tuple(means), tuple(stds), method)
 
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        """(…, D) raw → normalised; NaN stays NaN."""
+    def transform(self, values: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """(…, D) raw → normalised, as `dtype` (float64: no overflow for values far out); NaN stays NaN."""
         v = np.asarray(values, dtype=np.float64)
         logged = np.asarray(self.log)
         if logged.any():
             v = v.copy()
             with np.errstate(invalid="ignore", divide="ignore"):
                 v[..., logged] = np.log(v[..., logged])
-        return ((v - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+        with np.errstate(over="ignore"):
+            return ((v - np.asarray(self.mean)) / np.asarray(self.std)).astype(dtype)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         """(…, D) raw → normalised on tensors, `transform`'s twin (values ≤ 0 of log channels: far below)."""

@@ -162,11 +162,9 @@ def pack(
     def not_after(k: int) -> str:
         i = int(np.searchsorted(off, back[k], side="right") - 1)
         j = int(back[k] - off[i])
-        note = _resolution_note(ts[back[k] - 1], ts[back[k]], limits.time)
-        return (
-            f"must be strictly increasing: [{j}] = {show('timestamps', i, j)} does not come after "
-            f"[{j - 1}] = {show('timestamps', i, j - 1)}{note}"
-        )
+        now, before = show("timestamps", i, j), show("timestamps", i, j - 1)
+        note = _resolution_note(ts[back[k] - 1], ts[back[k]], limits.time) if now != before else ""
+        return f"must be strictly increasing: [{j}] = {now} does not come after [{j - 1}] = {before}{note}"
 
     v.refuse_first(back, off, "timestamps", not_after)
     observed = ~np.isnan(values).all(axis=1)
@@ -243,9 +241,10 @@ def _resolution_note(a: float, b: float, time: TimeSpec) -> str:
 
 
 def _check_values(values: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdicts, d: int) -> np.ndarray:
-    """values (N, D): refuse what cannot be represented, read markers as not observed, set aside
-    out-of-bounds values and flag unusual ones (warnings, or refusals when strict). Returns the values
-    the model sees (a copy where any changed)."""
+    """values (N, D): refuse what cannot be represented (beyond float32; ≤ 0 on a log channel, whose
+    log the model reads, whatever its bounds say), read markers as not observed, set aside out-of-bounds
+    values and flag unusual ones (warnings, or refusals when strict). Returns the values the model sees
+    (a copy where any changed)."""
     with np.errstate(invalid="ignore"):
         r, c = np.nonzero(np.abs(values) > _F32)  # inf too; NaN compares False
     v.refuse_first(r, off, "values", lambda k: f"[{c[k]}] = {values[r[k], c[k]]:.4g} is beyond float32 (±3.4e38)")
@@ -293,7 +292,7 @@ def _check_values(values: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdi
             values = np.where(outside, np.nan, values)
     if norm is not None and math.isfinite(limits.unusual_scales):
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            z = np.abs(norm.transform(values).astype(np.float64))
+            z = np.abs(norm.transform(values, np.float64))
             r, c = np.nonzero(z > limits.unusual_scales)
         unit, centre = norm.scale_words()
 

@@ -20,18 +20,19 @@ CHALLENGE = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
 
 def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """The key a request presents (None: none); a ServiceError (400) when it is ambiguous or malformed."""
-    given = [v.strip() for k, v in headers if k.lower() == b"x-api-key"]
-    auth = [v.strip() for k, v in headers if k.lower() == b"authorization"]
+    given = [v.strip() for k, v in headers if k.lower() == b"x-api-key" and v.strip()]  # empty: none sent
+    auth = [v.strip() for k, v in headers if k.lower() == b"authorization" and v.strip()]
     if len(given) > 1 or len(auth) > 1:
         raise ServiceError(400, "the API key is sent more than once; send one X-API-Key or one Authorization header")
     bearer = None
     if auth:
         scheme, _, token = auth[0].partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
+        if scheme.lower() == b"bearer" and token.strip():
+            bearer = token.strip()
+        elif not given:  # another scheme (a proxy's Basic) is not ours to read when X-API-Key carries the key
             raise ServiceError(
                 401, "Authorization must be 'Bearer <key>' (or send the key in X-API-Key)", headers=CHALLENGE
             )
-        bearer = token.strip()
     if given and bearer is not None and given[0] != bearer:
         raise ServiceError(400, "X-API-Key and Authorization carry different keys; send one")
     return given[0] if given else bearer

@@ -4,8 +4,10 @@ Requests wait on an asyncio future; the thread owns the device, so the event loo
 code. A batch starts when `max_batch_series` series are waiting or the oldest has waited
 `max_wait_ms`; it takes requests of the same (model, latent samples, solver settings) in arrival
 order: requests asking for different tolerances are solved in separate batches. Each series
-is solved with its own query times and steps (see `models.solve`), so batching never changes a
-forecast. Queue limits answer 503 + Retry-After; expired requests are dropped before solving.
+is solved with its own query times and steps (see `models.solve`), so batching changes a forecast
+only within the solver's tolerance (float32 kernels round differently at other batch sizes, which can
+move an adaptive step). Queue limits answer 503 + Retry-After; expired requests are dropped before
+solving.
 """
 
 from __future__ import annotations

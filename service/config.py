@@ -157,8 +157,15 @@ class Settings(BaseSettings):
                     f"{old} is now {new}: unusual values are answered with a warning, and "
                     "LATENTCAST_WARNINGS_AS_ERRORS=true refuses them"
                 )
-        if self.api_key is not None and len(self.api_key.get_secret_value()) < 16:
-            raise ValueError("LATENTCAST_API_KEY must be at least 16 characters")
+        if self.api_key is not None:
+            key = self.api_key.get_secret_value()
+            if len(key) < 16:
+                raise ValueError("LATENTCAST_API_KEY must be at least 16 characters")
+            if key != key.strip() or not key.isprintable():
+                raise ValueError(
+                    "LATENTCAST_API_KEY has whitespace at an end or a control character (a newline from a secret "
+                    "file?): no request could present it; remove it"
+                )
         for path in self.models:
             if not path.is_file():
                 raise ValueError(f"LATENTCAST_MODELS: {path} is not a file")

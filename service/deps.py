@@ -88,13 +88,23 @@ def inflate(body: bytes, coding: str, limit: int) -> bytes:
     wbits = 16 + zlib.MAX_WBITS if coding in ("gzip", "x-gzip") else zlib.MAX_WBITS
     if coding == "deflate" and body[:1] and (body[0] & 0x0F) != 8:
         wbits = -zlib.MAX_WBITS  # raw deflate, as some clients send it, with no zlib header
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ServiceError(400, f"the body is not valid {coding} ({exc})") from None
-    if len(out) > limit:
-        raise ServiceError(413, f"body over {limit} bytes once decompressed (LATENTCAST_MAX_BODY_BYTES)")
-    if not inflater.eof or inflater.unused_data:
-        raise ServiceError(400, f"the body is not one whole {coding} stream")
-    return out
+    parts: list[bytes] = []
+    size, rest = 0, body
+    while True:  # gzip allows several members one after another (RFC 1952 §2.2)
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise ServiceError(400, f"the body is not valid {coding} ({exc})") from None
+        size += len(part)
+        if size > limit or (not inflater.eof and inflater.unconsumed_tail):
+            raise ServiceError(413, f"body over {limit} bytes once decompressed (LATENTCAST_MAX_BODY_BYTES)")
+        parts.append(part)
+        if not inflater.eof:
+            raise ServiceError(400, f"the body is not a whole {coding} stream (it ends early)")
+        rest = inflater.unused_data
+        if not rest or wbits != 16 + zlib.MAX_WBITS:
+            break
+    if rest:
+        raise ServiceError(400, f"bytes follow the end of the {coding} stream")
+    return b"".join(parts)

@@ -28,13 +28,17 @@ async def forecast(request: Request, state: State, _: Ready) -> Response:
     query times, answered in the order given, with the mean and the requested quantiles per channel."""
     t0 = time.perf_counter()
     deadline = time.monotonic() + state.settings.request_timeout_s
-    body_format = formats.of_body(request.headers.get("content-type"))
-    answer_format = formats.of_answer(request.headers.get("accept"), body_format)
-    coding = content_encoding(request.headers.get("content-encoding"))
+    types = request.headers.getlist("content-type")
+    if len(types) > 1:
+        raise ServiceError(400, "Content-Type is given more than once; give it once")
+    body_format = formats.of_body(types[0] if types else None)
+    answer_format = formats.of_answer(", ".join(request.headers.getlist("accept")) or None, body_format)
+    coding = content_encoding(", ".join(request.headers.getlist("content-encoding")) or None)
     params = _params(request)
     settings = state.settings
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    big = len(body) > settings.offload_bytes or coding != "identity"
+    # off the event loop: large bodies, compressed ones, and Arrow streams whose buffers inflate past the line
+    big = coding != "identity" or body_format.decoded_size(body) > settings.offload_bytes
     job = await state.offload(big, _decode, body_format, coding, body, params, state.lookup, settings)
     request.scope.setdefault("state", {})["series"] = job.n_series
     size = answer_format.answer_bytes(job)

@@ -211,14 +211,24 @@ def solver_for(
         cfg = model.solver.at_accuracy(level, rtol, atol)
     except ConfigError as exc:
         raise field_error(422, str(exc), loc) from None
+    named = level is not None and level != "default"  # a preset's tolerances are asked for as much as given ones
     for name, value, lo, hi in (
         ("rtol", cfg.rtol, settings.min_rtol, settings.max_rtol),
         ("atol", cfg.atol, settings.min_atol, settings.max_atol),
     ):
-        if (rtol if name == "rtol" else atol) is not None and not lo <= value <= hi:
+        if (named or (rtol if name == "rtol" else atol) is not None) and not lo <= value <= hi:
             env = f"LATENTCAST_MIN_{name.upper()}" if value < lo else f"LATENTCAST_MAX_{name.upper()}"
-            raise field_error(422, f"{value:g} is outside [{lo:g}, {hi:g}] ({env})", [*loc, name])
+            what = (
+                f"level {level!r} means {name} {value:g}, which"
+                if named and name not in given(rtol, atol)
+                else f"{value:g}"
+            )
+            raise field_error(422, f"{what} is outside [{lo:g}, {hi:g}] ({env})", [*loc, name])
     return dataclasses.replace(cfg, max_num_steps=min(cfg.max_num_steps, settings.max_solver_steps))
+
+
+def given(rtol: float | None, atol: float | None) -> set[str]:
+    return {n for n, v in (("rtol", rtol), ("atol", atol)) if v is not None}
 
 
 def check_series(
@@ -231,11 +241,15 @@ def check_series(
         where: dict[str, list[int]] = {}
         for k, sid in enumerate(ids):
             where.setdefault(sid, []).append(int(positions[k]))
-        for k, sid in enumerate(ids):
-            others = [p for p in where[sid] if p != positions[k]]
-            if others:
-                also = ", ".join(f"series[{p}]" for p in others[:3])
-                issues.append(Issue(int(positions[k]), "id", None, f"duplicate id (also {also})"))
+        for group in where.values():  # linear: each message names at most 3 others
+            if len(group) < 2:
+                continue
+            head = group[:4]
+            for p in group:
+                others = [q for q in head if q != p][:3]
+                more = f" and {len(group) - 1 - len(others)} more" if len(group) - 1 > len(others) else ""
+                also = ", ".join(f"series[{q}]" for q in others) + more
+                issues.append(Issue(p, "id", None, f"duplicate id (also {also})"))
     for counts, limit, field, what, env in (
         (n_obs, settings.max_points, "timestamps", "observations", "LATENTCAST_MAX_POINTS"),
         (n_q, settings.max_query_times, "query_times", "query times", "LATENTCAST_MAX_QUERY_TIMES"),

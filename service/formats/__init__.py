@@ -1,6 +1,7 @@
 """Wire formats. Each is one module with `decode(body, params, lookup, settings) → Job`,
-`encode(job, forecast) → bytes` and `answer_bytes(job)`, an upper bound on the answer's size known
-before solving; adding a format is a new module and one line in `FORMATS`."""
+`decoded_size(body)` (what decoding will handle, to choose its thread), `encode(job, outcome) → bytes`
+and `answer_bytes(job)`, an upper bound on the answer's size known before solving; adding a format is
+a new module and one line in `FORMATS`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Format(Protocol):
     MEDIA_TYPE: str
 
     def decode(self, body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job: ...
+
+    def decoded_size(self, body: bytes) -> int: ...
 
     def encode(self, job: Job, out: Outcome) -> bytes | memoryview: ...
 

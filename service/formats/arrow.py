@@ -20,7 +20,7 @@ from latentcast.frames import long_layout, offsets, quantile_column
 from latentcast.models import Issue, SolverConfig
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
-from latentcast.service.formats.ipc_limits import IpcLimitError, read_limited
+from latentcast.service.formats.ipc_limits import IpcLimitError, declared_bytes, read_limited
 from latentcast.service.outcome import Outcome
 from latentcast.service.validate import (
     ON_ERROR,
@@ -35,8 +35,13 @@ from latentcast.service.validate import (
 )
 from latentcast.times import END_SECOND, FIRST_SECOND, to_unit
 
-__all__ = ["MEDIA_TYPE", "answer_bytes", "decode", "encode"]
+__all__ = ["MEDIA_TYPE", "answer_bytes", "decode", "decoded_size", "encode"]
 _PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+def decoded_size(body: bytes) -> int:
+    """The bytes decoding will handle: with IPC compression, what the buffers inflate to."""
+    return declared_bytes(body)
 
 
 def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job:
@@ -60,7 +65,7 @@ def _options(params: Mapping[str, str], metadata: Mapping[bytes, bytes]) -> dict
     if unknown:
         raise field_error(422, f"unknown parameter; use {', '.join(OPTIONS)}", ["query", unknown[0]])
     opts = dict(params)
-    for key, raw in metadata.items():
+    for key, raw in metadata.items():  # other keys (pandas' own, say) are not ours to read
         name = key.decode("utf-8", "replace")
         if name in OPTIONS:
             if name in opts:
@@ -92,7 +97,7 @@ def _number(text: str, loc: list[str | int], what: str) -> float:
 def _levels_and_samples(opts: Mapping[str, str]) -> tuple[tuple[float, ...], int]:
     levels: tuple[float, ...] = (0.1, 0.5, 0.9)
     if "quantiles" in opts:
-        parts = opts["quantiles"].split(",")
+        parts = [p.strip() for p in opts["quantiles"].split(",")] if opts["quantiles"].strip() else []  # none
         levels = tuple(
             _number(p, ["query", "quantiles"], "a number (levels comma-separated, e.g. 0.1,0.5,0.9)") for p in parts
         )

@@ -106,6 +106,8 @@ def batch_cost(message: pa.ipc.Message) -> tuple[int, int]:
         if offset < 0 or length < 8 or offset + length > len(body):
             raise IpcLimitError("a compressed buffer lies outside its message body")
         raw = struct.unpack_from("<q", body, offset)[0]  # -1: stored uncompressed
+        if raw < -1:
+            raise IpcLimitError(f"a compressed buffer declares {raw} bytes uncompressed")
         total += length - 8 if raw == -1 else raw
     return rows, total
 
@@ -126,7 +128,7 @@ def read_limited(body: bytes, max_rows: int, max_bytes: int) -> pa.Table:
     rows = size = 0
     batches = []
     for message in reader:
-        if message.type == "dictionary batch":
+        if message.type in ("dictionary batch", "dictionary"):  # the name varies across pyarrow versions
             raise IpcLimitError("dictionary-encoded columns are not accepted; send plain strings")
         n, nbytes = batch_cost(message)
         rows, size = rows + n, size + nbytes
@@ -141,3 +143,15 @@ def read_limited(body: bytes, max_rows: int, max_bytes: int) -> pa.Table:
     if source.tell() != len(body):
         raise IpcLimitError(f"{len(body) - source.tell()} bytes follow the end of the stream")
     return pa.Table.from_batches(batches, schema=schema)
+
+
+def declared_bytes(body: bytes) -> int:
+    """What an IPC stream's batches say they hold once decompressed, read from their headers alone (a
+    stream that cannot be read this way: its own size; decoding will say what is wrong)."""
+    total = 0
+    try:
+        for message in pa.ipc.MessageReader.open_stream(pa.py_buffer(body)):
+            total += batch_cost(message)[1]
+    except (pa.ArrowException, IpcLimitError, OSError, ValueError):
+        return len(body)
+    return max(total, len(body))

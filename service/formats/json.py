@@ -40,6 +40,10 @@ _UNION_TAGS = {"float", "str", "int", "bool", "none"}
 _SERIES = TypeAdapter(list[SeriesIn])
 
 
+def decoded_size(body: bytes) -> int:
+    return len(body)
+
+
 def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Settings) -> Job:
     """A JSON body → Job; 400 malformed JSON, 404 unknown model, 413 over a limit, 422 a bad field or
     refused series (each listed)."""

@@ -384,7 +384,7 @@ def _make(kind: str, i: int, rng: np.random.Generator) -> dict[str, Any]:
     return s
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kinds=st.lists(st.sampled_from(_KINDS), min_size=1, max_size=6), seed=st.integers(0, 2**16))
 def test_good_series_get_exactly_their_answers_alone(url: str, kinds: list[str], seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -404,3 +404,47 @@ def test_good_series_get_exactly_their_answers_alone(url: str, kinds: list[str],
             ]
         else:
             assert alone.status_code == 422 and s["id"] in refused
+
+
+def test_a_negative_declared_length_cannot_hide_an_arrow_bomb(url: str) -> None:
+    import struct
+
+    n = 200_000  # 1.6 MB of zeros in one buffer, a few KB compressed
+    table = pa.table(
+        {
+            "id": ["a"],
+            "timestamps": pa.array([list(np.zeros(n))], pa.list_(pa.float64())),
+            "values": pa.array([[[1.0] * 7]], pa.list_(pa.list_(pa.float64()))),
+            "query_times": pa.array([[1.0]], pa.list_(pa.float64())),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(table)
+    body = bytearray(sink.getvalue().to_pybytes())
+    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(bytes(body)))
+    reader.read_next_message()
+    batch = reader.read_next_message().body.to_pybytes()
+    start = bytes(body).find(batch)
+    for at in range(len(batch) - 16, 0, -8):  # the last buffer with a length prefix
+        (raw,) = struct.unpack_from("<q", batch, at)
+        if 0 < raw < 2**20:
+            struct.pack_into("<q", body, start + at, -(10**12))
+            break
+    r = post_arrow(url, bytes(body))
+    assert r.status_code == 400 and "declares -1000000000000 bytes" in r.json()["detail"], r.text
+
+
+def test_many_copies_of_one_id_are_refused_in_linear_time(url: str) -> None:
+    body = {"series": [_series("same") for _ in range(3000)], "on_error": "skip"}
+    r = post(url, body)
+    assert r.status_code == 200 and r.json()["forecasts"] == []
+    errors = r.json()["errors"]
+    assert (
+        len(errors) == 3000 and errors[0]["msg"] == "duplicate id (also series[1], series[2], series[3] and 2996 more)"
+    )
+
+
+def test_starlettes_own_errors_have_the_usual_body(url: str) -> None:
+    r = httpx.get(f"{url}/nowhere")
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found", "errors": []}
