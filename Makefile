@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 # wheel of this version (our CI), pip takes that. Override with TORCH= to keep what you have.
 TORCH  ?= torch==2.13.0
 PHYSIONET ?= ../shared/data/physionet2012
-# what each target installs: serving needs the [serve] extra, tests need everything ([dev])
+# what each target installs: serving needs the [serve] extra (and [client] for `latentcast forecast`),
+# tests need everything ([dev])
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP   := $(VENV)/.installed-dev
 
@@ -20,7 +21,7 @@ $(BIN)/python:
 
 $(SERVE_STAMP): $(BIN)/python pyproject.toml
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
-	$(BIN)/python -m pip install -q -e '.[serve]'
+	$(BIN)/python -m pip install -q -e '.[serve,client]'
 	touch $(SERVE_STAMP)
 
 $(DEV_STAMP): $(BIN)/python pyproject.toml

@@ -20,19 +20,30 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from latentcast.api import Model, Refused, SolverFailed, fit, load
-    from latentcast.frames import DataError, LatentcastWarning
+    from latentcast.frames import DataError, LatentcastWarning, read_long_table
 
 _LAZY = {
     "Model": "latentcast.api",
     "SolverFailed": "latentcast.api",
     "Refused": "latentcast.api",
     "LatentcastWarning": "latentcast.frames",
+    "read_long_table": "latentcast.frames",
     "fit": "latentcast.api",
     "load": "latentcast.api",
     "DataError": "latentcast.frames",
 }
 
-__all__ = ["DataError", "LatentcastWarning", "Model", "Refused", "SolverFailed", "__version__", "fit", "load"]
+__all__ = [
+    "DataError",
+    "LatentcastWarning",
+    "Model",
+    "Refused",
+    "SolverFailed",
+    "__version__",
+    "fit",
+    "load",
+    "read_long_table",
+]
 
 
 def __getattr__(name: str) -> Any:

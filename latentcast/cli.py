@@ -207,7 +207,11 @@ def forecast(
     and (with --on-error skip) each refused series."""
     import warnings
 
-    from latentcast.client import LatentcastClient, LatentcastError, read_long_table
+    try:
+        from latentcast.client import LatentcastClient, LatentcastError, read_long_table
+    except ImportError as exc:
+        typer.echo(f"forecasting through a server needs the [client] extra: pip install 'latentcast[client]' ({exc})")
+        raise typer.Exit(2) from exc
     from latentcast.frames import LatentcastWarning
 
     for name, value, allowed in (

@@ -84,10 +84,11 @@ class LatentcastClient:
         return models
 
     def model_info(self, model: str | None = None) -> dict[str, Any]:
-        for m in self.models():
+        served = self.models()
+        for m in served:
             if (model is None and m["default"]) or m["name"] == model:
                 return m
-        raise LatentcastError(404, f"unknown model {model!r}")
+        raise LatentcastError(404, f"unknown model {model!r}; served: {sorted(m['name'] for m in served)}")
 
     def forecast_raw(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /forecast with a request body as documented; the response as parsed JSON."""

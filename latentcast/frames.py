@@ -171,7 +171,7 @@ def from_frame(
     if extra and extra_columns == "error":
         raise DataError(
             f"columns {extra} are not channels of the model (its channels: {', '.join(channels)}); rename them to "
-            "a channel, or drop them (or pass extra_columns='ignore')"
+            "a channel, or drop them (extra_columns='ignore' in Python, --extra-columns ignore in the CLI)"
         )
     present = [c for c in channels if c in frame.columns]
     if not present:
@@ -211,9 +211,11 @@ def query_table(
             raise DataError(f"query_times: a table needs columns {id_col!r} and {time_col!r}")
         groups = {str(k): g[time_col].tolist() for k, g in query_times.groupby(query_times[id_col].astype(str))}
         per = [groups.get(sid, []) for sid in table.ids]
+        _unknown_ids(groups, table)
     elif isinstance(query_times, Mapping):
         by_str = {str(k): v for k, v in query_times.items()}
         per = [list(by_str.get(sid, [])) for sid in table.ids]
+        _unknown_ids(by_str, table)
     elif isinstance(query_times, str) or not isinstance(query_times, Sequence | np.ndarray | pd.Series | pd.Index):
         raise DataError("query_times: give a list of times, a mapping id → list, or a table with id and time")
     else:
@@ -230,6 +232,14 @@ def query_table(
         kind = "date-times" if table.times.is_datetime else "numbers"
         raise DataError(f"query_times: must be {kind}, like the table's time column")
     return times, offsets(counts)
+
+
+def _unknown_ids(queried: Mapping[str, Any], table: FlatTable) -> None:
+    """Query times for ids the table does not have are not forecast: say so (a typo, or 7 for 007)."""
+    unknown = sorted(set(queried) - set(table.ids))
+    if unknown:
+        shown = ", ".join(map(repr, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        warnings.warn(LatentcastWarning(f"query_times: ids not in the table, not forecast: {shown}"), stacklevel=4)
 
 
 def long_layout(query_offsets: np.ndarray, n_channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

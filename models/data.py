@@ -97,6 +97,7 @@ def series_from_frame(
         times = flat.times.values * spec.scale
     vals = flat.values.astype(np.float32)
     out: list[Series] = []
+    twice: list[str] = []
     for i, (a, z) in enumerate(zip(flat.offsets[:-1], flat.offsets[1:], strict=True)):
         keep = ~np.isnan(vals[a:z]).all(axis=1)
         if not keep.any():
@@ -104,8 +105,15 @@ def series_from_frame(
         t = times[a:z][keep]
         dup = np.flatnonzero(np.diff(t) == 0)
         if dup.size:
-            raise DataError(f"series {flat.ids[i]!r}: duplicate time {t[dup[0]]} (model time); merge those rows")
+            shown = flat.times.as_column()[a:z][keep].iloc[int(dup[0])]
+            twice.append(f"series {flat.ids[i]!r} at {shown}")
+            continue
         out.append(Series(id=flat.ids[i], times=t, values=vals[a:z][keep]))
+    if twice:
+        raise DataError(
+            f"{len(twice)} series have two rows at one time (column {time_col!r}), e.g. {'; '.join(twice[:3])}: "
+            "merge those rows (one value per channel and time); we will not guess which value is right"
+        )
     return out
 
 
@@ -173,6 +181,11 @@ class Normalizer:
                 v[..., logged] = np.log(v[..., logged])
         with np.errstate(over="ignore"):
             return ((v - np.asarray(self.mean)) / np.asarray(self.std)).astype(dtype)
+
+    def transform_one(self, value: float, channel: int) -> float:
+        """One raw value of one channel → normalised (−inf for a value ≤ 0 of a log channel)."""
+        v = (np.log(value) if value > 0 else -np.inf) if self.log[channel] else value
+        return float((v - self.mean[channel]) / self.std[channel])
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         """(…, D) raw → normalised on tensors, `transform`'s twin (values ≤ 0 of log channels: far below)."""

@@ -262,7 +262,7 @@ def _check_values(values: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdi
             "values",
             lambda k: (
                 f"[{c[k]}] = {values[r[k], c[k]]:.4g}: channel {norm.channels[c[k]]!r} is modelled on a log "
-                "scale; values must be > 0"
+                "scale; values must be > 0 (a code for 'unknown' is declared at training: --missing-values)"
             ),
         )
     if validity is not None and validity.bounded:
@@ -299,7 +299,7 @@ def _check_values(values: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdi
         def item(k: int) -> str:
             j = int(r[k] - off[np.searchsorted(off, r[k], side="right") - 1])
             logged = " (on the log scale)" if norm.log[c[k]] else ""
-            return f"[{j}] {norm.channels[c[k]]!r} = {values[r[k], c[k]]:.6g} at {z[r[k], c[k]]:.3g}{logged}"
+            return f"[{j}] {norm.channels[c[k]]!r} = {values[r[k], c[k]]:.6g}, {z[r[k], c[k]]:.3g} scales out{logged}"
 
         if limits.strict:
             v.refuse_first(

@@ -104,3 +104,24 @@ def drop_outliers(series: Sequence[Series], normalizer: Normalizer, z: float) ->
         if kept is not None:
             out.append(kept)
     return Cleaned(out, counts)
+
+
+# values data sources write for "unknown"; one that is frequent and far from a channel's data is suspect
+COMMON_CODES = (-1.0, -9.0, -99.0, -999.0, -9999.0, 99.0, 999.0, 9999.0)
+
+
+def suspect_codes(series: Sequence[Series], normalizer: Normalizer, share: float = 0.005) -> dict[str, list[float]]:
+    """Per channel, the common "unknown" codes (COMMON_CODES) that make up at least `share` of its
+    values (and 5 of them) while lying more than 5 of its scales from its centre: likely codes that
+    were not declared (`data.missing_values`)."""
+    if not series:
+        return {}
+    values = np.concatenate([s.values for s in series]).astype(np.float64)
+    out: dict[str, list[float]] = {}
+    for j, channel in enumerate(normalizer.channels):
+        col = values[:, j][~np.isnan(values[:, j])]
+        for code in COMMON_CODES:
+            n = int((col == code).sum())
+            if n >= max(5, share * col.size) and abs(float(normalizer.transform_one(code, j))) > 5:
+                out.setdefault(channel, []).append(code)
+    return out

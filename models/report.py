@@ -83,6 +83,13 @@ def format_report(report: dict[str, Any]) -> str:
         shown = "; ".join(f"{part} {counts}" for part, counts in dropped.items() if counts)
         if shown:
             lines.append(f"  {what}: {shown}")
+    codes = report.get("suspect_missing_codes") or {}
+    if codes:
+        shown = ",".join(f"{c}={'|'.join(f'{v:g}' for v in vs)}" for c, vs in codes.items())
+        lines.append(
+            "  possible codes for 'unknown' among the training values (frequent, and far from the rest): "
+            f"{shown}; if so, train with --missing-values '{shown}'"
+        )
     if not report["beats_locf"]:
         lines.append(
             "  WARNING: the model does not beat carrying the last observation forward on validation; its "

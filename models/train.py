@@ -28,7 +28,7 @@ from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.metrics import forecast_contexts, holdout_metrics
-from latentcast.models.preprocess import apply_validity, drop_outliers
+from latentcast.models.preprocess import apply_validity, drop_outliers, suspect_codes
 from latentcast.models.report import training_report, with_report
 from latentcast.models.validity import Validity
 
@@ -188,6 +188,7 @@ def _train(
     check_trainable(split)
     normalizer = Normalizer.fit(split.train, split.channels, split.log_channels, exp.data.normalize)
     units = minmax_units(split.train, normalizer) if tc.loss_units == "minmax" else None
+    codes = suspect_codes(split.train, normalizer)  # before the outlier rule sets them aside unnamed
     kept_train = drop_outliers(split.train, normalizer, exp.data.outlier_z)  # gross entry errors out
     kept_val = drop_outliers(split.val, normalizer, exp.data.outlier_z)
     split = dataclasses.replace(split, train=kept_train.series, val=kept_val.series)
@@ -344,6 +345,7 @@ def _train(
             raise RuntimeError(f"ranks ended with different weights: {digests}")
     best = load_checkpoint(out / BEST, dev)
     report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task, out_of_bounds)
+    report["suspect_missing_codes"] = codes
     save_checkpoint(out / BEST, with_report(best, report, calibration))
     metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started, report, stopped)
     _plot_best(out, split, exp, dev)

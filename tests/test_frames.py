@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latentcast.frames import DataError, from_frame, long_layout, offsets, query_table, to_frame
+from latentcast.frames import DataError, LatentcastWarning, from_frame, long_layout, offsets, query_table, to_frame
+from latentcast.models import TimeSpec, series_from_frame
 
 
 def _obs() -> pd.DataFrame:
@@ -74,3 +75,17 @@ def test_the_long_answer_is_series_by_query_by_channel() -> None:
     assert out["id"].tolist() == [1] * 4 + [2] * 4 and out["channel"].tolist() == ["a", "b"] * 4
     assert out["time"].iloc[2] == pd.Timestamp("2026-03-01", tz="UTC")
     np.testing.assert_array_equal(out["q0.9"], np.arange(8.0) + 1)
+
+
+def test_query_times_for_ids_the_table_lacks_are_named() -> None:
+    table = from_frame(pd.DataFrame({"id": ["007", "8"], "time": [0.0, 1.0], "x": [1.0, 2.0]}), ["x"])
+    with pytest.warns(LatentcastWarning, match=r"ids not in the table, not forecast: '7'"):
+        times, offs = query_table(table, {"007": [2.0], "8": [3.0], 7: [4.0]})
+    assert times.values.tolist() == [2.0, 3.0]
+    assert offs.tolist() == [0, 1, 2]
+
+
+def test_two_rows_at_one_time_are_named_in_the_tables_units() -> None:
+    frame = pd.DataFrame({"id": ["a", "a", "b", "b", "c"], "time": [5.0, 5.0, 1.0, 1.0, 0.0], "x": [1.0] * 5})
+    with pytest.raises(DataError, match=r"2 series have two rows at one time .*series 'a' at 5.0; series 'b' at 1.0"):
+        series_from_frame(frame, ["x"], TimeSpec("day", 0.01))

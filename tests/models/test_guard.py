@@ -86,7 +86,7 @@ def test_unusual_values_are_answered_with_a_warning_that_names_the_scale() -> No
     (w,) = out.warnings
     assert (w.kind, w.field, w.index, w.setting) == ("unusual_value", "values", 0, "unusual_scales")
     assert "1 value more than 20 robust scales (training IQR / 1.349) from the training median" in w.msg
-    assert "[0] 'lin' = 25 at 25" in w.msg
+    assert "[0] 'lin' = 25, 25 scales out" in w.msg
 
 
 def test_bounds_set_values_aside_with_a_warning_or_refuse_them_when_strict() -> None:

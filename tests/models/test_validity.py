@@ -91,3 +91,17 @@ def test_training_sets_aside_markers_silently_and_counts_only_impossible_values(
     (kept,) = out.series
     np.testing.assert_array_equal(kept.times, [0.0])  # rows left with nothing observed are dropped
     np.testing.assert_array_equal(kept.values, [[np.nan, 5.0]])
+
+
+def test_frequent_far_codes_are_named_in_the_training_report() -> None:
+    from latentcast.models import Normalizer, Series
+    from latentcast.models.preprocess import suspect_codes
+
+    rng = np.random.default_rng(0)
+    sbp = rng.normal(120, 15, 400)
+    sbp[::20] = 999.0  # 5% of the values
+    hdl = rng.normal(50, 10, 400)
+    hdl[:3] = -1.0  # too few to be a code
+    s = [Series("a", np.arange(400.0), np.stack([sbp, hdl], axis=1).astype(np.float32))]
+    norm = Normalizer.fit(s, ("sbp", "hdl"), method="robust")
+    assert suspect_codes(s, norm) == {"sbp": [999.0]}
