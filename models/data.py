@@ -111,7 +111,8 @@ def series_from_frame(
         out.append(Series(id=flat.ids[i], times=t, values=vals[a:z][keep]))
     if twice:
         raise DataError(
-            f"{len(twice)} series have two rows at one time (column {time_col!r}), e.g. {'; '.join(twice[:3])}: "
+            f"{len(twice)} series {'has' if len(twice) == 1 else 'have'} two rows at one time (column "
+            f"{time_col!r}), e.g. {'; '.join(twice[:3])}: "
             "merge those rows (one value per channel and time); we will not guess which value is right"
         )
     return out

@@ -61,7 +61,7 @@ def test_frame_to_series_sorts_drops_empty_rows_and_keeps_masks() -> None:
 
 def test_duplicate_times_name_the_series() -> None:
     frame = pd.DataFrame({"id": [1, 1], "time": [1.0, 1.0], "x": [1.0, 2.0]})
-    with pytest.raises(DataError, match=r"series '1'.*duplicate"):
+    with pytest.raises(DataError, match=r"1 series has two rows at one time .* series '1' at"):
         series_from_frame(frame, ["x"], TimeSpec("day"))
 
 
