@@ -9,6 +9,7 @@ DistributedDataParallel, and only rank 0 validates and writes checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -56,14 +57,21 @@ def start(world: World, device: torch.device) -> torch.device:
 
 
 def stop(world: World, together: bool = True) -> None:
-    """Leave the process group. `together` (a run that ended normally): wait for every rank first, since
-    a rank that tore gloo down while another still held its connection could abort at exit ("terminate
-    called without an active exception"). After an error, leave at once: the others may never arrive,
-    and torchrun stops them when this process exits."""
+    """Leave the process group. `together` (a run that ended normally): wait for every rank first, so no
+    rank tears gloo down while another still talks to it. After an error, leave at once: the others may
+    never arrive, and torchrun stops them when this process exits.
+
+    Before the group goes, collect the garbage: DistributedDataParallel's reducer sits in reference
+    cycles that hold the group and gloo's pending work (tensors with Python references). Left to the
+    interpreter's finalisation, they are freed after Python is gone, and gloo's threads then abort the
+    process ("terminate called without an active exception", pytorch/pytorch#190489 and the
+    abandoned #179291 describe that teardown)."""
     if world.active and dist.is_initialized():
+        gc.collect()
         if together:
             dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier(world: World) -> None:

@@ -288,3 +288,36 @@ def test_renamed_settings_fail_at_start_and_say_the_new_name(monkeypatch: pytest
     monkeypatch.setenv("LATENTCAST_MAX_VALUE_SIGMAS", "1e9")
     with pytest.raises(ValidationError, match="LATENTCAST_MAX_VALUE_SIGMAS is now LATENTCAST_UNUSUAL_VALUE_SCALES"):
         Settings(device="cpu")
+
+
+def test_health_checks_are_answered_while_a_large_body_is_decoded(checkpoints, monkeypatch) -> None:
+    """The decode of a body over LATENTCAST_OFFLOAD_BYTES is held until /healthz has been answered: on
+    the event loop it could not be (the test would time out); on a worker thread it is."""
+    import threading
+
+    from latentcast.service.formats import json as json_format
+
+    entered, release = threading.Event(), threading.Event()
+    decode = json_format.decode
+
+    def held(*args: Any) -> Any:
+        entered.set()
+        assert release.wait(30), "the test never released the decode"
+        return decode(*args)
+
+    monkeypatch.setattr(json_format, "decode", held)
+    body = json.dumps({"series": [labs_series(f"s{i}") for i in range(400)]}).encode()
+    with running(settings_for(checkpoints, offload_bytes=1024)) as client:
+        assert len(body) > 1024
+        result: dict[str, Any] = {}
+        big = threading.Thread(
+            target=lambda: result.update(
+                r=client.post("/forecast", content=body, headers={"content-type": "application/json"})
+            )
+        )
+        big.start()
+        assert entered.wait(30)
+        assert client.get("/healthz").status_code == 200  # answered while the decode is held
+        release.set()
+        big.join(60)
+    assert result["r"].status_code == 200 and len(result["r"].json()["forecasts"]) == 400
