@@ -160,6 +160,11 @@ class Forecaster:
             parts.append(self._predict_chunk(chunk, levels, ns, n_out, normalized, due, solver or self.solver))
         return PackedForecast.concat(parts)
 
+    def counters(self) -> tuple[int, int]:
+        """(vector-field evaluations, CUDA graphs captured) so far: a scheduler reads their growth."""
+        dynamics = getattr(self.model, "dynamics", None)
+        return (int(dynamics.nfe) if dynamics is not None else 0), int(self.graphs.captures)
+
     def _spread(self) -> torch.Tensor | None:
         """(D,) calibration factors on the model's device and dtype, or None when uncalibrated."""
         if self.spread is None:

@@ -1,13 +1,17 @@
-"""Micro-batching: concurrent requests' series are solved together by one inference thread.
+"""The inference thread's scheduler: requests are solved in slices of bounded cost, smallest remaining
+work first, so no request waits behind a large one for more than one slice.
 
 Requests wait on an asyncio future; the thread owns the device, so the event loop never runs model
-code. A batch starts when `max_batch_series` series are waiting or the oldest has waited
-`max_wait_ms`; it takes requests of the same (model, latent samples, solver settings) in arrival
-order: requests asking for different tolerances are solved in separate batches. Each series
-is solved with its own query times and steps (see `models.solve`), so batching changes a forecast
-only within the solver's tolerance (float32 kernels round differently at other batch sizes, which can
-move an adaptive step). Queue limits answer 503 + Retry-After; expired requests are dropped before
-solving.
+code. Each request's cost is estimated when it arrives (`service.cost`: series × samples × (expected
+vector-field evaluations + observations + query times), in seconds learned on this device); one that
+could not finish within `max_request_seconds` is refused before it queues. The thread then repeatedly
+takes a slice of about `slice_seconds` of work: the request with the least remaining work leads, and
+other requests of the same model, latent samples and solver settings fill the slice (micro-batching),
+a large one contributing a range of its series. Between slices, a request whose deadline has passed or
+whose client has gone is dropped: nothing more is solved for it. Each series is solved with its own
+query times and steps (see `models.solve`), so slicing and batching change a forecast only within the
+solver's tolerance (float32 kernels round differently at other batch sizes, which can move an adaptive
+step). Queue limits answer 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 from latentcast.models import PackedForecast, PackedSeries
+from latentcast.service.cost import CostModel
 from latentcast.service.errors import ServiceError
 from latentcast.service.registry import ServedModel
 from latentcast.service.validate import Job
@@ -43,11 +48,30 @@ class _Item:
     loop: asyncio.AbstractEventLoop
     deadline: float
     enqueued: float
+    units: np.ndarray  # (B,) estimated work per series (learned figures: admission, order)
+    cuts: np.ndarray  # (B,) the same by the seeded figures alone: where slices are cut
+    done: int = 0  # series solved so far (a prefix)
+    parts: list[PackedForecast] = dataclasses.field(default_factory=list)
+    started: float | None = None
+    solve_seconds: float = 0.0
+    largest_slice: int = 0
+
+    @property
+    def key(self) -> tuple[str, int, object]:
+        return (self.job.model.name, self.samples, self.job.solver)
+
+    @property
+    def remaining(self) -> float:
+        return float(self.units[self.done :].sum())
+
+    @property
+    def alive(self) -> bool:
+        return not self.future.done() and time.monotonic() < self.deadline
 
 
 @dataclasses.dataclass
 class BatchStats:
-    """Reported to the metrics hooks after every solve."""
+    """Reported to the metrics hooks after every slice."""
 
     model: str
     series: int
@@ -56,6 +80,20 @@ class BatchStats:
     nfe: int
     captures: int  # CUDA graphs captured during this solve (0 once warm)
     threads: int  # intra-op threads the solve ran on
+
+
+@dataclasses.dataclass
+class Done:
+    """Reported when a request leaves the scheduler: solved, or dropped with nobody to read it."""
+
+    model: str
+    outcome: str  # "solved", "deadline" (its deadline passed), "gone" (its client left), "failed"
+    queue_seconds: float
+    solve_seconds: float
+    estimated_seconds: float
+
+
+_Slice = list[tuple[_Item, int, int]]  # (request, first series, end)
 
 
 class Batcher:
@@ -71,7 +109,11 @@ class Batcher:
         max_queue_points: int = 1 << 62,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_queue: Callable[[int], None] | None = None,
+        on_done: Callable[[Done], None] | None = None,
         small_batch_rows: int = SMALL_BATCH_ROWS,
+        slice_seconds: float = 0.05,
+        max_request_seconds: float = float("inf"),
+        costs: CostModel | None = None,
     ):
         self.models = models
         self.enabled = enabled
@@ -83,14 +125,17 @@ class Batcher:
         self.num_samples = num_samples
         self.on_batch = on_batch
         self.on_queue = on_queue
+        self.on_done = on_done
         self.small_batch_rows = small_batch_rows
+        self.slice_seconds = slice_seconds
+        self.max_request_seconds = max_request_seconds
+        self.costs = costs or CostModel()
         self.threads = torch.get_num_threads()  # the process's setting; small CPU batches use one
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_series = 0
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="latentcast-inference", daemon=True)
-        self._recent_batch_seconds = 0.05
 
     def start(self) -> None:
         self._thread.start()
@@ -105,10 +150,18 @@ class Batcher:
     def queued_series(self) -> int:
         return self._queued_series
 
+    def estimate(self, job: Job, learned: bool = True) -> tuple[np.ndarray, float]:
+        """(B,) work per series of `job` and the seconds it would take alone on this device (learned=False:
+        by the figures seeded at start, which cut slices)."""
+        samples = max(self.num_samples, job.num_samples)
+        counts = np.diff(job.packed.offsets), np.diff(job.packed.query_offsets)
+        units = self.costs.units(job.model.name, job.solver_used, samples, *counts, job.model.n_channels, learned)
+        return units, self.costs.seconds(job.model.name, float(units.sum()))
+
     async def submit(self, job: Job, deadline: float) -> PackedForecast:
         """Queue a job and wait for its forecasts until `deadline` (`time.monotonic()`): 413 when the job
-        alone exceeds the queue, 503 when the queue is full, 504 past the deadline (its solve stops
-        there too, so the requests behind it are not delayed by it)."""
+        alone exceeds the queue or would take longer than `max_request_seconds`, 503 when the queue is
+        full, 504 past the deadline (nothing more is solved for it then)."""
         if job.size > self.max_queue:
             raise ServiceError(
                 413,
@@ -122,9 +175,20 @@ class Batcher:
                 f"{points} observations + query times; the most one request can queue is {self.max_queue_points} "
                 "(LATENTCAST_MAX_QUEUE_POINTS): split the request",
             )
+        units, seconds = self.estimate(job)
+        if seconds > self.max_request_seconds:
+            if self.on_done is not None:
+                self.on_done(Done(job.model.name, "refused", 0.0, 0.0, seconds))
+            raise ServiceError(
+                413,
+                f"this request would take about {seconds:.1f} s to solve on this server (estimated from its "
+                f"series, samples, query times and tolerance); the limit is {self.max_request_seconds:g} s "
+                "(LATENTCAST_MAX_REQUEST_SECONDS): split it, or ask for fewer samples or a looser tolerance",
+            )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        item = _Item(job, max(self.num_samples, job.num_samples), loop.create_future(), loop, deadline, now)
+        samples = max(self.num_samples, job.num_samples)
+        item = _Item(job, samples, loop.create_future(), loop, deadline, now, units, self.estimate(job, False)[0])
         with self._cv:
             if self._queued_points + points > self.max_queue_points:
                 raise ServiceError(
@@ -146,12 +210,18 @@ class Batcher:
             self._report_queue()
             self._cv.notify()
         try:
-            return await asyncio.wait_for(item.future, timeout=max(0.0, deadline - now))  # cancels it on timeout
+            return await asyncio.wait_for(asyncio.shield(item.future), timeout=max(0.0, deadline - now))
         except TimeoutError:
             raise deadline_error() from None
+        finally:
+            if not item.future.done():  # past the deadline, or the caller cancelled (its client left)
+                item.future.cancel()
+                with self._cv:
+                    self._cv.notify()
 
     def _retry_after(self) -> int:
-        return max(1, round(self._recent_batch_seconds * (1 + self._queued_series / self.max_batch)))
+        queued = sum(self.costs.seconds(it.job.model.name, it.remaining) for it in list(self._queue))
+        return max(1, round(queued))
 
     # ---------------------------------------------------------------------------------------------
     # inference thread
@@ -160,63 +230,78 @@ class Batcher:
         if self.on_queue is not None:
             self.on_queue(self._queued_series)
 
-    def _take(self) -> list[_Item] | None:
-        """Block until a batch is due; pop it. None when stopping."""
+    def _leave(self, item: _Item, outcome: str) -> None:
+        """Take a request out of the queue (under the lock) and report how it ended."""
+        self._queue.remove(item)
+        self._queued_series -= item.job.size
+        self._queued_points -= item.job.points
+        self._report_queue()
+        if self.on_done is not None:
+            now = time.monotonic()
+            queue = (item.started or now) - item.enqueued
+            estimated = self.costs.seconds(item.job.model.name, float(item.units.sum()))
+            self.on_done(Done(item.job.model.name, outcome, queue, item.solve_seconds, estimated))
+
+    def _take(self) -> _Slice | None:
+        """Block until work is due; return the next slice. None when stopping."""
         with self._cv:
             while True:
                 if self._stop:
                     return None
+                for item in list(self._queue):  # nobody will read these: drop them before any work
+                    if not item.alive:
+                        gone = item.future.cancelled() and item.deadline > time.monotonic()
+                        self._leave(item, "gone" if gone else "deadline")
                 if not self._queue:
                     self._cv.wait()
                     continue
-                first = self._queue[0]
-                due = first.enqueued + self.max_wait
+                oldest = min(it.enqueued for it in self._queue)
+                due = oldest + self.max_wait
                 if self.enabled and self._queued_series < self.max_batch and time.monotonic() < due:
                     self._cv.wait(timeout=max(0.0, due - time.monotonic()))
                     continue
-                batch: list[_Item] = []
-                n = 0
-                key = (first.job.model.name, first.samples, first.job.solver)
-                for item in list(self._queue):
-                    if (item.job.model.name, item.samples, item.job.solver) != key:
-                        continue
-                    if batch and (n + item.job.size > self.max_batch or not self.enabled):
-                        break
-                    batch.append(item)
-                    n += item.job.size
-                for item in batch:
-                    self._queue.remove(item)
-                self._queued_series -= n
-                self._queued_points -= sum(item.job.points for item in batch)
-                self._report_queue()
-                return batch
+                return self._slice()
+
+    def _slice(self) -> _Slice:
+        """The request with the least remaining work leads; requests of its key fill about slice_seconds
+        of work (all of it for a request that fits, a range of series for one that does not)."""
+        lead = min(self._queue, key=lambda it: (it.remaining, it.deadline))
+        group = sorted((it for it in self._queue if it.key == lead.key), key=lambda it: (it.remaining, it.deadline))
+        budget = self.costs.slice_units(lead.job.model.name, self.slice_seconds)
+        out: _Slice = []
+        series = 0
+        for item in group if self.enabled else [lead]:
+            if out and (budget <= 0 or series >= self.max_batch):
+                break
+            per = item.cuts[item.done :]
+            room = min(int(np.searchsorted(np.cumsum(per), budget, side="right")), self.max_batch - series)
+            stop = item.done + max(room, 1 if not out else 0)
+            if stop <= item.done:
+                break
+            out.append((item, item.done, stop))
+            budget -= float(per[: stop - item.done].sum())
+            series += stop - item.done
+        return out
 
     def _run(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            work = self._take()
+            if work is None:
                 return
-            now = time.monotonic()
-            live = []
-            for item in batch:
-                if now >= item.deadline or item.future.cancelled():
-                    continue  # its request has already answered 504 or gone away
-                live.append(item)
-            if live:
-                self._solve(live)
+            self._solve(work)
 
-    def _solve(self, items: list[_Item]) -> None:
-        model = self.models[items[0].job.model.name]
+    def _solve(self, work: _Slice) -> None:
+        model = self.models[work[0][0].job.model.name]
         try:
-            results = self._predict(model, items)
+            results = self._predict(model, work)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            if len(items) > 1:  # retry each request alone before giving up
-                for item in items:
-                    self._solve([item])
+            if len(work) > 1:  # retry each request's part alone before giving up
+                for part in work:
+                    self._solve([part])
                 return
             self._fail(
-                items,
+                work,
                 ServiceError(
                     503,
                     "out of GPU memory for this request; send fewer series or query times",
@@ -225,26 +310,30 @@ class Batcher:
             )
             return
         except Exception as exc:  # a bug, not bad input: one request's failure must not fail the others
-            if len(items) > 1:
-                log.warning("a batch of %d requests failed (%s); solving each alone", len(items), exc)
-                for item in items:
-                    self._solve([item])
+            if len(work) > 1:
+                log.warning("a batch of %d requests failed (%s); solving each alone", len(work), exc)
+                for part in work:
+                    self._solve([part])
                 return
             log.exception("inference failed")
-            self._fail(items, exc)
+            self._fail(work, exc)
             return
-        for item, result in zip(items, results, strict=True):
-            item.loop.call_soon_threadsafe(_resolve, item.future, result)
+        with self._cv:
+            for (item, _, stop), result in zip(work, results, strict=True):
+                item.parts.append(result)
+                item.done = stop
+                if stop == item.job.size and item in self._queue:
+                    self._leave(item, "solved")
+                    forecast = PackedForecast.concat(item.parts)
+                    item.loop.call_soon_threadsafe(_resolve, item.future, forecast)
 
-    def _predict(self, model: ServedModel, items: list[_Item]) -> list[PackedForecast]:
-        packed = PackedSeries.concat([it.job.packed for it in items])
+    def _predict(self, model: ServedModel, work: _Slice) -> list[PackedForecast]:
+        packed = PackedSeries.concat([it.job.packed.take(a, z) for it, a, z in work])
+        items = [it for it, _, _ in work]
         levels = tuple(sorted({lv for it in items for lv in it.job.levels}))
         shown = max(it.job.num_samples for it in items)  # trajectories returned (the first of each)
-        deadlines = np.repeat([it.deadline for it in items], [it.job.size for it in items])
-        dyn = getattr(model.forecaster.model, "dynamics", None)
-        nfe0 = dyn.nfe if dyn is not None else 0
-        graphs = model.forecaster.graphs
-        captures0 = graphs.captures
+        deadlines = np.repeat([it.deadline for it in items], [z - a for _, a, z in work])
+        nfe0, captures0 = model.forecaster.counters()
         threads = self.threads
         if model.forecaster.device.type == "cpu" and len(packed) * max(items[0].samples, 1) <= self.small_batch_rows:
             threads = 1
@@ -260,20 +349,33 @@ class Batcher:
             solver=items[0].job.solver,
         )
         seconds = time.perf_counter() - t0
-        captures = graphs.captures - captures0
-        self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
+        nfe1, captures1 = model.forecaster.counters()
+        units = float(sum(it.units[a:z].sum() for it, a, z in work))
+        mean_nfe = float(out.nfe.mean()) if len(out) else 0.0
+        self.costs.learn(model.name, items[0].job.solver_used, units, seconds, mean_nfe)
         for it in items:
+            if it.started is None:
+                it.started = started
+            it.solve_seconds += seconds
+            it.largest_slice = max(it.largest_slice, len(packed))
             it.job.timing.update(
-                queue=started - it.enqueued, solve=seconds, batch_series=len(packed), captures=captures
+                queue=it.started - it.enqueued,
+                solve=it.solve_seconds,
+                batch_series=it.largest_slice,
+                captures=captures1 - captures0,
             )
         if self.on_batch is not None:
-            nfe = (dyn.nfe if dyn is not None else 0) - nfe0
-            self.on_batch(BatchStats(model.name, len(packed), len(items), seconds, nfe, captures, threads))
-        return out.split([it.job.size for it in items])
+            self.on_batch(
+                BatchStats(model.name, len(packed), len(work), seconds, nfe1 - nfe0, captures1 - captures0, threads)
+            )
+        return out.split([z - a for _, a, z in work])
 
-    def _fail(self, items: list[_Item], exc: BaseException) -> None:
-        for item in items:
-            item.loop.call_soon_threadsafe(_reject, item.future, exc)
+    def _fail(self, work: _Slice, exc: BaseException) -> None:
+        with self._cv:
+            for item, _, _ in work:
+                if item in self._queue:
+                    self._leave(item, "failed")
+                item.loop.call_soon_threadsafe(_reject, item.future, exc)
 
 
 def _resolve(fut: asyncio.Future[PackedForecast], value: PackedForecast) -> None:

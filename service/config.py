@@ -55,6 +55,19 @@ class Settings(BaseSettings):
         description="most values (samples × series × query times × latent width) one solve holds; larger "
         "batches are solved in chunks, so a request's memory does not grow with its size",
     )
+    slice_seconds: float = Field(
+        0.05,
+        gt=0,
+        le=10,
+        description="the inference thread works in slices of about this much estimated solve time, smallest "
+        "remaining request first, so a small request waits at most one slice behind a large one",
+    )
+    max_request_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="a request whose estimated solve time on this server exceeds this is refused (413) before "
+        "it queues (estimated from its series, samples, query times and tolerance, learned from past solves)",
+    )
     cpu_small_batch_rows: int = Field(
         256,
         ge=0,

@@ -22,11 +22,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentcast.service.auth import RequireKey
-from latentcast.service.batching import Batcher, BatchStats
+from latentcast.service.batching import Batcher, BatchStats, Done
 from latentcast.service.config import Settings, get_settings
+from latentcast.service.cost import CostModel
 from latentcast.service.errors import ServiceError
 from latentcast.service.metrics import Metrics
-from latentcast.service.registry import choose_device, default_model_name, load_models, warm_up
+from latentcast.service.registry import calibrate, choose_device, default_model_name, load_models, warm_up
 from latentcast.service.routes import router
 from latentcast.service.schemas import ForecastRequest
 from latentcast.service.state import AppState
@@ -41,8 +42,10 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
     try:
         device = choose_device(s.device)
         models = await asyncio.to_thread(load_models, s, device)
+        costs = CostModel()
         for served in models.values():
             await asyncio.to_thread(warm_up, served)
+            await asyncio.to_thread(calibrate, served, costs, s.num_samples)
         tune_gc()
         state.metrics.watch_gc(True)
         state.default = default_model_name(s, models)
@@ -55,6 +58,14 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
             m.nfe.labels(b.model).inc(b.nfe)
             m.graph_captures.inc(b.captures)
 
+        def on_done(d: Done) -> None:
+            m.requests_done.labels(d.model, d.outcome).inc()
+            if d.outcome == "refused":
+                m.cost_refused.labels(d.model).inc(d.estimated_seconds)
+                return
+            m.cost_admitted.labels(d.model).inc(d.estimated_seconds)
+            m.solve_seconds.observe(d.solve_seconds)
+
         state.batcher = Batcher(
             models,
             enabled=s.batching,
@@ -65,7 +76,11 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
             num_samples=s.num_samples,
             on_batch=on_batch,
             on_queue=m.queue_series.set,
+            on_done=on_done,
             small_batch_rows=s.cpu_small_batch_rows,
+            slice_seconds=s.slice_seconds,
+            max_request_seconds=s.max_request_seconds,
+            costs=costs,
         )
         state.batcher.start()
         state.models = models

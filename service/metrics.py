@@ -62,6 +62,25 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=r,
         )
+        self.requests_done = Counter(
+            "latentcast_scheduled_requests",
+            "forecast requests leaving the scheduler, by how: solved, deadline (dropped unsolved past it), gone "
+            "(dropped: the client left), failed, refused (over LATENTCAST_MAX_REQUEST_SECONDS)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.solve_seconds = Histogram(
+            "latentcast_request_solve_seconds",
+            "time the inference thread spent on a request's slices",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cost_admitted = Counter(
+            "latentcast_cost_admitted_seconds", "estimated solve seconds of admitted requests", ["model"], registry=r
+        )
+        self.cost_refused = Counter(
+            "latentcast_cost_refused_seconds", "estimated solve seconds of refused requests", ["model"], registry=r
+        )
         self.warnings = Counter(
             "latentcast_warnings",
             "warnings in answers, by model and kind (out_of_bounds, unusual_value, unusual_forecast)",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from latentcast.models import Forecaster, Limits, ModelBundle, Series, load_checkpoint, resolve_device
+from latentcast.models import Forecaster, Limits, ModelBundle, PackedSeries, Series, load_checkpoint, resolve_device
 from latentcast.service.config import Settings
+from latentcast.service.cost import CostModel
 from latentcast.service.schemas import ModelInfo
 from latentcast.service.validate import ModelSpec
 
@@ -115,3 +117,25 @@ def warm_up(model: ServedModel, sizes: tuple[int, ...] | None = None) -> None:
         ]
         for q in query_sets:
             model.forecaster.predict(series, [q] * n, levels=(0.1, 0.5, 0.9))
+
+
+def calibrate(model: ServedModel, costs: CostModel, num_samples: int, series: int = 64) -> None:
+    """Seed the cost model with a timed solve of `series` short series at the model's own tolerance
+    (after warm-up, so it is timed warm): seconds per unit of work and evaluations per trajectory."""
+    d = len(model.bundle.channels)
+    packed = PackedSeries.from_series(
+        [
+            Series(id=f"c{i}", times=np.array([0.0, 0.1, 0.3, 0.6]), values=np.ones((4, d), dtype=np.float32))
+            for i in range(series)
+        ],
+        [np.array([-0.1, 0.2, 0.5, 0.9])] * series,
+    )
+    fc = model.forecaster
+    t0 = time.perf_counter()
+    out = fc.predict_packed(packed, levels=(0.1, 0.5, 0.9))
+    seconds = time.perf_counter() - t0
+    nfe = float(out.nfe.mean()) if len(out) else 64.0
+    costs.seed(model.name, fc.solver, 1.0, nfe)  # the units need the evaluations; the rate comes next
+    units = float(costs.units(model.name, fc.solver, num_samples, np.full(series, 4), np.full(series, 4), d).sum())
+    costs.seed(model.name, fc.solver, seconds / units, nfe)
+    log.info("model %s: %.3g s per unit of work, %.1f evaluations per trajectory", model.name, seconds / units, nfe)

@@ -50,7 +50,7 @@ async def forecast(request: Request, state: State, _: Ready) -> Response:
         )
     t1 = time.perf_counter()
     if job.size:
-        fc = await state.forecast(job, deadline)
+        fc = await state.forecast(job, deadline, lambda: _disconnected(request))
     else:  # every series refused (on_error=skip): nothing to solve
         fc = PackedForecast.empty(job.model.n_channels, job.levels, job.num_samples)
     t2 = time.perf_counter()
@@ -59,6 +59,12 @@ async def forecast(request: Request, state: State, _: Ready) -> Response:
     content = await state.offload(size > settings.offload_bytes, answer_format.encode, job, out)
     timing = server_timing(job, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return Response(content, media_type=answer_format.MEDIA_TYPE, headers={"Server-Timing": timing})
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the body is read: the next ASGI message says so)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _params(request: Request) -> Mapping[str, str]:

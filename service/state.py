@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from latentcast.models import PackedForecast
@@ -51,18 +51,26 @@ class AppState:
             )
         return served.spec
 
-    async def forecast(self, job: Job, deadline: float) -> PackedForecast:
-        """Queue a job for the inference thread and wait for it until `deadline` (`time.monotonic()`),
-        counting it in the metrics."""
+    async def forecast(self, job: Job, deadline: float, gone: Callable[[], Awaitable[object]]) -> PackedForecast:
+        """Queue a job for the inference thread and wait for it until `deadline` (`time.monotonic()`) or
+        until `gone()` returns (its client left: the job is dropped, 499), counting it in the metrics."""
         assert self.batcher is not None
         if time.monotonic() >= deadline:  # decoding alone took the request's time
             raise deadline_error()
         m = self.metrics
         m.series_per_request.observe(job.size)
         m.inflight.inc()
+        solve = asyncio.ensure_future(self.batcher.submit(job, deadline))
+        left = asyncio.ensure_future(gone())
         try:
-            fc = await self.batcher.submit(job, deadline)
+            await asyncio.wait({solve, left}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             m.inflight.dec()
+            for task in (solve, left):
+                if not task.done():
+                    task.cancel()  # the solve's cancellation drops the job from the scheduler
+        if not solve.done() or solve.cancelled():
+            raise ServiceError(499, "the client went away before its forecast was ready")
+        fc = solve.result()
         m.queue_seconds.observe(job.timing.get("queue", 0.0))
         return fc

@@ -13,7 +13,7 @@ import torch
 from latentcast.models import Limits, Series, TimeSpec
 from latentcast.models.forecast import per_series
 from latentcast.models.packed import PackedSeries
-from latentcast.service.batching import Batcher, BatchStats
+from latentcast.service.batching import Batcher, BatchStats, Done
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError
 from latentcast.service.registry import ServedModel, load_models
@@ -154,3 +154,90 @@ def test_small_cpu_batches_run_on_one_thread_and_match(checkpoints, small_rows: 
     assert [s.threads for s in stats] == [1 if expect_one else 2]
     solo = models["toy"].forecaster.predict_packed(job.packed, levels=job.levels)
     np.testing.assert_allclose(result.mean, solo.mean, rtol=1e-5, atol=1e-6)
+
+
+def test_a_small_job_is_not_queued_behind_a_large_one(checkpoints) -> None:
+    """The large job is cut into slices; the small one, arriving after it started, is solved between two
+    of them and finishes first. Both get what they get alone (to the solver's tolerance)."""
+    stats: list[BatchStats] = []
+    done: list[Done] = []
+    models, batcher = _toy_batcher(
+        checkpoints,
+        4,
+        max_batch_series=512,
+        max_queue_series=1000,
+        on_batch=stats.append,
+        on_done=done.append,
+        slice_seconds=0.001,
+    )
+    large, small = _job(0, n_series=300), _job(1, n_series=1)
+    finished: list[str] = []
+
+    async def run() -> tuple[Any, Any]:
+        async def one(job: Job, name: str) -> Any:
+            out = await batcher.submit(job, _soon(60.0))
+            finished.append(name)
+            return out
+
+        big = asyncio.ensure_future(one(large, "large"))
+        while not stats and not big.done():  # the large job's first slice is solved
+            await asyncio.sleep(0.001)
+        return await asyncio.gather(big, one(small, "small"))
+
+    try:
+        got_large, got_small = asyncio.run(run())
+    finally:
+        batcher.stop()
+    assert finished == ["small", "large"]
+    assert len([s for s in stats if s.requests == 1 and s.series > 1]) > 5  # the large one, in slices
+    assert sorted(d.outcome for d in done) == ["solved", "solved"]
+    fc = models["toy"].forecaster
+    for job, got in ((large, got_large), (small, got_small)):
+        alone = fc.predict_packed(job.packed, levels=job.levels)
+        np.testing.assert_allclose(got.mean, alone.mean, rtol=1e-3, atol=1e-5)
+
+
+def test_nothing_more_is_solved_for_a_job_nobody_will_read(checkpoints) -> None:
+    """Between slices, a job past its deadline or whose caller gave up is dropped, and said so."""
+    stats: list[BatchStats] = []
+    done: list[Done] = []
+    _models, batcher = _toy_batcher(
+        checkpoints,
+        4,
+        max_batch_series=512,
+        max_queue_series=1000,
+        on_batch=stats.append,
+        on_done=done.append,
+        slice_seconds=0.001,
+    )
+
+    async def give_up() -> None:
+        waiting = asyncio.ensure_future(batcher.submit(_job(0, n_series=300), _soon(60.0)))
+        while not stats and not waiting.done():
+            await asyncio.sleep(0.001)
+        waiting.cancel()  # what the route does when its client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        with pytest.raises(ServiceError, match="deadline"):
+            await batcher.submit(_job(1, n_series=300), _soon(0.05))
+
+    try:
+        asyncio.run(give_up())
+        time.sleep(0.2)
+    finally:
+        batcher.stop()
+    assert [d.outcome for d in done] == ["gone", "deadline"]
+    solved = sum(s.series for s in stats)
+    assert solved < 600  # neither job was solved to its end
+
+
+def test_a_job_that_would_take_too_long_is_refused_before_it_queues(checkpoints) -> None:
+    done: list[Done] = []
+    _models, batcher = _toy_batcher(checkpoints, 4, on_done=done.append, max_request_seconds=1e-9)
+    try:
+        with pytest.raises(ServiceError) as info:
+            asyncio.run(batcher.submit(_job(0), _soon(10.0)))
+    finally:
+        batcher.stop()
+    assert info.value.status == 413 and "LATENTCAST_MAX_REQUEST_SECONDS" in info.value.detail
+    assert [d.outcome for d in done] == ["refused"] and batcher.queued_series == 0
