@@ -1,17 +1,21 @@
-"""The inference thread's scheduler: requests are solved in slices of bounded cost, smallest remaining
-work first, so no request waits behind a large one for more than one slice.
+"""The inference threads' scheduler: requests are solved in slices of bounded cost, smallest remaining
+work first, so no request waits behind a large one for more than one slice; and small requests have
+an express thread of their own, so they do not wait at all behind a slice that cannot be cut finer
+(a series of 1,000 observations walks its encoder 1,000 steps in one go).
 
-Requests wait on an asyncio future; the thread owns the device, so the event loop never runs model
+Requests wait on an asyncio future; the threads own the device, so the event loop never runs model
 code. Each request's cost is estimated when it arrives (`service.cost`: series × samples × (expected
-vector-field evaluations + observations + query times), in seconds learned on this device); one that
-could not finish within `max_request_seconds` is refused before it queues. The thread then repeatedly
-takes a slice of about `slice_seconds` of work: the request with the least remaining work leads, and
-other requests of the same model, latent samples and solver settings fill the slice (micro-batching),
-a large one contributing a range of its series. Between slices, a request whose deadline has passed or
-whose client has gone is dropped: nothing more is solved for it. Each series is solved with its own
-query times and steps (see `models.solve`), so slicing and batching change a forecast only within the
-solver's tolerance (float32 kernels round differently at other batch sizes, which can move an adaptive
-step). Queue limits answer 503 + Retry-After.
+vector-field evaluations + observations + query times), in seconds measured on this device); one that
+could not finish within `max_request_seconds` is refused before it queues. The thread then
+repeatedly takes a slice of about `slice_seconds` of work: the request with the least remaining work
+leads, and other requests of the same model, latent samples and solver settings fill the slice
+(micro-batching), a large one contributing a range of its series. A second, express thread takes
+only requests estimated at no more than `express_seconds`, on its own copy of each model. Between
+slices, a request whose deadline has passed or whose client has gone is dropped: nothing more is
+solved for it. Each series is solved with its own query times and steps (see `models.solve`), so
+slicing and batching change a forecast only within the solver's tolerance (float32 kernels round
+differently at other batch sizes, which can move an adaptive step). Queue limits answer 503 +
+Retry-After.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ log = logging.getLogger("latentcast.service")
 SMALL_BATCH_ROWS = 256
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # compared by identity: it holds arrays
 class _Item:
     job: Job
     samples: int  # latent samples for this job
@@ -52,9 +56,11 @@ class _Item:
     cuts: np.ndarray  # (B,) the same by the seeded figures alone: where slices are cut
     done: int = 0  # series solved so far (a prefix)
     parts: list[PackedForecast] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # estimated, alone
     started: float | None = None
     solve_seconds: float = 0.0
     largest_slice: int = 0
+    busy: bool = False  # a lane is solving a slice of it
 
     @property
     def key(self) -> tuple[str, int, object]:
@@ -114,6 +120,7 @@ class Batcher:
         slice_seconds: float = 0.05,
         max_request_seconds: float = float("inf"),
         costs: CostModel | None = None,
+        express_seconds: float = 0.0,
     ):
         self.models = models
         self.enabled = enabled
@@ -135,16 +142,23 @@ class Batcher:
         self._queued_series = 0
         self._cv = threading.Condition()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="latentcast-inference", daemon=True)
+        self.express_seconds = express_seconds
+        self._threads = [threading.Thread(target=self._run, args=(False,), name="latentcast-inference", daemon=True)]
+        if express_seconds > 0 and all(m.express is not None for m in models.values()):
+            self._threads.append(
+                threading.Thread(target=self._run, args=(True,), name="latentcast-express", daemon=True)
+            )
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     @property
     def queued_series(self) -> int:
@@ -154,9 +168,10 @@ class Batcher:
         """(B,) work per series of `job` and the seconds it would take alone on this device (learned=False:
         by the figures seeded at start, which cut slices)."""
         samples = max(self.num_samples, job.num_samples)
-        counts = np.diff(job.packed.offsets), np.diff(job.packed.query_offsets)
-        units = self.costs.units(job.model.name, job.solver_used, samples, *counts, job.model.n_channels, learned)
-        return units, self.costs.seconds(job.model.name, float(units.sum()))
+        n_obs, n_q = np.diff(job.packed.offsets), np.diff(job.packed.query_offsets)
+        units = self.costs.units(job.model.name, job.solver_used, samples, n_obs, n_q, learned)
+        steps = int(n_obs.max()) if len(n_obs) else 0
+        return units, self.costs.seconds(job.model.name, float(units.sum()), steps, self.slice_seconds)
 
     async def submit(self, job: Job, deadline: float) -> PackedForecast:
         """Queue a job and wait for its forecasts until `deadline` (`time.monotonic()`): 413 when the job
@@ -189,6 +204,7 @@ class Batcher:
         now = time.monotonic()
         samples = max(self.num_samples, job.num_samples)
         item = _Item(job, samples, loop.create_future(), loop, deadline, now, units, self.estimate(job, False)[0])
+        item.seconds = seconds
         with self._cv:
             if self._queued_points + points > self.max_queue_points:
                 raise ServiceError(
@@ -208,7 +224,7 @@ class Batcher:
             self._queued_series += job.size
             self._queued_points += points
             self._report_queue()
-            self._cv.notify()
+            self._cv.notify_all()
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), timeout=max(0.0, deadline - now))
         except TimeoutError:
@@ -217,10 +233,10 @@ class Batcher:
             if not item.future.done():  # past the deadline, or the caller cancelled (its client left)
                 item.future.cancel()
                 with self._cv:
-                    self._cv.notify()
+                    self._cv.notify_all()
 
     def _retry_after(self) -> int:
-        queued = sum(self.costs.seconds(it.job.model.name, it.remaining) for it in list(self._queue))
+        queued = sum(self.costs.seconds(it.job.model.name, it.remaining, 0, self.slice_seconds) for it in self._queue)
         return max(1, round(queued))
 
     # ---------------------------------------------------------------------------------------------
@@ -239,35 +255,47 @@ class Batcher:
         if self.on_done is not None:
             now = time.monotonic()
             queue = (item.started or now) - item.enqueued
-            estimated = self.costs.seconds(item.job.model.name, float(item.units.sum()))
+            estimated = self.estimate(item.job)[1]
             self.on_done(Done(item.job.model.name, outcome, queue, item.solve_seconds, estimated))
 
-    def _take(self) -> _Slice | None:
-        """Block until work is due; return the next slice. None when stopping."""
+    def _take(self, express: bool) -> _Slice | None:
+        """Block until work is due for this lane; return its next slice (its requests marked busy). None
+        when stopping. The express lane takes only requests estimated at no more than express_seconds."""
         with self._cv:
             while True:
                 if self._stop:
                     return None
                 for item in list(self._queue):  # nobody will read these: drop them before any work
-                    if not item.alive:
+                    if not item.alive and not item.busy:
                         gone = item.future.cancelled() and item.deadline > time.monotonic()
                         self._leave(item, "gone" if gone else "deadline")
-                if not self._queue:
+                ready = [
+                    it
+                    for it in self._queue
+                    if not it.busy and it.done < it.job.size and (not express or it.seconds <= self.express_seconds)
+                ]
+                if not ready:
                     self._cv.wait()
                     continue
-                oldest = min(it.enqueued for it in self._queue)
+                oldest = min(it.enqueued for it in ready)
                 due = oldest + self.max_wait
                 if self.enabled and self._queued_series < self.max_batch and time.monotonic() < due:
                     self._cv.wait(timeout=max(0.0, due - time.monotonic()))
                     continue
-                return self._slice()
+                work = self._slice(ready)
+                for item, _, _ in work:
+                    item.busy = True
+                return work
 
-    def _slice(self) -> _Slice:
+    def _slice(self, ready: list[_Item]) -> _Slice:
         """The request with the least remaining work leads; requests of its key fill about slice_seconds
-        of work (all of it for a request that fits, a range of series for one that does not)."""
-        lead = min(self._queue, key=lambda it: (it.remaining, it.deadline))
-        group = sorted((it for it in self._queue if it.key == lead.key), key=lambda it: (it.remaining, it.deadline))
-        budget = self.costs.slice_units(lead.job.model.name, self.slice_seconds)
+        of work (all of it for a request that fits, a range of series for one that does not). A request
+        whose series are longer than the slice's so far joins only if the encoder steps it adds fit too."""
+        lead = min(ready, key=lambda it: (it.remaining, it.deadline))
+        group = sorted((it for it in ready if it.key == lead.key), key=lambda it: (it.remaining, it.deadline))
+        name = lead.job.model.name
+        steps = int(np.diff(lead.job.packed.offsets)[lead.done :].max())  # the lead's longest series left
+        budget = self.costs.slice_units(name, self.slice_seconds, steps)
         out: _Slice = []
         series = 0
         for item in group if self.enabled else [lead]:
@@ -277,28 +305,42 @@ class Batcher:
             room = min(int(np.searchsorted(np.cumsum(per), budget, side="right")), self.max_batch - series)
             stop = item.done + max(room, 1 if not out else 0)
             if stop <= item.done:
-                break
+                continue
+            longest = int(np.diff(item.job.packed.offsets)[item.done : stop].max())
+            extra = self.costs.fixed(name, max(longest, steps)) - self.costs.fixed(name, steps)
+            if out and extra + float(per[: stop - item.done].sum()) > budget:
+                continue  # its long series would make every row of the slice wait for their encoder
             out.append((item, item.done, stop))
-            budget -= float(per[: stop - item.done].sum())
+            budget -= float(per[: stop - item.done].sum()) + extra
             series += stop - item.done
+            steps = max(steps, longest)
         return out
 
-    def _run(self) -> None:
+    def _run(self, express: bool) -> None:
         while True:
-            work = self._take()
+            work = self._take(express)
             if work is None:
                 return
-            self._solve(work)
+            try:
+                self._solve(work, express)
+            except Exception as exc:  # a bug in the scheduler itself: fail these requests, keep the lane
+                log.exception("the scheduler failed on a slice")
+                self._fail(work, exc)
+            finally:
+                with self._cv:
+                    for item, _, _ in work:
+                        item.busy = False
+                    self._cv.notify_all()
 
-    def _solve(self, work: _Slice) -> None:
+    def _solve(self, work: _Slice, express: bool = False) -> None:
         model = self.models[work[0][0].job.model.name]
         try:
-            results = self._predict(model, work)
+            results = self._predict(model, work, express)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(work) > 1:  # retry each request's part alone before giving up
                 for part in work:
-                    self._solve([part])
+                    self._solve([part], express)
                 return
             self._fail(
                 work,
@@ -313,7 +355,7 @@ class Batcher:
             if len(work) > 1:
                 log.warning("a batch of %d requests failed (%s); solving each alone", len(work), exc)
                 for part in work:
-                    self._solve([part])
+                    self._solve([part], express)
                 return
             log.exception("inference failed")
             self._fail(work, exc)
@@ -327,20 +369,22 @@ class Batcher:
                     forecast = PackedForecast.concat(item.parts)
                     item.loop.call_soon_threadsafe(_resolve, item.future, forecast)
 
-    def _predict(self, model: ServedModel, work: _Slice) -> list[PackedForecast]:
+    def _predict(self, model: ServedModel, work: _Slice, express: bool = False) -> list[PackedForecast]:
+        forecaster = model.express if express and model.express is not None else model.forecaster
         packed = PackedSeries.concat([it.job.packed.take(a, z) for it, a, z in work])
         items = [it for it, _, _ in work]
         levels = tuple(sorted({lv for it in items for lv in it.job.levels}))
         shown = max(it.job.num_samples for it in items)  # trajectories returned (the first of each)
         deadlines = np.repeat([it.deadline for it in items], [z - a for _, a, z in work])
-        nfe0, captures0 = model.forecaster.counters()
+        nfe0, captures0 = forecaster.counters()
         threads = self.threads
-        if model.forecaster.device.type == "cpu" and len(packed) * max(items[0].samples, 1) <= self.small_batch_rows:
+        if forecaster.device.type == "cpu" and len(packed) * max(items[0].samples, 1) <= self.small_batch_rows:
             threads = 1
-        torch.set_num_threads(threads)  # cheap; only this thread runs model code
+        if not express:  # the process's setting: the main lane alone sets it (cheap)
+            torch.set_num_threads(threads)
         started = time.monotonic()
         t0 = time.perf_counter()
-        out = model.forecaster.predict_packed(
+        out = forecaster.predict_packed(
             packed,
             levels=levels,
             num_samples=self.num_samples,
@@ -349,10 +393,11 @@ class Batcher:
             solver=items[0].job.solver,
         )
         seconds = time.perf_counter() - t0
-        nfe1, captures1 = model.forecaster.counters()
-        units = float(sum(it.units[a:z].sum() for it, a, z in work))
-        mean_nfe = float(out.nfe.mean()) if len(out) else 0.0
-        self.costs.learn(model.name, items[0].job.solver_used, units, seconds, mean_nfe)
+        nfe1, captures1 = forecaster.counters()
+        steps = int(np.diff(packed.offsets).max())
+        estimated = float(sum(it.units[a:z].sum() for it, a, z in work)) + self.costs.fixed(model.name, steps)
+        nfe = float(out.nfe.mean()) if len(out) else 0.0
+        self.costs.learn(model.name, items[0].job.solver_used, nfe, estimated, seconds)
         for it in items:
             if it.started is None:
                 it.started = started

@@ -62,11 +62,19 @@ class Settings(BaseSettings):
         description="the inference thread works in slices of about this much estimated solve time, smallest "
         "remaining request first, so a small request waits at most one slice behind a large one",
     )
+    express_seconds: float = Field(
+        0.05,
+        ge=0,
+        le=10,
+        description="requests estimated at no more than this many seconds of solving also have a second "
+        "inference thread of their own, so they are answered while a large request's slice runs (0: one thread)",
+    )
     max_request_seconds: float = Field(
-        15.0,
+        10.0,
         gt=0,
         description="a request whose estimated solve time on this server exceeds this is refused (413) before "
-        "it queues (estimated from its series, samples, query times and tolerance, learned from past solves)",
+        "it queues (estimated from its series, samples, query times and tolerance): a third of the default "
+        "deadline, room for an estimate half the truth and for the small requests solved beside it",
     )
     cpu_small_batch_rows: int = Field(
         256,

@@ -1,24 +1,29 @@
 """What a request will cost to solve, known before it is solved: the scheduler slices work by it and
 admission refuses a request that could not finish in its share of the deadline.
 
-Work is counted in row-evaluations: per series, latent samples × (vector-field evaluations + its
-observations + its query times × (1 + channels / 8)), the encoder's and the readout's steps (the
-decoder and the quantiles grow with the channels) beside the solver's. Two
-things are learned from the solves the server sees, per model: the seconds one unit takes on this
-device (an exponential average, seeded by a timed warm-up solve), and the vector-field evaluations per
-trajectory at each tolerance (seeded from the model's own by the method's order: dopri5's steps grow as
-tolerance^(-1/5)).
+Per model, a solve of B series with S latent samples takes about
+    overhead + c_step × T + S × Σ_series (c_eval × evaluations + c_obs × observations + c_query × queries)
+seconds, T the most observations of a series in it: a fixed cost per solve and per encoder step (the
+encoder walks the padded observations one step at a time, whatever the batch), then the solver's
+vector-field evaluations, the encoder's rows and the readout (decoder and quantiles). A solve's
+fixed cost is why a request of long series is cut into few slices: each slice holds at least
+`FIXED_SHARE` times its fixed cost of work. The coefficients are measured once, when the model is
+loaded, by timing solves that vary one thing at a time; the evaluations per trajectory are learned
+per tolerance from the solves the server sees (seeded from the model's own tolerance by the method's
+order: dopri5's steps grow as tolerance^(-1/5)). The coefficients are not relearned: on a loaded
+machine every solve looks slow and small ones look slowest, which would have a large request refused
+at ten times its cost. What the small timed solves miss (a large batch is slower per row: memory,
+not arithmetic) is one factor per model, learned from the solves of `LARGE` seconds or more
+(estimate × factor: admission only).
 
-Slices are cut by the seeded figures alone (`slice_units`, `units(..., learned=False)`), which stay put
-for the life of the process: a request is cut the same way however busy the server has been, so the
-same request gets the same answer (solving a series in a batch of another size can move an adaptive
-step, within the solver's tolerance). Admission uses the learned figures.
+Slices are cut with the seeded evaluations (`units(..., learned=False)`), so a request is cut the
+same way however busy the server has been and the same request gets the same answer (solving a
+series in a batch of another size can move an adaptive step, within the solver's tolerance).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 
 import numpy as np
@@ -26,36 +31,45 @@ import numpy as np
 from latentcast.models import SolverConfig
 
 _ORDER = {"dopri5": 5.0, "bosh3": 3.0}
-_ALPHA = 0.2  # weight of a new observation in the averages
+FIXED_SHARE = 4.0  # a slice holds at least this many times its fixed cost of work
+LARGE = 0.1  # solves estimated at this many seconds or more teach the correction factor
+_FACTOR = (0.5, 8.0)  # bounds of the correction factor
+_ALPHA = 0.2  # weight of a new observation in the average evaluations
 _FLOOR_NFE = 8.0  # an adaptive solve takes at least one step of its stages
 
 
 @dataclasses.dataclass
 class _Model:
-    seconds_per_unit: float
+    overhead: float  # seconds per solve
+    step: float  # seconds per encoder step of a solve (its most observations)
+    coef: np.ndarray  # (3,) seconds per row-evaluation, per row-observation, per row-query
     nfe: dict[tuple[float, float], float]  # (rtol, atol) → evaluations per trajectory
     default: tuple[float, float]
     seeded_nfe: float
-    seeded_rate: float
+    factor: float = 1.0  # measured / estimated seconds of large solves
 
 
 class CostModel:
-    """Per model: seconds per unit of work and evaluations per trajectory by tolerance. Thread-safe:
-    the event loop estimates, the inference thread learns."""
+    """Per model: the measured coefficients and the evaluations per trajectory by tolerance.
+    Thread-safe: the event loop estimates, the inference thread learns."""
 
     def __init__(self) -> None:
         self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()
 
-    def seed(self, model: str, solver: SolverConfig, seconds_per_unit: float, nfe: float) -> None:
-        """A model's first figures (from a timed warm-up solve at its own tolerance)."""
+    def seed(
+        self, model: str, solver: SolverConfig, overhead: float, step: float, coef: np.ndarray, nfe: float
+    ) -> None:
+        """A model's figures, measured when it is loaded at its own tolerance."""
         key = (solver.rtol, solver.atol)
-        rate, nfe = max(seconds_per_unit, 1e-9), max(nfe, 1.0)
+        nfe = max(nfe, 1.0)
         with self._lock:
-            self._models[model] = _Model(rate, {key: nfe}, key, nfe, rate)
+            self._models[model] = _Model(
+                max(overhead, 0.0), max(step, 0.0), np.maximum(coef, 0.0), {key: nfe}, key, nfe
+            )
 
     def nfe(self, model: str, solver: SolverConfig, learned: bool = True) -> float:
-        """Evaluations per trajectory expected at `solver`'s tolerance (fixed steps: known exactly);
+        """Evaluations per trajectory expected at `solver`'s tolerance (fixed steps: a fixed guess);
         learned=False: from the seeded figure alone."""
         if not solver.adaptive:
             return 4.0 * 64  # rk4's four stages per step; steps depend on the span (bounded by max_num_steps)
@@ -65,8 +79,8 @@ class CostModel:
         key = (solver.rtol, solver.atol)
         with self._lock:
             if learned and key in m.nfe:
-                return m.nfe[key]
-            base = m.nfe[m.default] if learned else m.seeded_nfe
+                return max(m.nfe[key], m.seeded_nfe if key == m.default else 0.0)  # never below the measured
+            base = max(m.nfe[m.default], m.seeded_nfe) if learned else m.seeded_nfe
         order = _ORDER.get(solver.method, 5.0)
         ratio = (m.default[0] / solver.rtol) ** (1.0 / order)  # steps ∝ tolerance^(-1/order)
         return max(_FLOOR_NFE, base * ratio)
@@ -78,35 +92,59 @@ class CostModel:
         samples: int,
         n_obs: np.ndarray,
         n_q: np.ndarray,
-        channels: int,
         learned: bool = True,
     ) -> np.ndarray:
-        """(B,) units of work per series: samples × (evaluations + observations + query times × (1 + D/8))."""
-        readout = n_q.astype(np.float64) * (1.0 + channels / 8.0)
-        return max(samples, 1) * (self.nfe(model, solver, learned) + n_obs.astype(np.float64) + readout)
-
-    def slice_units(self, model: str, seconds: float) -> float:
-        """The units `seconds` of work took when the model was seeded: a slice's size, fixed for the process."""
+        """(B,) seconds of work per series, beside the per-solve overhead."""
         m = self._models.get(model)
-        return seconds / (m.seeded_rate if m is not None else 1e-6)
+        coef = m.coef if m is not None else np.array([1e-6, 1e-6, 1e-6])
+        nfe = self.nfe(model, solver, learned)
+        per_row = coef[0] * nfe + coef[1] * n_obs.astype(np.float64) + coef[2] * n_q.astype(np.float64)
+        return max(samples, 1) * per_row
 
-    def seconds(self, model: str, units: float) -> float:
-        """Seconds `units` of work take on this device (the latest average)."""
+    def fixed(self, model: str, steps: int) -> float:
+        """Seconds a solve costs whatever its rows: per solve, and per encoder step (`steps`: the most
+        observations of a series in it)."""
         m = self._models.get(model)
-        return units * (m.seconds_per_unit if m is not None else 1e-6)
+        return (m.overhead + m.step * steps) if m is not None else 0.0
 
-    def learn(self, model: str, solver: SolverConfig, units: float, seconds: float, nfe: float) -> None:
-        """After a solve: its units and seconds, and the mean evaluations per trajectory it took."""
+    def slice_units(self, model: str, seconds: float, steps: int) -> float:
+        """The work one slice takes: about `seconds` with its fixed cost, and at least FIXED_SHARE times
+        that fixed cost."""
+        fixed = self.fixed(model, steps)
+        return max(seconds - fixed, seconds / 2, FIXED_SHARE * fixed)
+
+    def seconds(self, model: str, units: float, steps: int, slice_seconds: float) -> float:
+        """Seconds `units` of work in series of at most `steps` observations take, cut in slices (with
+        the correction factor large solves have taught)."""
+        slices = max(1.0, np.ceil(units / self.slice_units(model, slice_seconds, steps)))
         m = self._models.get(model)
-        if m is None or units <= 0 or not math.isfinite(seconds):
+        return float(units + slices * self.fixed(model, steps)) * (m.factor if m is not None else 1.0)
+
+    def learn(self, model: str, solver: SolverConfig, nfe: float, estimated: float, seconds: float) -> None:
+        """After a solve: the mean evaluations per trajectory it took at its tolerance; and, for a large
+        one, how its seconds compare with its estimate (without the factor)."""
+        m = self._models.get(model)
+        if m is None:
             return
-        key = (solver.rtol, solver.atol)
         with self._lock:
-            m.seconds_per_unit += _ALPHA * (seconds / units - m.seconds_per_unit)
+            if estimated >= LARGE and seconds > 0:
+                ratio = min(max(seconds / estimated, _FACTOR[0]), _FACTOR[1])
+                m.factor += _ALPHA * (ratio - m.factor)
             if nfe > 0 and solver.adaptive:
+                key = (solver.rtol, solver.atol)
                 old = m.nfe.get(key)
                 m.nfe[key] = nfe if old is None else old + _ALPHA * (nfe - old)
 
-    def rate(self, model: str) -> float:
+    def describe(self, model: str) -> dict[str, float]:
         m = self._models.get(model)
-        return m.seconds_per_unit if m is not None else float("nan")
+        if m is None:
+            return {}
+        return {
+            "overhead_s": m.overhead,
+            "per_step_s": m.step,
+            "per_row_evaluation_s": float(m.coef[0]),
+            "per_row_observation_s": float(m.coef[1]),
+            "per_row_query_s": float(m.coef[2]),
+            "evaluations": m.seeded_nfe,
+            "factor": m.factor,
+        }

@@ -81,6 +81,7 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
             slice_seconds=s.slice_seconds,
             max_request_seconds=s.max_request_seconds,
             costs=costs,
+            express_seconds=s.express_seconds,
         )
         state.batcher.start()
         state.models = models

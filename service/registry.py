@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -24,6 +25,7 @@ class ServedModel:
     bundle: ModelBundle
     forecaster: Forecaster
     spec: ModelSpec
+    express: Forecaster | None = None  # a copy for the express lane: forecasters are not shared by threads
 
     @property
     def name(self) -> str:
@@ -77,16 +79,20 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
             settings.warnings_as_errors,
         )
         spec = ModelSpec(bundle.name, bundle.version, tuple(bundle.channels), limits, bundle.config.solver)
-        forecaster = Forecaster.from_bundle(
-            bundle,
-            device,
+        options: dict[str, Any] = dict(
             num_samples=settings.num_samples,
             batch_size=settings.max_batch_series,
             unusual_scales=settings.unusual_output_scales,
             strict=settings.warnings_as_errors,
             max_chunk_values=settings.max_solve_values,
         )
-        served[bundle.name] = ServedModel(bundle, forecaster, spec)
+        forecaster = Forecaster.from_bundle(bundle, device, **options)
+        express = None
+        if settings.express_seconds > 0:  # its own copy of the weights and buffers
+            express = Forecaster.from_bundle(
+                dataclasses.replace(bundle, model=copy.deepcopy(bundle.model)), device, **options
+            )
+        served[bundle.name] = ServedModel(bundle, forecaster, spec, express)
         log.info("loaded model %s version %s from %s on %s", bundle.name, bundle.version, path, device)
     return served
 
@@ -110,32 +116,56 @@ def warm_up(model: ServedModel, sizes: tuple[int, ...] | None = None) -> None:
     if sizes is None:
         sizes = (1, 2, 4, 8, 16, 32, 64) if gpu else (1, 16)
     query_sets = [np.array([-0.1, 0.2, 0.5]), np.linspace(0.05, 1.0, 50)] if gpu else [np.array([-0.1, 0.2, 0.5])]
-    for n in sizes:
-        series = [
-            Series(id=f"warm{i}", times=np.array([0.0, 0.1, 0.3]), values=np.ones((3, d), dtype=np.float32))
-            for i in range(n)
-        ]
-        for q in query_sets:
-            model.forecaster.predict(series, [q] * n, levels=(0.1, 0.5, 0.9))
+    for fc in (model.forecaster, model.express):
+        if fc is None:
+            continue
+        for n in sizes:
+            series = [
+                Series(id=f"warm{i}", times=np.array([0.0, 0.1, 0.3]), values=np.ones((3, d), dtype=np.float32))
+                for i in range(n)
+            ]
+            for q in query_sets:
+                fc.predict(series, [q] * n, levels=(0.1, 0.5, 0.9))
 
 
-def calibrate(model: ServedModel, costs: CostModel, num_samples: int, series: int = 64) -> None:
-    """Seed the cost model with a timed solve of `series` short series at the model's own tolerance
-    (after warm-up, so it is timed warm): seconds per unit of work and evaluations per trajectory."""
+def calibrate(model: ServedModel, costs: CostModel, num_samples: int) -> None:
+    """Measure the cost model's coefficients (`service.cost`) at the model's own tolerance, after
+    warm-up: five solves that vary the series, the observations (with few and with many series) and the
+    query times one at a time, the fastest of two runs each, and the fit through them (no coefficient
+    below 0)."""
     d = len(model.bundle.channels)
-    packed = PackedSeries.from_series(
-        [
-            Series(id=f"c{i}", times=np.array([0.0, 0.1, 0.3, 0.6]), values=np.ones((4, d), dtype=np.float32))
-            for i in range(series)
-        ],
-        [np.array([-0.1, 0.2, 0.5, 0.9])] * series,
-    )
     fc = model.forecaster
-    t0 = time.perf_counter()
-    out = fc.predict_packed(packed, levels=(0.1, 0.5, 0.9))
-    seconds = time.perf_counter() - t0
-    nfe = float(out.nfe.mean()) if len(out) else 64.0
-    costs.seed(model.name, fc.solver, 1.0, nfe)  # the units need the evaluations; the rate comes next
-    units = float(costs.units(model.name, fc.solver, num_samples, np.full(series, 4), np.full(series, 4), d).sum())
-    costs.seed(model.name, fc.solver, seconds / units, nfe)
-    log.info("model %s: %.3g s per unit of work, %.1f evaluations per trajectory", model.name, seconds / units, nfe)
+    rows, seconds, nfes = [], [], []
+    for n, t, q in ((4, 4, 4), (128, 4, 4), (32, 64, 4), (4, 64, 4), (32, 4, 64)):
+        times = np.linspace(0.0, 0.6, t)
+        packed = PackedSeries.from_series(
+            [Series(id=f"c{i}", times=times, values=np.ones((t, d), dtype=np.float32)) for i in range(n)],
+            [np.linspace(-0.1, 0.9, q)] * n,
+        )
+        best = np.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            out = fc.predict_packed(packed, levels=(0.1, 0.5, 0.9))
+            best = min(best, time.perf_counter() - t0)
+        nfe = float(out.nfe.mean())
+        r = n * max(num_samples, 1)
+        rows.append([1.0, t, r * nfe, r * t, r * q])
+        seconds.append(best)
+        nfes.append(nfe)
+    coef = _nonnegative_fit(np.array(rows), np.array(seconds))
+    costs.seed(model.name, fc.solver, float(coef[0]), float(coef[1]), coef[2:], nfes[0])
+    log.info("model %s: cost %s", model.name, {k: float(f"{v:.3g}") for k, v in costs.describe(model.name).items()})
+
+
+def _nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares x @ c ≈ y with c ≥ 0: coefficients that come out negative are dropped and the rest
+    refitted."""
+    keep = np.ones(x.shape[1], dtype=bool)
+    coef = np.zeros(x.shape[1])
+    for _ in range(x.shape[1]):
+        sol, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
+        if (sol >= 0).all():
+            coef[keep] = sol
+            return coef
+        keep[np.flatnonzero(keep)[sol < 0]] = False
+    return coef

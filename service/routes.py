@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 
@@ -64,7 +65,7 @@ async def forecast(request: Request, state: State, _: Ready) -> Response:
 async def _disconnected(request: Request) -> None:
     """Return when the client disconnects (the body is read: the next ASGI message says so)."""
     while (await request.receive())["type"] != "http.disconnect":
-        pass
+        await asyncio.sleep(0)  # never spin the loop, whatever a server sends
 
 
 def _params(request: Request) -> Mapping[str, str]:

@@ -194,7 +194,7 @@ def test_a_small_job_is_not_queued_behind_a_large_one(checkpoints) -> None:
     fc = models["toy"].forecaster
     for job, got in ((large, got_large), (small, got_small)):
         alone = fc.predict_packed(job.packed, levels=job.levels)
-        np.testing.assert_allclose(got.mean, alone.mean, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(got.mean, alone.mean, rtol=1e-3, atol=2e-3)  # slices: within the solver's tolerance
 
 
 def test_nothing_more_is_solved_for_a_job_nobody_will_read(checkpoints) -> None:
@@ -241,3 +241,42 @@ def test_a_job_that_would_take_too_long_is_refused_before_it_queues(checkpoints)
         batcher.stop()
     assert info.value.status == 413 and "LATENTCAST_MAX_REQUEST_SECONDS" in info.value.detail
     assert [d.outcome for d in done] == ["refused"] and batcher.queued_series == 0
+
+
+def test_the_express_lane_answers_small_jobs_beside_a_large_one(checkpoints) -> None:
+    """Two lanes take from one queue: small jobs arriving over time while a large one is solved are all
+    answered, each by one lane, with what they get alone."""
+    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=4, express_seconds=1.0)
+    models = load_models(settings, torch.device("cpu"))
+    assert models["toy"].express is not None and models["toy"].express is not models["toy"].forecaster
+    batcher = Batcher(
+        models,
+        enabled=True,
+        max_batch_series=512,
+        max_wait_ms=0,
+        max_queue_series=1000,
+        num_samples=4,
+        slice_seconds=0.001,
+        express_seconds=1.0,
+    )
+    batcher.start()
+    large = _job(0, n_series=300)
+    batcher.costs.seed("toy", TOY.solver, 0.0, 0.0, np.array([1e-6, 1e-6, 1e-6]), 20.0)
+    smalls = [_job(i + 1, n_series=1) for i in range(30)]
+
+    async def run() -> list[Any]:
+        async def later(k: int, job: Job) -> Any:
+            await asyncio.sleep(0.002 * k)
+            return await batcher.submit(job, _soon(30.0))
+
+        return await asyncio.gather(batcher.submit(large, _soon(30.0)), *(later(k, j) for k, j in enumerate(smalls)))
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        batcher.stop()
+    fc = models["toy"].forecaster
+    for job, got in zip([large, *smalls], results, strict=True):
+        np.testing.assert_allclose(
+            got.mean, fc.predict_packed(job.packed, levels=job.levels).mean, rtol=1e-3, atol=2e-3
+        )

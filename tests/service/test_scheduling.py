@@ -32,8 +32,7 @@ SMALL: dict[str, Any] = {
 
 
 def costly(n: int = 750, rtol: float = 1e-5) -> dict[str, Any]:
-    """`n` spirals series solved to `rtol`: about 2 s of work on this CPU when it is quiet, far enough under
-    LATENTCAST_MAX_REQUEST_SECONDS (15) to be admitted on a machine several times as loaded."""
+    """`n` spirals series solved to `rtol`: about 2 s of work on this CPU when it is quiet."""
     rng = np.random.default_rng(0)
     series = [
         {
@@ -49,7 +48,9 @@ def costly(n: int = 750, rtol: float = 1e-5) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with ServerProcess({}, "cpu", timeout=120) as srv:
+    # every setting the default but the admission cap, raised so that the costly requests here are
+    # admitted however loaded the machine that calibrates the server is
+    with ServerProcess({"LATENTCAST_MAX_REQUEST_SECONDS": "60"}, "cpu", timeout=120) as srv:
         yield srv.url
 
 
@@ -93,6 +94,6 @@ def test_the_work_of_a_client_that_left_is_dropped_and_counted(url: str) -> None
 
 
 def test_a_request_over_its_share_of_the_deadline_is_refused_up_front(url: str) -> None:
-    r = httpx.post(f"{url}/forecast", json=costly(10_000, rtol=1e-7), timeout=60)
+    r = httpx.post(f"{url}/forecast", json={**costly(10_000, rtol=1e-7), "num_samples": 256}, timeout=60)
     assert r.status_code == 413 and "LATENTCAST_MAX_REQUEST_SECONDS" in r.json()["detail"], r.text
     assert _scheduled(url, "refused") >= 1
