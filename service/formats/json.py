@@ -38,6 +38,7 @@ from latentcast.times import TimeParseError, parse_datetimes, to_unit
 MEDIA_TYPE = "application/json"
 _UNION_TAGS = {"float", "str", "int", "bool", "none"}
 _SERIES = TypeAdapter(list[SeriesIn])
+CHUNK = 256  # series per validation call
 
 
 def decoded_size(body: bytes) -> int:
@@ -154,11 +155,21 @@ def _series(
     raw: list[Any], every_id: list[str | None], on_error: str
 ) -> tuple[list[SeriesIn], np.ndarray, list[Issue]]:
     """The series that validate, their request indices, and an issue for each that does not. An
-    all-or-nothing request gets every error pydantic found (a 422) at once."""
-    try:
-        return _SERIES.validate_python(raw), np.arange(len(raw)), []
-    except ValidationError as exc:
-        items = _items(exc, ["series"], dict(enumerate(every_id)))
+    all-or-nothing request gets every error pydantic found (a 422) at once. Validated CHUNK series at a
+    time: one call over 10,000 series holds the GIL for a tenth of a second, and the event loop with it."""
+    good: list[SeriesIn] = []
+    items: list[dict[str, Any]] = []
+    for start in range(0, len(raw), CHUNK):
+        try:
+            good += _SERIES.validate_python(raw[start : start + CHUNK])
+        except ValidationError as exc:
+            found = _items(exc, ["series"], {})
+            for e in found:
+                e["loc"][1] += start
+                e["series_id"] = every_id[e["loc"][1]]
+            items += found
+    if not items:
+        return good, np.arange(len(raw)), []
     if on_error == "raise":
         err = field_error(422, items[0]["msg"], items[0]["loc"], items[0]["series_id"])
         n = len({str(i["loc"][1]) for i in items})
@@ -173,7 +184,8 @@ def _series(
         index = loc[3] if len(loc) > 3 and isinstance(loc[3], int) else None
         issues.setdefault(int(loc[1]), Issue(int(loc[1]), field, index, e["msg"]))
     keep = np.asarray([i for i in range(len(raw)) if i not in issues], dtype=np.int64)
-    good = _SERIES.validate_python([raw[i] for i in keep.tolist()]) if keep.size else []
+    kept = [raw[i] for i in keep.tolist()]
+    good = [s for start in range(0, len(kept), CHUNK) for s in _SERIES.validate_python(kept[start : start + CHUNK])]
     return good, keep, [issues[k] for k in sorted(issues)]
 
 
