@@ -9,7 +9,8 @@ Small: one pbcseq patient (3 visits, 2 query times), open loop at --rate per sec
 Target: small p99 under 5× its idle p99, no small request failing, every maximal request answered
 within its deadline or refused up front with a status that names the setting.
 
-    python -m bench.fairness [--seconds 60] [--rate 20]    # writes bench/results/fairness.md and .json
+    python -m bench.fairness [--seconds 60] [--rate 20] [--phases tolerance,samples,body]
+    # writes bench/results/fairness.md and .json
 """
 
 from __future__ import annotations
@@ -117,8 +118,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--phases", default="tolerance,samples,body", help="maximal kinds to run (idle always runs)")
     args = ap.parse_args()
-    bodies = {"tolerance": tolerance_body(), "samples": samples_body(), "body": big_body()}
+    makers = {"tolerance": tolerance_body, "samples": samples_body, "body": big_body}
+    bodies = {name: makers[name]() for name in args.phases.split(",")}
     rows: dict[str, Any] = {}
     with ServerProcess({}, "cpu", timeout=180) as server:
         for _ in range(20):  # warm: the first requests of a process pay one-off costs

@@ -21,6 +21,9 @@ class ServiceError(Exception):
         self.errors = errors or []
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple[type[ServiceError], tuple[int, str, list[dict[str, Any]], dict[str, str]]]:
+        return ServiceError, (self.status, self.detail, self.errors, self.headers)  # raised in decode processes
+
     def body(self, max_errors: int | None = None) -> dict[str, Any]:
         """The JSON body; at most `max_errors` errors listed, with their total count when cut."""
         if max_errors is None or len(self.errors) <= max_errors:

@@ -25,6 +25,7 @@ from latentcast.service.auth import RequireKey
 from latentcast.service.batching import Batcher, BatchStats, Done
 from latentcast.service.config import Settings, get_settings
 from latentcast.service.cost import CostModel
+from latentcast.service.decoding import DecodePool
 from latentcast.service.errors import ServiceError
 from latentcast.service.metrics import Metrics
 from latentcast.service.registry import calibrate, choose_device, default_model_name, load_models, warm_up
@@ -39,7 +40,11 @@ KNOWN_PATHS = {"/forecast", "/models", "/healthz", "/readyz", "/metrics", "/docs
 
 async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None:
     s = state.settings
+    warming = None
     try:
+        if s.decode_processes:  # its processes start while the models load
+            state.decoder = DecodePool(s.decode_processes)
+            warming = asyncio.create_task(asyncio.to_thread(state.decoder.warm))
         device = choose_device(s.device)
         models = await asyncio.to_thread(load_models, s, device)
         costs = CostModel()
@@ -84,6 +89,8 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
             express_seconds=s.express_seconds,
         )
         state.batcher.start()
+        if warming is not None:
+            await warming
         state.models = models
         state.ready = True
         m.ready.set(1)
@@ -119,6 +126,8 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
             await task
         if state.batcher is not None:
             await asyncio.to_thread(state.batcher.stop)
+        if state.decoder is not None:
+            await asyncio.to_thread(state.decoder.close)
         state.metrics.watch_gc(False)
 
     app = FastAPI(

@@ -90,6 +90,12 @@ class Metrics:
         self.refused = Counter(
             "latentcast_refused_series", "series refused and listed in a 200 (on_error=skip)", ["model"], registry=r
         )
+        self.decodes = Counter(
+            "latentcast_decoded_bodies",
+            "request bodies decoded, by where: inline (small), thread, process (over LATENTCAST_DECODE_PROCESS_BYTES)",
+            ["where"],
+            registry=r,
+        )
         self._gc_start = 0.0
 
     def count_outcome(self, model: str, out: Outcome) -> None:

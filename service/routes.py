@@ -12,13 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from latentcast.models import PackedForecast
 from latentcast.service import formats, openapi
-from latentcast.service.config import Settings
-from latentcast.service.deps import Ready, State, content_encoding, inflate, read_body
+from latentcast.service.decoding import content_encoding
+from latentcast.service.deps import Ready, State, read_body
 from latentcast.service.errors import ServiceError
-from latentcast.service.formats import Format
 from latentcast.service.outcome import outcome
 from latentcast.service.schemas import ForecastResponse, ModelsResponse
-from latentcast.service.validate import Job, Lookup
+from latentcast.service.validate import Job
 
 router = APIRouter()
 
@@ -38,9 +37,7 @@ async def forecast(request: Request, state: State, _: Ready) -> Response:
     params = _params(request)
     settings = state.settings
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    # off the event loop: large bodies, compressed ones, and Arrow streams whose buffers inflate past the line
-    big = coding != "identity" or body_format.decoded_size(body) > settings.offload_bytes
-    job = await state.offload(big, _decode, body_format, coding, body, params, state.lookup, settings)
+    job = await state.decode(body_format, coding, body, params)
     request.scope.setdefault("state", {})["series"] = job.n_series
     size = answer_format.answer_bytes(job)
     if size > settings.max_response_bytes:
@@ -76,11 +73,6 @@ def _params(request: Request) -> Mapping[str, str]:
     if twice:
         raise ServiceError(400, f"query parameter {twice[0]!r} is given more than once; give it once")
     return dict(items)
-
-
-def _decode(fmt: Format, coding: str, body: bytes, params: Mapping[str, str], lookup: Lookup, s: Settings) -> Job:
-    """The body, inflated if it was sent compressed (within LATENTCAST_MAX_BODY_BYTES), then decoded."""
-    return fmt.decode(inflate(body, coding, s.max_body_bytes), params, lookup, s)
 
 
 def server_timing(job: Job, read_s: float, wait_s: float, render_s: float) -> str:

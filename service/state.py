@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from latentcast.models import PackedForecast
+from latentcast.service import decoding
 from latentcast.service.batching import Batcher, deadline_error
 from latentcast.service.config import Settings
+from latentcast.service.decoding import DecodePool
 from latentcast.service.errors import ServiceError
+from latentcast.service.formats import Format
 from latentcast.service.metrics import Metrics
 from latentcast.service.registry import ServedModel
-from latentcast.service.validate import Job, ModelSpec
+from latentcast.service.validate import Job, SpecLookup
 
 T = TypeVar("T")
 
@@ -29,27 +32,43 @@ class AppState:
     ready: bool = False
     failure: str | None = None
     heavy: asyncio.Semaphore | None = None  # offloaded decodes/encodes at a time
+    decoder: DecodePool | None = None  # processes for the largest bodies
+    specs: SpecLookup | None = None
 
     async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args), on a worker thread when `heavy` (at most max_heavy_requests at a time), so that a
-        large body's Python never holds up the event loop (and /healthz) for its whole duration."""
+        large answer's Python never holds up the event loop (and /healthz) for its whole duration."""
         if not heavy:
             return fn(*args)
-        if self.heavy is None:
-            self.heavy = asyncio.Semaphore(self.settings.max_heavy_requests)
-        async with self.heavy:
+        async with self._heavy():
             return await asyncio.to_thread(fn, *args)
 
-    def lookup(self, name: str | None) -> ModelSpec:
-        """A served model by name (None: the default); 404 naming the served ones otherwise."""
-        served = self.models.get(name or self.default)
-        if served is None:
-            raise ServiceError(
-                404,
-                f"unknown model {name!r}; served: {sorted(self.models)} (GET /models)",
-                [{"loc": ["model"], "msg": "unknown model", "series_id": None}],
-            )
-        return served.spec
+    def _heavy(self) -> asyncio.Semaphore:
+        if self.heavy is None:
+            self.heavy = asyncio.Semaphore(self.settings.max_heavy_requests)
+        return self.heavy
+
+    async def decode(self, fmt: Format, coding: str, body: bytes, params: Mapping[str, str]) -> Job:
+        """A body → Job: inline when small; the largest, and compressed ones, in a decode process (their
+        parse would hold this process's GIL for up to a second); the rest on a worker thread."""
+        s, lookup = self.settings, self.lookup
+        size = fmt.decoded_size(body)
+        if coding == "identity" and size <= s.offload_bytes:
+            self.metrics.decodes.labels("inline").inc()
+            return decoding.decode(fmt.MEDIA_TYPE, coding, body, params, lookup, s)
+        async with self._heavy():
+            if self.decoder is not None and (coding != "identity" or size > s.decode_process_bytes):
+                self.metrics.decodes.labels("process").inc()
+                return await self.decoder.decode(fmt.MEDIA_TYPE, coding, body, params, lookup, s)
+            self.metrics.decodes.labels("thread").inc()
+            return await asyncio.to_thread(decoding.decode, fmt.MEDIA_TYPE, coding, body, params, lookup, s)
+
+    @property
+    def lookup(self) -> SpecLookup:
+        """A served model's spec by name (None: the default); 404 naming the served ones otherwise."""
+        if self.specs is None or self.specs.specs.keys() != self.models.keys():
+            self.specs = SpecLookup({n: m.spec for n, m in self.models.items()}, self.default)
+        return self.specs
 
     async def forecast(self, job: Job, deadline: float, gone: Callable[[], Awaitable[object]]) -> PackedForecast:
         """Queue a job for the inference thread and wait for it until `deadline` (`time.monotonic()`) or

@@ -56,6 +56,24 @@ _WARNING_SETTINGS = {"unusual_scales": "LATENTCAST_UNUSUAL_VALUE_SCALES"}
 Lookup = Callable[[str | None], ModelSpec]
 
 
+@dataclasses.dataclass(frozen=True)
+class SpecLookup:
+    """A `Lookup` over the served models' specs (picklable: decode processes get one)."""
+
+    specs: dict[str, ModelSpec]
+    default: str
+
+    def __call__(self, name: str | None) -> ModelSpec:
+        spec = self.specs.get(name or self.default)
+        if spec is None:
+            raise ServiceError(
+                404,
+                f"unknown model {name!r}; served: {sorted(self.specs)} (GET /models)",
+                [{"loc": ["model"], "msg": "unknown model", "series_id": None}],
+            )
+        return spec
+
+
 @dataclasses.dataclass
 class Echo:
     """The query times as the client sent them, for the answer: one list per series (JSON bodies) or

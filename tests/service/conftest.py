@@ -56,6 +56,7 @@ def settings_for(checkpoints: dict[str, Path], **kw: Any) -> Settings:
         "device": "cpu",
         "num_samples": 8,
         "max_wait_ms": 1.0,
+        "decode_processes": 0,  # each app would spawn one (seconds); tests/service/test_decoding.py covers them
     }
     base.update(kw)
     return Settings(**base)
