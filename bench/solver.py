@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--sync-every", type=int, default=0, help="override steps between host syncs (0: default)")
     ap.add_argument("--graphs", type=int, default=-1, help="1/0: force CUDA graphs on/off (-1: default)")
     ap.add_argument("--ours-only", action="store_true", help="skip the anchors (for comparing our own variants)")
+    ap.add_argument("--anchors", default="A,B,C,D", help="which anchors to run (letters, comma-separated)")
     args = ap.parse_args()
     device = torch.device(args.device)
     knobs = solve.EXEC_DEFAULTS[device.type]
@@ -155,7 +156,8 @@ def main() -> None:
         e = f"max rel err {row['max_rel_err']:.1e}" if "max_rel_err" in row else ""
         print(f"{method:<44} batch={b:<6} forecasts/s={fps:<12} {e} {note}", flush=True)
 
-    if not args.ours_only:
+    anchors = set() if args.ours_only else set(args.anchors.split(","))
+    if "A" in anchors:
         t_obs, x, tq = make_inputs(args.single, device, gen)
         t = timeit(lambda: one_at_a_time(anchor, t_obs, x, tq), device, max(1, args.reps // 2))
         add("A torchdiffeq one at a time", 1, t / args.single)
@@ -167,17 +169,18 @@ def main() -> None:
             z0_anchor = anchor.encode(t_obs, x)  # the anchors encode with their own GRU
         ref = reference(anchor.f, anchor.dec, z0_ours, q_rel)
         ref_anchor = reference(anchor.f, anchor.dec, z0_anchor, tq - 1)
-        if b <= 1024 and not args.ours_only:
+        if b <= 1024 and "B" in anchors:
             out = union_grid(anchor, t_obs, x, tq)
             t = timeit(functools.partial(union_grid, anchor, t_obs, x, tq), device, max(1, args.reps // 2))
             add("B torchdiffeq union of query times", b, t, errors(out, ref_anchor))
-        if not args.ours_only:
+        if "C" in anchors:
             try:
                 out = with_torchode(anchor, t_obs, x, tq)
                 t = timeit(functools.partial(with_torchode, anchor, t_obs, x, tq), device, args.reps)
                 add("C torchode per-series", b, t, errors(out, ref_anchor))
             except Exception as exc:
                 add("C torchode per-series", b, None, note=f"failed: {type(exc).__name__}: {exc}"[:100])
+        if "D" in anchors:
             fn = rk4_graph(anchor, t_obs, x, tq)
             out = fn()
             t = timeit(fn, device, args.reps * 4)

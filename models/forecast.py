@@ -16,6 +16,7 @@ import torch
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.config import SolverConfig
 from latentcast.models.data import Normalizer, Series
+from latentcast.models.device import SMALL_ROWS
 from latentcast.models.latent_ode import LatentODE, Prediction
 from latentcast.models.packed import PackedForecast, PackedSeries
 from latentcast.models.rnn_baseline import RNNBaseline
@@ -83,8 +84,10 @@ class Forecaster:
         spread: Sequence[float] | None = None,
         dtype: torch.dtype = torch.float32,
         validity: Validity | None = None,
+        small_rows: int = SMALL_ROWS,
     ):
         self.model = model.to(device, dtype).eval()
+        self.small_rows = small_rows  # on a CPU, solves of at most this many rows run on one intra-op thread
         self.dtype = dtype  # float64: a reference solve, for measuring the error of float32 ones
         self.normalizer = normalizer
         self.device = torch.device(device)
@@ -222,6 +225,7 @@ class Forecaster:
             stats_samples=num_samples,
             deadline=torch.as_tensor(deadlines, dtype=torch.float64) if deadlines is not None else None,
             spread=self._spread(),
+            small_rows=self.small_rows,
         )
         std = self.model.decoder.std
         # behind the mean and quantiles (0 samples: the posterior mean alone)

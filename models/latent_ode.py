@@ -16,6 +16,7 @@ from torch import nn
 from latentcast.models.config import ModelConfig, SolverConfig
 from latentcast.models.data import Batch
 from latentcast.models.decoder import Decoder, gaussian_log_density
+from latentcast.models.device import SMALL_ROWS, intra_op_threads
 from latentcast.models.dynamics import Dynamics
 from latentcast.models.encoder import make_encoder
 from latentcast.models.quantiles import mixture_quantiles, standard_normal_draws
@@ -187,6 +188,7 @@ class LatentODE(nn.Module):
         stats_samples: int | None = None,
         deadline: torch.Tensor | None = None,
         spread: torch.Tensor | None = None,
+        small_rows: int = SMALL_ROWS,
     ) -> Prediction:
         """Forecast each series at its own query times (`graphs`: where to keep CUDA graphs of the solve).
 
@@ -197,50 +199,53 @@ class LatentODE(nn.Module):
         the first `stats_samples` samples (default all): the draws are a sequence, so asking for more
         samples to look at does not change them. `deadline`: (B,) per-series `time.monotonic()` times
         past which a series' solve stops (`Status.DEADLINE`). `spread`: (D,) calibration factors on each
-        channel's predictive spread about its mean (models.calibrate).
+        channel's predictive spread about its mean (models.calibrate). On a CPU, at most `small_rows`
+        rows (series × samples) run on one intra-op thread (`models.device.intra_op_threads`).
         """
-        solver = solver or self.cfg.solver
-        mean, logvar = self.encode(batch)
-        b, lat = mean.shape
-        q = query_t.shape[1]
-        if num_samples > 0:
-            eps = standard_normal_draws(num_samples, lat).to(mean)  # (S, L)
-            z0 = mean + (0.5 * logvar).exp() * eps[:, None]  # (S, B, L)
-        else:
-            z0 = mean[None]
-        s = z0.shape[0]
-        # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
-        linear = self.readout()
-        last = batch.last_observed()  # (B, D)
-        sol = solve_per_series(
-            self.dynamics,
-            self.with_static(z0, last).reshape(s * b, -1),
-            query_t.repeat(s, 1),
-            solver,
-            readout=linear,
-            cache=graphs,
-            deadline=deadline.repeat(s) if deadline is not None else None,
-        )
-        x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
-        x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
-        if self.cfg.residual != "none":
-            x = x + self.level(batch, last)[None, :, None, :]
-            if self.cfg.residual == "change":
-                x = x - self.decoder(z0).view(s, b, 1, self.n_channels)
-        std = self.decoder.std if include_noise else None
-        xs = x[: stats_samples or s]  # (S', B, Q, D) behind the mean and quantiles
-        centre = xs.mean(0)
-        if spread is not None:  # calibrated: every sample's deviation and the noise scaled per channel
-            x = centre + spread * (x - centre)
-            xs = x[: stats_samples or s]
-            std = std * spread if std is not None else None
-        quant = mixture_quantiles(xs, std, tuple(levels))
-        return Prediction(
-            mean=centre,
-            quantiles=quant,
-            levels=tuple(levels),
-            samples=x if return_samples else None,
-            status=sol.status.view(s, b).amax(0),
-            nfe=sol.nfe,
-            evals=sol.evals.view(s, b).double().mean(0),
-        )
+        rows = batch.ctx_x.shape[0] * max(num_samples, 1)
+        with intra_op_threads(rows, batch.ctx_x.device, small_rows):
+            solver = solver or self.cfg.solver
+            mean, logvar = self.encode(batch)
+            b, lat = mean.shape
+            q = query_t.shape[1]
+            if num_samples > 0:
+                eps = standard_normal_draws(num_samples, lat).to(mean)  # (S, L)
+                z0 = mean + (0.5 * logvar).exp() * eps[:, None]  # (S, B, L)
+            else:
+                z0 = mean[None]
+            s = z0.shape[0]
+            # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
+            linear = self.readout()
+            last = batch.last_observed()  # (B, D)
+            sol = solve_per_series(
+                self.dynamics,
+                self.with_static(z0, last).reshape(s * b, -1),
+                query_t.repeat(s, 1),
+                solver,
+                readout=linear,
+                cache=graphs,
+                deadline=deadline.repeat(s) if deadline is not None else None,
+            )
+            x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
+            x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
+            if self.cfg.residual != "none":
+                x = x + self.level(batch, last)[None, :, None, :]
+                if self.cfg.residual == "change":
+                    x = x - self.decoder(z0).view(s, b, 1, self.n_channels)
+            std = self.decoder.std if include_noise else None
+            xs = x[: stats_samples or s]  # (S', B, Q, D) behind the mean and quantiles
+            centre = xs.mean(0)
+            if spread is not None:  # calibrated: every sample's deviation and the noise scaled per channel
+                x = centre + spread * (x - centre)
+                xs = x[: stats_samples or s]
+                std = std * spread if std is not None else None
+            quant = mixture_quantiles(xs, std, tuple(levels))
+            return Prediction(
+                mean=centre,
+                quantiles=quant,
+                levels=tuple(levels),
+                samples=x if return_samples else None,
+                status=sol.status.view(s, b).amax(0),
+                nfe=sol.nfe,
+                evals=sol.evals.view(s, b).double().mean(0),
+            )

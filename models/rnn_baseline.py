@@ -17,6 +17,7 @@ from torch import nn
 from latentcast.models.config import ModelConfig, SolverConfig
 from latentcast.models.data import Batch
 from latentcast.models.decoder import Decoder, gaussian_log_density
+from latentcast.models.device import SMALL_ROWS, intra_op_threads
 from latentcast.models.latent_ode import LossStats, Prediction
 
 
@@ -86,27 +87,33 @@ class RNNBaseline(nn.Module):
         stats_samples: int | None = None,
         deadline: torch.Tensor | None = None,
         spread: torch.Tensor | None = None,
+        small_rows: int = SMALL_ROWS,
     ) -> Prediction:
         """Forecast at query times after each series' context (the RNN cannot go back in time)."""
-        b, q = query_t.shape
-        last = batch.ctx_t.gather(1, (batch.ctx_len - 1)[:, None])  # (B, 1)
-        if bool((query_t < last).any()):
-            raise ValueError("the RNN baseline forecasts only at times after the context")
-        tq, order = query_t.sort(dim=1)
-        tc = batch.ctx_t.shape[1]
-        j = torch.arange(tc + q, device=query_t.device).expand(b, -1)
-        is_ctx = j < batch.ctx_len[:, None]
-        ci = j.clamp(max=tc - 1)
-        qi = (j - batch.ctx_len[:, None]).clamp(0, q - 1)
-        t = torch.where(is_ctx, batch.ctx_t.gather(1, ci), tq.gather(1, qi))
-        x = torch.where(is_ctx[..., None], batch.ctx_x.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0)
-        m = torch.where(is_ctx[..., None], batch.ctx_m.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0)
-        means = self._run(t, x, m, is_ctx, batch.ctx_len + q)
-        pos = batch.ctx_len[:, None] + torch.arange(q, device=query_t.device)  # (B, Q)
-        sorted_means = means.gather(1, pos[..., None].expand(-1, -1, self.n_channels))
-        mean = torch.empty_like(sorted_means).scatter_(1, order[..., None].expand_as(sorted_means), sorted_means)
-        lv = torch.as_tensor(list(levels), dtype=mean.dtype, device=mean.device)
-        sd = self.decoder.std if include_noise else torch.zeros_like(self.decoder.std)
-        quant = mean[None] + torch.special.ndtri(lv).view(-1, 1, 1, 1) * sd
-        status = torch.zeros(b, dtype=torch.long, device=mean.device)
-        return Prediction(mean, quant, tuple(levels), mean[None] if return_samples else None, status, 0)
+        with intra_op_threads(batch.ctx_x.shape[0] * max(num_samples, 1), batch.ctx_x.device, small_rows):
+            b, q = query_t.shape
+            last = batch.ctx_t.gather(1, (batch.ctx_len - 1)[:, None])  # (B, 1)
+            if bool((query_t < last).any()):
+                raise ValueError("the RNN baseline forecasts only at times after the context")
+            tq, order = query_t.sort(dim=1)
+            tc = batch.ctx_t.shape[1]
+            j = torch.arange(tc + q, device=query_t.device).expand(b, -1)
+            is_ctx = j < batch.ctx_len[:, None]
+            ci = j.clamp(max=tc - 1)
+            qi = (j - batch.ctx_len[:, None]).clamp(0, q - 1)
+            t = torch.where(is_ctx, batch.ctx_t.gather(1, ci), tq.gather(1, qi))
+            x = torch.where(
+                is_ctx[..., None], batch.ctx_x.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0
+            )
+            m = torch.where(
+                is_ctx[..., None], batch.ctx_m.gather(1, ci[..., None].expand(-1, -1, self.n_channels)), 0.0
+            )
+            means = self._run(t, x, m, is_ctx, batch.ctx_len + q)
+            pos = batch.ctx_len[:, None] + torch.arange(q, device=query_t.device)  # (B, Q)
+            sorted_means = means.gather(1, pos[..., None].expand(-1, -1, self.n_channels))
+            mean = torch.empty_like(sorted_means).scatter_(1, order[..., None].expand_as(sorted_means), sorted_means)
+            lv = torch.as_tensor(list(levels), dtype=mean.dtype, device=mean.device)
+            sd = self.decoder.std if include_noise else torch.zeros_like(self.decoder.std)
+            quant = mean[None] + torch.special.ndtri(lv).view(-1, 1, 1, 1) * sd
+            status = torch.zeros(b, dtype=torch.long, device=mean.device)
+            return Prediction(mean, quant, tuple(levels), mean[None] if return_samples else None, status, 0)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from latentcast.models import PackedForecast, PackedSeries
+from latentcast.models import PackedForecast, PackedSeries, threads_for
 from latentcast.service.cost import CostModel
 from latentcast.service.errors import ServiceError
 from latentcast.service.registry import ServedModel
@@ -41,7 +41,6 @@ log = logging.getLogger("latentcast.service")
 
 # On a CPU, a batch of at most this many solver rows (series × latent samples) runs on one intra-op
 # thread (waking the others after an idle gap costs more than they save: bench/results/optimizations.md).
-SMALL_BATCH_ROWS = 256
 
 
 @dataclasses.dataclass(eq=False)  # compared by identity: it holds arrays
@@ -116,7 +115,6 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         on_queue: Callable[[int], None] | None = None,
         on_done: Callable[[Done], None] | None = None,
-        small_batch_rows: int = SMALL_BATCH_ROWS,
         slice_seconds: float = 0.05,
         max_request_seconds: float = float("inf"),
         costs: CostModel | None = None,
@@ -133,11 +131,10 @@ class Batcher:
         self.on_batch = on_batch
         self.on_queue = on_queue
         self.on_done = on_done
-        self.small_batch_rows = small_batch_rows
         self.slice_seconds = slice_seconds
         self.max_request_seconds = max_request_seconds
         self.costs = costs or CostModel()
-        self.threads = torch.get_num_threads()  # the process's setting; small CPU batches use one
+        self.threads = torch.get_num_threads()  # the main lane's (small CPU solves use one: the model's rule)
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_series = 0
         self._cv = threading.Condition()
@@ -317,6 +314,9 @@ class Batcher:
         return out
 
     def _run(self, express: bool) -> None:
+        # this thread's intra-op threads; the express lane's small solves use one, since a second set of
+        # OpenMP workers would make every parallel region of the main lane wake its workers from sleep
+        torch.set_num_threads(1 if express else self.threads)
         while True:
             work = self._take(express)
             if work is None:
@@ -377,11 +377,8 @@ class Batcher:
         shown = max(it.job.num_samples for it in items)  # trajectories returned (the first of each)
         deadlines = np.repeat([it.deadline for it in items], [z - a for _, a, z in work])
         nfe0, captures0 = forecaster.counters()
-        threads = self.threads
-        if forecaster.device.type == "cpu" and len(packed) * max(items[0].samples, 1) <= self.small_batch_rows:
-            threads = 1
-        if not express:  # the process's setting: the main lane alone sets it (cheap)
-            torch.set_num_threads(threads)
+        rows = len(packed) * max(items[0].samples, 1)
+        threads = 1 if express else threads_for(rows, forecaster.device, forecaster.small_rows)
         started = time.monotonic()
         t0 = time.perf_counter()
         out = forecaster.predict_packed(

@@ -80,7 +80,8 @@ class Settings(BaseSettings):
         256,
         ge=0,
         description="on a CPU, solves of at most this many rows (series × latent samples) run on one "
-        "intra-op thread: waking the others after an idle gap costs more than they save (0 = never)",
+        "intra-op thread: their kernels are too small to share, and on a busy machine each parallel region "
+        "waits for threads that may not be running (0 = never)",
     )
 
     # limits per request

@@ -8,10 +8,11 @@ import contextlib
 import gc
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -24,17 +25,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from latentcast.service.auth import RequireKey
 from latentcast.service.batching import Batcher, BatchStats, Done
 from latentcast.service.config import Settings, get_settings
-from latentcast.service.cost import CostModel
 from latentcast.service.decoding import DecodePool
 from latentcast.service.errors import ServiceError
 from latentcast.service.metrics import Metrics
-from latentcast.service.registry import calibrate, choose_device, default_model_name, load_models, warm_up
+from latentcast.service.registry import choose_device, default_model_name, load_and_warm, measure
 from latentcast.service.routes import router
 from latentcast.service.schemas import ForecastRequest
 from latentcast.service.state import AppState
 
 log = logging.getLogger("latentcast.service")
 access = logging.getLogger("latentcast.access")
+T = TypeVar("T")
 KNOWN_PATHS = {"/forecast", "/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
 
 
@@ -46,11 +47,10 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
             state.decoder = DecodePool(s.decode_processes)
             warming = asyncio.create_task(asyncio.to_thread(state.decoder.warm))
         device = choose_device(s.device)
-        models = await asyncio.to_thread(load_models, s, device)
-        costs = CostModel()
-        for served in models.values():
-            await asyncio.to_thread(warm_up, served)
-            await asyncio.to_thread(calibrate, served, costs, s.num_samples)
+        models = await on_own_thread(load_and_warm, s, device)
+        if warming is not None:  # the decode processes' start-up would slow the timings below
+            await warming
+        costs = await on_own_thread(measure, models, s.num_samples)
         tune_gc()
         state.metrics.watch_gc(True)
         state.default = default_model_name(s, models)
@@ -82,15 +82,12 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
             on_batch=on_batch,
             on_queue=m.queue_series.set,
             on_done=on_done,
-            small_batch_rows=s.cpu_small_batch_rows,
             slice_seconds=s.slice_seconds,
             max_request_seconds=s.max_request_seconds,
             costs=costs,
             express_seconds=s.express_seconds,
         )
         state.batcher.start()
-        if warming is not None:
-            await warming
         state.models = models
         state.ready = True
         m.ready.set(1)
@@ -101,6 +98,33 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
         log.debug("model loading failed", exc_info=True)
         if on_fatal is not None:
             on_fatal(f"could not load the models: {state.failure}")
+
+
+async def on_own_thread(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on a thread that ends with it. torch's OpenMP workers live as long as the thread that
+    started them; a second live set of them makes OpenMP put every worker to sleep between parallel
+    regions, and the inference lane's solves then run ~1.5x slower on CPU (bench/results/bulk.md)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="latentcast-load", daemon=True).start()
+    return await done
 
 
 def tune_gc() -> None:

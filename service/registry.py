@@ -85,6 +85,7 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
             unusual_scales=settings.unusual_output_scales,
             strict=settings.warnings_as_errors,
             max_chunk_values=settings.max_solve_values,
+            small_rows=settings.cpu_small_batch_rows,
         )
         forecaster = Forecaster.from_bundle(bundle, device, **options)
         express = None
@@ -169,3 +170,18 @@ def _nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             return coef
         keep[np.flatnonzero(keep)[sol < 0]] = False
     return coef
+
+
+def load_and_warm(settings: Settings, device: torch.device) -> dict[str, ServedModel]:
+    models = load_models(settings, device)
+    for served in models.values():
+        warm_up(served)
+    return models
+
+
+def measure(models: dict[str, ServedModel], num_samples: int) -> CostModel:
+    """The cost model's coefficients of every served model (on a quiet process: they are timings)."""
+    costs = CostModel()
+    for served in models.values():
+        calibrate(served, costs, num_samples)
+    return costs

@@ -141,11 +141,15 @@ def test_a_request_past_its_deadline_stops_solving_and_frees_the_queue(checkpoin
 
 @pytest.mark.parametrize(("small_rows", "expect_one"), [(10_000, True), (0, False)])
 def test_small_cpu_batches_run_on_one_thread_and_match(checkpoints, small_rows: int, expect_one: bool) -> None:
-    """A batch of at most `small_batch_rows` rows (series × samples) runs on one intra-op thread (no
+    """A batch of at most LATENTCAST_CPU_SMALL_BATCH_ROWS rows (series × samples) runs on one intra-op thread (no
     thread to wake after an idle gap); larger ones on the process's setting. Same forecasts either way."""
     stats: list[BatchStats] = []
-    models, batcher = _toy_batcher(checkpoints, 8, on_batch=stats.append, small_batch_rows=small_rows)
-    batcher.threads = 2  # as on the 2-core machine, whatever this one has (read by the next batch)
+    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=8, cpu_small_batch_rows=small_rows)
+    models = load_models(settings, torch.device("cpu"))
+    kwargs: dict[str, Any] = {"enabled": True, "max_batch_series": 64, "max_wait_ms": 0, "max_queue_series": 100}
+    batcher = Batcher(models, num_samples=8, on_batch=stats.append, **kwargs)
+    batcher.threads = 2  # as on the 2-core machine, whatever this one has (set by the lane when it starts)
+    batcher.start()
     job = _job(7)
     try:
         result = asyncio.run(batcher.submit(job, _soon(10.0)))
