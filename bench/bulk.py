@@ -63,6 +63,7 @@ def main() -> None:
     arrow_body = arrowio.encode_series(series)
     env = {"LATENTCAST_NUM_SAMPLES": str(args.samples)}
     seconds: dict[str, list[float]] = {"solve": [], "in_process": [], "arrow": [], "json": []}
+    timing: dict[str, list[str]] = {"arrow": [], "json": []}  # the server's account (Server-Timing)
     job = arrow.decode(arrow_body, {"model": args.model, "quantiles": "0.1,0.5,0.9"}, lambda _: spec, Settings())
     with ServerProcess(env, "cpu", timeout=180) as server, httpx.Client(timeout=120) as client:
         runs = {
@@ -83,8 +84,10 @@ def main() -> None:
         for _ in range(args.reps):  # in turn, so that each path sees the same machine
             for name, run in runs.items():
                 t0 = time.perf_counter()
-                run()
+                out = run()
                 seconds[name].append(time.perf_counter() - t0)
+                if isinstance(out, httpx.Response):
+                    timing[name].append(out.headers["server-timing"])
     per_s = {k: args.series / float(np.median(v)) for k, v in seconds.items()}
     r = {
         "device": results.machine("cpu"),
@@ -95,6 +98,7 @@ def main() -> None:
         "arrow_bytes": len(arrow_body),
         "json_bytes": len(json_body),
         "seconds": seconds,
+        "server_timing": timing,
         "series_per_s": per_s,
         "arrow_ratio": per_s["arrow"] / per_s["in_process"],
         "json_ratio": per_s["json"] / per_s["in_process"],

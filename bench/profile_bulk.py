@@ -19,9 +19,9 @@ from latentcast import arrowio
 from latentcast.service.config import Settings
 from latentcast.service.formats import arrow
 from latentcast.service.formats import json as json_format
-from latentcast.service.main import tune_gc
 from latentcast.service.outcome import outcome
 from latentcast.service.registry import load_models
+from latentcast.service.runtime import tune_gc
 
 
 def main() -> None:

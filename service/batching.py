@@ -314,9 +314,6 @@ class Batcher:
         return out
 
     def _run(self, express: bool) -> None:
-        # this thread's intra-op threads; the express lane's small solves use one, since a second set of
-        # OpenMP workers would make every parallel region of the main lane wake its workers from sleep
-        torch.set_num_threads(1 if express else self.threads)
         while True:
             work = self._take(express)
             if work is None:
@@ -377,8 +374,11 @@ class Batcher:
         shown = max(it.job.num_samples for it in items)  # trajectories returned (the first of each)
         deadlines = np.repeat([it.deadline for it in items], [z - a for _, a, z in work])
         nfe0, captures0 = forecaster.counters()
+        # before every solve, as part of torch's setting is the process's: the express lane's small solves on
+        # one thread (a second set of OpenMP workers puts the main lane's to sleep between parallel regions)
+        torch.set_num_threads(1 if express else self.threads)
         rows = len(packed) * max(items[0].samples, 1)
-        threads = 1 if express else threads_for(rows, forecaster.device, forecaster.small_rows)
+        threads = threads_for(rows, forecaster.device, forecaster.small_rows)  # what the model will use
         started = time.monotonic()
         t0 = time.perf_counter()
         out = forecaster.predict_packed(

@@ -146,22 +146,17 @@ class Settings(BaseSettings):
     offload_bytes: int = Field(
         256 * 1024,
         ge=0,
-        description="bodies over this size are decoded, and answers that could exceed it encoded, on a "
-        "worker thread, so /healthz and small requests never wait behind them",
+        description="bodies over this size are decoded in a decode process (LATENTCAST_DECODE_PROCESSES), and "
+        "answers that could exceed it encoded on a worker thread, so /healthz and small requests never wait behind "
+        "them",
     )
     max_heavy_requests: int = Field(2, ge=1, description="offloaded decodes/encodes at a time (bounds their memory)")
     decode_processes: int = Field(
         1,
         ge=0,
         le=64,
-        description="worker processes that decode the largest bodies, so their parsing never holds this "
-        "process's GIL (each imports the package: ~300 MB); 0 decodes every body on a thread here",
-    )
-    decode_process_bytes: int = Field(
-        2 * 1024 * 1024,
-        ge=0,
-        description="bodies over this size, and every compressed body, go to a decode process "
-        "(LATENTCAST_DECODE_PROCESSES)",
+        description="worker processes that decode bodies over LATENTCAST_OFFLOAD_BYTES and compressed ones, so "
+        "their parsing never holds this process's GIL (each imports the package: ~300 MB); 0: on a thread here",
     )
     body_timeout_s: float = Field(30.0, gt=0, description="time to receive a whole body; 408 past it")
     header_timeout_s: float = Field(10.0, gt=0, description="time to receive a request's headers; closed past it")

@@ -2,7 +2,7 @@
 
 Parsing and validating a body is Python that holds the GIL: a 32 MiB JSON body holds it for about a
 second, and every request on the event loop waits meanwhile.
-Bodies over `LATENTCAST_DECODE_PROCESS_BYTES` are decoded by the same code in a pool of spawned processes
+Bodies over `LATENTCAST_OFFLOAD_BYTES` are decoded by the same code in a pool of spawned processes
 (`LATENTCAST_DECODE_PROCESSES`); only the finished `Job` (numpy arrays, a few lists) comes back.
 """
 
@@ -19,7 +19,13 @@ from concurrent.futures.process import BrokenProcessPool
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError
 from latentcast.service.formats import FORMATS
+from latentcast.service.runtime import tune_gc
 from latentcast.service.validate import Job, Lookup, SpecLookup
+
+
+def _start() -> None:
+    """A worker's start: its garbage collector tuned as the server's (a body makes ~10^5 small objects)."""
+    tune_gc()
 
 
 def _ping() -> bool:
@@ -88,7 +94,9 @@ class DecodePool:
         self._pool = self._new()
 
     def _new(self) -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return concurrent.futures.ProcessPoolExecutor(
+            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start
+        )
 
     def warm(self) -> None:
         """Start every worker now (each imports the package: seconds), not on the first large body."""

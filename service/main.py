@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -30,12 +28,12 @@ from latentcast.service.errors import ServiceError
 from latentcast.service.metrics import Metrics
 from latentcast.service.registry import choose_device, default_model_name, load_and_warm, measure
 from latentcast.service.routes import router
+from latentcast.service.runtime import on_own_thread, tune_gc
 from latentcast.service.schemas import ForecastRequest
 from latentcast.service.state import AppState
 
 log = logging.getLogger("latentcast.service")
 access = logging.getLogger("latentcast.access")
-T = TypeVar("T")
 KNOWN_PATHS = {"/forecast", "/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
 
 
@@ -98,41 +96,6 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
         log.debug("model loading failed", exc_info=True)
         if on_fatal is not None:
             on_fatal(f"could not load the models: {state.failure}")
-
-
-async def on_own_thread(fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args) on a thread that ends with it. torch's OpenMP workers live as long as the thread that
-    started them; a second live set of them makes OpenMP put every worker to sleep between parallel
-    regions, and the inference lane's solves then run ~1.5x slower on CPU (bench/results/bulk.md)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, exc: BaseException | None) -> None:
-        if done.done():
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="latentcast-load", daemon=True).start()
-    return await done
-
-
-def tune_gc() -> None:
-    """Freeze what exists after loading (the models) and collect the young generation less often: a bulk
-    request makes many small objects (bench/results/optimizations.md, "Garbage collector")."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None] | None = None) -> FastAPI:

@@ -92,7 +92,7 @@ class Metrics:
         )
         self.decodes = Counter(
             "latentcast_decoded_bodies",
-            "request bodies decoded, by where: inline (small), thread, process (over LATENTCAST_DECODE_PROCESS_BYTES)",
+            "request bodies decoded, by where: inline (small), process or thread (over LATENTCAST_OFFLOAD_BYTES)",
             ["where"],
             registry=r,
         )

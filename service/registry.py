@@ -132,19 +132,21 @@ def warm_up(model: ServedModel, sizes: tuple[int, ...] | None = None) -> None:
 def calibrate(model: ServedModel, costs: CostModel, num_samples: int) -> None:
     """Measure the cost model's coefficients (`service.cost`) at the model's own tolerance, after
     warm-up: five solves that vary the series, the observations (with few and with many series) and the
-    query times one at a time, the fastest of two runs each, and the fit through them (no coefficient
+    query times one at a time, the fastest of three runs each, and the fit through them (no coefficient
     below 0)."""
     d = len(model.bundle.channels)
     fc = model.forecaster
     rows, seconds, nfes = [], [], []
-    for n, t, q in ((4, 4, 4), (128, 4, 4), (32, 64, 4), (4, 64, 4), (32, 4, 64)):
+    # the per-row costs from solves past the one-thread rule for small ones, as large requests run
+    mid = max(32, -(-2 * fc.small_rows // max(num_samples, 1)))
+    for n, t, q in ((4, 4, 4), (max(128, mid), 4, 4), (mid, 64, 4), (4, 64, 4), (mid, 4, 64)):
         times = np.linspace(0.0, 0.6, t)
         packed = PackedSeries.from_series(
             [Series(id=f"c{i}", times=times, values=np.ones((t, d), dtype=np.float32)) for i in range(n)],
             [np.linspace(-0.1, 0.9, q)] * n,
         )
         best = np.inf
-        for _ in range(2):
+        for _ in range(3):
             t0 = time.perf_counter()
             out = fc.predict_packed(packed, levels=(0.1, 0.5, 0.9))
             best = min(best, time.perf_counter() - t0)

@@ -49,15 +49,15 @@ class AppState:
         return self.heavy
 
     async def decode(self, fmt: Format, coding: str, body: bytes, params: Mapping[str, str]) -> Job:
-        """A body → Job: inline when small; the largest, and compressed ones, in a decode process (their
-        parse would hold this process's GIL for up to a second); the rest on a worker thread."""
+        """A body → Job: inline when small; larger ones, and compressed ones, in a decode process (their parse
+        would hold this process's GIL, for up to a second), or on a worker thread without one."""
         s, lookup = self.settings, self.lookup
         size = fmt.decoded_size(body)
         if coding == "identity" and size <= s.offload_bytes:
             self.metrics.decodes.labels("inline").inc()
             return decoding.decode(fmt.MEDIA_TYPE, coding, body, params, lookup, s)
         async with self._heavy():
-            if self.decoder is not None and (coding != "identity" or size > s.decode_process_bytes):
+            if self.decoder is not None:
                 self.metrics.decodes.labels("process").inc()
                 return await self.decoder.decode(fmt.MEDIA_TYPE, coding, body, params, lookup, s)
             self.metrics.decodes.labels("thread").inc()

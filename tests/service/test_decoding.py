@@ -45,7 +45,7 @@ def _decodes(client: TestClient) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def pooled(checkpoints: dict[str, Path]) -> Iterator[TestClient]:
     """Every body over 0 bytes goes to the one decode process."""
-    settings = settings_for(checkpoints, decode_processes=1, offload_bytes=0, decode_process_bytes=0)
+    settings = settings_for(checkpoints, decode_processes=1, offload_bytes=0)
     with running(settings) as client:
         yield client
 
