@@ -99,7 +99,7 @@ def table(name: str) -> dict[str, Any]:
     spec = next(s for s in SETS if s.name == name)
     frame = pd.read_csv(DATA / spec.file, dtype={"id": str})
     t0 = time.perf_counter()
-    model = latentcast.fit(frame, channels=list(spec.channels), device="cpu")
+    model = latentcast.fit(frame, channels=list(spec.channels), time_unit=spec.time_unit, device="cpu")
     seconds = time.perf_counter() - t0
     frame = frame.sort_values(["id", "time"])
     rank = frame.groupby("id").cumcount()

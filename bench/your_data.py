@@ -39,26 +39,44 @@ class DataSet:
     name: str
     file: str
     channels: tuple[str, ...]
-    unit: str  # what the numbers in the time column are (for the table; not passed to training)
+    unit: str  # what the numbers in the time column are (for the table)
     about: str
+    time_unit: str | None = None  # --time-unit (numeric times need it; date-times: chosen from the data)
 
 
 SETS = [
     DataSet(
-        "oxboys", "oxboys.csv.gz", ("height",), "years (centred: negative before the middle visit)", "26 boys' heights"
+        "oxboys",
+        "oxboys.csv.gz",
+        ("height",),
+        "years (centred: negative before the middle visit)",
+        "26 boys' heights",
+        "year",
     ),
-    DataSet("chickweight", "chickweight.csv.gz", ("weight",), "days", "50 chicks' weights, 4 diets"),
-    DataSet("milk", "milk.csv.gz", ("protein",), "weeks", "79 cows' milk protein"),
-    DataSet("remifentanil", "remifentanil.csv.gz", ("conc",), "minutes", "65 patients' remifentanil concentrations"),
-    DataSet("quinidine", "quinidine.csv.gz", ("conc", "glyco"), "hours", "136 patients' quinidine and glycoprotein"),
+    DataSet("chickweight", "chickweight.csv.gz", ("weight",), "days", "50 chicks' weights, 4 diets", "day"),
+    DataSet("milk", "milk.csv.gz", ("protein",), "weeks", "79 cows' milk protein", "week"),
+    DataSet(
+        "remifentanil",
+        "remifentanil.csv.gz",
+        ("conc",),
+        "minutes",
+        "65 patients' remifentanil concentrations",
+        "minute",
+    ),
+    DataSet(
+        "quinidine", "quinidine.csv.gz", ("conc", "glyco"), "hours", "136 patients' quinidine and glycoprotein", "hour"
+    ),
     DataSet(
         "pbcseq",
         "pbcseq.csv.gz",
         ("bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime"),
         "days",
         "312 PBC patients' labs",
+        "day",
     ),
-    DataSet("synthetic_seconds", "synthetic_seconds.csv.gz", ("a", "b"), "seconds", "synthetic damped oscillators"),
+    DataSet(
+        "synthetic_seconds", "synthetic_seconds.csv.gz", ("a", "b"), "seconds", "synthetic damped oscillators", "second"
+    ),
     DataSet("synthetic_dates", "synthetic_dates.csv.gz", ("a", "b"), "ISO date-times", "the same, dated"),
 ]
 
@@ -99,6 +117,7 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
         "--channels",
         ",".join(ds.channels),
     ]
+    cmd += ["--time-unit", ds.time_unit] if ds.time_unit else []
     cmd += ["--out", str(out), "--quiet", "--device", "cpu"] + (["--config", str(config)] if config else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -312,7 +312,7 @@ def fit(
     obs: pd.DataFrame,
     channels: Sequence[str],
     *,
-    time_unit: str = "day",
+    time_unit: str | None = None,
     time_scale: float | None = None,
     log_channels: Sequence[str] | None = None,
     bounds: Mapping[str, Sequence[float]] | None = None,
@@ -330,7 +330,10 @@ def fit(
     """Train a latent ODE on a long table (what `latentcast train --data FILE` does) and return the best
     model by validation forecast error.
 
-    The series are split by id into train/validation/test (80/10/10, seeded). time_scale and
+    time_unit: the unit of numeric times (second, minute, hour, day, week, year, or unitless), required for
+    them; date-times: chosen from the data when None (the largest of second, minute, hour, day in which
+    the median series spans at least 2). The series are split by id into train/validation/test
+    (80/10/10, seeded). time_scale and
     log_channels None: chosen from the training series (as `latentcast train` does). bounds: channel →
     (lower, upper), the values a measurement can take (±inf: none); missing_values: markers meaning
     "unknown", for every channel (a list) or per channel (a mapping). Both are stored in the model.

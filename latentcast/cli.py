@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -13,8 +14,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: the rich panels print flags as "<bool>"
     help="Latent-ODE forecasts for irregular time series: train, evaluate, serve, forecast.",
 )
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="on an error, print the traceback (anywhere on the line)")
+    ] = False,
+) -> None:
+    """Latent-ODE forecasts for irregular time series: train, evaluate, serve, forecast."""
+
 
 _BUILTIN = {"spirals": "spirals", "pbcseq": "pbcseq", "physionet2012": "physionet2012"}
 
@@ -34,18 +46,35 @@ def train_cmd(
         str,
         typer.Option(help="spirals, pbcseq, physionet2012[:PATH], or a CSV/parquet long table (id, time, channels)"),
     ],
-    out: Annotated[Path, typer.Option(help="run directory: best.pt, last.pt, metrics.json, validation.png")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="run directory: best.pt, last.pt, metrics.json, validation.png [default: runs/NAME]"),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="the model's name, as a server serves it (default: the data set, or the file's name)"),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML/JSON overriding the data set's recipe")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    adjoint: Annotated[bool, typer.Option(help="train with torchdiffeq's adjoint (memory O(1) in steps)")] = False,
+    adjoint: Annotated[
+        bool, typer.Option("--adjoint", help="train with torchdiffeq's adjoint (memory O(1) in steps)")
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="training seed")] = None,
     epochs: Annotated[int | None, typer.Option(help="override the number of epochs")] = None,
     channels: Annotated[str | None, typer.Option(help="for a user file: channel columns, comma-separated")] = None,
     log_channels: Annotated[
         str | None, typer.Option(help="channels to model on a log scale (default: chosen from the data)")
     ] = None,
-    no_log_channels: Annotated[bool, typer.Option(help="model every channel on its own scale")] = False,
-    time_unit: Annotated[str | None, typer.Option(help="unit of numeric times / unit date-times become")] = None,
+    no_log_channels: Annotated[
+        bool, typer.Option("--no-log-channels", help="model every channel on its own scale")
+    ] = False,
+    time_unit: Annotated[
+        str | None,
+        typer.Option(
+            help="unit of numeric times, required for them: second, minute, hour, day, week, year or unitless "
+            "(date-times: chosen from the data)"
+        ),
+    ] = None,
     time_scale: Annotated[
         float | None, typer.Option(help="model time = time in unit × scale (default: chosen from the data)")
     ] = None,
@@ -64,7 +93,7 @@ def train_cmd(
     ] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop after this much training time")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue from a run's last.pt")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Train a latent ODE; keeps the best checkpoint by validation forecast error, then reports it against
     last-observation-carried-forward and a linear trend on the validation series."""
@@ -102,7 +131,14 @@ def train_cmd(
             },
             model={"solver": {"adjoint": True}} if adjoint else {},
         )
-    result = train(exp, load_dataset(exp.data), out, device=device, resume=resume, show_progress=not quiet)
+    split = load_dataset(exp.data)
+    if name is not None:
+        split = dataclasses.replace(split, description={**split.description, "name": name})
+    model_name = str(split.description.get("name", "model"))
+    if out is None:
+        out = resume.parent if resume is not None else Path("runs") / model_name
+        typer.echo(f"run directory: {out}", err=True)
+    result = train(exp, split, out, device=device, resume=resume, show_progress=not quiet)
     if not result.metrics:  # a rank other than 0 under torchrun: rank 0 reports and writes
         return
     best = result.metrics["best"]

@@ -26,6 +26,7 @@ TIME_UNITS: dict[str, float] = {
     "hour": 3600.0,
     "day": 86400.0,
     "week": 604800.0,
+    "year": 31557600.0,  # 365.25 days
 }
 
 # The strict form: ASCII digits, fields in range.

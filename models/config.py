@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
+from latentcast.times import TIME_UNITS
+
 Activation = Literal["elu", "tanh", "softplus", "silu", "relu"]
 EncoderKind = Literal["gru", "decay", "odernn", "gruode"]
 ModelKind = Literal["latent_ode", "rnn"]
@@ -265,7 +267,9 @@ class DataConfig:
 
     name: "spirals", "pbcseq" or a path to a long table (CSV/parquet) with columns id, time, channels.
     time_unit/time_scale: model time = (time in `time_unit`) × time_scale. Date-time columns are first
-    converted to `time_unit` ("day", "hour", "minute", "second", "week"). time_scale None: chosen from
+    converted to `time_unit` ("day", "hour", "minute", "second", "week"; None: the largest of second,
+    minute, hour, day in which the median series spans at least 2); numeric times need their unit
+    named ("unitless" for numbers with no calendar meaning). time_scale None: chosen from
     the training series so that their median span is `TARGET_SPAN` model time units.
     log_channels: channels modelled on a log scale (must be positive); None: chosen from the training
     split (every value > 0 and the log makes a right-skewed channel more symmetric); () none.
@@ -284,7 +288,7 @@ class DataConfig:
     name: str = "spirals"
     channels: tuple[str, ...] = ()
     log_channels: tuple[str, ...] | None = None
-    time_unit: str = "day"
+    time_unit: str | None = None
     time_scale: float | None = None
     normalize: Normalization = "robust"
     outlier_z: float = 10.0
@@ -313,6 +317,11 @@ class DataConfig:
         )
         _check(all(f >= 0 for f in self.split), "data.split", "fractions must be >= 0")
         _check(self.time_scale is None or self.time_scale > 0, "data.time_scale", "must be > 0 (or unset: auto)")
+        _check(
+            self.time_unit is None or self.time_unit in TIME_UNITS,
+            "data.time_unit",
+            f"one of {', '.join(TIME_UNITS)} (or unset for date-times: chosen from the data)",
+        )
         _check(self.normalize in get_args(Normalization), "data.normalize", f"one of {get_args(Normalization)}")
         _check(self.outlier_z >= 0, "data.outlier_z", "must be >= 0 (0: keep every value)")
         logs = set(self.log_channels or ())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -201,6 +201,9 @@ def test_errors_are_one_line_and_a_nonzero_exit(tmp_path) -> None:
 
     _user_csv(tmp_path / "two.csv", 2)
     cmd = [sys.executable, "-m", "latentcast", "train", "--data", "two.csv", "--channels", "hr", "--out", "run"]
+    no_unit = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert no_unit.returncode == 1 and "the times are numbers; name their unit with --time-unit" in no_unit.stderr
+    cmd += ["--time-unit", "day"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("latentcast: error")]
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr
@@ -272,6 +275,7 @@ def test_the_choices_and_the_report_are_in_get_models(tmp_path) -> None:
     from fastapi.testclient import TestClient
 
     from latentcast.service import Settings, create_app
+    from tests.service.conftest import wait_ready
 
     _table("days").to_csv(tmp_path / "obs.csv", index=False)
     (tmp_path / "tiny.toml").write_text(TINY)
@@ -281,16 +285,28 @@ def test_the_choices_and_the_report_are_in_get_models(tmp_path) -> None:
         str(tmp_path / "obs.csv"),
         "--channels",
         "hr,bp",
+        "--time-unit",
+        "day",
         "--config",
         str(tmp_path / "tiny.toml"),
     ]
     assert CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run"), "--epochs", "2", "--quiet"]).exit_code == 0
     settings = Settings(models=[tmp_path / "run" / "best.pt"], device="cpu")
     with TestClient(create_app(settings)) as client:
-        for _ in range(200):
-            if client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.05)
+        wait_ready(client)
         (info,) = client.get("/models").json()["models"]
     assert info["training_data"]["preprocessing"]["time_scale_rule"].startswith("auto")
+    assert info["time_unit"] == "day" and info["training_data"]["preprocessing"]["time_unit_rule"] == "given"
     assert set(info["metrics"]["report"]["nmse"]) == {"latent_ode", "locf", "linear_trend"}
+
+
+@pytest.mark.parametrize(("extra", "name"), [([], "visits"), (["--name", "mine"], "mine")])
+def test_the_run_directory_and_the_name_default_to_the_file(tmp_path, monkeypatch, extra: list[str], name: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    _user_csv(tmp_path / "visits.csv.gz", 24)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    args = ["train", "--data", "visits.csv.gz", "--channels", "hr", "--time-unit", "day", "--config", "tiny.toml"]
+    res = CliRunner().invoke(app, [*args, *extra, "--epochs", "1", "--quiet", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert f"run directory: {Path('runs') / name}" in res.output
+    assert load_checkpoint(tmp_path / "runs" / name / "best.pt").name == name

@@ -39,6 +39,6 @@ def load_pbcseq(cfg: DataConfig) -> DatasetSplit:
             "source": "R survival::pbcseq (survival 3.5.3), vendored",
             "series": len(series),
             "visits": len(frame),
-            "time": "years since first visit",
+            "time": "days since first visit (model time: years)",
         },
     )

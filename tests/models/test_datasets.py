@@ -6,7 +6,7 @@ import pytest
 
 from latentcast.models.config import DataConfig
 from latentcast.models.data import DataError
-from latentcast.models.datasets import load_dataset
+from latentcast.models.datasets import load_dataset, time_unit_of
 from latentcast.models.datasets.pbcseq import CHANNELS, read_pbcseq
 from latentcast.models.datasets.spirals import STOP, make_spirals, spiral_trajectories, spiral_windows
 
@@ -69,3 +69,22 @@ def test_user_file_needs_channels_and_splits(tmp_path) -> None:
     np.testing.assert_allclose(auto.train[0].times - auto.train[0].times[0], [0, 1, 4])
     with pytest.raises(DataError, match="no such file"):
         load_dataset(DataConfig(name=str(tmp_path / "nope.csv")))
+
+
+@pytest.mark.parametrize(("hours", "unit"), [(0.01, "second"), (0.5, "minute"), (6.0, "hour"), (24.0 * 700, "day")])
+def test_the_unit_of_date_times_is_chosen_from_their_spans(hours: float, unit: str) -> None:
+    start = pd.Timestamp("2025-01-01T00:00:00Z")
+    rows = [
+        {"id": f"s{i}", "time": (start + pd.Timedelta(hours=hours * k / 4)).isoformat(), "a": 1.0}
+        for i in range(5)
+        for k in range(5)
+    ]
+    got, rule = time_unit_of(pd.DataFrame(rows), DataConfig(name="t", channels=("a",)))
+    assert got == unit and rule.startswith("auto")
+
+
+def test_numeric_times_need_their_unit_named() -> None:
+    frame = pd.DataFrame({"id": ["a", "a"], "time": [0.0, 3.0], "x": [1.0, 2.0]})
+    with pytest.raises(DataError, match="the times are numbers; name their unit with --time-unit"):
+        time_unit_of(frame, DataConfig(name="t", channels=("x",)))
+    assert time_unit_of(frame, DataConfig(name="t", channels=("x",), time_unit="year")) == ("year", "given")

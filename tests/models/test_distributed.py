@@ -56,7 +56,8 @@ def test_two_cpu_processes_end_with_identical_weights_and_a_loadable_checkpoint(
     cfg.write_text(TINY)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "latentcast", "train", "--data", str(data), "--channels", "a,b,c", "--config", str(cfg),
+        "-m", "latentcast", "train", "--data", str(data), "--channels", "a,b,c", "--time-unit", "day",
+        "--config", str(cfg),
         "--out", str(out), "--device", "cpu", "--quiet",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -19,6 +19,10 @@ from latentcast.service.config import Settings
 from latentcast.service.main import create_app
 from tests.conftest import tiny_config
 
+# how long a real server may take to be ready: a bound on a hang, not a speed (a shared CI machine may be
+# running a training beside the tests)
+SERVER_START_S = 600.0
+
 
 def write_checkpoint(path: Path, name: str, channels: tuple[str, ...], time: TimeSpec, **solver: Any) -> Path:
     cfg = tiny_config(solver=SolverConfig(**{"rtol": 1e-4, "atol": 1e-5, **solver}))
@@ -62,7 +66,7 @@ def settings_for(checkpoints: dict[str, Path], **kw: Any) -> Settings:
     return Settings(**base)
 
 
-def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+def wait_ready(client: TestClient, timeout: float = SERVER_START_S) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if client.get("/readyz").status_code == 200:

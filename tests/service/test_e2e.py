@@ -20,6 +20,7 @@ from latentcast.client import LatentcastClient
 from latentcast.models.datasets.pbcseq import read_pbcseq
 from latentcast.models.datasets.physionet2012 import CHANNELS as PHYSIONET_CHANNELS
 from latentcast.models.datasets.physionet2012 import TIME, protocol_split, read_records
+from tests.service.conftest import SERVER_START_S
 
 EXAMPLE = {
     "id": "patient-17",
@@ -35,7 +36,9 @@ EXAMPLE = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with ServerProcess({"LATENTCAST_NUM_SAMPLES": "32", "LATENTCAST_MAX_WAIT_MS": "5"}, "cpu", timeout=90) as srv:
+    with ServerProcess(
+        {"LATENTCAST_NUM_SAMPLES": "32", "LATENTCAST_MAX_WAIT_MS": "5"}, "cpu", timeout=SERVER_START_S
+    ) as srv:
         yield srv.url
 
 

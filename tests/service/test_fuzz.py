@@ -8,11 +8,12 @@ import pytest
 
 from bench.fuzz import fuzz
 from bench.server import ServerProcess
+from tests.service.conftest import SERVER_START_S
 
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with ServerProcess({"LATENTCAST_NUM_SAMPLES": "8"}, "cpu", timeout=120) as srv:
+    with ServerProcess({"LATENTCAST_NUM_SAMPLES": "8"}, "cpu", timeout=SERVER_START_S) as srv:
         yield srv.url
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from bench.server import ServerProcess
 from latentcast.arrowio import MEDIA_TYPE, encode_series, write_stream
+from tests.service.conftest import SERVER_START_S
 
 GOOD: dict[str, Any] = {
     "id": "good",
@@ -60,7 +61,7 @@ class Hostile:
 
 @pytest.fixture(scope="module")
 def hostile() -> Iterator[Hostile]:
-    with ServerProcess(SETTINGS, "cpu", timeout=120) as srv:
+    with ServerProcess(SETTINGS, "cpu", timeout=SERVER_START_S) as srv:
         yield Hostile(srv)
 
 

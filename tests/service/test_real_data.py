@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from bench.server import ServerProcess
 from latentcast.arrowio import MEDIA_TYPE, encode_series, read_stream, write_stream
+from tests.service.conftest import SERVER_START_S
 
 GOOD: dict[str, Any] = {
     "id": "good",
@@ -36,7 +37,7 @@ KEY = "k" * 24
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with ServerProcess({}, "cpu", timeout=120) as srv:  # the defaults: no LATENTCAST_* setting
+    with ServerProcess({}, "cpu", timeout=SERVER_START_S) as srv:  # the defaults: no LATENTCAST_* setting
         yield srv.url
 
 
@@ -325,7 +326,7 @@ def test_accept_q_values_are_honoured(url: str, accept: str, media: str | None) 
 
 @pytest.fixture(scope="module")
 def keyed() -> Iterator[str]:
-    with ServerProcess({"LATENTCAST_API_KEY": KEY}, "cpu", timeout=120) as srv:
+    with ServerProcess({"LATENTCAST_API_KEY": KEY}, "cpu", timeout=SERVER_START_S) as srv:
         yield srv.url
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import json
 import re
+import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import labs_series, running, settings_for
+from tests.service.conftest import SERVER_START_S, labs_series, running, settings_for
 
 
 def _post(client: TestClient, body: dict[str, Any] | bytes, **headers: str) -> Any:
@@ -204,10 +205,9 @@ def test_not_ready_until_models_load(checkpoints, tmp_path) -> None:
     from latentcast.service.main import create_app
 
     with TestClient(create_app(settings_for({"x": bad}, default_model=None))) as c:
-        for _ in range(200):
-            r = c.get("/readyz")
-            if r.json()["status"] != "loading":
-                break
+        end = time.monotonic() + SERVER_START_S
+        while (r := c.get("/readyz")).json()["status"] == "loading" and time.monotonic() < end:
+            time.sleep(0.02)
         assert r.status_code == 503 and r.json()["status"] == "failed" and "broken.pt" in r.json()["detail"]
         r = _post(c, {"series": [labs_series()]})
         assert r.status_code == 503 and r.headers["retry-after"]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bench.server import ServerProcess
+from tests.service.conftest import SERVER_START_S
 
 SMALL: dict[str, Any] = {
     "model": "pbcseq",
@@ -50,7 +51,7 @@ def costly(n: int = 750, rtol: float = 1e-5) -> dict[str, Any]:
 def url() -> Iterator[str]:
     # every setting the default but the admission cap, raised so that the costly requests here are
     # admitted however loaded the machine that calibrates the server is
-    with ServerProcess({"LATENTCAST_MAX_REQUEST_SECONDS": "60"}, "cpu", timeout=120) as srv:
+    with ServerProcess({"LATENTCAST_MAX_REQUEST_SECONDS": "60"}, "cpu", timeout=SERVER_START_S) as srv:
         yield srv.url
 
 
