@@ -323,7 +323,8 @@ def fit(
     seed: int = 0,
     out: str | Path | None = None,
     device: str = "auto",
-    progress: bool = False,
+    quiet: bool = False,
+    progress: bool | None = None,
     id_col: str = "id",
     time_col: str = "time",
 ) -> Model:
@@ -339,7 +340,8 @@ def fit(
     "unknown", for every channel (a list) or per channel (a mapping). Both are stored in the model.
     `config`: a TOML/JSON file or a dict overriding the default recipe (models/configs/default.toml), e.g.
     {"model": {"latent_dim": 16}, "train": {"batch_size": 32}}. `out`: keep the run directory
-    (best.pt, last.pt, metrics.json); by default it is temporary.
+    (best.pt, last.pt, metrics.json); by default it is temporary. A progress bar shows each epoch on
+    stderr (`quiet=True`: none; `progress` is its former, opposite switch).
     """
     overrides = dict(config) if isinstance(config, Mapping) else {}
     data = {
@@ -363,5 +365,6 @@ def fit(
     split = dataset_from_frame(obs, exp.data, {"source": "DataFrame"}, id_col, time_col)
     with tempfile.TemporaryDirectory(prefix="latentcast-fit-") as tmp:
         run = Path(out) if out is not None else Path(tmp)
-        result = train_model(exp, split, run, device=device, show_progress=progress)
+        show = not quiet if progress is None else progress
+        result = train_model(exp, split, run, device=device, show_progress=show)
         return Model(load_checkpoint(result.best, resolve_device(device)), device)

@@ -100,10 +100,10 @@ def train_cmd(
     from latentcast.models.datasets import load_dataset
     from latentcast.models.recipes import build_experiment
     from latentcast.models.report import format_report
-    from latentcast.models.train import experiment_from_checkpoint, train
+    from latentcast.models.train import CONSOLE, experiment_from_checkpoint, train
     from latentcast.models.validity import parse_bounds, parse_missing_values
 
-    _logging()
+    _logging(None if quiet else CONSOLE)
     if resume is not None:
         exp = experiment_from_checkpoint(resume)
         if epochs:
@@ -322,8 +322,15 @@ def _with(exp: Any, **sections: dict[str, Any]) -> Any:
     return from_dict(ExperimentConfig, merge(to_dict(exp), sections))
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(console: Any = None) -> None:
+    """Log records at INFO; with a rich `console` (a training's progress bar), printed above its bar."""
+    if console is None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", handlers=[handler])
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from latentcast.models import distributed
@@ -33,6 +34,8 @@ from latentcast.models.report import training_report, with_report
 from latentcast.models.validity import Validity
 
 log = logging.getLogger("latentcast.train")
+# where the progress bar is drawn (stderr); a logging handler on it prints records above the bar
+CONSOLE = Console(stderr=True)
 
 BEST, LAST, METRICS, PLOT, RANKS = "best.pt", "last.pt", "metrics.json", "validation.png", "ranks.json"
 
@@ -245,15 +248,18 @@ def _train(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f} | {task.fields[val]}"),
+        TextColumn("loss {task.fields[loss]} | {task.fields[val]}"),
         TimeRemainingColumn(),
+        console=CONSOLE,
         disable=not show_progress,
     )
     started = time.perf_counter()
     stopped: str | None = None
     summary = ""  # the last validation's one-line summary, shown beside the bar
     with progress:
-        task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=float("nan"), val="")
+        # the loss shown: this epoch's running mean, the last epoch's until its first step ("-" before any)
+        shown = "-"
+        task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=shown, val="")
         for epoch in range(start_epoch, tc.epochs):
             model.train()
             rng = np.random.default_rng([tc.seed, epoch])  # the permutation: the same on every rank
@@ -264,7 +270,7 @@ def _train(
                 group["lr"] = lr * group["lr_scale"]
             perm = np.asarray(list(distributed.shard(rng.permutation(n_train), world)))  # this rank's share
             batches = batch_indices(perm, lengths, tc.batch_size, tc.length_pool, rng)
-            progress.reset(task, total=steps, epoch=epoch + 1, loss=float("nan"), val=summary)
+            progress.reset(task, total=steps, epoch=epoch + 1, loss=shown, val=summary)
             run_loss, run_n, nfe, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
             for step in range(steps):
                 part = [split.train[i] for i in batches[step]]
@@ -287,7 +293,8 @@ def _train(
                 run_loss += stats.loss
                 run_n += 1
                 nfe += stats.nfe
-                progress.update(task, advance=1, loss=run_loss / run_n)
+                shown = f"{run_loss / run_n:.4f}"
+                progress.update(task, advance=1, loss=shown)
             train_seconds = time.perf_counter() - t0
             if epoch == 0 and 2 * skipped > steps:
                 raise TrainingError(_solver_advice(skipped, steps, loss_fn.error, split, exp))
@@ -322,7 +329,8 @@ def _train(
             _write_metrics(out, exp, history, best_score, time.perf_counter() - started)
             summary = f"val nmse {val.get('val_nmse', float('nan')):.4f}" + (" *" if improved else "")
             progress.update(task, val=summary)
-            log.info(
+            log.log(  # the bar shows the epoch; the record is for logs
+                logging.DEBUG if show_progress else logging.INFO,
                 "epoch %d: %s",
                 epoch + 1,
                 json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}),

@@ -171,3 +171,19 @@ def test_tables_are_read_as_written(pbcseq: latentcast.Model, tmp_path: Path) ->
     (tmp_path / "head.csv").write_text("id,time,bili\n")
     with pytest.raises(latentcast.DataError, match="header but no rows"):
         latentcast.models.read_long_table(tmp_path / "head.csv")
+
+
+def test_fit_shows_its_epochs_unless_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        [
+            {"id": f"s{i}", "time": float(t), "hr": 70 + 5 * np.sin(t / 9 + i)}
+            for i in range(30)
+            for t in range(0, 48, 6)
+        ]
+    ).assign(hr=lambda d: d["hr"] + rng.normal(0, 1, len(d)))
+    small = {"model": {"latent_dim": 3, "encoder_hidden": 8, "dynamics_hidden": 8}}
+    latentcast.fit(frame, channels=["hr"], time_unit="hour", epochs=2, config=small, device="cpu")
+    assert "epoch 2" in capsys.readouterr().err
+    latentcast.fit(frame, channels=["hr"], time_unit="hour", epochs=2, config=small, device="cpu", quiet=True)
+    assert "epoch" not in capsys.readouterr().err

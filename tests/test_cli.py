@@ -190,9 +190,14 @@ def test_train_with_its_progress_bar_on_a_terminal(tmp_path) -> None:
     args = ["train", "--data", "obs.csv", "--channels", "hr", "--time-unit", "day", "--config", "tiny.toml"]
     code, out = _run_on_a_terminal([*args, "--out", "run", "--epochs", "3", "--device", "cpu"], tmp_path)
     assert code == 0, out[-3000:]
-    assert "\x1b[" in out  # drawn with terminal escapes: rich saw a terminal
+    assert "\x1b[" in out and "━" in out  # the bar, drawn with terminal escapes: rich saw a terminal
     assert "epoch 3" in out and "val nmse" in out and "best epoch" in out
+    assert "nan" not in out  # the bar shows the last epoch's loss until the first step of the next
+    assert '"val_nmse"' not in out  # the per-epoch log record is for logs (--quiet), not printed into the bar
     assert (tmp_path / "run" / "best.pt").is_file()
+    code, out = _run_on_a_terminal([*args, "--out", "run2", "--epochs", "2", "--device", "cpu", "--quiet"], tmp_path)
+    assert code == 0 and "━" not in out  # no bar
+    assert out.count('"val_nmse"') == 2  # one record per epoch instead
 
 
 def test_errors_are_one_line_and_a_nonzero_exit(tmp_path) -> None:
