@@ -19,6 +19,7 @@ from latentcast.models.metrics import LEVELS_80, forecast_contexts
 from latentcast.models.quantiles import mixture_quantiles
 
 TARGET, BAND = 0.8, (0.75, 0.85)  # refit only when validation coverage leaves the band
+MIN_VALUES = 50  # held-out values of a channel needed to fit its factor: fewer would fit noise
 
 
 def coverage(samples: torch.Tensor, std: torch.Tensor, target: torch.Tensor, c: float) -> float:
@@ -54,7 +55,7 @@ def fit_spread(
     factors, before = [], {}
     for j, name in enumerate(norm.channels):
         seen = ~np.isnan(target[:, j])
-        if seen.sum() < 10:  # too few held-out values to fit a factor
+        if seen.sum() < MIN_VALUES:  # too few held-out values to fit a factor
             factors.append(1.0)
             continue
         x = torch.as_tensor(samples[:, seen, j], dtype=torch.float64)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from latentcast.models.calibrate import BAND, fit_spread
+from latentcast.models.calibrate import BAND, MIN_VALUES, fit_spread
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.data import Series
 from latentcast.models.forecast import Forecaster
@@ -51,10 +51,39 @@ def training_report(
         "coverage80_before_calibration": before,
         "calibration": list(calibration) if calibration else None,
         "calibration_band": list(BAND),
+        "not_calibrated": [c for c in channels if c not in before],  # fewer than MIN_VALUES held-out values
         "beats_locf": beats,
         "outliers_excluded": outliers,
         "out_of_bounds_excluded": out_of_bounds or {},
     }, calibration
+
+
+MIN_VALIDATION_POINTS = 100  # held-out points below which choosing an epoch on validation is noise
+
+
+def validation_warnings(report: dict[str, Any], history: Sequence[dict[str, Any]]) -> list[str]:
+    """What makes the choice of the best epoch or the intervals doubtful: a small validation split, a
+    best epoch that is the first, channels left uncalibrated for want of held-out values."""
+    out = []
+    points, series = int(report.get("forecast_points", 0)), report.get("series", 0)
+    if points < MIN_VALIDATION_POINTS:
+        out.append(
+            f"validation holds {points} held-out points in {series} series (fewer than {MIN_VALIDATION_POINTS}): "
+            "the best epoch chosen on it and the coverage measured on it are noisy; give validation a larger "
+            "share (data.split, e.g. [0.7, 0.2, 0.1]) or more series"
+        )
+    scores = [r.get("val_nmse", r.get("val_loss", float("inf"))) for r in history]
+    if len(scores) > 1 and min(range(len(scores)), key=scores.__getitem__) == 0:
+        out.append(
+            f"the best epoch is the first of {len(scores)}: no later epoch improved the validation score"
+            + (f" (on {points} points: possibly noise)" if points < MIN_VALIDATION_POINTS else "")
+        )
+    if report.get("not_calibrated"):
+        out.append(
+            f"intervals not calibrated for {', '.join(report['not_calibrated'])}: fewer than {MIN_VALUES} "
+            "held-out values each (coverage as the model gives it)"
+        )
+    return out
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -90,6 +119,8 @@ def format_report(report: dict[str, Any]) -> str:
             "  possible codes for 'unknown' among the training values (frequent, and far from the rest): "
             f"{shown}; if so, train with --missing-values '{shown}'"
         )
+    for warning in report.get("warnings") or []:
+        lines.append(f"  WARNING: {warning}")
     if not report["beats_locf"]:
         lines.append(
             "  WARNING: the model does not beat carrying the last observation forward on validation; its "

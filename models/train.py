@@ -30,7 +30,7 @@ from latentcast.models.forecast import Forecaster
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.metrics import forecast_contexts, holdout_metrics
 from latentcast.models.preprocess import apply_validity, drop_outliers, suspect_codes
-from latentcast.models.report import training_report, with_report
+from latentcast.models.report import training_report, validation_warnings, with_report
 from latentcast.models.validity import Validity
 
 log = logging.getLogger("latentcast.train")
@@ -354,6 +354,7 @@ def _train(
     best = load_checkpoint(out / BEST, dev)
     report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task, out_of_bounds)
     report["suspect_missing_codes"] = codes
+    report["warnings"] = validation_warnings(report, history)
     save_checkpoint(out / BEST, with_report(best, report, calibration))
     metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started, report, stopped)
     _plot_best(out, split, exp, dev)

@@ -154,7 +154,7 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
     from latentcast.models.calibrate import fit_spread
     from latentcast.models.metrics import holdout_metrics
 
-    series = make_series(40, seed=9, missing=0.0)
+    series = make_series(120, seed=9, missing=0.0)  # >= MIN_VALUES held-out values per channel
     model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual="level", decoder_hidden=0), 3)
     with torch.no_grad():  # forecasts "no change" (LOCF) with a noise smaller than the changes
         for p in model.decoder.net.parameters():
@@ -171,6 +171,16 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
         plain.predict(series[:3], [s.times[-1:] for s in series[:3]])[0].mean,
         rtol=1e-5,
     )
+
+
+def test_calibration_needs_enough_held_out_values(normalizer) -> None:
+    """Twenty series give twenty held-out values per channel: too few to fit a factor on (it would fit
+    their noise), so none is fitted."""
+    from latentcast.models.calibrate import MIN_VALUES, fit_spread
+
+    model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual="level", decoder_hidden=0), 3)
+    factors, seen = fit_spread(Forecaster(model, normalizer, num_samples=16), make_series(20, seed=9, missing=0.0))
+    assert MIN_VALUES > 20 and factors == (1.0, 1.0, 1.0) and seen == {}
 
 
 def test_a_tighter_tolerance_costs_more_evaluations_and_errs_less(series, normalizer) -> None:

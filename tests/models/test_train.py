@@ -11,7 +11,7 @@ from latentcast.models.checkpoint import load_checkpoint, read_payload
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
 from latentcast.models.data import Normalizer, Series, TimeSpec
 from latentcast.models.datasets.base import DatasetSplit
-from latentcast.models.report import format_report
+from latentcast.models.report import format_report, validation_warnings
 from latentcast.models.train import (
     BEST,
     LAST,
@@ -109,7 +109,8 @@ def test_the_report_compares_with_the_naive_forecasts_and_travels_with_the_model
         assert bundle.calibration == tuple(report["calibration"])
     text = format_report(report)
     assert "LOCF" in text and "80% interval coverage" in text
-    assert ("WARNING" in text) == (not report["beats_locf"])
+    assert ("does not beat carrying" in text) == (not report["beats_locf"])
+    assert all(f"WARNING: {w}" in text for w in report["warnings"])  # the doubts travel with the report too
 
 
 def test_early_stopping_and_the_time_budget(tmp_path) -> None:
@@ -219,3 +220,18 @@ def test_training_stores_the_normalised_means_as_the_fill_of_unseen_channels(tmp
     want = normalised_means(split.train, bundle.normalizer)
     assert np.abs(want).max() > 0.01  # robust centres are not means: the fill is not all zero
     np.testing.assert_allclose(bundle.model.state_dict()["level_fill"].numpy(), want, rtol=1e-6)
+
+
+def test_a_doubtful_choice_of_epoch_or_calibration_is_warned_about() -> None:
+    report = {"forecast_points": 19.0, "series": 12, "not_calibrated": ["c"]}
+    history = [{"val_nmse": 0.5}, {"val_nmse": 0.6}, {"val_nmse": 0.55}]
+    warnings = validation_warnings(report, history)
+    assert len(warnings) == 3
+    assert "19 held-out points in 12 series" in warnings[0] and "data.split" in warnings[0]
+    assert "the best epoch is the first of 3" in warnings[1] and "possibly noise" in warnings[1]
+    assert "not calibrated for c" in warnings[2]
+    roomy = {"forecast_points": 500.0, "series": 80, "not_calibrated": []}
+    assert validation_warnings(roomy, [{"val_nmse": 0.6}, {"val_nmse": 0.5}]) == []
+    assert validation_warnings(roomy, [{"val_nmse": 0.5}, {"val_nmse": 0.6}]) == [
+        "the best epoch is the first of 2: no later epoch improved the validation score"
+    ]
