@@ -220,7 +220,13 @@ def forecast(
         str, typer.Option(help="comma-separated times for every series, or a CSV/parquet file with columns id,time")
     ],
     output: Annotated[Path | None, typer.Option(help="CSV to write (default: stdout)")] = None,
-    plot: Annotated[Path | None, typer.Option(help="also write a PNG fan chart")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="also write a PNG fan chart (the first 6 series, or --series)")
+    ] = None,
+    series: Annotated[str | None, typer.Option(help="comma-separated ids to draw in --plot")] = None,
+    actuals: Annotated[
+        Path | None, typer.Option(help="a long table of the values that happened, drawn in --plot beside the forecast")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="model name (default: the server's default)")] = None,
     quantiles: Annotated[str, typer.Option(help="comma-separated levels")] = "0.1,0.5,0.9",
     api_key: Annotated[
@@ -272,6 +278,7 @@ def forecast(
         raise typer.BadParameter(f"{solver!r} is not one of fast, default, precise", param_hint="--solver")
     level = cast(Literal["fast", "default", "precise"] | None, solver)
     with LatentcastClient(url, api_key=api_key) as client:
+        unit = client.model_info(model).get("time_unit") if plot is not None else None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", LatentcastWarning)  # listed below, one line each
@@ -310,10 +317,16 @@ def forecast(
         fc.to_csv(output, index=False)
         typer.echo(f"wrote {len(fc)} rows to {output}", err=True)
     if plot is not None:
-        from latentcast.fanchart import fan_chart
+        from latentcast.fanchart import chosen_series, fan_chart
 
-        fan_chart(obs, fc, plot)
-        typer.echo(f"wrote {plot}", err=True)
+        wanted = _split_list(series)
+        drawn = chosen_series(fc, wanted, 6)
+        truth = read_long_table(actuals) if actuals is not None else None
+        dates = fc["time"].map(lambda v: isinstance(v, str)).any() if len(fc) else False
+        fan_chart(obs, fc, plot, series=drawn, actuals=truth, time_unit=None if dates or unit == "unitless" else unit)
+        total = fc["id"].astype(str).nunique()
+        how = "" if wanted else f" (the first {len(drawn)} of {total}; --series to choose)"
+        typer.echo(f"wrote {plot}: series {', '.join(drawn)}{how}", err=True)
 
 
 def _with(exp: Any, **sections: dict[str, Any]) -> Any:

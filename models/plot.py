@@ -44,16 +44,19 @@ def plot_validation(
     fig, axes = plt.subplots(
         len(series), len(channels), figsize=(3.2 * len(channels), 2.4 * len(series)), squeeze=False
     )
+    scale, unit = bundle.time.scale, bundle.time.unit  # drawn in the data's unit, not model time
     for i, (s, c, f) in enumerate(zip(series, contexts, fc, strict=True)):
+        t, tf = s.times / scale, f.times / scale
         for j, name in enumerate(channels):
             ax = axes[i][j]
-            ax.fill_between(f.times, f.quantiles[0.1][:, j], f.quantiles[0.9][:, j], alpha=0.25, label="10–90%")
-            ax.plot(f.times, f.mean[:, j], lw=1.5, label="mean")
+            ax.fill_between(tf, f.quantiles[0.1][:, j], f.quantiles[0.9][:, j], alpha=0.25, label="10–90%")
+            ax.plot(tf, f.mean[:, j], lw=1.5, label="mean")
             if s.truth is not None:
-                ax.plot(s.times, s.truth[:, j], "k--", lw=0.8, label="truth")
-            ax.plot(s.times[:c], s.values[:c, j], "o", ms=2.5, color="C2", label="observed")
-            ax.plot(s.times[c:], s.values[c:, j], "x", ms=3, color="C3", label="held out")
+                ax.plot(t, s.truth[:, j], "k--", lw=0.8, label="truth")
+            ax.plot(t[:c], s.values[:c, j], "o", ms=2.5, color="C2", label="observed")
+            ax.plot(t[c:], s.values[c:, j], "x", ms=3, color="C3", label="held out")
             ax.set_title(f"{s.id} · {name}", fontsize=8)
+            ax.set_xlabel(unit if unit != "unitless" else "time", fontsize=7)
             ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()

@@ -146,6 +146,25 @@ def test_forecast_cli_writes_csv_and_png(server: str, tmp_path) -> None:
     fc = pd.read_csv(tmp_path / "fc.csv")
     assert len(fc) == 2 * 3 * 7 and {"mean", "q0.1", "q0.5", "q0.9"} <= set(fc.columns)
     assert (tmp_path / "fc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "wrote " + str(tmp_path / "fc.png") + ": series 1, 2 (the first 2 of 2; --series to choose)" in res.stderr
+    # one series, one query time (a point and its interval), the values that happened beside it
+    obs[obs["id"] == 2].to_csv(tmp_path / "actual.csv", index=False)
+    one = [
+        *cmd[:-6],
+        "--query-times",
+        "1000",
+        "--output",
+        str(tmp_path / "one.csv"),
+        "--plot",
+        str(tmp_path / "one.png"),
+    ]
+    res = subprocess.run(
+        [*one, "--series", "2", "--actuals", str(tmp_path / "actual.csv")], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().endswith("one.png: series 2") and (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
+    res = subprocess.run([*one, "--series", "7"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "series ['7'] are not in the forecast" in res.stderr
 
 
 def test_a_server_whose_model_cannot_load_exits_at_once_with_one_line(tmp_path) -> None:
