@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -165,6 +167,36 @@ def test_forecast_cli_writes_csv_and_png(server: str, tmp_path) -> None:
     assert res.stderr.strip().endswith("one.png: series 2") and (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
     res = subprocess.run([*one, "--series", "7"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "series ['7'] are not in the forecast" in res.stderr
+
+
+def _readme_blocks(kind: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(rf"```{kind}\n(.*?)```", text, re.S)
+
+
+def test_the_readme_http_snippets_run_as_written(server: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's curl example, Python client and `latentcast forecast` line, verbatim but for the
+    server's address (the README's runs on port 8000)."""
+    monkeypatch.chdir(tmp_path)
+    here = server.removeprefix("http://")
+    (curl,) = [b for b in _readme_blocks("bash") if b.startswith("curl ")]
+    out = subprocess.run(["bash", "-c", curl.replace("localhost:8000", here)], capture_output=True, text=True)
+    answer = json.loads(out.stdout)
+    assert out.returncode == 0 and answer["model"]["name"] == "pbcseq", out.stdout[:500]
+    (fc,) = answer["forecasts"]
+    assert fc["id"] == "patient-17" and len(fc["mean"]) == 2 and set(fc["quantiles"]) == {"0.1", "0.5", "0.9"}
+    python = _readme_blocks("python")
+    setup = python[0].split("model = latentcast.load")[0]  # the In Python section's imports and `obs`
+    (client,) = [b for b in python if "LatentcastClient" in b]
+    scope: dict[str, Any] = {}
+    exec(compile(setup + client.replace("http://127.0.0.1:8000", server), "README.md", "exec"), scope)
+    assert len(scope["fc"]) == 2 * 2 * 7 and np.isfinite(scope["fc"]["mean"]).all()
+    scope["obs"].to_csv("obs.csv", index=False)  # as the README says
+    (line,) = [b for b in _readme_blocks("bash") if b.startswith("latentcast forecast")]
+    cli = [sys.executable, "-m", *line.replace("http://127.0.0.1:8000", server).split()]
+    res = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert len(pd.read_csv("fc.csv")) == 2 * 2 * 7 and Path("fc.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_server_whose_model_cannot_load_exits_at_once_with_one_line(tmp_path) -> None:
