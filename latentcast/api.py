@@ -18,13 +18,14 @@ import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from latentcast.frames import (
     DataError,
+    LatentcastWarning,
     QueryTimes,
     Times,
     from_frame,
@@ -51,6 +52,9 @@ from latentcast.models import (
     train_model,
 )
 from latentcast.times import to_unit
+
+if TYPE_CHECKING:
+    from latentcast.backtest import Backtest
 
 OnError = Literal["raise", "skip", "nan"]
 
@@ -272,6 +276,18 @@ class Model:
         if self.bundle.time.unit == "unitless":
             raise DataError(f"{what}: model {self.name!r} takes numeric times, not date-times")
         return to_unit(times.values, self.bundle.time.unit)
+
+    def backtest(
+        self, obs: pd.DataFrame, task: Literal["last", "half"] = "last", id_col: str = "id", time_col: str = "time"
+    ) -> Backtest:
+        """Hold out each series' last point (task "last") or the second half of its points ("half"),
+        forecast them from the rest, and score the forecasts beside LOCF and a linear trend: NMSE, MAE,
+        CRPS and 50/80/95% coverage per channel on the data's scale (`latentcast.backtest`)."""
+        from latentcast.backtest import backtest
+
+        with warnings.catch_warnings():  # the held-out predictions' warnings are not the user's question
+            warnings.simplefilter("ignore", LatentcastWarning)
+            return backtest(self, obs, task, id_col, time_col)
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint (loads again with `latentcast.load(path)` or `latentcast serve --model`)."""

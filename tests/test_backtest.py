@@ -1,0 +1,73 @@
+"""Backtests on a user's table: the split, the scores beside the baselines, the CLI as typed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import latentcast
+from latentcast.backtest import INTERVALS, split_series
+from latentcast.models import TimeSpec
+from tests.service.conftest import write_checkpoint
+from tests.test_cli import _run_on_a_terminal
+
+
+def _table(n: int = 30, seed: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        t = np.sort(rng.uniform(0, 2.5, 5))
+        rows += [
+            {"id": f"s{i}", "time": float(tt), "x": float(np.sin(tt + i)), "y": float(0.5 * tt + i % 3)} for tt in t
+        ]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory):
+    path = write_checkpoint(tmp_path_factory.mktemp("bt") / "toy.pt", "toy", ("x", "y"), TimeSpec("unitless", 1.0))
+    return path
+
+
+def test_the_last_point_or_the_second_half_is_held_out() -> None:
+    frame = pd.DataFrame({"id": ["a"] * 5 + ["b"] + ["c"] * 2, "time": [4, 1, 3, 0, 2, 0, 1, 0], "v": range(8)})
+    ctx, held = split_series(frame, "last")
+    assert list(held["time"]) == [4, 1] and set(held["id"]) == {"a", "c"} and len(ctx) == 6  # b: one row, kept
+    ctx, held = split_series(frame, "half")
+    assert list(held[held["id"] == "a"]["time"]) == [3, 4] and len(ctx) + len(held) == len(frame)
+
+
+def test_the_scores_put_the_model_beside_the_baselines_on_the_same_points(toy) -> None:
+    frame = _table()
+    result = latentcast.load(toy, device="cpu").backtest(frame, task="half")
+    s = result.scores.set_index(["method", "channel"])
+    assert set(s.index.get_level_values("method")) == {"latent_ode", "locf", "linear_trend"}
+    held_out = len(split_series(frame, "half")[1])  # 2 of each series' 5 points
+    assert s.loc[("latent_ode", "x"), "points"] == s.loc[("locf", "x"), "points"] == held_out == 60
+    # LOCF scored by hand: the last context value of each series against every held-out one
+    fc = result.forecasts[result.forecasts["channel"] == "x"]
+    ctx, held = split_series(frame, "half")
+    last = ctx.groupby("id")["x"].last()
+    manual = np.mean((held["x"].to_numpy() - last[held["id"]].to_numpy()) ** 2) / np.var(held["x"].to_numpy())
+    assert s.loc[("locf", "x"), "nmse"] == pytest.approx(manual)
+    assert np.allclose(fc["locf"].to_numpy(), last[fc["id"]].to_numpy())
+    for c in INTERVALS:
+        assert 0.0 <= s.loc[("latent_ode", "x"), f"coverage{int(100 * c)}"] <= 1.0
+    assert s.loc[("locf", "x"), "crps"] == pytest.approx(s.loc[("locf", "x"), "mae"])  # a point forecast
+    assert s.loc[("latent_ode", "all"), "points"] == len(result.forecasts)
+    assert "backtest (half points of 30 series held out" in result.summary()
+
+
+def test_the_cli_backtests_as_typed_with_its_progress(toy, tmp_path) -> None:
+    _table().to_csv(tmp_path / "obs.csv", index=False)
+    code, out = _run_on_a_terminal(["backtest", "--data", "obs.csv", "--model", str(toy), "--device", "cpu"], tmp_path)
+    assert code == 0, out[-2000:]
+    assert "forecasting held-out points" in out and "━" in out  # rich drew its bar on the terminal
+    assert "latent_ode" in out and "linear_trend" in out and ("beats both" in out or "instead" in out)
+    for name in ("scores.csv", "forecasts.csv", "backtest.png"):
+        assert (tmp_path / "runs" / "backtest_toy" / name).stat().st_size > 0
+    code, out = _run_on_a_terminal(
+        ["backtest", "--data", "obs.csv", "--model", str(toy), "--out", "q", "--quiet", "--device", "cpu"], tmp_path
+    )
+    assert code == 0 and "━" not in out and (tmp_path / "q" / "scores.csv").exists()
