@@ -51,10 +51,10 @@ serve: $(SERVE_STAMP)
 # (which writes bench/results/ and an evaluated copy of each checkpoint), then copy those. PhysioNet
 # 2012 needs the challenge archives (PHYSIONET, default ../shared/data/physionet2012); seed 0 ships.
 embedded-models: install
-	$(BIN)/latentcast evaluate spirals --retrain --runs runs/spirals --quiet
+	$(BIN)/python -m bench.evaluate spirals --retrain --runs runs/spirals --quiet
 	$(BIN)/latentcast train --data pbcseq --out runs/pbcseq --quiet
-	$(BIN)/latentcast evaluate pbcseq --checkpoint runs/pbcseq/best.pt
-	$(BIN)/latentcast evaluate physionet2012 --retrain --data physionet2012:$(PHYSIONET) --quiet
+	$(BIN)/python -m bench.evaluate pbcseq --checkpoint runs/pbcseq/best.pt
+	$(BIN)/python -m bench.evaluate physionet2012 --retrain --data physionet2012:$(PHYSIONET) --quiet
 	cp runs/spirals/latent_ode/best.evaluated.pt models/embedded/spirals.pt
 	cp runs/pbcseq/best.evaluated.pt models/embedded/pbcseq.pt
 	cp runs/physionet2012/seed0/best.pt models/embedded/physionet2012.pt

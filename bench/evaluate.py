@@ -3,7 +3,7 @@
     python -m bench.evaluate spirals [--retrain]            # Chen et al. (2018), Table 2
     python -m bench.evaluate pbcseq --checkpoint runs/pbcseq/best.pt
 
-(`latentcast evaluate ...` runs the same from a checkout.) An evaluation never changes its input: a
+An evaluation never changes its input: a
 checkpoint's figures are written into a new file, `--save` (default: next to it, `*.evaluated.pt`).
 """
 
@@ -134,7 +134,7 @@ def spirals_markdown(r: dict[str, Any]) -> str:
         "Differences from the paper's setup: our latent ODE puts z0 at the last observation (its encoder",
         "runs forwards) and is wider; one model serves all three n.",
         "",
-        "Reproduce: `latentcast evaluate spirals --retrain` (trains both models, then evaluates).",
+        "Reproduce: `python -m bench.evaluate spirals --retrain` (trains both models, then evaluates).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -211,7 +211,7 @@ def pbcseq_markdown(r: dict[str, Any]) -> str:
         f"Measured on {r['device']}, commit {r['commit']}.",
         "",
         "Reproduce: `latentcast train --data pbcseq --out runs/pbcseq && "
-        "latentcast evaluate pbcseq --checkpoint runs/pbcseq/best.pt`.",
+        "python -m bench.evaluate pbcseq --checkpoint runs/pbcseq/best.pt`.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -79,6 +79,26 @@ class Backtest:
         return fan_chart(obs, fc, path, series=series, actuals=actual)
 
 
+BUILTIN = ("pbcseq", "physionet2012", "spirals")
+
+
+def builtin_table(name: str) -> pd.DataFrame:
+    """The test split of a built-in data set ("pbcseq", "physionet2012[:PATH]", "spirals") as a long
+    table in its own time unit: the series no embedded model was trained or chosen on."""
+    from latentcast.models import build_experiment, load_dataset
+
+    base = name.split(":", 1)[0]
+    if base not in BUILTIN:
+        raise DataError(f"{name!r}: not a built-in data set ({', '.join(BUILTIN)}) or a file")
+    cfg = build_experiment(base, None, data={"name": name} if ":" in name else {}).data
+    split = load_dataset(cfg)
+    frames = []
+    for s in split.test:
+        part = pd.DataFrame(s.values.astype(np.float64), columns=list(split.channels))
+        frames.append(part.assign(id=s.id, time=s.times / split.time.scale))
+    return pd.concat(frames, ignore_index=True)[["id", "time", *split.channels]]
+
+
 def split_series(
     obs: pd.DataFrame, task: Task, id_col: str = "id", time_col: str = "time"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

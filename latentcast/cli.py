@@ -1,4 +1,4 @@
-"""`latentcast` command line: train and evaluate models, serve them over HTTP, forecast through a server."""
+"""`latentcast` command line: train and backtest models, serve them over HTTP, forecast through a server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     rich_markup_mode=None,  # plain help: the rich panels print flags as "<bool>"
-    help="Latent-ODE forecasts for irregular time series: train, evaluate, serve, forecast.",
+    help="Latent-ODE forecasts for irregular time series: train, backtest, serve, forecast.",
 )
 
 
@@ -25,7 +25,7 @@ def _options(
         bool, typer.Option("--debug", help="on an error, print the traceback (anywhere on the line)")
     ] = False,
 ) -> None:
-    """Latent-ODE forecasts for irregular time series: train, evaluate, serve, forecast."""
+    """Latent-ODE forecasts for irregular time series: train, backtest, serve, forecast."""
 
 
 _BUILTIN = {"spirals": "spirals", "pbcseq": "pbcseq", "physionet2012": "physionet2012"}
@@ -153,7 +153,13 @@ def train_cmd(
 
 @app.command("backtest")
 def backtest_cmd(
-    data: Annotated[Path, typer.Option(help="a long table (CSV/parquet): id, time, the model's channels")],
+    data: Annotated[
+        str,
+        typer.Option(
+            help="a long table (CSV/parquet): id, time, the model's channels; or a built-in data set (pbcseq, "
+            "physionet2012[:PATH], spirals: its test split)"
+        ),
+    ],
     model: Annotated[str, typer.Option(help="an embedded model (pbcseq, physionet2012, spirals) or a checkpoint")],
     task: Annotated[str, typer.Option(help="last: hold out each series' last point; half: its second half")] = "last",
     out: Annotated[
@@ -171,13 +177,13 @@ def backtest_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     import latentcast
-    from latentcast.backtest import TASKS, backtest
+    from latentcast.backtest import TASKS, backtest, builtin_table
     from latentcast.frames import LatentcastWarning, read_long_table
 
     if task not in TASKS:
         raise typer.BadParameter(f"{task!r} is not one of {', '.join(TASKS)}", param_hint="--task")
     fitted = latentcast.load(model, device=device)
-    obs = read_long_table(data)
+    obs = builtin_table(data) if _builtin(data) is not None else read_long_table(Path(data))
     bar = Progress(TextColumn("forecasting held-out points"), BarColumn(), MofNCompleteColumn(), disable=quiet)
     with bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", LatentcastWarning)
@@ -197,24 +203,9 @@ def backtest_cmd(
         )
 
 
-@app.command(
-    "evaluate",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
+app.command("evaluate", help="The same as backtest (the repository's result tables: python -m bench.evaluate).")(
+    backtest_cmd
 )
-def evaluate_cmd(ctx: typer.Context) -> None:
-    """Reproduce a result table of this repository (bench/evaluate.py: spirals, pbcseq, physionet2012); run it in a
-    checkout. `latentcast evaluate --help` lists the tasks and options."""
-    root = Path.cwd()
-    if not (root / "bench" / "evaluate.py").is_file():
-        typer.echo("latentcast evaluate reproduces the repository's tables (bench/evaluate.py); run it in a checkout")
-        raise typer.Exit(2)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from bench.evaluate import main as evaluate_main
-
-    _logging()
-    evaluate_main(list(ctx.args))
 
 
 @app.command("serve")

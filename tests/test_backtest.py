@@ -71,3 +71,15 @@ def test_the_cli_backtests_as_typed_with_its_progress(toy, tmp_path) -> None:
         ["backtest", "--data", "obs.csv", "--model", str(toy), "--out", "q", "--quiet", "--device", "cpu"], tmp_path
     )
     assert code == 0 and "━" not in out and (tmp_path / "q" / "scores.csv").exists()
+
+
+def test_evaluate_is_the_backtest_and_needs_no_checkout(toy, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from latentcast.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no bench/ here: a pip install's view
+    _table().to_csv("obs.csv", index=False)
+    res = CliRunner().invoke(app, ["evaluate", "--data", "obs.csv", "--model", str(toy), "--quiet", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "latent_ode" in res.output and (tmp_path / "runs" / "backtest_toy" / "scores.csv").exists()
