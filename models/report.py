@@ -121,12 +121,28 @@ def format_report(report: dict[str, Any]) -> str:
         )
     for warning in report.get("warnings") or []:
         lines.append(f"  WARNING: {warning}")
-    if not report["beats_locf"]:
+    better = better_baseline(report)
+    if better is not None:
+        name, score = better
         lines.append(
-            "  WARNING: the model does not beat carrying the last observation forward on validation; its "
-            "forecasts are not worth serving as they are"
+            f"  WARNING: the model does not beat {name} on validation (NMSE {score:.3f} against the model's "
+            f"{rows['latent_ode'].get('average', float('nan')):.3f}): forecast these series with {name} instead, "
+            "or train on more series (latentcast backtest --data FILE --model RUN/best.pt compares them on yours)"
         )
     return "\n".join(lines)
+
+
+def better_baseline(report: dict[str, Any]) -> tuple[str, float] | None:
+    """The naive forecast that beats the model on validation (the better of LOCF and the linear trend, by
+    average NMSE), or None when the model beats both."""
+    rows = report["nmse"]
+    model = rows["latent_ode"].get("average")
+    names = {"locf": "carrying the last observation forward", "linear_trend": "a per-series linear trend"}
+    scores = {k: rows[k].get("average") for k in names if rows[k].get("average") is not None}
+    if model is None or not scores:
+        return None
+    best = min(scores, key=lambda k: scores[k])
+    return (names[best], float(scores[best])) if scores[best] < model else None
 
 
 def _num(v: float | None) -> str:

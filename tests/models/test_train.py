@@ -11,7 +11,7 @@ from latentcast.models.checkpoint import load_checkpoint, read_payload
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
 from latentcast.models.data import Normalizer, Series, TimeSpec
 from latentcast.models.datasets.base import DatasetSplit
-from latentcast.models.report import format_report, validation_warnings
+from latentcast.models.report import better_baseline, format_report, validation_warnings
 from latentcast.models.train import (
     BEST,
     LAST,
@@ -109,7 +109,9 @@ def test_the_report_compares_with_the_naive_forecasts_and_travels_with_the_model
         assert bundle.calibration == tuple(report["calibration"])
     text = format_report(report)
     assert "LOCF" in text and "80% interval coverage" in text
-    assert ("does not beat carrying" in text) == (not report["beats_locf"])
+    base = report["nmse"]
+    loses = min(base["locf"]["average"], base["linear_trend"]["average"]) < base["latent_ode"]["average"]
+    assert ("instead" in text) == loses  # names the better naive forecast when the model loses to it
     assert all(f"WARNING: {w}" in text for w in report["warnings"])  # the doubts travel with the report too
 
 
@@ -235,3 +237,14 @@ def test_a_doubtful_choice_of_epoch_or_calibration_is_warned_about() -> None:
     assert validation_warnings(roomy, [{"val_nmse": 0.5}, {"val_nmse": 0.6}]) == [
         "the best epoch is the first of 2: no later epoch improved the validation score"
     ]
+
+
+def test_the_report_names_the_naive_forecast_to_use_when_the_model_loses() -> None:
+    def report(model: float, locf: float, trend: float) -> dict:
+        rows = {k: {"a": v, "average": v} for k, v in (("latent_ode", model), ("locf", locf), ("linear_trend", trend))}
+        return {"nmse": rows, "series": 30, "forecast_points": 300.0, "coverage80": 0.8, "beats_locf": model < locf}
+
+    assert better_baseline(report(0.5, 0.6, 0.7)) is None
+    assert better_baseline(report(0.5, 0.6, 0.3)) == ("a per-series linear trend", 0.3)
+    text = format_report(report(0.5, 0.4, 0.9))
+    assert "does not beat carrying the last observation forward" in text and "with carrying the last" in text
