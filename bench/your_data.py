@@ -1,4 +1,4 @@
-"""Your data, trained right: `latentcast train --data FILE --channels …` with no other flag on real
+"""Your data, trained right: `latentcast train --data FILE --channels … [--time-unit U]` with no other flag on real
 irregular long tables (bench/data/, see PROVENANCE.md) and two synthetic ones (seconds; ISO date-times),
 then each test split's held-out last points forecast by the model, LOCF and a per-series linear trend.
 
@@ -169,7 +169,7 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
     lines = [
-        "# Your data: `latentcast train --data FILE --channels …`, no other flag",
+        "# Your data: `latentcast train --data FILE --channels … [--time-unit U]`, no other flag",
         "",
         f"{r['device']}, commit {r['commit']}, {r['date']}. Each data set's series are split by id 80/10/10 (seeded);",
         "each test series is forecast by the best model (chosen on validation), by carrying the last observation",
