@@ -26,7 +26,7 @@ from latentcast.models.checkpoint import (
 from latentcast.models.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, SolverConfig, TrainConfig
 from latentcast.models.data import DataError, Normalizer, Series, TimeSpec, series_from_frame
 from latentcast.models.datasets import dataset_from_frame, load_dataset
-from latentcast.models.device import SMALL_ROWS, resolve_device, threads_for
+from latentcast.models.device import resolve_device, threads_for
 from latentcast.models.forecast import Forecaster, SeriesForecast
 from latentcast.models.guard import Checked, Issue, Limits, pack
 from latentcast.models.latent_ode import LatentODE
@@ -40,7 +40,6 @@ from latentcast.models.validity import Validity
 
 __all__ = [
     "EMBEDDED_DIR",
-    "SMALL_ROWS",
     "Checked",
     "CheckpointError",
     "ConfigError",
