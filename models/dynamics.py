@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from latentcast.models.config import ModelConfig
@@ -16,6 +20,16 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+# the functional form of each activation module (same defaults), for `apply_mlp`
+_FUNCTIONAL: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
+    nn.ELU: F.elu,
+    nn.Tanh: torch.tanh,
+    nn.Softplus: F.softplus,
+    nn.SiLU: F.silu,
+    nn.ReLU: F.relu,
+}
+
+
 def mlp(n_in: int, hidden: int, depth: int, n_out: int, activation: str) -> nn.Sequential:
     """n_in → [hidden, activation] × depth → n_out."""
     layers: list[nn.Module] = []
@@ -25,6 +39,15 @@ def mlp(n_in: int, hidden: int, depth: int, n_out: int, activation: str) -> nn.S
         width = hidden
     layers.append(nn.Linear(width, n_out))
     return nn.Sequential(*layers)
+
+
+def apply_mlp(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """net(x) for an `mlp`, layer by layer through torch.nn.functional: no per-module call dispatch (hooks
+    are not run), which is most of the cost of the tiny evaluations a solve makes step after step."""
+    for layer in net._modules.values():  # read straight from the module dicts: always the live parameters
+        params = layer._parameters
+        x = F.linear(x, cast(torch.Tensor, params["weight"]), params["bias"]) if params else _FUNCTIONAL[type(layer)](x)
+    return x
 
 
 class Dynamics(nn.Module):
@@ -44,5 +67,5 @@ class Dynamics(nn.Module):
         if self.time_input:
             tt = torch.as_tensor(t, dtype=z.dtype, device=z.device).expand(z.shape[0])  # (R,)
             z = torch.cat([z, tt[:, None]], dim=-1)  # (R, L + S + 1)
-        dz = self.net(z)  # (R, L)
+        dz = apply_mlp(self.net, z)  # (R, L)
         return torch.cat([dz, dz.new_zeros(dz.shape[0], self.n_static)], dim=-1) if self.n_static else dz

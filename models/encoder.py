@@ -27,12 +27,14 @@ def processing_order(
     """
     b, tmax = t.shape
     j = torch.arange(tmax, device=t.device).expand(b, tmax)
-    # (B, T): "first" reverses the valid part, padding stays after it
-    idx = (lengths[:, None] - 1 - j).clamp(min=0) if anchor == "first" else j
     valid = j < lengths[:, None]
-    tp = t.gather(1, idx)
-    xp = x.gather(1, idx[..., None].expand_as(x))
-    mp = m.gather(1, idx[..., None].expand_as(m)) * valid[..., None]
+    if anchor == "first":  # (B, T): reverse the valid part, padding stays after it
+        idx = (lengths[:, None] - 1 - j).clamp(min=0)
+        tp = t.gather(1, idx)
+        xp = x.gather(1, idx[..., None].expand_as(x))
+        mp = m.gather(1, idx[..., None].expand_as(m)) * valid[..., None]
+    else:  # chronological already
+        tp, xp, mp = t, x, m * valid[..., None]
     dt = torch.zeros_like(tp)
     dt[:, 1:] = (tp[:, 1:] - tp[:, :-1]).abs()
     dt = dt * valid
@@ -58,8 +60,11 @@ class GRUEncoder(nn.Module):
         self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = self.inputs(*processing_order(t, x, m, lengths, self.anchor))
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h = self.gru(packed)  # h: (1, B, H)
+        n = lengths.cpu()
+        if bool((n == inputs.shape[1]).all()):  # no padding (e.g. one series): the GRU reads it as is
+            _, h = self.gru(inputs)  # h: (1, B, H)
+        else:
+            _, h = self.gru(pack_padded_sequence(inputs, n, batch_first=True, enforce_sorted=False))
         mean, logvar = self.out(h[0]).chunk(2, dim=-1)  # (B, L) each
         return mean, logvar
 

@@ -194,7 +194,7 @@ class Forecaster:
             start = stop
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _predict_chunk(
         self,
         packed: PackedSeries,

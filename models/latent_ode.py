@@ -89,6 +89,7 @@ class LatentODE(nn.Module):
         s = last[:, list(self.cfg.static_channels)]  # (B, S)
         return torch.cat([z0, s.expand(*z0.shape[:-1], -1)], dim=-1)
 
+    @torch.inference_mode(False)  # the module it keeps holds ordinary tensors, even when made in predict
     @torch.no_grad()
     def readout(self) -> nn.Linear | None:
         """A linear decoder as a map of the whole ODE state (L + S → D, zero weights on the static inputs),
@@ -174,7 +175,7 @@ class LatentODE(nn.Module):
             mse = float((((x_hat.mean(0) - batch.tgt_x) ** 2) * mask).sum() / n_obs)
         return loss, LossStats(float(loss.detach()), float(kl.detach().mean()), mse, self.dynamics.nfe - nfe0)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(
         self,
         batch: Batch,

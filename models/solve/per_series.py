@@ -101,16 +101,21 @@ def solve_per_series(
     t_hi = tq.clamp(min=0).amax(1)  # (B,)
     t_lo = tq.clamp(max=0).amin(1)  # (B,)
     back = (t_lo < 0).nonzero().flatten()  # rows that also integrate backwards
-    src = torch.cat([torch.arange(b, device=dev), back])
-    r = src.numel()
-    span = torch.cat([t_hi, t_lo[back]])  # (R,) signed end time of each row
-    is_fwd = torch.arange(r, device=dev) < b
-    tq_r = tq[src]  # (R, Q)
-    mine = torch.where(is_fwd[:, None], tq_r >= 0, tq_r < 0)
-    safe_span = torch.where(span == 0, torch.ones_like(span), span)
-    s_q = torch.where(mine, torch.where(span[:, None] == 0, 0.0, tq_r / safe_span[:, None]), torch.inf)
+    if back.numel():  # rows [0, B) forward, then one backward row per series in `back`
+        src = torch.cat([torch.arange(b, device=dev), back])
+        r = src.numel()
+        span = torch.cat([t_hi, t_lo[back]])  # (R,) signed end time of each row
+        is_fwd = torch.arange(r, device=dev) < b
+        tq_r = tq[src]  # (R, Q)
+        mine = torch.where(is_fwd[:, None], tq_r >= 0, tq_r < 0)
+    else:  # the common case: every query ahead of the anchor, one forward row per series
+        src, r, span, tq_r, mine = torch.arange(b, device=dev), b, t_hi, tq, None
+    safe_span = torch.where(span == 0, 1.0, span)
+    s_q = torch.where(span[:, None] == 0, 0.0, tq_r / safe_span[:, None])
+    if mine is not None:
+        s_q = torch.where(mine, s_q, torch.inf)
     s_u, order, rank = dedupe_sorted(s_q)
-    z = z0[src]
+    z = z0[src] if back.numel() else z0
     lat = z.shape[1]
     k = lat if readout is None else readout.out_features  # values per query in the output
     n_buf = len(tab.c) + (0 if tab.fsal else 1)

@@ -97,11 +97,13 @@ def make_step(
     # (R·L, i) views of the first i stages, made once: the stages are written in place, step after step
     firsts = [flat[:i].t() for i in range(n_st + 1)]
     exponents = torch.arange(5, device=dev, dtype=dtype)
+    inv_sqrt_lat = lat**-0.5
 
     def step(st: State) -> State:
         z, s, h, done, ptr = st.z, st.s, st.h, st.done, st.ptr
-        last = h >= (1 - s) * (1 - 1e-6)  # within rounding of the end: finish exactly at s = 1
-        h_eff = torch.where(last, 1 - s, h)
+        left = 1 - s
+        last = h >= left * (1 - 1e-6)  # within rounding of the end: finish exactly at s = 1
+        h_eff = torch.where(last, left, h)
         ht = h_eff * span  # (R,) the step in model time, signed
         htc = ht[:, None]
         t0 = s * span
@@ -112,8 +114,8 @@ def make_step(
         finite = torch.isfinite(z_new).all(1)
         if mats.e is not None:
             err = htc * torch.mv(firsts[n_st], mats.e).view(r, lat)
-            scale = cfg.atol + cfg.rtol * torch.maximum(z.abs(), z_new.abs())
-            ratio = rms(err / scale)
+            scale = torch.maximum(z.abs(), z_new.abs()).mul_(cfg.rtol).add_(cfg.atol)
+            ratio = torch.linalg.vector_norm(err.div_(scale), dim=-1).mul_(inv_sqrt_lat)  # rms(err / scale)
             ratio = torch.where(finite & torch.isfinite(ratio), ratio, torch.inf)
             accept = (ratio <= 1) & ~done
             factor = (SAFETY * ratio.clamp(min=1e-10).pow(-1.0 / tab.order)).clamp(DFACTOR, IFACTOR)
@@ -124,7 +126,7 @@ def make_step(
             accept = finite & ~done
             h_next = h
             underflow = ~finite & ~done
-        s_end = torch.where(last, torch.ones_like(s), s + h_eff)
+        s_end = torch.where(last, 1.0, s + h_eff)
         if not tab.fsal:
             stages[n_st] = func(s_end * span, z_new)
         coef = torch.mm(mats.dense.t(), flat).view(4, r, lat)  # y(θ) = z + ht Σ_j coef_j θ^(j+1)
