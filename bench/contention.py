@@ -2,7 +2,7 @@
 at the given batches, run once alone and once while `latentcast train` runs in another process (as a
 serving pod shares its cores), each in a fresh process.
 
-    python -m bench.contention [--batches 1,1024] [--reps 5] [--rounds 2]
+    python -m bench.contention [--batches 1,1024] [--reps 15] [--rounds 3]
     # writes bench/results/contention.md and .json
 """
 
@@ -38,6 +38,7 @@ def solver_run(batches: str, reps: int, out: Path, tag: str) -> dict[str, Any]:
         str(reps),
         "--anchors",
         "C",
+        "--interleave",
     ]
     subprocess.run([*cmd, "--out", str(out), "--tag", tag], check=True, stdout=subprocess.DEVNULL)
     data: dict[str, Any] = json.loads((out / f"solver_cpu{tag}.json").read_text())
@@ -54,8 +55,8 @@ def training(run_dir: Path) -> subprocess.Popen[bytes]:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.contention", description=__doc__.split("\n")[0])
     ap.add_argument("--batches", default="1,1024")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2, help="quiet/contended pairs, alternated")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=3, help="quiet/contended pairs, alternated")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {"quiet": [], "beside a training": []}
@@ -101,7 +102,8 @@ def markdown(r: dict[str, Any]) -> str:
         "# Our prediction path vs torchode, quiet and beside a training",
         "",
         f"{r['device']}; `bench.solver` (posterior mean, 50 observations and 50 query times per series) at "
-        f"batches {a['batches']}, {a['reps']} repetitions, {a['rounds']} rounds alternating quiet and beside "
+        f"batches {a['batches']}, {a['reps']} repetitions of each, timed in alternation (ours, torchode, ours, "
+        f"…: both meet the same load), {a['rounds']} rounds alternating quiet and beside "
         "`latentcast train --data pbcseq --device cpu` in another process (`python -m bench.contention`). "
         f"Solver knobs {r['exec_knobs']}. Forecasts/s, median over rounds; ratio per round.",
         "",

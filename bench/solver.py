@@ -101,6 +101,21 @@ def timeit(fn: Callable[[], Any], device: torch.device, reps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def timeit_pair(fa: Callable[[], Any], fb: Callable[[], Any], device: torch.device, reps: int) -> tuple[float, float]:
+    """Median seconds of two functions timed in alternation (a, b, a, b, …), so that both meet the same
+    load from whatever else runs on the machine."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for k in range(2 * reps + 2):
+        fn = fa if k % 2 == 0 else fb
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if k >= 2:  # the first call of each warms up
+            times[k % 2].append(time.perf_counter() - t0)
+    return sorted(times[0])[reps // 2], sorted(times[1])[reps // 2]
+
+
 @torch.inference_mode()
 def reference(f: torch.nn.Module, dec: torch.nn.Module, z0: torch.Tensor, q_rel: torch.Tensor) -> torch.Tensor:
     """float64, rtol 1e-10: the 'true' decoded trajectory of z' = f(z) from z0 at these times."""
@@ -125,6 +140,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=0, help="override the solver's query window (0: device default)")
     ap.add_argument("--sync-every", type=int, default=0, help="override steps between host syncs (0: default)")
     ap.add_argument("--graphs", type=int, default=-1, help="1/0: force CUDA graphs on/off (-1: default)")
+    ap.add_argument(
+        "--interleave", action="store_true", help="time torchode and ours in alternation (same machine load)"
+    )
     ap.add_argument("--ours-only", action="store_true", help="skip the anchors (for comparing our own variants)")
     ap.add_argument("--anchors", default="A,B,C,D", help="which anchors to run (letters, comma-separated)")
     args = ap.parse_args()
@@ -173,10 +191,19 @@ def main() -> None:
             out = union_grid(anchor, t_obs, x, tq)
             t = timeit(functools.partial(union_grid, anchor, t_obs, x, tq), device, max(1, args.reps // 2))
             add("B torchdiffeq union of query times", b, t, errors(out, ref_anchor))
+
+        def ours_mean(batch: Batch = batch, q_rel: torch.Tensor = q_rel) -> torch.Tensor:
+            return ours.predict(batch, q_rel, num_samples=0).mean
+
+        t_ours: float | None = None
         if "C" in anchors:
             try:
                 out = with_torchode(anchor, t_obs, x, tq)
-                t = timeit(functools.partial(with_torchode, anchor, t_obs, x, tq), device, args.reps)
+                ode = functools.partial(with_torchode, anchor, t_obs, x, tq)
+                if args.interleave:
+                    t, t_ours = timeit_pair(ode, ours_mean, device, args.reps)
+                else:
+                    t = timeit(ode, device, args.reps)
                 add("C torchode per-series", b, t, errors(out, ref_anchor))
             except Exception as exc:
                 add("C torchode per-series", b, None, note=f"failed: {type(exc).__name__}: {exc}"[:100])
@@ -186,12 +213,8 @@ def main() -> None:
             t = timeit(fn, device, args.reps * 4)
             kind = ", CUDA graph" if device.type == "cuda" else ", eager"
             add("D rk4 64 steps" + kind, b, t, errors(out, ref_anchor))
-
-        def ours_mean(batch: Batch = batch, q_rel: torch.Tensor = q_rel) -> torch.Tensor:
-            return ours.predict(batch, q_rel, num_samples=0).mean
-
         out = ours_mean()
-        t = timeit(ours_mean, device, args.reps)
+        t = t_ours if t_ours is not None else timeit(ours_mean, device, args.reps)
         add("ours: predict, posterior mean", b, t, errors(out, ref))
 
         def ours_quantiles(batch: Batch = batch, q_rel: torch.Tensor = q_rel) -> torch.Tensor:

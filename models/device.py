@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 
 import torch
@@ -31,23 +33,73 @@ def resolve_device(setting: str | torch.device) -> torch.device:
     return device
 
 
-def threads_for(rows: int, device: torch.device, small_rows: int = SMALL_ROWS) -> int:
+class ThreadChoice:
+    """How many intra-op threads a CPU solve of more than `small_rows` rows uses: one, or all of torch's,
+    whichever has been faster lately for solves of its size. Beside another busy process one thread can
+    be twice as fast (every parallel region waits for a team thread the scheduler has put aside); on a
+    quiet machine all threads are faster (bench/results/contention.md). Each size class (rows rounded
+    down to a power of two) keeps a moving average of seconds per row for each choice; a solve takes the
+    faster, and every `explore`-th solve of a class the other, so the choice follows the machine's load."""
+
+    def __init__(self, explore: int = 16, weight: float = 0.25):
+        self.explore, self.weight = explore, weight
+        self._avg: dict[tuple[int, bool], float] = {}  # (class, all threads?) → seconds per row
+        self._seen: dict[int, int] = {}  # class → solves recorded
+        self._lock = threading.Lock()
+
+    def pick(self, rows: int, threads: int) -> int:
+        """The threads for a solve of `rows` rows when torch is set to `threads` (no state changes)."""
+        if threads <= 1:
+            return threads
+        c = rows.bit_length()
+        many, one = self._avg.get((c, True)), self._avg.get((c, False))
+        if many is None or one is None:
+            return threads if many is None else 1  # try each once
+        use_many = many <= one
+        if self._seen.get(c, 0) % self.explore == self.explore - 1:
+            use_many = not use_many
+        return threads if use_many else 1
+
+    def record(self, rows: int, threads: int, seconds: float) -> None:
+        """A solve of `rows` rows on `threads` threads took `seconds`."""
+        c, per_row = rows.bit_length(), seconds / max(rows, 1)
+        with self._lock:
+            key = (c, threads > 1)
+            old = self._avg.get(key)
+            self._avg[key] = per_row if old is None else old + self.weight * (per_row - old)
+            self._seen[c] = self._seen.get(c, 0) + 1
+
+
+CHOICE = ThreadChoice()  # the process's: torch's thread setting is the process's too
+
+
+def threads_for(
+    rows: int, device: torch.device, small_rows: int = SMALL_ROWS, choice: ThreadChoice | None = None
+) -> int:
     """The intra-op threads a solve of `rows` rows (series × samples) uses on `device`."""
-    if device.type == "cpu" and rows <= small_rows:
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    if rows <= small_rows:
         return 1
-    return torch.get_num_threads()
+    return (choice or CHOICE).pick(rows, torch.get_num_threads())
 
 
 @contextlib.contextmanager
-def intra_op_threads(rows: int, device: torch.device, small_rows: int = SMALL_ROWS) -> Iterator[int]:
-    """Run the block on `threads_for(rows, ...)` intra-op threads (this thread's setting), then restore it."""
+def intra_op_threads(
+    rows: int, device: torch.device, small_rows: int = SMALL_ROWS, choice: ThreadChoice | None = None
+) -> Iterator[int]:
+    """Run the block on `threads_for(rows, ...)` intra-op threads (this thread's setting), then restore it;
+    a CPU block above `small_rows` rows is timed for `choice` (default `CHOICE`)."""
     before = torch.get_num_threads()
-    threads = threads_for(rows, device, small_rows)
-    if threads == before:
-        yield threads
-        return
-    torch.set_num_threads(threads)
+    threads = threads_for(rows, device, small_rows, choice)
+    timed = device.type == "cpu" and rows > small_rows and before > 1
+    if threads != before:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
     try:
         yield threads
+        if timed:
+            (choice or CHOICE).record(rows, threads, time.perf_counter() - t0)
     finally:
-        torch.set_num_threads(before)
+        if threads != before:
+            torch.set_num_threads(before)

@@ -201,7 +201,8 @@ class LatentODE(nn.Module):
         samples to look at does not change them. `deadline`: (B,) per-series `time.monotonic()` times
         past which a series' solve stops (`Status.DEADLINE`). `spread`: (D,) calibration factors on each
         channel's predictive spread about its mean (models.calibrate). On a CPU, at most `small_rows`
-        rows (series × samples) run on one intra-op thread (`models.device.intra_op_threads`).
+        rows (series × samples) run on one intra-op thread, more on one or all, whichever has been faster
+        lately (`models.device.intra_op_threads`).
         """
         rows = batch.ctx_x.shape[0] * max(num_samples, 1)
         with intra_op_threads(rows, batch.ctx_x.device, small_rows):

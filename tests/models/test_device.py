@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentcast.models.data import collate
-from latentcast.models.device import intra_op_threads, threads_for
+from latentcast.models.device import ThreadChoice, intra_op_threads, threads_for
 from latentcast.models.latent_ode import LatentODE
 from tests.conftest import tiny_config
 
@@ -21,8 +21,9 @@ def two_threads() -> object:
 
 def test_small_cpu_solves_use_one_thread_and_restore_the_setting(two_threads: object) -> None:
     cpu = torch.device("cpu")
-    assert threads_for(256, cpu) == 1 and threads_for(257, cpu) == 2
-    assert threads_for(10, cpu, small_rows=0) == 2
+    fresh = ThreadChoice()
+    assert threads_for(256, cpu, choice=fresh) == 1 and threads_for(257, cpu, choice=fresh) == 2
+    assert threads_for(10, cpu, small_rows=0, choice=fresh) == 2
     with intra_op_threads(8, cpu) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
@@ -50,3 +51,41 @@ def test_predict_runs_small_batches_on_one_thread_with_the_same_answer(
     many = model.predict(batch, query, num_samples=4, small_rows=0)
     assert seen == [1, 2] and torch.get_num_threads() == 2
     torch.testing.assert_close(one.mean, many.mean, rtol=1e-5, atol=1e-6)
+
+
+def test_larger_solves_take_the_thread_count_that_has_been_faster_and_explore_the_other() -> None:
+    choice = ThreadChoice(explore=4)
+    assert choice.pick(1000, 2) == 2  # nothing measured: all threads first
+    choice.record(1000, 2, 2.0)
+    assert choice.pick(1000, 2) == 1  # then one thread once
+    choice.record(1000, 1, 1.0)  # one thread twice as fast (a busy machine)
+    picks = []
+    for _ in range(8):
+        picks.append(choice.pick(1000, 2))
+        choice.record(1000, picks[-1], 1.0 if picks[-1] == 1 else 2.0)
+    assert picks.count(1) == 6 and picks.count(2) == 2  # every 4th solve tries the other
+    assert choice.pick(100_000, 2) == 2  # another size class has its own record
+    assert choice.pick(1000, 1) == 1  # torch set to one thread: nothing to choose
+
+
+def test_the_choice_follows_the_load_when_it_changes() -> None:
+    choice = ThreadChoice(explore=4)
+    choice.record(600, 2, 0.6)
+    choice.record(600, 1, 1.2)  # quiet: all threads faster
+    assert choice.pick(600, 2) == 2
+    for _ in range(4):  # the machine gets busy: all threads slow down
+        choice.record(600, 2, 3.0)
+    assert choice.pick(600, 2) == 1
+
+
+def test_intra_op_threads_times_large_cpu_blocks_only(two_threads: object) -> None:
+    cpu = torch.device("cpu")
+    choice = ThreadChoice()
+    with intra_op_threads(8, cpu, choice=choice):
+        pass
+    assert choice._seen == {}
+    with intra_op_threads(1000, cpu, choice=choice) as n:
+        assert n == 2 == torch.get_num_threads()
+    with intra_op_threads(1000, cpu, choice=choice) as n:
+        assert n == 1 == torch.get_num_threads()  # the other, once
+    assert choice._seen == {(1000).bit_length(): 2} and torch.get_num_threads() == 2
