@@ -7,7 +7,7 @@
 
 Tables are those of the CLI and the HTTP client (`latentcast.frames` converts them for all three):
 `id`, `time` (numbers in the model's time unit, or date-times) and one column per channel, empty where
-not observed. Forecasts come back as `id, time, channel, mean, q<level>…`, one row per series × query
+not observed. Forecasts come back as `id, time, channel, point, mean, q<level>…`, one row per series × query
 time × channel.
 """
 
@@ -113,6 +113,11 @@ class Model:
         return self.bundle.channels
 
     @property
+    def log_channels(self) -> tuple[str, ...]:
+        """The channels the model forecasts after a log: their `point` is the predictive median."""
+        return tuple(c for c, lg in zip(self.channels, self.bundle.normalizer.log, strict=True) if lg)
+
+    @property
     def time_unit(self) -> str:
         return self.bundle.time.unit
 
@@ -204,6 +209,7 @@ class Model:
         if on_error == "nan":
             q = fc.query_offsets
             for i in failed.tolist():
+                fc.point[q[i] : q[i + 1]] = np.nan
                 fc.mean[q[i] : q[i + 1]] = np.nan
                 fc.quantiles[:, q[i] : q[i + 1]] = np.nan
             answered = np.arange(len(fc))
@@ -219,6 +225,7 @@ class Model:
             fc.query_offsets,
             Times(queries.values[kept_q], queries.is_datetime),
             self.channels,
+            fc.point,
             fc.mean,
             fc.quantiles,
             levels,

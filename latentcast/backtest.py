@@ -22,6 +22,7 @@ from latentcast.frames import DataError, parse_times, quantile_column
 
 if TYPE_CHECKING:
     from latentcast.api import Model
+    from latentcast.models import DataConfig
 
 Task = Literal["last", "half"]
 TASKS: tuple[Task, ...] = ("last", "half")
@@ -85,17 +86,24 @@ BUILTIN = ("pbcseq", "physionet2012", "spirals")
 def builtin_table(name: str) -> pd.DataFrame:
     """The test split of a built-in data set ("pbcseq", "physionet2012[:PATH]", "spirals") as a long
     table in its own time unit: the series no embedded model was trained or chosen on."""
-    from latentcast.models import build_experiment, load_dataset
+    from latentcast.models import build_experiment
 
     base = name.split(":", 1)[0]
     if base not in BUILTIN:
         raise DataError(f"{name!r}: not a built-in data set ({', '.join(BUILTIN)}) or a file")
-    cfg = build_experiment(base, None, data={"name": name} if ":" in name else {}).data
+    return split_table(build_experiment(base, None, data={"name": name} if ":" in name else {}).data)
+
+
+def split_table(cfg: DataConfig, part: Literal["train", "val", "test"] = "test") -> pd.DataFrame:
+    """One part of a data set's seeded split by series (the one training made from `cfg`) as a long table
+    in its own time unit."""
+    from latentcast.models import load_dataset
+
     split = load_dataset(cfg)
     frames = []
-    for s in split.test:
-        part = pd.DataFrame(s.values.astype(np.float64), columns=list(split.channels))
-        frames.append(part.assign(id=s.id, time=s.times / split.time.scale))
+    for s in getattr(split, part):
+        rows = pd.DataFrame(s.values.astype(np.float64), columns=list(split.channels))
+        frames.append(rows.assign(id=s.id, time=s.times / split.time.scale))
     return pd.concat(frames, ignore_index=True)[["id", "time", *split.channels]]
 
 
@@ -209,7 +217,7 @@ def _scores(out: pd.DataFrame, channels: Sequence[str]) -> pd.DataFrame:
         var = float(np.var(y)) or 1.0
         quants = d[qcols].to_numpy(dtype=np.float64)
         for method in METHODS:
-            point = d["mean" if method == "latent_ode" else method].to_numpy(dtype=np.float64)
+            point = d["point" if method == "latent_ode" else method].to_numpy(dtype=np.float64)
             err = point - y
             if method == "latent_ode":
                 crps = float(np.mean(scoringrules.crps_quantile(y, quants, np.array(LEVELS), backend="numpy")))

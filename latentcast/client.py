@@ -138,6 +138,7 @@ class LatentcastClient:
             parts.append(send(info["name"], table, queries, q_off, a, z, levels, accuracy, on_error))
         answered = np.concatenate([p.answered for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         mean = np.concatenate([p.mean for p in parts]) if parts else np.zeros((0, len(channels)))
+        point = np.concatenate([p.point for p in parts]) if parts else np.zeros((0, len(channels)))
         quant = np.concatenate([p.quantiles for p in parts], axis=1) if parts else np.zeros((len(levels), 0, 0))
         counts = np.diff(q_off)[answered]
         rows = np.repeat(q_off[answered] - offsets(counts)[:-1], counts) + np.arange(int(counts.sum()))
@@ -147,6 +148,7 @@ class LatentcastClient:
             offsets(counts),
             Times(queries.values[rows], queries.is_datetime),
             channels,
+            point,
             mean,
             quant,
             levels,
@@ -197,13 +199,15 @@ class LatentcastClient:
         answered = _answered(a, z, errors)
         d = table.values.shape[1]
         mean = long.column("mean").to_numpy().reshape(-1, d)
+        names = long.schema.names
+        point = long.column("point").to_numpy().reshape(-1, d) if "point" in names else mean  # an older server
         quant = np.stack([long.column(quantile_column(q)).to_numpy().reshape(-1, d) for q in levels])
         n_q = np.diff(q_off)[answered]
         first_rows = offsets(n_q)[:-1] * d  # each answered series' first row
         nfe = long.column("nfe").to_numpy()[first_rows].astype(np.float64)
         solver = json.loads(meta.get(b"latentcast.solver", b"{}"))
         warnings = json.loads(meta.get(b"latentcast.warnings", b"[]"))
-        return _Part(answered, mean, quant, nfe, solver, _notes(table, a, warnings), _notes(table, a, errors))
+        return _Part(answered, point, mean, quant, nfe, solver, _notes(table, a, warnings), _notes(table, a, errors))
 
     def _json(
         self,
@@ -236,8 +240,11 @@ class LatentcastClient:
         resp = self.forecast_raw(body)
         d = table.values.shape[1]
         fcs = resp["forecasts"]
-        mean = np.concatenate(
-            [np.asarray(f["mean"], dtype=np.float64).reshape(-1, d) for f in fcs] or [np.zeros((0, d))]
+        mean, point = (
+            np.concatenate(
+                [np.asarray(f.get(k, f["mean"]), dtype=np.float64).reshape(-1, d) for f in fcs] or [np.zeros((0, d))]
+            )
+            for k in ("mean", "point")  # an older server sends no point
         )
         quant = np.stack(
             [
@@ -252,16 +259,19 @@ class LatentcastClient:
         warnings = [w for f in fcs for w in f.get("warnings", [])]
         errors = resp.get("errors", [])
         answered = _answered(a, z, errors)
-        return _Part(answered, mean, quant, nfe, resp["solver"], _notes(table, a, warnings), _notes(table, a, errors))
+        return _Part(
+            answered, point, mean, quant, nfe, resp["solver"], _notes(table, a, warnings), _notes(table, a, errors)
+        )
 
 
 class _Part:
-    """One request's answer: the table's indices of the answered series (B,), their mean (M, D),
+    """One request's answer: the table's indices of the answered series (B,), their point and mean (M, D),
     quantiles (L, M, D), nfe (B,), the solver it used, and its warnings and errors (id as in the table)."""
 
     def __init__(
         self,
         answered: np.ndarray,
+        point: np.ndarray,
         mean: np.ndarray,
         quantiles: np.ndarray,
         nfe: np.ndarray,
@@ -269,7 +279,7 @@ class _Part:
         warnings: list[dict[str, Any]],
         errors: list[dict[str, Any]],
     ):
-        self.answered, self.mean, self.quantiles, self.nfe = answered, mean, quantiles, nfe
+        self.answered, self.point, self.mean, self.quantiles, self.nfe = answered, point, mean, quantiles, nfe
         self.solver, self.warnings, self.errors = solver, warnings, errors
 
 

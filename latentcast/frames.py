@@ -264,18 +264,20 @@ def to_frame(
     query_offsets: np.ndarray,
     times: Times,
     channels: Sequence[str],
+    point: np.ndarray,
     mean: np.ndarray,
     quantiles: np.ndarray,
     levels: Sequence[float],
     id_col: str = "id",
     time_col: str = "time",
 ) -> pd.DataFrame:
-    """Flat forecasts → the long table. times (M,); mean (M, D); quantiles (len(levels), M, D)."""
+    """Flat forecasts → the long table. times (M,); point, mean (M, D); quantiles (len(levels), M, D)."""
     series, query, channel = long_layout(query_offsets, len(channels))
     cols: dict[str, Any] = {
         id_col: np.asarray(keys, dtype=object)[series] if len(keys) else np.zeros(0, dtype=object),
         time_col: times.as_column().to_numpy()[query],
         "channel": np.asarray(channels, dtype=object)[channel],
+        "point": point.reshape(-1).astype(np.float64),
         "mean": mean.reshape(-1).astype(np.float64),
     }
     for j, lv in enumerate(levels):

@@ -26,11 +26,13 @@ from latentcast.models.validity import Validity
 
 @dataclasses.dataclass
 class SeriesForecast:
-    """One series' forecast. times (Q,) as asked; mean (Q, D); quantiles level → (Q, D);
-    samples (S, Q, D) when asked; status 0 = ok, else a `models.solve.Status` code."""
+    """One series' forecast. times (Q,) as asked; point (Q, D) the point forecast (`PackedForecast`);
+    mean (Q, D); quantiles level → (Q, D); samples (S, Q, D) when asked; status 0 = ok, else a
+    `models.solve.Status` code."""
 
     id: str
     times: np.ndarray
+    point: np.ndarray
     mean: np.ndarray
     quantiles: dict[float, np.ndarray]
     samples: np.ndarray | None
@@ -213,12 +215,15 @@ class Forecaster:
         # before the model's kernels are queued, so the copy does not wait for them)
         r = torch.as_tensor(row, device=self.device)
         c = torch.as_tensor(col, device=self.device)
-        need_samples = n_out > 0 or (not normalized and any(self.normalizer.log))
+        logged = not normalized and any(self.normalizer.log)
+        need_samples = n_out > 0 or logged
+        # the point forecast of a logged channel is the predictive median: solved beside the levels asked
+        solve_levels = (*levels, 0.5) if logged and 0.5 not in levels else tuple(levels)
         pred: Prediction = self.model.predict(
             batch,
             query,
             num_samples=max(num_samples, n_out),
-            levels=levels,
+            levels=solve_levels,
             return_samples=need_samples,
             solver=solver,
             graphs=self.graphs if self.device.type == "cuda" else None,
@@ -232,6 +237,7 @@ class Forecaster:
         stats = pred.samples[: num_samples or None] if pred.samples is not None else None
         if normalized:
             mean, quant, samples = pred.mean, pred.quantiles, pred.samples
+            point = mean
         else:
             mean = (
                 raw_mean(self.normalizer, stats, std)
@@ -241,6 +247,11 @@ class Forecaster:
             clip = self.validity.clip
             mean, quant = clip(mean), clip(self.normalizer.inverse(pred.quantiles))
             samples = clip(self.normalizer.inverse(pred.samples)) if pred.samples is not None else None
+            point = mean
+            if logged:
+                log = torch.as_tensor(self.normalizer.log, device=mean.device)
+                point = torch.where(log, quant[solve_levels.index(0.5)], mean)
+            quant = quant[: len(levels)]
         # (M, D) how far the answer lies from the training data, normalised: the mean as answered, the
         # quantiles and any samples returned
         z_mean = pred.mean if normalized else self.normalizer.forward(mean)
@@ -250,10 +261,12 @@ class Forecaster:
         if pred.samples is not None and n_out:
             z = torch.maximum(z, pred.samples[:n_out, r, c].abs().amax(0))
         mean_np = mean[r, c].cpu().numpy()
+        point_np = point[r, c].cpu().numpy() if point is not mean else mean_np
         quant_np = quant[:, r, c].cpu().numpy()
         samples_np = samples[:n_out, r, c].cpu().numpy() if (samples is not None and n_out) else None
         status = pred.status.cpu().numpy()
         finite_q = np.isfinite(mean_np).all(axis=1) & np.isfinite(quant_np).all(axis=(0, 2))  # (M,)
+        finite_q &= np.isfinite(point_np).all(axis=1)
         if samples_np is not None:
             finite_q &= np.isfinite(samples_np).all(axis=(0, 2))
         starts = packed.query_offsets[:-1]
@@ -266,9 +279,10 @@ class Forecaster:
             ids=packed.ids,
             query_offsets=packed.query_offsets,
             times=packed.queries,
+            point=point_np,
             mean=mean_np,
             quantiles=quant_np,
-            levels=pred.levels,
+            levels=tuple(levels),
             samples=samples_np,
             status=status,
             nfe=pred.evals.cpu().numpy() if pred.evals is not None else np.zeros(len(packed)),
@@ -293,6 +307,7 @@ def per_series(fc: PackedForecast) -> list[SeriesForecast]:
         SeriesForecast(
             id=sid,
             times=fc.times[a:z],
+            point=fc.point[a:z],
             mean=fc.mean[a:z],
             quantiles={lv: fc.quantiles[j, a:z] for j, lv in enumerate(fc.levels)},
             samples=fc.samples[:, a:z] if fc.samples is not None else None,

@@ -156,7 +156,9 @@ class PackedSeries:
 class PackedForecast:
     """Forecasts of a `PackedSeries`, flat over its M query times.
 
-    times (M,) the query times as asked; mean (M, D); quantiles (len(levels), M, D); samples (S, M, D)
+    times (M,) the query times as asked; point (M, D) the point forecast: the predictive median on
+    logged channels, the mean elsewhere (bench/results/point_forecast.md); mean (M, D) the predictive
+    mean; quantiles (len(levels), M, D); samples (S, M, D)
     when asked; status (B,) 0 = ok, else a `models.solve.Status` code; nfe (B,) vector-field
     evaluations per trajectory of each series (mean over its samples; 0 for models without a solve);
     far (B,) how far the furthest number of each series' answer lies from the training data, in the
@@ -166,6 +168,7 @@ class PackedForecast:
     ids: list[str]
     query_offsets: np.ndarray
     times: np.ndarray
+    point: np.ndarray
     mean: np.ndarray
     quantiles: np.ndarray
     levels: tuple[float, ...]
@@ -186,6 +189,7 @@ class PackedForecast:
             ids=self.ids[start:stop],
             query_offsets=q[start : stop + 1] - q[start],
             times=self.times[a:z],
+            point=self.point[a:z],
             mean=self.mean[a:z],
             quantiles=self.quantiles[:, a:z],
             levels=self.levels,
@@ -206,6 +210,7 @@ class PackedForecast:
             ids=[self.ids[i] for i in series.tolist()],
             query_offsets=offsets(counts),
             times=self.times[rows],
+            point=self.point[rows],
             mean=self.mean[rows],
             quantiles=self.quantiles[:, rows],
             levels=self.levels,
@@ -224,6 +229,7 @@ class PackedForecast:
             ids=[],
             query_offsets=np.zeros(1, dtype=np.int64),
             times=z,
+            point=np.zeros((0, n_channels), dtype=np.float32),
             mean=np.zeros((0, n_channels), dtype=np.float32),
             quantiles=np.zeros((len(levels), 0, n_channels), dtype=np.float32),
             levels=tuple(levels),
@@ -243,6 +249,7 @@ class PackedForecast:
             ids=[i for p in parts for i in p.ids],
             query_offsets=offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
             times=np.concatenate([p.times for p in parts]),
+            point=np.concatenate([p.point for p in parts]),
             mean=np.concatenate([p.mean for p in parts]),
             quantiles=np.concatenate([p.quantiles for p in parts], axis=1),
             levels=parts[0].levels,

@@ -50,7 +50,7 @@ def plot_validation(
         for j, name in enumerate(channels):
             ax = axes[i][j]
             ax.fill_between(tf, f.quantiles[0.1][:, j], f.quantiles[0.9][:, j], alpha=0.25, label="10–90%")
-            ax.plot(tf, f.mean[:, j], lw=1.5, label="mean")
+            ax.plot(tf, f.point[:, j], lw=1.5, label="point")
             if s.truth is not None:
                 ax.plot(t, s.truth[:, j], "k--", lw=0.8, label="truth")
             ax.plot(t[:c], s.values[:c, j], "o", ms=2.5, color="C2", label="observed")

@@ -37,6 +37,7 @@ EXAMPLE_RESPONSE: dict[str, Any] = {
             "id": "patient-17",
             "nfe": 62.0,
             "query_times": ["2027-01-01T00:00:00Z", "2026-04-01T00:00:00Z"],
+            "point": [[1.16, 244.7, 3.35, 596.7, 63.1, 232.7, 10.62], [1.11, 249.1, 3.43, 590.1, 64.4, 235.8, 10.44]],
             "mean": [[1.48, 252.8, 3.35, 656.6, 67.2, 232.7, 10.65], [1.38, 257.5, 3.43, 647.9, 68.5, 235.8, 10.47]],
             "quantiles": {
                 "0.1": [[0.49, 179.3, 2.94, 349.3, 40.5, 158.0, 9.69], [0.49, 182.5, 3.03, 348.8, 41.8, 160.8, 9.55]],
@@ -166,7 +167,11 @@ class SeriesForecastOut(BaseModel):
     id: str
     nfe: float = Field(description="vector-field evaluations one trajectory of this series took (mean over samples)")
     query_times: list[Time]
-    mean: list[list[float]] = Field(description="(query time, channel)")
+    point: list[list[float]] = Field(
+        description="(query time, channel) the point forecast: the predictive median on channels the model "
+        "logs (GET /models says which), the mean on the others"
+    )
+    mean: list[list[float]] = Field(description="(query time, channel) the predictive mean")
     quantiles: dict[str, list[list[float]]] = Field(description="level → (query time, channel)")
     samples: list[list[list[float]]] | None = Field(None, description="(sample, query time, channel)")
     warnings: list[Note] = Field(

@@ -29,7 +29,7 @@ def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch: pytest.Monkey
     exec(compile(readme_snippet(), "README.md", "exec"), scope)
     fc = scope["fc"]
     assert isinstance(fc, pd.DataFrame)
-    assert list(fc.columns) == ["id", "time", "channel", "mean", "q0.1", "q0.9"]
+    assert list(fc.columns) == ["id", "time", "channel", "point", "mean", "q0.1", "q0.9"]
     assert len(fc) == 2 * 2 * len(CHANNELS) and set(fc["id"]) == {17, 42}  # ids come back as given
     assert (fc["q0.1"] <= fc["mean"]).all() and (fc["mean"] <= fc["q0.9"]).all() and np.isfinite(fc["mean"]).all()
     mine = latentcast.load(tmp_path / "runs" / "mine" / "model.pt", device="cpu")
@@ -56,6 +56,22 @@ def test_in_process_forecasts_equal_the_servers_path(pbcseq: latentcast.Model) -
     by_date = pbcseq.predict(dated, query_times=pd.DataFrame({"id": [1, 2, 2, 3], "time": base + days}))
     assert len(by_days) == 4 * len(CHANNELS) and str(by_date["time"].dt.tz) == "UTC"
     np.testing.assert_allclose(by_date["mean"], by_days["mean"], rtol=1e-4)
+
+
+def test_the_point_forecast_is_the_median_on_logged_channels_and_the_mean_elsewhere(
+    pbcseq: latentcast.Model,
+) -> None:
+    obs = read_pbcseq()[["id", "time", *CHANNELS]]
+    obs = obs[obs["id"].isin([1, 2, 3])]
+    assert set(pbcseq.log_channels) == {"bili", "chol", "alk.phos", "ast", "protime"}
+    fc = pbcseq.predict(obs, query_times=[4000.0, 6000.0], quantiles=[0.1, 0.5, 0.9])
+    logged = fc["channel"].isin(pbcseq.log_channels)
+    np.testing.assert_allclose(fc.loc[logged, "point"], fc.loc[logged, "q0.5"], rtol=1e-6)
+    np.testing.assert_allclose(fc.loc[~logged, "point"], fc.loc[~logged, "mean"], rtol=1e-6)
+    assert (fc.loc[logged, "point"] < fc.loc[logged, "mean"]).all()  # the spread pulls a log-normal's mean up
+    plain = pbcseq.predict(obs, query_times=[4000.0, 6000.0], quantiles=[0.1, 0.9])  # no median asked
+    assert "q0.5" not in plain.columns
+    np.testing.assert_allclose(plain["point"], fc["point"], rtol=1e-5)
 
 
 def test_bad_input_names_the_series_and_what_to_change(pbcseq: latentcast.Model) -> None:

@@ -70,8 +70,9 @@ def test_the_long_answer_is_series_by_query_by_channel() -> None:
     times, _ = query_table(t, ["2026-02-01", "2026-03-01"])
     mean = np.arange(8.0).reshape(4, 2)
     quant = np.stack([mean - 1, mean + 1])
-    out = to_frame(t.keys, offsets([2, 2]), times, ["a", "b"], mean, quant, [0.1, 0.9])
-    assert list(out.columns) == ["id", "time", "channel", "mean", "q0.1", "q0.9"]
+    out = to_frame(t.keys, offsets([2, 2]), times, ["a", "b"], mean - 0.5, mean, quant, [0.1, 0.9])
+    assert list(out.columns) == ["id", "time", "channel", "point", "mean", "q0.1", "q0.9"]
+    np.testing.assert_array_equal(out["point"], np.arange(8.0) - 0.5)
     assert out["id"].tolist() == [1] * 4 + [2] * 4 and out["channel"].tolist() == ["a", "b"] * 4
     assert out["time"].iloc[2] == pd.Timestamp("2026-03-01", tz="UTC")
     np.testing.assert_array_equal(out["q0.9"], np.arange(8.0) + 1)

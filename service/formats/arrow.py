@@ -345,7 +345,8 @@ def encode(job: Job, out: Outcome) -> memoryview:
         "id": pa.array(fc.ids, pa.string()).take(pa.array(series)),
         "time": out.echo.as_array().take(pa.array(query)),
         "channel": pa.array(job.model.channels, pa.string()).take(pa.array(channel)),
-        "mean": pa.array(fc.mean.reshape(-1)),  # float32, the model's precision
+        "point": pa.array(fc.point.reshape(-1)),  # float32, the model's precision
+        "mean": pa.array(fc.mean.reshape(-1)),
     }
     where = {lv: j for j, lv in enumerate(fc.levels)}
     for lv in job.levels:

@@ -309,6 +309,7 @@ def encode(job: Job, out: Outcome) -> bytes:
             "id": sid,
             "nfe": round(n, 2),
             "query_times": echo,
+            "point": fc.point[a:z],
             "mean": fc.mean[a:z],
             "quantiles": {k: fc.quantiles[c, a:z] for k, c in zip(keys, cols, strict=True)},
         }

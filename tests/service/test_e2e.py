@@ -106,7 +106,7 @@ def test_python_client_long_frame(server: str) -> None:
     frame = frame[frame["id"] <= 3]
     with LatentcastClient(server) as client:
         fc = client.forecast(frame, query_times=[400.0, 800.0], model="pbcseq", quantiles=(0.1, 0.9))
-    assert list(fc.columns) == ["id", "time", "channel", "mean", "q0.1", "q0.9"]
+    assert list(fc.columns) == ["id", "time", "channel", "point", "mean", "q0.1", "q0.9"]
     assert len(fc) == 3 * 2 * 7 and (fc["q0.1"] <= fc["q0.9"]).all()
     assert fc["time"].tolist()[:7] == [400.0] * 7
 

@@ -39,7 +39,7 @@ def test_arrow_request_gives_the_json_forecasts_as_a_long_table(client: TestClie
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == arrow.MEDIA_TYPE
     table = arrowio.read_stream(r.content)
-    assert table.column_names == ["id", "time", "channel", "mean", "q0.9", "q0.1", "nfe"]
+    assert table.column_names == ["id", "time", "channel", "point", "mean", "q0.9", "q0.1", "nfe"]
     meta = table.schema.metadata
     assert meta[b"latentcast.model"] == b"labs" and meta[b"latentcast.version"].decode() == js["model"]["version"]
     frame = table.to_pandas()

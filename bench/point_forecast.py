@@ -1,0 +1,130 @@
+"""Which column is the point forecast: the predictive mean, its median, or the median on logged channels
+and the mean elsewhere. Scored on each model's own test series (never trained or chosen on), as a user
+scores a forecast: on the data's scale, with `Model.backtest` (both tasks: the last point, the second
+half), beside LOCF and the linear trend.
+
+    python -m bench.point_forecast [--only oxboys,pbcseq]    # writes bench/results/point_forecast.md
+
+Models: the `bench.your_data` trainings (runs/your_data/NAME/best.pt; run that first) and the embedded
+pbcseq and physionet2012 models. synthetic_dates is synthetic_seconds with date-times: left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import latentcast
+from bench import results
+from bench.your_data import SETS
+from latentcast.backtest import TASKS, builtin_table, split_table
+from latentcast.models.checkpoint import load_checkpoint
+from latentcast.models.config import DataConfig, from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = ("mean", "median", "median if logged")
+
+
+def test_table(checkpoint: Path) -> pd.DataFrame:
+    """The test split of the table a checkpoint was trained on, as a long table in its time unit."""
+    return split_table(from_dict(DataConfig, load_checkpoint(checkpoint).data["config"]))
+
+
+def score(fc: pd.DataFrame, logged: set[str]) -> dict[str, dict[str, float]]:
+    """NMSE (÷ the held-out values' variance) and MAE per candidate and baseline, averaged over channels."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for ch, d in fc.groupby("channel", sort=False):
+        y = d["actual"].to_numpy(dtype=np.float64)
+        var = float(np.var(y)) or 1.0
+        points = {
+            "mean": d["mean"],
+            "median": d["q0.5"],
+            "median if logged": d["q0.5"] if ch in logged else d["mean"],
+            "locf": d["locf"],
+            "linear_trend": d["linear_trend"],
+        }
+        for name, p in points.items():
+            err = p.to_numpy(dtype=np.float64) - y
+            slot = out.setdefault(name, {"nmse": [], "mae_rel": []})
+            slot["nmse"].append(float(np.mean(err**2)) / var)
+            slot["mae_rel"].append(float(np.mean(np.abs(err))) / (float(np.mean(np.abs(y - np.median(y)))) or 1.0))
+    return {k: {m: float(np.mean(v)) for m, v in vals.items()} for k, vals in out.items()}
+
+
+def run_one(name: str, model: latentcast.Model, table: pd.DataFrame) -> dict[str, Any]:
+    logged = {c for c, lg in zip(model.channels, model.bundle.normalizer.log, strict=True) if lg}
+    row: dict[str, Any] = {"name": name, "logged": sorted(logged), "series": int(table["id"].nunique())}
+    for task in TASKS:
+        t0 = time.perf_counter()
+        bt = model.backtest(table, task=task)
+        row[task] = {"points": bt.points, "scores": score(bt.forecasts, logged), "seconds": time.perf_counter() - t0}
+    return row
+
+
+def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
+    lines = [
+        "# The point forecast: mean, median, or the median on logged channels",
+        "",
+        f"{r['device']}, commit {r['commit']}, {r['date']}. Each model's test series (never trained or chosen on), "
+        "`Model.backtest` on the data's scale: NMSE = squared error ÷ the held-out values' variance, averaged over "
+        "channels (lower is better); MAE ÷ the held-out values' mean absolute deviation in brackets. "
+        "**Bold**: the best of the three model columns.",
+        "",
+        "| data (logged channels) | task | points | mean | median | median if logged | LOCF | linear trend |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for x in rows:
+        for task in TASKS:
+            s = x[task]["scores"]
+            best = min(CANDIDATES, key=lambda c: s[c]["nmse"])
+            cells = []
+            for c in (*CANDIDATES, "locf", "linear_trend"):
+                cell = f"{s[c]['nmse']:.3f} ({s[c]['mae_rel']:.2f})"
+                cells.append(f"**{cell}**" if c == best else cell)
+            logged = ", ".join(x["logged"]) or "none"
+            lines.append(f"| {x['name']} ({logged}) | {task} | {x[task]['points']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Reproduce: `python -m bench.point_forecast {r['command']}`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.point_forecast", description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default="", help="comma-separated names")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "your_data")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+    wanted = set(filter(None, args.only.split(",")))
+    rows = []
+    for ds in SETS:
+        if ds.name == "synthetic_dates" or (wanted and ds.name not in wanted):
+            continue
+        ckpt = args.runs / ds.name / "best.pt"
+        if not ckpt.exists():
+            sys.exit(f"{ckpt} is missing: run `python -m bench.your_data --only {ds.name}` first")
+        rows.append(run_one(ds.name, latentcast.load(ckpt, device="cpu"), test_table(ckpt)))
+        print(rows[-1], flush=True)
+    for name in ("pbcseq (embedded)", "physionet2012 (embedded)"):
+        base = name.split()[0]
+        if wanted and base not in wanted and name not in wanted:
+            continue
+        rows.append(run_one(name, latentcast.load(base, device="cpu"), builtin_table(base)))
+        print(rows[-1], flush=True)
+    r = {
+        "device": results.machine("cpu"),
+        "commit": results.commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(sys.argv[1:]),
+        "rows": rows,
+    }
+    results.write(args.out, "point_forecast", r, markdown(rows, r))
+    print(markdown(rows, r))
+
+
+if __name__ == "__main__":
+    main()
