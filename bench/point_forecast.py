@@ -74,7 +74,7 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         f"{r['device']}, commit {r['commit']}, {r['date']}. Each model's test series (never trained or chosen on), "
         "`Model.backtest` on the data's scale: NMSE = squared error ÷ the held-out values' variance, averaged over "
         "channels (lower is better); MAE ÷ the held-out values' mean absolute deviation in brackets. "
-        "**Bold**: the best of the three model columns.",
+        "**Bold**: the best of the three model columns (ties: each).",
         "",
         "| data (logged channels) | task | points | mean | median | median if logged | LOCF | linear trend |",
         "|---|---|---|---|---|---|---|---|",
@@ -82,11 +82,11 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
     for x in rows:
         for task in TASKS:
             s = x[task]["scores"]
-            best = min(CANDIDATES, key=lambda c: s[c]["nmse"])
+            best = min(s[c]["nmse"] for c in CANDIDATES)
             cells = []
             for c in (*CANDIDATES, "locf", "linear_trend"):
                 cell = f"{s[c]['nmse']:.3f} ({s[c]['mae_rel']:.2f})"
-                cells.append(f"**{cell}**" if c == best else cell)
+                cells.append(f"**{cell}**" if c in CANDIDATES and s[c]["nmse"] <= best * (1 + 1e-9) else cell)
             logged = ", ".join(x["logged"]) or "none"
             lines.append(f"| {x['name']} ({logged}) | {task} | {x[task]['points']} | " + " | ".join(cells) + " |")
     lines += ["", f"Reproduce: `python -m bench.point_forecast {r['command']}`.", ""]

@@ -71,13 +71,17 @@ class Backtest:
             f"{overall['latent_ode']:.3f} on these series"
         )
 
-    def plot(self, path: str | Path, obs: pd.DataFrame, series: Sequence[str] | None = None) -> Path:
-        """A fan chart of the held-out points: context observations, forecast, interval, actuals."""
+    def plot(
+        self, path: str | Path, obs: pd.DataFrame, series: Sequence[str] | None = None, time_unit: str | None = None
+    ) -> Path:
+        """A fan chart of the held-out points: context observations (`obs` less the held-out rows), the
+        point forecast, the 95% interval and the actuals."""
         from latentcast.fanchart import fan_chart
 
         fc = self.forecasts.drop(columns=["actual", "locf", "linear_trend"])
         actual = self.forecasts.pivot_table(index=["id", "time"], columns="channel", values="actual").reset_index()
-        return fan_chart(obs, fc, path, series=series, actuals=actual)
+        context, _ = split_series(obs, self.task)
+        return fan_chart(context, fc, path, series=series, actuals=actual, time_unit=time_unit)
 
 
 BUILTIN = ("pbcseq", "physionet2012", "spirals")

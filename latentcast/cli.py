@@ -174,6 +174,7 @@ def backtest_cmd(
     from the rest, and compare with LOCF and a linear trend (NMSE, MAE, CRPS, 50/80/95% coverage)."""
     import warnings
 
+    import pandas as pd
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     import latentcast
@@ -195,7 +196,10 @@ def backtest_cmd(
     result.forecasts.to_csv(out / "forecasts.csv", index=False)
     typer.echo(result.summary())
     try:
-        png = result.plot(out / "backtest.png", obs, series=_split_list(series))
+        numeric = pd.api.types.is_numeric_dtype(obs["time"]) and fitted.time_unit != "unitless"
+        png = result.plot(
+            out / "backtest.png", obs, series=_split_list(series), time_unit=fitted.time_unit if numeric else None
+        )
         typer.echo(f"wrote {out / 'scores.csv'}, {out / 'forecasts.csv'}, {png}", err=True)
     except ImportError:
         typer.echo(

@@ -83,3 +83,24 @@ def test_evaluate_is_the_backtest_and_needs_no_checkout(toy, tmp_path, monkeypat
     res = CliRunner().invoke(app, ["evaluate", "--data", "obs.csv", "--model", str(toy), "--quiet", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "latent_ode" in res.output and (tmp_path / "runs" / "backtest_toy" / "scores.csv").exists()
+
+
+def test_the_plot_draws_the_context_the_point_and_the_actuals(toy, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import latentcast.fanchart as fanchart
+
+    seen: dict[str, object] = {}
+
+    def spy(obs: pd.DataFrame, fc: pd.DataFrame, path: object, **kw: object) -> object:
+        seen.update(obs=obs, fc=fc, **kw)
+        return path
+
+    monkeypatch.setattr(fanchart, "fan_chart", spy)
+    table = _table()
+    bt = latentcast.load(toy, device="cpu").backtest(table, task="half")
+    bt.plot(tmp_path / "b.png", table, time_unit="day")
+    obs, fc = seen["obs"], seen["fc"]
+    assert isinstance(obs, pd.DataFrame) and isinstance(fc, pd.DataFrame)
+    held = set(zip(bt.forecasts["id"], bt.forecasts["time"], strict=True))
+    assert held and not held & set(zip(obs["id"], obs["time"], strict=True))  # context rows only
+    assert "point" in fc.columns and "actual" not in fc.columns and seen["time_unit"] == "day"
+    assert isinstance(seen["actuals"], pd.DataFrame) and len(seen["actuals"]) == len(held)
