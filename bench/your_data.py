@@ -1,6 +1,6 @@
 """Your data, trained right: `latentcast train --data FILE --channels … [--time-unit U]` with no other flag on real
 irregular long tables (bench/data/, see PROVENANCE.md) and two synthetic ones (seconds; ISO date-times),
-then each test split's held-out last points forecast by the model, LOCF and a per-series linear trend.
+then each test split scored with `Model.backtest` (both tasks) beside LOCF and a per-series linear trend.
 
     python -m bench.your_data [--only oxboys,milk] [--config extra.toml]   # writes bench/results/your_data.md
 
@@ -22,13 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import latentcast
 from bench import results
-from latentcast.models.checkpoint import load_checkpoint
+from latentcast.backtest import TASKS, split_table
 from latentcast.models.config import DataConfig, from_dict
-from latentcast.models.datasets import load_dataset
-from latentcast.models.forecast import Forecaster
-from latentcast.models.metrics import baseline_nmse, forecast_contexts, holdout_metrics
-from latentcast.models.preprocess import drop_outliers
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -124,85 +121,109 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"name": ds.name, "error": proc.stderr.strip().splitlines()[-1]}
-    bundle = load_checkpoint(out / "best.pt")
     metrics = json.loads((out / "metrics.json").read_text())
-    data_cfg = from_dict(DataConfig, bundle.data["config"])
-    split = load_dataset(data_cfg)
-    fc = Forecaster.from_bundle(bundle, "cpu", num_samples=64)
-
-    def score(part: list[Any], task: str) -> tuple[list[Any], dict[str, float], dict[str, dict[str, float]]]:
-        """Each series' second half from its first ("half"), or its last point from the rest ("last")."""
-        kept = [s for s in drop_outliers(part, bundle.normalizer, data_cfg.outlier_z).series if len(s) >= 2]
-        ctx = forecast_contexts(kept, task)
-        return kept, holdout_metrics(fc, kept, ctx), baseline_nmse(kept, ctx, bundle.normalizer)
-
-    series, model, base = score(split.test, "half")
-    _, last_model, last_base = score(split.test, "last")
-    _, val_model, val_base = score(split.val, "half")  # the same task on validation: what recipe_search compares
-    return {
+    model = latentcast.load(out / "best.pt", device="cpu")
+    test = split_table(model_data(model))
+    report = metrics.get("report") or {}
+    row: dict[str, Any] = {
         "name": ds.name,
         "channels": list(ds.channels),
         "unit": ds.unit,
         "about": ds.about,
-        "series": bundle.data.get("series"),
-        "test_series": len(series),
-        "test_points": model.get("forecast_points"),
-        "model": model,
-        "locf": base["locf"],
-        "linear_trend": base["linear_trend"],
-        "last_point": {"model": last_model, "locf": last_base["locf"], "linear_trend": last_base["linear_trend"]},
+        "series": model.bundle.data.get("series"),
+        "test_series": int(test["id"].nunique()),
+        "val_series": report.get("series"),
+        "val_points": report.get("forecast_points"),
         "epochs": len(metrics["history"]),
         "best_epoch": metrics["best"].get("epoch"),
         "stopped": metrics.get("stopped_early"),
+        "warnings": report.get("warnings", []),
         "wall_seconds": wall,
-        "time_scale": bundle.time.scale,
-        "log_channels": [c for c, lg in zip(bundle.channels, bundle.normalizer.log, strict=True) if lg],
-        "calibration": list(bundle.calibration) if bundle.calibration else None,
-        "val_report": metrics.get("report"),
-        "val_half": {
-            "model": val_model.get("nmse"),
-            "locf": val_base["locf"]["nmse"],
-            "coverage80": val_model.get("coverage80"),
-        },
+        "time_scale": model.bundle.time.scale,
+        "log_channels": list(model.log_channels),
+        "calibration": list(model.bundle.calibration) if model.bundle.calibration else None,
     }
+    for task in TASKS:  # the user's view: Model.backtest on the data's scale, the `point` column
+        row[task] = _by_method(model.backtest(test, task=task).scores)
+    # the same on validation, second half: what bench.recipe_search compares (test splits unused there)
+    val = _by_method(model.backtest(split_table(model_data(model), "val"), task="half").scores)
+    row["val_half"] = {
+        "model": val["latent_ode"]["all"]["nmse"],
+        "locf": val["locf"]["all"]["nmse"],
+        "coverage80": val["latent_ode"]["all"]["coverage80"],
+    }
+    return row
+
+
+def model_data(model: latentcast.Model) -> DataConfig:
+    return from_dict(DataConfig, model.bundle.data["config"])
+
+
+def _by_method(scores: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """Backtest scores → method → channel (and "all") → metric."""
+    return {
+        str(method): {
+            str(ch): {k: float(v) for k, v in vals.items()}
+            for ch, vals in part.drop(columns=["method"]).set_index("channel").T.to_dict().items()
+        }
+        for method, part in scores.groupby("method", sort=False)
+    }
+
+
+def verdict(x: dict[str, Any]) -> str:
+    """Which baseline beats the model on which task (NMSE over all channels), or that none does."""
+    lost = []
+    for task in TASKS:
+        ours = x[task]["latent_ode"]["all"]["nmse"]
+        for base in ("locf", "linear_trend"):
+            if x[task][base]["all"]["nmse"] < ours:
+                lost.append(f"{base.replace('_', ' ')} on the {'last point' if task == 'last' else 'second half'}")
+    return "beats both" if not lost else "loses to " + ", ".join(lost)
 
 
 def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
     lines = [
         "# Your data: `latentcast train --data FILE --channels … [--time-unit U]`, no other flag",
         "",
-        f"{r['device']}, commit {r['commit']}, {r['date']}. Each data set's series are split by id 80/10/10 (seeded);",
-        "each test series is forecast by the best model (chosen on validation), by carrying the last observation",
-        "forward (LOCF) and by a per-series linear trend, on two tasks: its second half from its first half, and",
-        "its last point from the rest. NMSE: squared error over the training variance of each channel (after the",
-        "log where the model logs it), averaged over channels; lower is better. Coverage: the 80% interval's.",
+        f"{r['device']}, commit {r['commit']}, {r['date']}. Each table's series are split by id 80/10/10 (seeded); the",
+        "model kept is the epoch best on validation. Each test series (never trained or chosen on) is scored with",
+        "`Model.backtest` as a user would: on the data's scale, the model's `point` column (the median on logged",
+        "channels, the mean elsewhere) beside LOCF and a per-series linear trend, on two tasks: the second half",
+        "of each series from its first half, and its last point from the rest. NMSE: squared error ÷ the held-out",
+        "values' variance per channel, averaged over channels (lower is better). CRPS: scoringrules' quantile",
+        "estimator over 19 levels, on the data's scale. Coverage: of the 50/80/95% intervals, second half.",
         "",
-        "| data (time unit) | test series | second half: model | LOCF | linear trend | model ÷ LOCF | 80% coverage "
-        "| last point: model | LOCF | model ÷ LOCF | epochs (best) | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data (time unit) | test series | validation series / points | epochs (best) | second half: model | LOCF "
+        "| trend | CRPS | coverage 50/80/95 | last point: model | LOCF | trend | verdict | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
         if "error" in x:
-            lines.append(f"| {x['name']} | training failed: {x['error']} | | | | | | | |")
+            lines.append(f"| {x['name']} | training failed: {x['error']} |" + " |" * 12)
             continue
-        m, lo, tr = x["model"]["nmse"], x["locf"]["nmse"], x["linear_trend"]["nmse"]
-        lm, llo = x["last_point"]["model"]["nmse"], x["last_point"]["locf"]["nmse"]
+        h, last = x["half"], x["last"]
+        cov = "/".join(f"{100 * h['latent_ode']['all'][f'coverage{c}']:.0f}" for c in (50, 80, 95))
         lines.append(
-            f"| {x['name']} ({x['unit']}) | {x['test_series']} | **{m:.3f}** | {lo:.3f} | {tr:.3f} | {m / lo:.2f} | "
-            f"{100 * x['model']['coverage80']:.0f}% | {lm:.3f} | {llo:.3f} | {lm / llo:.2f} | "
-            f"{x['epochs']} ({x['best_epoch']}) | {x['wall_seconds']:.0f} s |"
+            f"| {x['name']} ({x['unit']}) | {x['test_series']} ({int(h['latent_ode']['all']['points'])} points) | "
+            f"{x['val_series']} / {x['val_points']:.0f} | {x['epochs']} ({x['best_epoch']}) | "
+            f"**{h['latent_ode']['all']['nmse']:.3f}** | {h['locf']['all']['nmse']:.3f} | "
+            f"{h['linear_trend']['all']['nmse']:.3f} | {h['latent_ode']['all']['crps']:.4g} | {cov}% | "
+            f"**{last['latent_ode']['all']['nmse']:.3f}** | {last['locf']['all']['nmse']:.3f} | "
+            f"{last['linear_trend']['all']['nmse']:.3f} | {verdict(x)} | {x['wall_seconds']:.0f} s |"
         )
-    lines += ["", "Per channel, second half (model / LOCF / linear trend):", ""]
+    lines += ["", "Per channel, second half (model / LOCF / linear trend), and what training said:", ""]
     for x in rows:
         if "error" in x:
             continue
+        h = x["half"]
         cells = [
-            f"{c} {x['model'].get('nmse_' + c, float('nan')):.3f} / {x['locf'].get('nmse_' + c, float('nan')):.3f} / "
-            f"{x['linear_trend'].get('nmse_' + c, float('nan')):.3f}"
+            f"{c} {h['latent_ode'][c]['nmse']:.3f} / {h['locf'][c]['nmse']:.3f} / {h['linear_trend'][c]['nmse']:.3f}"
             for c in x["channels"]
+            if c in h["latent_ode"]
         ]
-        extra = f"; time scale {x['time_scale']:.4g}; logged: {x['log_channels'] or 'none'}"
-        extra += f"; calibration {x['calibration']}" if x["calibration"] else ""
+        extra = f"; logged: {', '.join(x['log_channels']) or 'none'}"
+        extra += f"; calibration {[round(v, 3) for v in x['calibration']]}" if x["calibration"] else ""
+        extra += "".join(f"; *{w}*" for w in x["warnings"])
         lines.append(f"- {x['name']} ({x['about']}): " + "; ".join(cells) + extra)
     lines += ["", f"Reproduce: `python -m bench.your_data` ({r['command']})."]
     return "\n".join(lines) + "\n"
