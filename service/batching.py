@@ -56,6 +56,7 @@ class _Item:
     done: int = 0  # series solved so far (a prefix)
     parts: list[PackedForecast] = dataclasses.field(default_factory=list)
     seconds: float = 0.0  # estimated, alone
+    express_seconds: float = 0.0  # the same by the seeded figures, without the large-solve factor
     started: float | None = None
     solve_seconds: float = 0.0
     largest_slice: int = 0
@@ -163,12 +164,13 @@ class Batcher:
 
     def estimate(self, job: Job, learned: bool = True) -> tuple[np.ndarray, float]:
         """(B,) work per series of `job` and the seconds it would take alone on this device (learned=False:
-        by the figures seeded at start, which cut slices)."""
+        by the figures seeded at start, without what large solves have taught: they cut slices and choose
+        the express lane, the same way however busy the server has been)."""
         samples = max(self.num_samples, job.num_samples)
         n_obs, n_q = np.diff(job.packed.offsets), np.diff(job.packed.query_offsets)
         units = self.costs.units(job.model.name, job.solver_used, samples, n_obs, n_q, learned)
         steps = int(n_obs.max()) if len(n_obs) else 0
-        return units, self.costs.seconds(job.model.name, float(units.sum()), steps, self.slice_seconds)
+        return units, self.costs.seconds(job.model.name, float(units.sum()), steps, self.slice_seconds, learned)
 
     async def submit(self, job: Job, deadline: float) -> PackedForecast:
         """Queue a job and wait for its forecasts until `deadline` (`time.monotonic()`): 413 when the job
@@ -200,8 +202,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         samples = max(self.num_samples, job.num_samples)
-        item = _Item(job, samples, loop.create_future(), loop, deadline, now, units, self.estimate(job, False)[0])
-        item.seconds = seconds
+        cuts, seeded = self.estimate(job, learned=False)
+        item = _Item(job, samples, loop.create_future(), loop, deadline, now, units, cuts)
+        item.seconds, item.express_seconds = seconds, seeded
         with self._cv:
             if self._queued_points + points > self.max_queue_points:
                 raise ServiceError(
@@ -269,7 +272,9 @@ class Batcher:
                 ready = [
                     it
                     for it in self._queue
-                    if not it.busy and it.done < it.job.size and (not express or it.seconds <= self.express_seconds)
+                    if not it.busy
+                    and it.done < it.job.size
+                    and (not express or it.express_seconds <= self.express_seconds)
                 ]
                 if not ready:
                     self._cv.wait()
@@ -362,6 +367,10 @@ class Batcher:
                 item.parts.append(result)
                 item.done = stop
                 if stop == item.job.size and item in self._queue:
+                    if item.future.cancelled():  # its client left (or its deadline passed) during the slice
+                        gone = item.deadline > time.monotonic()
+                        self._leave(item, "gone" if gone else "deadline")
+                        continue
                     self._leave(item, "solved")
                     forecast = PackedForecast.concat(item.parts)
                     item.loop.call_soon_threadsafe(_resolve, item.future, forecast)

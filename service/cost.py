@@ -113,12 +113,13 @@ class CostModel:
         fixed = self.fixed(model, steps)
         return max(seconds - fixed, seconds / 2, FIXED_SHARE * fixed)
 
-    def seconds(self, model: str, units: float, steps: int, slice_seconds: float) -> float:
+    def seconds(self, model: str, units: float, steps: int, slice_seconds: float, factor: bool = True) -> float:
         """Seconds `units` of work in series of at most `steps` observations take, cut in slices (with
-        the correction factor large solves have taught)."""
+        the correction factor large solves have taught, unless `factor` is False)."""
         slices = max(1.0, np.ceil(units / self.slice_units(model, slice_seconds, steps)))
         m = self._models.get(model)
-        return float(units + slices * self.fixed(model, steps)) * (m.factor if m is not None else 1.0)
+        scale = m.factor if m is not None and factor else 1.0
+        return float(units + slices * self.fixed(model, steps)) * scale
 
     def learn(self, model: str, solver: SolverConfig, nfe: float, estimated: float, seconds: float) -> None:
         """After a solve: the mean evaluations per trajectory it took at its tolerance; and, for a large

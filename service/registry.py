@@ -129,17 +129,23 @@ def warm_up(model: ServedModel, sizes: tuple[int, ...] | None = None) -> None:
                 fc.predict(series, [q] * n, levels=(0.1, 0.5, 0.9))
 
 
+LONG_SERIES = 256  # observations per series in the calibration solves that vary them
+
+
 def calibrate(model: ServedModel, costs: CostModel, num_samples: int) -> None:
     """Measure the cost model's coefficients (`service.cost`) at the model's own tolerance, after
-    warm-up: five solves that vary the series, the observations (with few and with many series) and the
-    query times one at a time, the fastest of three runs each, and the fit through them (no coefficient
-    below 0)."""
+    warm-up: five solves that vary the series, the observations (4 or LONG_SERIES, with few and with
+    many series) and the query times one at a time, the fastest of three runs each, and the fit through
+    them (no coefficient below 0). Series as long as LONG_SERIES make the per-observation cost stand out
+    of the timing noise: at 64 it could fit to 0, and a series of 10,000 observations was admitted as
+    cheap."""
     d = len(model.bundle.channels)
     fc = model.forecaster
     rows, seconds, nfes = [], [], []
     # the per-row costs from solves past the one-thread rule for small ones, as large requests run
     mid = max(32, -(-2 * fc.small_rows // max(num_samples, 1)))
-    for n, t, q in ((4, 4, 4), (max(128, mid), 4, 4), (mid, 64, 4), (4, 64, 4), (mid, 4, 64)):
+    long = LONG_SERIES
+    for n, t, q in ((4, 4, 4), (max(128, mid), 4, 4), (max(128, mid), long, 4), (4, long, 4), (mid, 4, 64)):
         times = np.linspace(0.0, 0.6, t)
         packed = PackedSeries.from_series(
             [Series(id=f"c{i}", times=times, values=np.ones((t, d), dtype=np.float32)) for i in range(n)],

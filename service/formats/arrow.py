@@ -7,6 +7,7 @@ are JSON, as for every request, with the same locations and messages as the JSON
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -124,7 +125,7 @@ def _read_table(body: bytes, settings: Settings) -> pa.Table:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ServiceError(400, f"malformed Arrow IPC stream: {str(exc).splitlines()[0][:200]}") from None
     names = table.column_names
-    twice = sorted({c for c in names if names.count(c) > 1})
+    twice = sorted(c for c, n in collections.Counter(names).items() if n > 1)  # linear: bodies may hold many
     if twice:
         raise field_error(422, "the column appears more than once; send each column once", ["columns", twice[0]])
     missing = [c for c in COLUMNS if c not in names]

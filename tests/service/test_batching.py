@@ -20,15 +20,21 @@ from latentcast.service.registry import ServedModel, load_models
 from latentcast.service.validate import Echo, Job, ModelSpec
 
 TOY = ModelSpec("toy", "v1", ("x", "y"), Limits(TimeSpec("unitless", 1.0)))
+# a series solved in a slice of another size: kernels sized by the batch round differently, which can move
+# an adaptive step whose error estimate sits at the threshold (the toy solves at rtol 1e-4). The sliced
+# tests keep their horizons short (spread 0.01): at t ≈ 300 the toy's trajectories grow and one such move
+# shifted a value by 5%, while the solver's own error there is of that order too.
+SLICED = {"rtol": 5e-3, "atol": 5e-3}
 
 
-def _job(i: int, n_series: int = 2) -> Job:
+def _job(i: int, n_series: int = 2, spread: float = 1.0) -> Job:
+    """Series k of job i: 4 observations in [0, 1], query times 1.5, -0.2 and 0.5, shifted by spread · k."""
     rng = np.random.default_rng(i)
     series = [
         Series(id=f"j{i}s{k}", times=np.sort(rng.uniform(0, 1, 4)), values=rng.uniform(1, 2, (4, 2)).astype(np.float32))
         for k in range(n_series)
     ]
-    queries = [np.array([1.5, -0.2, 0.5]) + k for k in range(n_series)]
+    queries = [np.array([1.5, -0.2, 0.5]) + spread * k for k in range(n_series)]
     packed = PackedSeries.from_series(series, queries)
     echo = Echo(packed.query_offsets, lists=[[1.5, -0.2, 0.5]] * n_series)
     return Job(TOY, packed, echo, (0.1, 0.9), 0)
@@ -174,7 +180,7 @@ def test_a_small_job_is_not_queued_behind_a_large_one(checkpoints) -> None:
         on_done=done.append,
         slice_seconds=0.001,
     )
-    large, small = _job(0, n_series=300), _job(1, n_series=1)
+    large, small = _job(0, n_series=300, spread=0.01), _job(1, n_series=1)
     finished: list[str] = []
 
     async def run() -> tuple[Any, Any]:
@@ -198,7 +204,7 @@ def test_a_small_job_is_not_queued_behind_a_large_one(checkpoints) -> None:
     fc = models["toy"].forecaster
     for job, got in ((large, got_large), (small, got_small)):
         alone = fc.predict_packed(job.packed, levels=job.levels)
-        np.testing.assert_allclose(got.mean, alone.mean, rtol=1e-3, atol=2e-3)  # slices: within the solver's tolerance
+        np.testing.assert_allclose(got.mean, alone.mean, rtol=SLICED["rtol"], atol=SLICED["atol"])
 
 
 def test_nothing_more_is_solved_for_a_job_nobody_will_read(checkpoints) -> None:
@@ -264,7 +270,7 @@ def test_the_express_lane_answers_small_jobs_beside_a_large_one(checkpoints) -> 
         express_seconds=1.0,
     )
     batcher.start()
-    large = _job(0, n_series=300)
+    large = _job(0, n_series=300, spread=0.01)
     batcher.costs.seed("toy", TOY.solver, 0.0, 0.0, np.array([1e-6, 1e-6, 1e-6]), 20.0)
     smalls = [_job(i + 1, n_series=1) for i in range(30)]
 
@@ -282,5 +288,59 @@ def test_the_express_lane_answers_small_jobs_beside_a_large_one(checkpoints) -> 
     fc = models["toy"].forecaster
     for job, got in zip([large, *smalls], results, strict=True):
         np.testing.assert_allclose(
-            got.mean, fc.predict_packed(job.packed, levels=job.levels).mean, rtol=1e-3, atol=2e-3
+            got.mean, fc.predict_packed(job.packed, levels=job.levels).mean, rtol=SLICED["rtol"], atol=SLICED["atol"]
         )
+
+
+def test_what_large_solves_teach_moves_admission_not_slices_or_the_express_lane(checkpoints) -> None:
+    _, batcher = _toy_batcher(checkpoints, 4, express_seconds=1.0)
+    try:
+        job = _job(0, n_series=8)
+        batcher.costs.seed("toy", TOY.solver, 0.01, 1e-4, np.array([1e-6, 1e-6, 1e-6]), 20.0)
+        _, learned0 = batcher.estimate(job)
+        _, seeded0 = batcher.estimate(job, learned=False)
+        for _ in range(30):  # large solves much slower than estimated (a loaded machine, a missed cost)
+            batcher.costs.learn("toy", TOY.solver, 20.0, 1.0, 8.0)
+        _, learned1 = batcher.estimate(job)
+        _, seeded1 = batcher.estimate(job, learned=False)
+    finally:
+        batcher.stop()
+    assert learned1 > 5 * learned0  # admission: the correction factor
+    assert seeded1 == pytest.approx(seeded0)  # slices and the express lane: as seeded
+
+
+def test_a_request_whose_client_leaves_during_its_slice_is_counted_gone(checkpoints, monkeypatch) -> None:
+    import threading
+
+    done: list[Done] = []
+    models, batcher = _toy_batcher(checkpoints, 4, on_done=done.append)
+    fc = models["toy"].forecaster
+    solving, release = threading.Event(), threading.Event()
+    predict = fc.predict_packed
+
+    def slow(*args: Any, **kw: Any) -> Any:
+        solving.set()
+        release.wait(10.0)  # the client leaves while this slice is solved
+        return predict(*args, **kw)
+
+    monkeypatch.setattr(fc, "predict_packed", slow)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(batcher.submit(_job(0), _soon(30.0)))
+        while not solving.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(run())
+        for _ in range(200):
+            if done:
+                break
+            time.sleep(0.01)
+    finally:
+        batcher.stop()
+    assert [d.outcome for d in done] == ["gone"] and batcher.queued_series == 0

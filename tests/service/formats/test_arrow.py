@@ -210,3 +210,12 @@ def test_answer_bytes_bound_the_encoded_answers(client: TestClient, num_samples:
         )
         assert a.status_code == 200 and len(a.content) <= arrow.answer_bytes(job)
         assert json_format.answer_bytes(job) < 4 * len(r.content)  # and not wildly above it
+
+
+def test_repeated_columns_are_named_among_many(client: TestClient) -> None:
+    base = _table()
+    extra = [pa.array([0, 0], pa.int8())] * 20_000  # a wide body: its names are checked in one pass
+    names = [*base.column_names, *(f"c{k}" for k in range(19_999)), "c7"]
+    wide = pa.Table.from_arrays([*base.columns, *extra], names=names)
+    r = _post_arrow(client, _stream(wide), "")
+    assert r.status_code == 422 and "columns.c7: the column appears more than once" in r.json()["detail"]
