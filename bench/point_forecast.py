@@ -22,18 +22,11 @@ import pandas as pd
 
 import latentcast
 from bench import results
-from bench.your_data import SETS
+from bench.your_data import SETS, model_data
 from latentcast.backtest import TASKS, builtin_table, split_table
-from latentcast.models.checkpoint import load_checkpoint
-from latentcast.models.config import DataConfig, from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ("mean", "median", "median if logged")
-
-
-def test_table(checkpoint: Path) -> pd.DataFrame:
-    """The test split of the table a checkpoint was trained on, as a long table in its time unit."""
-    return split_table(from_dict(DataConfig, load_checkpoint(checkpoint).data["config"]))
 
 
 def score(fc: pd.DataFrame, logged: set[str]) -> dict[str, dict[str, float]]:
@@ -58,7 +51,7 @@ def score(fc: pd.DataFrame, logged: set[str]) -> dict[str, dict[str, float]]:
 
 
 def run_one(name: str, model: latentcast.Model, table: pd.DataFrame) -> dict[str, Any]:
-    logged = {c for c, lg in zip(model.channels, model.bundle.normalizer.log, strict=True) if lg}
+    logged = set(model.log_channels)
     row: dict[str, Any] = {"name": name, "logged": sorted(logged), "series": int(table["id"].nunique())}
     for task in TASKS:
         t0 = time.perf_counter()
@@ -119,7 +112,8 @@ def main() -> None:
         ckpt = args.runs / ds.name / "best.pt"
         if not ckpt.exists():
             sys.exit(f"{ckpt} is missing: run `python -m bench.your_data --only {ds.name}` first")
-        rows.append(run_one(ds.name, latentcast.load(ckpt, device="cpu"), test_table(ckpt)))
+        model = latentcast.load(ckpt, device="cpu")
+        rows.append(run_one(ds.name, model, split_table(model_data(model))))
         print(rows[-1], flush=True)
     for name in ("pbcseq (embedded)", "physionet2012 (embedded)"):
         base = name.split()[0]

@@ -258,6 +258,11 @@ class Batcher:
             estimated = self.estimate(item.job)[1]
             self.on_done(Done(item.job.model.name, outcome, queue, item.solve_seconds, estimated))
 
+    def _drop(self, item: _Item) -> None:
+        """Take out a request nobody will read (under the lock): its client left, or its deadline passed."""
+        gone = item.future.cancelled() and item.deadline > time.monotonic()
+        self._leave(item, "gone" if gone else "deadline")
+
     def _take(self, express: bool) -> _Slice | None:
         """Block until work is due for this lane; return its next slice (its requests marked busy). None
         when stopping. The express lane takes only requests estimated at no more than express_seconds."""
@@ -267,8 +272,7 @@ class Batcher:
                     return None
                 for item in list(self._queue):  # nobody will read these: drop them before any work
                     if not item.alive and not item.busy:
-                        gone = item.future.cancelled() and item.deadline > time.monotonic()
-                        self._leave(item, "gone" if gone else "deadline")
+                        self._drop(item)
                 ready = [
                     it
                     for it in self._queue
@@ -368,8 +372,7 @@ class Batcher:
                 item.done = stop
                 if stop == item.job.size and item in self._queue:
                     if item.future.cancelled():  # its client left (or its deadline passed) during the slice
-                        gone = item.deadline > time.monotonic()
-                        self._leave(item, "gone" if gone else "deadline")
+                        self._drop(item)
                         continue
                     self._leave(item, "solved")
                     forecast = PackedForecast.concat(item.parts)

@@ -145,7 +145,7 @@ def calibrate(model: ServedModel, costs: CostModel, num_samples: int) -> None:
     # the per-row costs from solves past the one-thread rule for small ones, as large requests run
     mid = max(32, -(-2 * fc.small_rows // max(num_samples, 1)))
     long = LONG_SERIES
-    for n, t, q in ((4, 4, 4), (max(128, mid), 4, 4), (max(128, mid), long, 4), (4, long, 4), (mid, 4, 64)):
+    for n, t, q in ((4, 4, 4), (max(128, mid), 4, 4), (mid, long, 4), (4, long, 4), (mid, 4, 64)):
         times = np.linspace(0.0, 0.6, t)
         packed = PackedSeries.from_series(
             [Series(id=f"c{i}", times=times, values=np.ones((t, d), dtype=np.float32)) for i in range(n)],

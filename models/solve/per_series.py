@@ -115,7 +115,7 @@ def solve_per_series(
     if mine is not None:
         s_q = torch.where(mine, s_q, torch.inf)
     s_u, order, rank = dedupe_sorted(s_q)
-    z = z0[src] if back.numel() else z0
+    z = z0 if mine is None else z0[src]
     lat = z.shape[1]
     k = lat if readout is None else readout.out_features  # values per query in the output
     n_buf = len(tab.c) + (0 if tab.fsal else 1)
