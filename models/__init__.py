@@ -7,7 +7,8 @@ The public surface (everything else is internal; `latentcast.service` imports on
 - packed batches: `PackedSeries`, `PackedForecast`
 - input checks: `pack` (a request's arrays → accepted series, refusals and warnings: `Checked`, `Issue`),
   `Limits` (what a model takes), `Validity` (a model's physical bounds and missing-value markers)
-- model and inference: `LatentODE`, `Forecaster`, `SeriesForecast`, `SolverError`, `Status`
+- model and inference: `LatentODE`, `Forecaster`, `SeriesForecast`, `SolverError`, `Status`;
+  `interruptible` / `Interrupted` (stop a forecast part-way once nobody waits for it)
 - continuous depth: `ODEBlock` (a residual block whose depth is an ODE solve)
 - checkpoints: `ModelBundle`, `load_checkpoint`, `save_checkpoint`, `find_checkpoint`, `embedded_models`
 - training: `train_model` (models.train.train), `build_experiment`; devices: `resolve_device`
@@ -29,6 +30,7 @@ from latentcast.models.datasets import dataset_from_frame, load_dataset
 from latentcast.models.device import resolve_device, threads_for
 from latentcast.models.forecast import Forecaster, SeriesForecast
 from latentcast.models.guard import Checked, Issue, Limits, pack
+from latentcast.models.interrupt import Interrupted, interruptible
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.odeblock import ODEBlock
 from latentcast.models.packed import PackedForecast, PackedSeries
@@ -47,6 +49,7 @@ __all__ = [
     "DataError",
     "ExperimentConfig",
     "Forecaster",
+    "Interrupted",
     "Issue",
     "LatentODE",
     "Limits",
@@ -69,6 +72,7 @@ __all__ = [
     "dataset_from_frame",
     "embedded_models",
     "find_checkpoint",
+    "interruptible",
     "load_checkpoint",
     "load_dataset",
     "pack",

@@ -16,6 +16,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from latentcast.models.config import ModelConfig
 from latentcast.models.dynamics import mlp
+from latentcast.models.interrupt import poll
+
+POLL_EVERY = 32  # encoder steps between checks that someone still wants the answer
 
 
 def processing_order(
@@ -119,6 +122,8 @@ class ContinuousEncoder(nn.Module):
         b, tmax, _ = xp.shape
         h = xp.new_zeros(b, self.hidden)
         for j in range(tmax):
+            if j % POLL_EVERY == 0:  # a long series is thousands of steps: stop if nobody waits any more
+                poll()
             valid = (j < lengths)[:, None]  # (B, 1)
             if j > 0:
                 h = torch.where(valid, self.evolve(h, dt[:, j]), h)

@@ -17,6 +17,7 @@ from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.config import SolverConfig
 from latentcast.models.data import Normalizer, Series
 from latentcast.models.device import SMALL_ROWS
+from latentcast.models.interrupt import poll
 from latentcast.models.latent_ode import LatentODE, Prediction
 from latentcast.models.packed import PackedForecast, PackedSeries
 from latentcast.models.rnn_baseline import RNNBaseline
@@ -160,6 +161,7 @@ class Forecaster:
             packed = packed.with_values(self.validity.clean(packed.values)[0])
         parts = []
         for start, stop in self._chunks(packed, max(ns, n_out)):
+            poll()
             due = deadlines[start:stop] if deadlines is not None else None
             chunk = packed.take(start, stop)
             parts.append(self._predict_chunk(chunk, levels, ns, n_out, normalized, due, solver or self.solver))

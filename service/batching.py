@@ -12,10 +12,11 @@ leads, and other requests of the same model, latent samples and solver settings 
 (micro-batching), a large one contributing a range of its series. A second, express thread takes
 only requests estimated at no more than `express_seconds`, on its own copy of each model. Between
 slices, a request whose deadline has passed or whose client has gone is dropped: nothing more is
-solved for it. Each series is solved with its own query times and steps (see `models.solve`), so
-slicing and batching change a forecast only within the solver's tolerance (float32 kernels round
-differently at other batch sizes, which can move an adaptive step). Queue limits answer 503 +
-Retry-After.
+solved for it; a slice in which no request is still wanted stops part-way (`models.interruptible`: the
+encoder, the solver and the chunks check every few steps). Each series is solved with its own query
+times and steps (see `models.solve`), so slicing and batching change a forecast only within the
+solver's tolerance (float32 kernels round differently at other batch sizes, which can move an adaptive
+step). Queue limits answer 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from latentcast.models import PackedForecast, PackedSeries, threads_for
+from latentcast.models import Interrupted, PackedForecast, PackedSeries, interruptible, threads_for
 from latentcast.service.cost import CostModel
 from latentcast.service.errors import ServiceError
 from latentcast.service.registry import ServedModel
@@ -86,6 +87,7 @@ class BatchStats:
     nfe: int
     captures: int  # CUDA graphs captured during this solve (0 once warm)
     threads: int  # intra-op threads the solve ran on
+    stopped: bool = False  # stopped part-way: every request in it had left or passed its deadline
 
 
 @dataclasses.dataclass
@@ -342,6 +344,12 @@ class Batcher:
         model = self.models[work[0][0].job.model.name]
         try:
             results = self._predict(model, work, express)
+        except Interrupted:  # nobody waits for any request in the slice any more: the rest is not solved
+            with self._cv:
+                for item, _, _ in work:
+                    if item in self._queue:
+                        self._drop(item)
+            return
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(work) > 1:  # retry each request's part alone before giving up
@@ -393,14 +401,23 @@ class Batcher:
         threads = threads_for(rows, forecaster.device, forecaster.small_rows)  # what the model will use
         started = time.monotonic()
         t0 = time.perf_counter()
-        out = forecaster.predict_packed(
-            packed,
-            levels=levels,
-            num_samples=self.num_samples,
-            return_samples=shown,
-            deadlines=deadlines,
-            solver=items[0].job.solver,
-        )
+        try:
+            with interruptible(lambda: any(it.alive for it in items)):
+                out = forecaster.predict_packed(
+                    packed,
+                    levels=levels,
+                    num_samples=self.num_samples,
+                    return_samples=shown,
+                    deadlines=deadlines,
+                    solver=items[0].job.solver,
+                )
+        except Interrupted:
+            if self.on_batch is not None:
+                nfe1, captures1 = forecaster.counters()
+                seconds = time.perf_counter() - t0
+                evals, captured = nfe1 - nfe0, captures1 - captures0
+                self.on_batch(BatchStats(model.name, len(packed), len(work), seconds, evals, captured, threads, True))
+            raise
         seconds = time.perf_counter() - t0
         nfe1, captures1 = forecaster.counters()
         steps = int(np.diff(packed.offsets).max())

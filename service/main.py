@@ -60,6 +60,8 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
             m.batch_seconds.observe(b.seconds)
             m.nfe.labels(b.model).inc(b.nfe)
             m.graph_captures.inc(b.captures)
+            if b.stopped:
+                m.slices_stopped.labels(b.model).inc()
 
         def on_done(d: Done) -> None:
             m.requests_done.labels(d.model, d.outcome).inc()

@@ -69,6 +69,12 @@ class Metrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.slices_stopped = Counter(
+            "latentcast_slices_stopped",
+            "solves stopped part-way because every request in them had gone or passed its deadline",
+            ["model"],
+            registry=r,
+        )
         self.solve_seconds = Histogram(
             "latentcast_request_solve_seconds",
             "time the inference thread spent on a request's slices",

@@ -17,6 +17,7 @@ import time
 import torch
 
 from latentcast.models.config import SolverConfig
+from latentcast.models.interrupt import poll
 from latentcast.models.solve.graphs import Graph, GraphCache, bucket, capture
 from latentcast.models.solve.status import SolverError, Status
 from latentcast.models.solve.step import Problem, State, VectorField, dedupe_sorted, initial_step, make_step
@@ -196,6 +197,7 @@ def solve_per_series(
             step = make_step(f, cfg, problem, readout)
             for it in range(cfg.max_num_steps):
                 if it % check == 0:
+                    poll()
                     expire(state)
                     if bool(state.done.all()):
                         break
@@ -209,6 +211,7 @@ def solve_per_series(
             evals = n_buf - 1  # vector-field evaluations per step (stage 0 is carried over)
             for it in range(cfg.max_num_steps):
                 if it % check == 0:
+                    poll()
                     expire(graph.state)
                     if bool(graph.state.done.all()):
                         break

@@ -309,11 +309,12 @@ def test_what_large_solves_teach_moves_admission_not_slices_or_the_express_lane(
     assert seeded1 == pytest.approx(seeded0)  # slices and the express lane: as seeded
 
 
-def test_a_request_whose_client_leaves_during_its_slice_is_counted_gone(checkpoints, monkeypatch) -> None:
+def test_a_slice_whose_client_leaves_stops_part_way_and_is_counted_gone(checkpoints, monkeypatch) -> None:
     import threading
 
     done: list[Done] = []
-    models, batcher = _toy_batcher(checkpoints, 4, on_done=done.append)
+    stats: list[BatchStats] = []
+    models, batcher = _toy_batcher(checkpoints, 4, on_done=done.append, on_batch=stats.append)
     fc = models["toy"].forecaster
     solving, release = threading.Event(), threading.Event()
     predict = fc.predict_packed
@@ -344,3 +345,4 @@ def test_a_request_whose_client_leaves_during_its_slice_is_counted_gone(checkpoi
     finally:
         batcher.stop()
     assert [d.outcome for d in done] == ["gone"] and batcher.queued_series == 0
+    assert [s.stopped for s in stats] == [True] and stats[0].nfe == 0  # stopped before the solve
