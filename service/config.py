@@ -162,7 +162,12 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="time to receive a request's headers; closed past it")
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; 431 beyond")
     keep_alive_s: float = Field(5.0, gt=0, description="idle time before a keep-alive connection is closed")
-    max_connections: int = Field(256, ge=1, description="connections + requests at once; 503 beyond")
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="connections + requests at once; at the limit a new request takes the place of an idle or "
+        "header-less connection (else the slowest body upload), and is answered 503 only if none is",
+    )
     shutdown_grace_s: float = Field(
         20.0, gt=0, description="on SIGTERM, time for requests in flight to finish before connections close"
     )

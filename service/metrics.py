@@ -69,6 +69,13 @@ class Metrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.connections_evicted = Counter(
+            "latentcast_connections_evicted",
+            "connections closed at LATENTCAST_MAX_CONNECTIONS to make room for a new request, by what they were "
+            "doing: waiting (no request, or its headers incomplete) or body (the slowest upload)",
+            ["phase"],
+            registry=r,
+        )
         self.slices_stopped = Counter(
             "latentcast_slices_stopped",
             "solves stopped part-way because every request in them had gone or passed its deadline",

@@ -3,7 +3,12 @@
 uvicorn bounds idle keep-alive connections, concurrency and the graceful shutdown, but not how long a
 client may take to send a request's headers, nor (with httptools) how large they may be: a client
 trickling headers, or sending a 300 MiB one, holds a socket and memory forever. `guarded_protocol`
-adds both. A server whose models fail to load exits non-zero at once, with one line saying why.
+adds both. And at `LATENTCAST_MAX_CONNECTIONS` uvicorn answers every new request 503, so a client that
+opens that many sockets and sends nothing locks everyone out until the header timeout; here a request
+that arrives at the limit takes the place of a connection that is doing nothing (idle, or still without
+its headers, the longest waiting first) or, failing that, of the slowest body upload (under 1 s in
+progress is never taken). A server whose models fail to load exits non-zero at once, with one line
+saying why.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
+from collections.abc import Callable
 
 import orjson
 import uvicorn
@@ -22,9 +29,20 @@ from latentcast.service.main import create_app
 log = logging.getLogger("latentcast.service")
 
 
-def guarded_protocol(header_timeout: float, max_header_bytes: int) -> type[HttpToolsProtocol]:
+# a body upload younger than this is never closed to make room: its rate is not known yet
+BODY_GRACE_S = 1.0
+
+
+def guarded_protocol(
+    header_timeout: float,
+    max_header_bytes: int,
+    max_connections: int | None = None,
+    on_evict: Callable[[str], None] | None = None,
+) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a deadline for each request's headers (closed past it; 408 if
-    part of them came) and a bound on their size (431), counted as the bytes arrive."""
+    part of them came), a bound on their size (431), counted as the bytes arrive, and at most
+    `max_connections` connections: at the limit, room is made for a new request by closing one that does
+    nothing (`on_evict(phase)` is told: "waiting" or "body"), and it is answered 503 only if none does."""
 
     class Guarded(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -33,12 +51,46 @@ def guarded_protocol(header_timeout: float, max_header_bytes: int) -> type[HttpT
             self._seen = 0
             self._in_headers = False
             self._timer: asyncio.TimerHandle | None = None
+            self._since = time.monotonic()  # waiting for a request since; then its body's start
+            self._body_bytes = 0
             self._arm()
 
         def _arm(self) -> None:
             self._in_headers, self._seen, self._tail = True, 0, b""
             if self._timer is None:
                 self._timer = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _waiting(self) -> bool:
+            """Doing nothing: without a complete request's headers, or idle between requests."""
+            return self._in_headers or (self.cycle is not None and self.cycle.response_complete and not self.pipeline)
+
+        def _uploading(self) -> bool:
+            return self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete
+
+        def _make_room(self) -> None:
+            """Over the connection limit (this one counted), close connections doing nothing (longest waiting
+            first), then the slowest body uploads, until this request fits."""
+            limit = max_connections
+            if limit is None or len(self.connections) <= limit:
+                return
+            now = time.monotonic()
+            others = [c for c in self.connections if c is not self and isinstance(c, Guarded)]
+            waiting = sorted((c for c in others if c._waiting()), key=lambda c: c._since)
+            uploads = [c for c in others if c._uploading() and now - c._since >= BODY_GRACE_S]
+            uploads.sort(key=lambda c: c._body_bytes / (now - c._since))
+            for conn, phase in [*((c, "waiting") for c in waiting), *((c, "body") for c in uploads)]:
+                if len(self.connections) <= limit:
+                    return
+                conn._evict(phase)
+
+        def _evict(self, phase: str) -> None:
+            if self._seen or phase == "body":  # someone may read it: say why
+                self._refuse(503, "closed to make room for another request (LATENTCAST_MAX_CONNECTIONS)")
+            else:
+                self.transport.close()
+            self.connections.discard(self)  # uvicorn counts it gone only once the close completes
+            if on_evict is not None:
+                on_evict(phase)
 
         def _disarm(self) -> None:
             self._in_headers = False
@@ -56,7 +108,9 @@ def guarded_protocol(header_timeout: float, max_header_bytes: int) -> type[HttpT
 
         def _refuse(self, status: int, detail: str) -> None:
             body = orjson.dumps({"detail": detail, "errors": []})
-            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}[
+                status
+            ]
             head = (
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
             )
@@ -84,7 +138,21 @@ def guarded_protocol(header_timeout: float, max_header_bytes: int) -> type[HttpT
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._since, self._body_bytes = time.monotonic(), 0
+            self._make_room()
+            # uvicorn's own check (503 when connections or tasks reach its limit) sees this one's verdict
+            # only: an evicted upload's task ends a moment after its connection is closed
+            full = max_connections is not None and len(self.connections) > max_connections
+            self.limit_concurrency = 0 if full else None
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self._body_bytes += len(body)
+            super().on_body(body)
+
+        def on_response_complete(self) -> None:
+            self._since = time.monotonic()
+            super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -104,16 +172,21 @@ def run(settings: Settings) -> int:
         if server is not None:
             server.should_exit = True
 
+    app = create_app(settings, on_fatal=fatal)
+    evicted = app.state.latentcast.metrics.connections_evicted
+
+    def on_evict(phase: str) -> None:
+        evicted.labels(phase).inc()
+
     config = uvicorn.Config(
-        create_app(settings, on_fatal=fatal),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         workers=1,
-        http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes),
+        http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes, settings.max_connections, on_evict),
         timeout_keep_alive=int(max(1, round(settings.keep_alive_s))),
-        limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=int(max(1, round(settings.shutdown_grace_s))),
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import select
 import socket
 import struct
 import time
@@ -268,3 +270,59 @@ def test_a_client_that_leaves_mid_body_is_no_bug(hostile: Hostile) -> None:
     time.sleep(0.3)
     hostile.still_healthy()
     assert "this is a bug" not in hostile.server.output() and "Traceback" not in hostile.server.output()
+
+
+def _told(socks: list[socket.socket], wait: float = 2.0) -> list[bytes | None]:
+    """What each socket received before it was closed (b"" if closed without a word), None if still open."""
+    out: list[bytes | None] = [None] * len(socks)
+    end = time.monotonic() + wait
+    while any(o is None for o in out) and (left := end - time.monotonic()) > 0:
+        ready, _, _ = select.select([s for s, o in zip(socks, out, strict=True) if o is None], [], [], left)
+        if not ready:
+            break
+        for s in ready:
+            k = socks.index(s)
+            got = s.recv(300)
+            out[k] = got + (b"" if not got else s.recv(300))
+    return out
+
+
+def test_sockets_that_hold_every_connection_slot_make_room_for_real_requests() -> None:
+    """A client that opens LATENTCAST_MAX_CONNECTIONS sockets and sends nothing, part of its headers, or a
+    trickle of body does not lock others out: each new request takes the place of one of them, those
+    doing nothing longest first, then the slowest upload."""
+    env = {"LATENTCAST_MAX_CONNECTIONS": "8", "LATENTCAST_HEADER_TIMEOUT_S": "60", "LATENTCAST_BODY_TIMEOUT_S": "60"}
+    with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
+
+        def hold(first: bytes) -> socket.socket:
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.settimeout(10)
+            if first:
+                s.sendall(first)
+            return s
+
+        upload = b"POST /forecast HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 999\r\n\r\n{"
+        silent = [hold(b"") for _ in range(4)]
+        partial = [hold(b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(4)]
+        time.sleep(0.3)
+        assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200  # not 503
+        r = httpx.post(f"{srv.url}/forecast", json={"model": "pbcseq", "series": [GOOD]}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert _told(silent + partial) == [b""] + [None] * 7  # the one waiting longest, closed
+        uploads = [hold(upload) for _ in range(8)]  # the 7 still waiting make room for them
+        time.sleep(1.5)  # past the grace an upload gets before it can be taken
+        assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200
+        told = _told(silent[1:] + partial + uploads)
+        metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
+        for s in silent + partial + uploads:
+            s.close()
+    assert told[:3] == [b"", b"", b""]  # silent: closed without a word
+    assert all(t is not None and t.startswith(b"HTTP/1.1 503") and b"MAX_CONNECTIONS" in t for t in told[3:7]), told
+    said = [t for t in told[7:] if t is not None]
+    assert len(said) == 1 and said[0].startswith(b"HTTP/1.1 503"), told  # one upload, the slowest
+    evicted = {
+        phase: float(m.group(1))
+        for phase in ("waiting", "body")
+        if (m := re.search(rf'latentcast_connections_evicted_total\{{phase="{phase}"\}} ([0-9.e+]+)', metrics))
+    }
+    assert evicted == {"waiting": 8, "body": 1}
