@@ -5,11 +5,12 @@ Maximal requests, each phase one kind, sent one after another for the phase's le
   tolerance   10,000 spirals series at rtol 1e-7, atol 1e-9 (about 1 MB)
   samples     1,500 one-observation physionet2012 series with num_samples 256 (an answer of ~16M values)
   body        a JSON body just under LATENTCAST_MAX_BODY_BYTES (32 MiB) of real pbcseq visits
+  long        one pbcseq series of 10,000 visits (its encoder walks 10,000 steps in one go), 3 at a time
 Small: one pbcseq patient (3 visits, 2 query times), open loop at --rate per second from a thread pool.
 Target: small p99 under 5× its idle p99, no small request failing, every maximal request answered
 within its deadline or refused up front with a status that names the setting.
 
-    python -m bench.fairness [--seconds 60] [--rate 20] [--phases tolerance,samples,body]
+    python -m bench.fairness [--seconds 60] [--rate 20] [--phases tolerance,samples,body,long]
     # writes bench/results/fairness.md and .json
 """
 
@@ -69,6 +70,17 @@ def big_body(limit: int = 32 * 2**20) -> bytes:
     return json.dumps({"model": "pbcseq", "series": series}).encode()
 
 
+def long_body(n: int = 10_000) -> bytes:
+    visits = [v for p in patients(312) for v in p["values"]]
+    values = [visits[k % len(visits)] for k in range(n)]  # the real visits, repeated
+    series = {"id": "long", "timestamps": [float(k) for k in range(n)], "values": values, "query_times": [n + 30.0]}
+    return json.dumps({"model": "pbcseq", "series": [series]}).encode()
+
+
+# maximal requests of a kind in flight at once (the rest one at a time)
+AT_ONCE = {"long": 3}
+
+
 def post(url: str, body: bytes, timeout: float = 60.0) -> tuple[int, float, str]:
     t0 = time.perf_counter()
     try:
@@ -79,8 +91,8 @@ def post(url: str, body: bytes, timeout: float = 60.0) -> tuple[int, float, str]
         return -1, time.perf_counter() - t0, type(exc).__name__
 
 
-def phase(url: str, seconds: float, rate: float, heavy: bytes | None) -> dict[str, Any]:
-    """Small requests at `rate`/s for `seconds`, with `heavy` sent back to back meanwhile."""
+def phase(url: str, seconds: float, rate: float, heavy: bytes | None, at_once: int = 1) -> dict[str, Any]:
+    """Small requests at `rate`/s for `seconds`, with `heavy` sent back to back (`at_once` in flight)."""
     stop = threading.Event()
     heavy_out: list[tuple[int, float, str]] = []
 
@@ -88,8 +100,9 @@ def phase(url: str, seconds: float, rate: float, heavy: bytes | None) -> dict[st
         while not stop.is_set() and heavy is not None:
             heavy_out.append(post(url, heavy, timeout=60.0))
 
-    mover = threading.Thread(target=hammer, daemon=True)
-    mover.start()
+    movers = [threading.Thread(target=hammer, daemon=True) for _ in range(at_once)]
+    for mover in movers:
+        mover.start()
     time.sleep(0.5 if heavy is not None else 0.0)  # the first maximal request is in
     start = time.perf_counter()
     futures = []
@@ -101,7 +114,8 @@ def phase(url: str, seconds: float, rate: float, heavy: bytes | None) -> dict[st
             k += 1
         small = [f.result() for f in futures]
     stop.set()
-    mover.join(120)
+    for mover in movers:
+        mover.join(120)
     lat = np.array([s[1] for s in small if s[0] == 200]) * 1e3
     return {
         "small_sent": len(small),
@@ -118,9 +132,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
-    ap.add_argument("--phases", default="tolerance,samples,body", help="maximal kinds to run (idle always runs)")
+    ap.add_argument("--phases", default="tolerance,samples,body,long", help="maximal kinds to run (idle always runs)")
     args = ap.parse_args()
-    makers = {"tolerance": tolerance_body, "samples": samples_body, "body": big_body}
+    makers = {"tolerance": tolerance_body, "samples": samples_body, "body": big_body, "long": long_body}
     bodies = {name: makers[name]() for name in args.phases.split(",")}
     rows: dict[str, Any] = {}
     with ServerProcess({}, "cpu", timeout=180) as server:
@@ -128,7 +142,7 @@ def main() -> None:
             post(server.url, SMALL)
         rows["idle"] = phase(server.url, args.seconds, args.rate, None)
         for name, body in bodies.items():
-            rows[name] = phase(server.url, args.seconds, args.rate, body)
+            rows[name] = phase(server.url, args.seconds, args.rate, body, AT_ONCE.get(name, 1))
             rows[name]["heavy_bytes"] = len(body)
             print(name, {k: v for k, v in rows[name].items() if k != "heavy"}, flush=True)
         metrics = httpx.get(f"{server.url}/metrics").text
