@@ -137,6 +137,8 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
         "epochs": len(metrics["history"]),
         "best_epoch": metrics["best"].get("epoch"),
         "stopped": metrics.get("stopped_early"),
+        "folds": (report.get("cross_validation") or {}).get("folds"),
+        "validation_size": report.get("validation_size"),
         "warnings": report.get("warnings", []),
         "wall_seconds": wall,
         "time_scale": model.bundle.time.scale,
@@ -145,7 +147,8 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
     }
     for task in TASKS:  # the user's view: Model.backtest on the data's scale, the `point` column
         row[task] = _by_method(model.backtest(test, task=task).scores)
-    # the same on validation, second half: what bench.recipe_search compares (test splits unused there)
+    # the same on validation, second half: what bench.recipe_search compares (test splits unused there;
+    # in-sample when the table was cross-validated: the final model trains on the validation series too)
     val = _by_method(model.backtest(split_table(model_data(model), "val"), task="half").scores)
     row["val_half"] = {
         "model": val["latent_ode"]["all"]["nmse"],
@@ -186,7 +189,11 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         "# Your data: `latentcast train --data FILE --channels … [--time-unit U]`, no other flag",
         "",
         f"{r['device']}, commit {r['commit']}, {r['date']}. Each table's series are split by id 80/10/10 (seeded); the",
-        "model kept is the epoch best on validation. Each test series (never trained or chosen on) is scored with",
+        "model kept is the epoch best on validation, which is grown to 100 held-out points where a quarter of the",
+        "training and validation series allows. Tables too small for that (≤ 200 series) are cross-validated:",
+        "5 folds choose the number of epochs (column: epochs (CV)), the model is trained on every training and",
+        "validation series, and validation figures are out of fold. Each test series (never trained or chosen on)",
+        "is scored with",
         "`Model.backtest` as a user would: on the data's scale, the model's `point` column (the median on logged",
         "channels, the mean elsewhere) beside LOCF and a per-series linear trend, on two tasks: the second half",
         "of each series from its first half, and its last point from the rest. NMSE: squared error ÷ the held-out",
@@ -205,7 +212,8 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         cov = "/".join(f"{100 * h['latent_ode']['all'][f'coverage{c}']:.0f}" for c in (50, 80, 95))
         lines.append(
             f"| {x['name']} ({x['unit']}) | {x['test_series']} ({int(h['latent_ode']['all']['points'])} points) | "
-            f"{x['val_series']} / {x['val_points']:.0f} | {x['epochs']} ({x['best_epoch']}) | "
+            f"{'out of fold: ' if x.get('folds') else ''}{x['val_series']} / {x['val_points']:.0f} | "
+            f"{x['epochs']} ({'CV' if x.get('folds') else x['best_epoch']}) | "
             f"**{h['latent_ode']['all']['nmse']:.3f}** | {h['locf']['all']['nmse']:.3f} | "
             f"{h['linear_trend']['all']['nmse']:.3f} | {h['latent_ode']['all']['crps']:.4g} | {cov}% | "
             f"**{last['latent_ode']['all']['nmse']:.3f}** | {last['locf']['all']['nmse']:.3f} | "

@@ -145,6 +145,13 @@ def train_cmd(
     if result.metrics.get("report"):
         typer.echo(format_report(result.metrics["report"]))
     stopped = result.metrics.get("stopped_early")
+    if best.get("cross_validated"):
+        typer.echo(
+            f"{best['cross_validated']}-fold cross-validation chose {best.get('epoch')} epochs; trained on every "
+            f"training and validation series: out-of-fold val nmse {best.get('val_nmse', float('nan')):.4f} -> "
+            f"{result.best}"
+        )
+        return
     typer.echo(
         f"best epoch {best.get('epoch')}: val nmse {best.get('val_nmse', float('nan')):.4f} -> {result.best}"
         + (f" (stopped early: {stopped})" if stopped else "")

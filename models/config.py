@@ -214,6 +214,13 @@ class TrainConfig:
     length_pool: batch series of similar length together: each run of this many batches' worth of the
     shuffled series is sorted by length before it is cut into batches, and the batches are shuffled
     (less padding in the encoder and the targets, the order still random; 0: off).
+    min_val_points: held-out points (of `val_task`) that validation needs to choose an epoch and fit the
+    intervals; below it, series move from training to validation (seeded) while validation stays within
+    `max_val_share` of the training and validation series. folds: when validation still falls short on
+    a table of at most `cv_max_series` training and validation series, the number of epochs is chosen by
+    k-fold cross-validation over them, the model is trained on all of them for that many epochs, and its
+    intervals are calibrated on the folds' out-of-fold forecasts (0: off). A larger table short of points
+    keeps its split and is warned (k + 1 trainings would cost more there than a larger share of it).
     """
 
     epochs: int = 50
@@ -239,6 +246,10 @@ class TrainConfig:
     channel_balance: float = 0.0
     loss_units: LossUnits = "normalised"
     length_pool: int = 0
+    min_val_points: int = 100
+    max_val_share: float = 0.25
+    folds: int = 5
+    cv_max_series: int = 200
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -259,6 +270,10 @@ class TrainConfig:
         _check(0 <= self.channel_balance <= 1, "train.channel_balance", "must be in [0, 1] (0: off)")
         _check(self.loss_units in get_args(LossUnits), "train.loss_units", f"one of {get_args(LossUnits)}")
         _check(self.length_pool >= 0, "train.length_pool", "must be >= 0 (0: off)")
+        _check(self.min_val_points >= 0, "train.min_val_points", "must be >= 0 (0: keep the split as it is)")
+        _check(0 < self.max_val_share < 1, "train.max_val_share", "must be in (0, 1), e.g. 0.25")
+        _check(self.folds == 0 or self.folds >= 2, "train.folds", "must be 0 (off) or >= 2")
+        _check(self.cv_max_series >= 0, "train.cv_max_series", "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

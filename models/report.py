@@ -66,7 +66,13 @@ def validation_warnings(report: dict[str, Any], history: Sequence[dict[str, Any]
     best epoch that is the first, channels left uncalibrated for want of held-out values."""
     out = []
     points, series = int(report.get("forecast_points", 0)), report.get("series", 0)
-    if points < MIN_VALIDATION_POINTS:
+    if points < MIN_VALIDATION_POINTS and report.get("cross_validation"):
+        out.append(
+            f"every one of the {series} training and validation series was forecast out of fold, {points} held-out "
+            f"points in all (fewer than {MIN_VALIDATION_POINTS}): the epochs chosen and the coverage measured are "
+            "uncertain on a table this small; more series would help"
+        )
+    elif points < MIN_VALIDATION_POINTS:
         out.append(
             f"validation holds {points} held-out points in {series} series (fewer than {MIN_VALIDATION_POINTS}): "
             "the best epoch chosen on it and the coverage measured on it are noisy; give validation a larger "
@@ -93,8 +99,8 @@ def format_report(report: dict[str, Any]) -> str:
     channels = [c for c in rows["latent_ode"] if c != "average"]
     width = max(12, *(len(c) for c in channels))
     lines = [
-        f"validation report ({report['series']} series, {int(report['forecast_points'])} held-out points; NMSE, lower "
-        "is better):",
+        f"{'out-of-fold' if report.get('cross_validation') else 'validation'} report ({report['series']} series, "
+        f"{int(report['forecast_points'])} held-out points; NMSE, lower is better):",
         "  " + "forecast".ljust(14) + "".join(c.rjust(width + 1) for c in [*channels, "average"]),
     ]
     for key, label in (("latent_ode", "latent ODE"), ("locf", "LOCF"), ("linear_trend", "linear trend")):

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from latentcast.models import distributed
 from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
+from latentcast.models.crossval import choose_epochs, fold_splits, pooled_report, score, sized_validation
 from latentcast.models.data import DataError, Normalizer, Series, collate, random_contexts
 from latentcast.models.datasets import DatasetSplit
 from latentcast.models.device import resolve_device
@@ -38,6 +39,7 @@ log = logging.getLogger("latentcast.train")
 CONSOLE = Console(stderr=True)
 
 BEST, LAST, METRICS, PLOT, RANKS = "best.pt", "last.pt", "metrics.json", "validation.png", "ranks.json"
+FOLDS = "folds"  # cross-validation's runs, one directory per fold
 
 
 @dataclasses.dataclass
@@ -164,8 +166,16 @@ def train(
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
     dev = distributed.start(world, resolve_device(device))
+    tc = exp.train
+    split, sizing = sized_validation(split, tc.val_task, tc.min_val_points, tc.max_val_share, exp.data.split_seed)
+    note = sizing.describe(tc.min_val_points)
     try:
-        result = _train(exp, split, out, dev, world, resume, show_progress and world.main, on_epoch)
+        small = len(split.train) + len(split.val) <= tc.cv_max_series
+        if sizing.short and small and tc.folds and resume is None and not world.active:
+            log.info("%s: choosing the epochs by %d-fold cross-validation", note, tc.folds)
+            result = _cross_validated(exp, split, out, dev, world, show_progress, on_epoch, note)
+        else:
+            result = _train(exp, split, out, dev, world, resume, show_progress and world.main, on_epoch, note=note)
     except BaseException:
         distributed.stop(world, together=False)
         raise
@@ -182,7 +192,12 @@ def _train(
     resume: str | Path | None,
     show_progress: bool,
     on_epoch: Callable[[dict[str, Any]], None] | None,
+    note: str = "",
+    label: str = "",
+    cv: CrossValidation | None = None,
 ) -> TrainResult:
+    """One training run. `label` prefixes the progress bar (a fold); with `cv`, every epoch is kept (the
+    last is the model) and the report is the folds' (`cv.report`), not one on `split.val`."""
     tc = exp.train
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     validity = Validity.from_config(exp.data.bounds, exp.data.missing_values, split.channels, exp.data.bounds_source)
@@ -245,7 +260,7 @@ def _train(
     per_rank = n_train // world.size
     steps = math.ceil(per_rank / tc.batch_size)
     progress = Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        TextColumn("[bold]" + label + "epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]} | {task.fields[val]}"),
@@ -314,7 +329,7 @@ def _train(
                 **val,
             }
             history.append(row)
-            improved = score < best_score
+            improved = score < best_score or cv is not None  # cross-validated: the last epoch is the model
             if improved:
                 best_score = score
                 save_checkpoint(out / BEST, bundle({"validation": row}))
@@ -352,13 +367,76 @@ def _train(
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
     best = load_checkpoint(out / BEST, dev)
-    report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task, out_of_bounds)
+    if cv is None:
+        report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task, out_of_bounds)
+        report["warnings"] = validation_warnings(report, history)
+    else:
+        report, calibration = dict(cv.report), cv.calibration
+        report.update(outliers_excluded=outliers, out_of_bounds_excluded=out_of_bounds, cross_validation=cv.summary)
+        report["warnings"] = validation_warnings(report, [{"val_nmse": v} for v in cv.curve])
     report["suspect_missing_codes"] = codes
-    report["warnings"] = validation_warnings(report, history)
+    report["validation_size"] = note
     save_checkpoint(out / BEST, with_report(best, report, calibration))
-    metrics = _write_metrics(out, exp, history, best_score, time.perf_counter() - started, report, stopped)
+    chosen = None
+    if cv is not None:  # the model is the last epoch; its score is the folds' out-of-fold one
+        oof = report["nmse"]["latent_ode"]["average"]
+        chosen = {"epoch": len(history), "val_nmse": oof, "cross_validated": cv.summary["folds"]}
+    seconds = time.perf_counter() - started
+    metrics = _write_metrics(out, exp, history, best_score, seconds, report, stopped, chosen)
     _plot_best(out, split, exp, dev)
     return TrainResult(out / BEST, out / LAST, metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossValidation:
+    """What the folds found, for the final run: its report and calibration (out-of-fold), the mean
+    validation score per epoch and a summary for metrics.json."""
+
+    report: dict[str, Any]
+    calibration: tuple[float, ...] | None
+    curve: list[float]
+    summary: dict[str, Any]
+
+
+def _cross_validated(
+    exp: ExperimentConfig,
+    split: DatasetSplit,
+    out: Path,
+    dev: torch.device,
+    world: distributed.World,
+    show_progress: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    note: str,
+) -> TrainResult:
+    """Train once per fold (out/folds/K), choose the epochs on the folds' mean validation score, then train
+    on every training and validation series for that many epochs (the last epoch is the model)."""
+    tc = exp.train
+    started = time.perf_counter()
+    parts = fold_splits(split, tc.folds, tc.seed)
+    histories, fitted = [], []
+    for k, fold in enumerate(parts):
+        label = f"fold {k + 1}/{len(parts)} "
+        res = _train(exp, fold, out / FOLDS / str(k + 1), dev, world, None, show_progress, None, label=label)
+        histories.append(res.metrics["history"])
+        fitted.append((load_checkpoint(res.best, dev), fold.val))
+    epochs, curve = choose_epochs(histories)
+    report, calibration = pooled_report(fitted, dev, tc.val_task, samples=tc.val_samples)
+    summary = {
+        "folds": len(parts),
+        "epochs_chosen": epochs,
+        "mean_val_score_per_epoch": [round(v, 6) for v in curve],
+        "fold_best_epochs": [min(h, key=score)["epoch"] for h in histories],
+        "fold_seconds": round(time.perf_counter() - started, 1),
+    }
+    log.info("cross-validation chose %d epochs (fold bests %s)", epochs, summary["fold_best_epochs"])
+    every = [*split.train, *split.val]
+    sizes = {"train": len(every), "val": 0, "test": len(split.test), "folds": len(parts)}
+    desc = dict(split.description, split=sizes)
+    final = dataclasses.replace(split, train=every, val=every, description=desc)  # val in-sample: progress only
+    exp_final = dataclasses.replace(exp, train=dataclasses.replace(tc, epochs=epochs, patience=0))
+    cv = CrossValidation(report, calibration, curve, summary)
+    label = f"all {len(every)} series "
+    return _train(exp_final, final, out, dev, world, None, show_progress, on_epoch, note=note, label=label, cv=cv)
 
 
 def _stop_reason(exp: ExperimentConfig, history: list[dict[str, Any]], seconds: float) -> str | None:
@@ -396,8 +474,11 @@ def _write_metrics(
     seconds: float,
     report: dict[str, Any] | None = None,
     stopped: str | None = None,
+    chosen: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """metrics.json; `chosen` (cross-validation's choice) stands for the best validation row."""
     best_row = min(history, key=lambda r: r.get("val_nmse", r["val_loss"])) if history else {}
+    best_row = chosen or best_row
     metrics = {
         "experiment": to_dict(exp),
         "best": best_row,

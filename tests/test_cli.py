@@ -182,13 +182,16 @@ def test_train_with_its_progress_bar_on_a_terminal(tmp_path) -> None:
     code, out = _run_on_a_terminal([*args, "--out", "run", "--epochs", "3", "--device", "cpu"], tmp_path)
     assert code == 0, out[-3000:]
     assert "\x1b[" in out and "━" in out  # the bar, drawn with terminal escapes: rich saw a terminal
-    assert "epoch 3" in out and "val nmse" in out and "best epoch" in out
+    # 24 series: too few for a validation split to choose an epoch on, so 5 folds, then every series
+    assert "fold 1/5 epoch 3" in out and "fold 5/5 epoch 3" in out and "val nmse" in out
+    assert "5-fold cross-validation chose" in out and "out-of-fold report (" in out
     assert "nan" not in out  # the bar shows the last epoch's loss until the first step of the next
     assert '"val_nmse"' not in out  # the per-epoch log record is for logs (--quiet), not printed into the bar
-    assert (tmp_path / "run" / "best.pt").is_file()
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "folds" / "5" / "best.pt").is_file()
     code, out = _run_on_a_terminal([*args, "--out", "run2", "--epochs", "2", "--device", "cpu", "--quiet"], tmp_path)
     assert code == 0 and "━" not in out  # no bar
-    assert out.count('"val_nmse"') == 2  # one record per epoch instead
+    chosen = json.loads((tmp_path / "run2" / "metrics.json").read_text())["best"]["epoch"]
+    assert out.count('"val_nmse"') == 5 * 2 + chosen  # one record per epoch instead: 5 folds, then the final run
 
 
 def test_errors_are_one_line_and_a_nonzero_exit(tmp_path) -> None:
@@ -251,7 +254,7 @@ def test_time_units_are_chosen_from_the_data_through_the_cli(tmp_path, kind: str
         app, [*args, "--out", str(tmp_path / "run"), "--epochs", "2", "--quiet", "--device", "cpu"]
     )
     assert res.exit_code == 0, res.output
-    assert "validation report" in res.output and "LOCF" in res.output
+    assert "out-of-fold report" in res.output and "LOCF" in res.output  # 22 series: cross-validated
     bundle = load_checkpoint(tmp_path / "run" / "best.pt")
     pre = bundle.data["preprocessing"]
     assert pre["time_scale_rule"].startswith("auto") and bundle.time.scale == pytest.approx(pre["time_scale"])

@@ -34,7 +34,8 @@ def _split() -> DatasetSplit:
 
 
 def _exp(epochs: int = 4, **train_kw) -> ExperimentConfig:
-    kw: dict = dict(batch_size=10, lr=1e-2, lr_min=1e-3, val_samples=4, plot_series=2)
+    # min_val_points 0: the split as given (cross-validation, which a table this small gets: test_crossval)
+    kw: dict = dict(batch_size=10, lr=1e-2, lr_min=1e-3, val_samples=4, plot_series=2, min_val_points=0)
     tc = TrainConfig(epochs=epochs, **{**kw, **train_kw})
     return ExperimentConfig(DataConfig(name="toy"), tiny_config(), tc)
 
@@ -237,6 +238,9 @@ def test_a_doubtful_choice_of_epoch_or_calibration_is_warned_about() -> None:
     assert validation_warnings(roomy, [{"val_nmse": 0.5}, {"val_nmse": 0.6}]) == [
         "the best epoch is the first of 2: no later epoch improved the validation score"
     ]
+    folded = {**report, "cross_validation": {"folds": 5}}  # small even out of fold: no split to enlarge
+    assert "forecast out of fold" in validation_warnings(folded, history)[0]
+    assert "data.split" not in validation_warnings(folded, history)[0]
 
 
 def test_the_report_names_the_naive_forecast_to_use_when_the_model_loses() -> None:

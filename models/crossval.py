@@ -1,0 +1,159 @@
+"""Validation large enough to choose an epoch on, and cross-validation where a table is too small for one.
+
+`sized_validation` moves series (in a seeded order) from training to validation until validation holds
+`train.min_val_points` held-out points, if that keeps validation within `train.max_val_share` of the
+training and validation series. Where it cannot, `fold_splits` cuts the training and validation series
+into `train.folds` folds; the trainer trains once per fold, `choose_epochs` picks the number of epochs
+whose mean validation score over the folds is lowest, the final model is trained on every series for
+that many epochs, and `pooled_report` scores and calibrates it on the folds' out-of-fold forecasts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentcast.models.calibrate import BAND, fit_factors, held_out
+from latentcast.models.checkpoint import ModelBundle
+from latentcast.models.data import Series
+from latentcast.models.datasets import DatasetSplit
+from latentcast.models.forecast import Forecaster
+from latentcast.models.metrics import baseline_nmse, forecast_contexts, holdout_metrics
+
+
+def held_out_points(series: Sequence[Series], task: str) -> int:
+    """Points forecast when validating on `series` with `task` ("last" or "half")."""
+    return sum(len(s) - c for s, c in zip(series, forecast_contexts(series, task), strict=True) if c < len(s))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizing:
+    """What `sized_validation` did: `moved` series went from training to validation; `short` is True when
+    validation still holds fewer points than wanted (cross-validate instead)."""
+
+    points_before: int
+    points: int
+    moved: int
+    short: bool
+
+    def describe(self, wanted: int) -> str:
+        moved = f"{self.moved} series moved from training to validation, " if self.moved else ""
+        return f"{moved}validation holds {self.points} held-out points ({wanted} wanted)"
+
+
+def sized_validation(
+    split: DatasetSplit, task: str, min_points: int, max_share: float, seed: int
+) -> tuple[DatasetSplit, Sizing]:
+    """The split with validation grown to `min_points` held-out points where that keeps it within
+    `max_share` of the training and validation series; else as it was (`Sizing.short`)."""
+    before = held_out_points(split.val, task)
+    if before >= min_points:
+        return split, Sizing(before, before, 0, False)
+    pool = len(split.train) + len(split.val)
+    order = np.random.default_rng([seed, 77]).permutation(len(split.train))
+    val, points, moved = list(split.val), before, 0
+    for i in order:
+        if points >= min_points or len(val) + 1 > max_share * pool:
+            break
+        s = split.train[int(i)]
+        val.append(s)
+        points += held_out_points([s], task)
+        moved += 1
+    if points < min_points:  # not reachable within the share: keep the split, cross-validate instead
+        return split, Sizing(before, before, 0, True)
+    taken = {s.id for s in val}
+    train = [s for s in split.train if s.id not in taken]
+    desc = dict(split.description, split={"train": len(train), "val": len(val), "test": len(split.test)})
+    return dataclasses.replace(split, train=train, val=sorted(val, key=lambda s: s.id), description=desc), Sizing(
+        before, points, moved, False
+    )
+
+
+def fold_splits(split: DatasetSplit, folds: int, seed: int) -> list[DatasetSplit]:
+    """`folds` splits of the training and validation series: each validates on one fold, trains on the rest."""
+    pool = sorted([*split.train, *split.val], key=lambda s: s.id)
+    order = np.random.default_rng([seed, 78]).permutation(len(pool))
+    parts = [sorted(int(i) for i in order[k::folds]) for k in range(folds)]
+    out = []
+    for k, part in enumerate(parts):
+        held = set(part)
+        train = [s for i, s in enumerate(pool) if i not in held]
+        val = [pool[i] for i in part]
+        desc = dict(split.description, fold=f"{k + 1}/{folds}", split={"train": len(train), "val": len(val)})
+        out.append(dataclasses.replace(split, train=train, val=val, description=desc))
+    return out
+
+
+def score(row: dict[str, Any]) -> float:
+    """An epoch's validation score: its held-out NMSE, else its validation loss."""
+    return float(row["val_nmse"] if "val_nmse" in row else row["val_loss"])
+
+
+def choose_epochs(histories: Sequence[Sequence[dict[str, Any]]]) -> tuple[int, list[float]]:
+    """The number of epochs with the lowest mean validation score over the folds, and that mean per epoch.
+    A fold that stopped early keeps its last score for the epochs it did not run."""
+    curves = [[score(r) for r in h] for h in histories if h]
+    longest = max(len(c) for c in curves)
+    padded = np.array([c + [c[-1]] * (longest - len(c)) for c in curves], dtype=float)
+    mean = padded.mean(0)
+    return int(np.argmin(mean)) + 1, [float(x) for x in mean]
+
+
+def pooled_report(
+    folds: Sequence[tuple[ModelBundle, Sequence[Series]]], device: torch.device, task: str, samples: int = 32
+) -> tuple[dict[str, Any], tuple[float, ...] | None]:
+    """The validation report of `models.report.training_report`, from each fold's model forecasting its own
+    held-out series: NMSE per channel weighted by each fold's held-out values, 80% coverage and the spread
+    factors fitted on all folds' forecasts together."""
+    channels = list(folds[0][0].channels)
+    draws, targets, stds = [], [], []
+    sums: dict[str, dict[str, list[float]]] = {k: {} for k in ("latent_ode", "locf", "linear_trend")}
+    series = points = 0
+    for bundle, val in folds:
+        contexts = forecast_contexts(val, task)
+        plain = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples)
+        x, y, sd = held_out(plain, val, contexts)
+        draws.append(x)
+        targets.append(y)
+        stds.append(sd)
+        model = holdout_metrics(plain, val, contexts)
+        base = baseline_nmse(val, contexts, bundle.normalizer)
+        counts = (~np.isnan(y)).sum(0).tolist()  # (D,) held-out values per channel
+        for name, m in (("latent_ode", model), ("locf", base["locf"]), ("linear_trend", base["linear_trend"])):
+            for j, c in enumerate(channels):
+                v = m.get(f"nmse_{c}")
+                if v is not None and counts[j]:
+                    sums[name].setdefault(c, []).extend([float(v) * counts[j], float(counts[j])])
+        series += len(val)
+        points += int(model.get("forecast_points", 0))
+    x, y, sd = np.concatenate(draws, axis=1), np.concatenate(targets), np.concatenate(stds)
+    factors, before, after = fit_factors(x, y, sd, channels)
+    calibration = factors if any(f != 1.0 for f in factors) else None
+    rows: dict[str, dict[str, float | None]] = {}
+    for name, per in sums.items():
+        row: dict[str, float | None] = {
+            c: (float(sum(per[c][0::2]) / sum(per[c][1::2])) if c in per else None) for c in channels
+        }
+        seen = [v for v in row.values() if v is not None]
+        row["average"] = float(np.mean(seen)) if seen else None
+        rows[name] = row
+    model_avg, locf_avg = rows["latent_ode"]["average"], rows["locf"]["average"]
+    counts = dict(zip(channels, (~np.isnan(y)).sum(0).tolist(), strict=True))
+    covered = sum(after[c] * counts[c] for c in after)
+    return {
+        "split": f"out-of-fold ({len(folds)} folds of the training and validation series)",
+        "task": task,
+        "series": series,
+        "forecast_points": float(points),
+        "nmse": rows,
+        "coverage80": covered / sum(counts[c] for c in after) if after else None,
+        "coverage80_before_calibration": before,
+        "calibration": list(calibration) if calibration else None,
+        "calibration_band": list(BAND),
+        "not_calibrated": [c for c in channels if c not in before],
+        "beats_locf": model_avg is not None and locf_avg is not None and model_avg < locf_avg,
+    }, calibration
