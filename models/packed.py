@@ -212,9 +212,10 @@ class PackedForecast:
             times=self.times[rows],
             point=self.point[rows],
             mean=self.mean[rows],
-            quantiles=self.quantiles[:, rows],
+            # indexing an inner axis leaves the result strided: writers (orjson, Arrow) need C order
+            quantiles=np.ascontiguousarray(self.quantiles[:, rows]),
             levels=self.levels,
-            samples=self.samples[:, rows] if self.samples is not None else None,
+            samples=np.ascontiguousarray(self.samples[:, rows]) if self.samples is not None else None,
             status=self.status[series],
             nfe=self.nfe[series],
             far=self.far[series],

@@ -75,3 +75,21 @@ def test_packed_forecast_splits_like_separate_requests(normalizer) -> None:
     np.testing.assert_array_equal(one[1].quantiles[0.9], whole.quantiles[1, len(qs[0]) : len(qs[0]) + len(qs[1])])
     with pytest.raises(ValueError, match="zero series"):
         fc.predict_packed(PackedSeries.from_series([], []))
+
+
+def test_selected_series_are_copied_in_c_order_for_the_writers(normalizer) -> None:
+    """A request that skips a refused series answers the rest: orjson writes only C-ordered arrays."""
+    import orjson
+
+    series = make_series(4, seed=5)
+    qs = _queries(series, seed=2)
+    fc = Forecaster(LatentODE(tiny_config(), 3), normalizer, num_samples=4)
+    whole = fc.predict_packed(PackedSeries.from_series(series, qs), levels=(0.1, 0.9), return_samples=True)
+    kept = whole.select(np.array([0, 2, 3]))
+    arrays = [kept.point, kept.mean, kept.quantiles, kept.samples, kept.times]
+    assert all(a is not None and a.flags.c_contiguous for a in arrays)
+    a, z = kept.query_offsets[1:3]
+    np.testing.assert_array_equal(
+        kept.quantiles[1, a:z], whole.quantiles[1, whole.query_offsets[2] : whole.query_offsets[3]]
+    )
+    orjson.dumps({"q": kept.quantiles[1, a:z], "mean": kept.mean[a:z]}, option=orjson.OPT_SERIALIZE_NUMPY)
