@@ -71,8 +71,9 @@ class Metrics:
         )
         self.connections_evicted = Counter(
             "latentcast_connections_evicted",
-            "connections closed at LATENTCAST_MAX_CONNECTIONS to make room for a new request, by what they were "
-            "doing: waiting (no request, or its headers incomplete) or body (the slowest upload)",
+            "at LATENTCAST_MAX_CONNECTIONS: connections closed to make room for a new request, by what they were "
+            "doing (waiting: no request, or its headers incomplete; body: the slowest upload), and requests "
+            "answered 503 for want of one to close (refused)",
             ["phase"],
             registry=r,
         )

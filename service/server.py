@@ -6,9 +6,9 @@ trickling headers, or sending a 300 MiB one, holds a socket and memory forever. 
 adds both. And at `LATENTCAST_MAX_CONNECTIONS` uvicorn answers every new request 503, so a client that
 opens that many sockets and sends nothing locks everyone out until the header timeout; here a request
 that arrives at the limit takes the place of a connection that is doing nothing (idle, or still without
-its headers, the longest waiting first) or, failing that, of the slowest body upload (under 1 s in
-progress is never taken). A server whose models fail to load exits non-zero at once, with one line
-saying why.
+its headers, the longest waiting first) or, failing that, of the slowest body upload (none waiting or
+uploading for under 1 s is taken); with none to take, it is answered 503 with Retry-After. A server
+whose models fail to load exits non-zero at once, with one line saying why.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import uvicorn
@@ -29,8 +30,9 @@ from latentcast.service.main import create_app
 log = logging.getLogger("latentcast.service")
 
 
-# a body upload younger than this is never closed to make room: its rate is not known yet
-BODY_GRACE_S = 1.0
+# a connection waiting or uploading for less than this is never closed to make room: a new one is about
+# to send its headers, and an upload's rate is not known yet
+GRACE_S = 1.0
 
 
 def guarded_protocol(
@@ -42,7 +44,20 @@ def guarded_protocol(
     """uvicorn's httptools protocol with a deadline for each request's headers (closed past it; 408 if
     part of them came), a bound on their size (431), counted as the bytes arrive, and at most
     `max_connections` connections: at the limit, room is made for a new request by closing one that does
-    nothing (`on_evict(phase)` is told: "waiting" or "body"), and it is answered 503 only if none does."""
+    nothing (`on_evict(phase)` is told: "waiting" or "body"), and it is answered 503 (JSON, Retry-After;
+    `on_evict("refused")`) only if none does."""
+    full_body = orjson.dumps(
+        {
+            "detail": f"the server is at LATENTCAST_MAX_CONNECTIONS ({max_connections}) connections, every one busy "
+            "with a request; retry after a second",
+            "errors": [],
+        }
+    )
+
+    async def full(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": full_body})
 
     class Guarded(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -53,6 +68,8 @@ def guarded_protocol(
             self._timer: asyncio.TimerHandle | None = None
             self._since = time.monotonic()  # waiting for a request since; then its body's start
             self._body_bytes = 0
+            self._app = self.app
+            self.limit_concurrency = None  # the limit is ours (`on_headers_complete`), not uvicorn's
             self._arm()
 
         def _arm(self) -> None:
@@ -75,8 +92,9 @@ def guarded_protocol(
                 return
             now = time.monotonic()
             others = [c for c in self.connections if c is not self and isinstance(c, Guarded)]
+            others = [c for c in others if now - c._since >= GRACE_S]
             waiting = sorted((c for c in others if c._waiting()), key=lambda c: c._since)
-            uploads = [c for c in others if c._uploading() and now - c._since >= BODY_GRACE_S]
+            uploads = [c for c in others if c._uploading()]
             uploads.sort(key=lambda c: c._body_bytes / (now - c._since))
             for conn, phase in [*((c, "waiting") for c in waiting), *((c, "body") for c in uploads)]:
                 if len(self.connections) <= limit:
@@ -140,10 +158,12 @@ def guarded_protocol(
             self._disarm()
             self._since, self._body_bytes = time.monotonic(), 0
             self._make_room()
-            # uvicorn's own check (503 when connections or tasks reach its limit) sees this one's verdict
-            # only: an evicted upload's task ends a moment after its connection is closed
-            full = max_connections is not None and len(self.connections) > max_connections
-            self.limit_concurrency = 0 if full else None
+            # connections are counted here, not tasks (as uvicorn's own limit does): an evicted upload's task
+            # ends a moment after its connection is closed
+            over = max_connections is not None and len(self.connections) > max_connections
+            self.app = full if over else self._app
+            if over and on_evict is not None:
+                on_evict("refused")
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:

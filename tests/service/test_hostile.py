@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import socket
@@ -304,7 +305,7 @@ def test_sockets_that_hold_every_connection_slot_make_room_for_real_requests() -
         upload = b"POST /forecast HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 999\r\n\r\n{"
         silent = [hold(b"") for _ in range(4)]
         partial = [hold(b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(4)]
-        time.sleep(0.3)
+        time.sleep(1.5)  # past the grace a connection gets to send its headers before it can be taken
         assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200  # not 503
         r = httpx.post(f"{srv.url}/forecast", json={"model": "pbcseq", "series": [GOOD]}, timeout=30)
         assert r.status_code == 200, r.text
@@ -313,9 +314,20 @@ def test_sockets_that_hold_every_connection_slot_make_room_for_real_requests() -
         time.sleep(1.5)  # past the grace an upload gets before it can be taken
         assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200
         told = _told(silent[1:] + partial + uploads)
-        metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
         for s in silent + partial + uploads:
             s.close()
+        # every slot busy with a request being solved: nothing to take, so 503 with the JSON error contract
+        body = json.dumps(
+            {"model": "pbcseq", "series": [dict(GOOD, id=f"s{i}", query_times=[400.0] * 64) for i in range(400)]}
+        ).encode()
+        head = f"POST /forecast HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+        head += "\r\n\r\n"
+        time.sleep(0.3)  # the closed sockets are gone from the server's count
+        busy = [hold(head.encode() + body) for _ in range(8)]
+        full = httpx.get(f"{srv.url}/healthz", timeout=10)
+        for s in busy:
+            s.close()
+        metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
     assert told[:3] == [b"", b"", b""]  # silent: closed without a word
     assert all(t is not None and t.startswith(b"HTTP/1.1 503") and b"MAX_CONNECTIONS" in t for t in told[3:7]), told
     said = [t for t in told[7:] if t is not None]
@@ -326,3 +338,6 @@ def test_sockets_that_hold_every_connection_slot_make_room_for_real_requests() -
         if (m := re.search(rf'latentcast_connections_evicted_total\{{phase="{phase}"\}} ([0-9.e+]+)', metrics))
     }
     assert evicted == {"waiting": 8, "body": 1}
+    assert full.status_code == 503 and full.headers["retry-after"] == "1", full.text
+    assert "LATENTCAST_MAX_CONNECTIONS" in full.json()["detail"]
+    assert 'latentcast_connections_evicted_total{phase="refused"} 1.0' in metrics
