@@ -6,7 +6,8 @@ an express thread of their own, so they do not wait at all behind a slice that c
 Requests wait on an asyncio future; the threads own the device, so the event loop never runs model
 code. Each request's cost is estimated when it arrives (`service.cost`: series × samples × (expected
 vector-field evaluations + observations + query times), in seconds measured on this device); one that
-could not finish within `max_request_seconds` is refused before it queues. The thread then
+could not finish within `max_request_seconds` is refused before it queues (413), and so is one that the
+work queued ahead would push past its deadline (503 + Retry-After). The thread then
 repeatedly takes a slice of about `slice_seconds` of work: the request with the least remaining work
 leads, and other requests of the same model, latent samples and solver settings fill the slice
 (micro-batching), a large one contributing a range of its series. A second, express thread takes
@@ -95,7 +96,9 @@ class Done:
     """Reported when a request leaves the scheduler: solved, or dropped with nobody to read it."""
 
     model: str
-    outcome: str  # "solved", "deadline" (its deadline passed), "gone" (its client left), "failed"
+    # "solved", "deadline" (its deadline passed), "gone" (its client left), "failed", "refused" (over
+    # max_request_seconds), "busy" (refused: the queue ahead would push it past its deadline)
+    outcome: str
     queue_seconds: float
     solve_seconds: float
     estimated_seconds: float
@@ -222,6 +225,16 @@ class Batcher:
                     f"{self.max_queue}, LATENTCAST_MAX_QUEUE_SERIES); retry later",
                     headers={"Retry-After": str(self._retry_after())},
                 )
+            finish = self._finish_estimate(seconds)
+            if finish > deadline - now and finish > seconds:  # the queue ahead, not the request itself
+                if self.on_done is not None:
+                    self.on_done(Done(job.model.name, "busy", 0.0, 0.0, seconds))
+                raise ServiceError(
+                    503,
+                    f"server busy: with the work queued ahead this request would finish in about {finish:.1f} s, "
+                    f"past its deadline in {deadline - now:.1f} s (LATENTCAST_REQUEST_TIMEOUT_S); retry later",
+                    headers={"Retry-After": str(self._retry_after())},
+                )
             self._queue.append(item)
             self._queued_series += job.size
             self._queued_points += points
@@ -236,6 +249,17 @@ class Batcher:
                 item.future.cancel()
                 with self._cv:
                     self._cv.notify_all()
+
+    def _finish_estimate(self, seconds: float) -> float:
+        """Seconds until a new request of `seconds` alone would be answered (under the lock): slices go to
+        the request with the least work left, so each queued request delays it by the lesser of its own
+        remaining work and the new request's."""
+        ahead = 0.0
+        for it in self._queue:
+            total = float(it.units.sum())
+            left = it.seconds * (it.remaining / total) if total > 0 else 0.0
+            ahead += min(left, seconds)
+        return seconds + ahead
 
     def _retry_after(self) -> int:
         queued = sum(self.costs.seconds(it.job.model.name, it.remaining, 0, self.slice_seconds) for it in self._queue)

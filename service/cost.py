@@ -35,6 +35,7 @@ FIXED_SHARE = 4.0  # a slice holds at least this many times its fixed cost of wo
 LARGE = 0.1  # solves estimated at this many seconds or more teach the correction factor
 _FACTOR = (0.5, 8.0)  # bounds of the correction factor
 _ALPHA = 0.2  # weight of a new observation in the average evaluations
+_FACTOR_ALPHA = 0.5  # ... and in the correction factor: a machine that turns busy must show within two solves
 _FLOOR_NFE = 8.0  # an adaptive solve takes at least one step of its stages
 
 
@@ -130,7 +131,7 @@ class CostModel:
         with self._lock:
             if estimated >= LARGE and seconds > 0:
                 ratio = min(max(seconds / estimated, _FACTOR[0]), _FACTOR[1])
-                m.factor += _ALPHA * (ratio - m.factor)
+                m.factor += _FACTOR_ALPHA * (ratio - m.factor)
             if nfe > 0 and solver.adaptive:
                 key = (solver.rtol, solver.atol)
                 old = m.nfe.get(key)

@@ -65,7 +65,7 @@ async def _load(state: AppState, on_fatal: Callable[[str], None] | None) -> None
 
         def on_done(d: Done) -> None:
             m.requests_done.labels(d.model, d.outcome).inc()
-            if d.outcome == "refused":
+            if d.outcome in ("refused", "busy"):
                 m.cost_refused.labels(d.model).inc(d.estimated_seconds)
                 return
             m.cost_admitted.labels(d.model).inc(d.estimated_seconds)

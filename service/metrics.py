@@ -65,7 +65,8 @@ class Metrics:
         self.requests_done = Counter(
             "latentcast_scheduled_requests",
             "forecast requests leaving the scheduler, by how: solved, deadline (dropped unsolved past it), gone "
-            "(dropped: the client left), failed, refused (over LATENTCAST_MAX_REQUEST_SECONDS)",
+            "(dropped: the client left), failed, refused (over LATENTCAST_MAX_REQUEST_SECONDS), busy (refused: the "
+            "work queued ahead would push it past its deadline)",
             ["model", "outcome"],
             registry=r,
         )

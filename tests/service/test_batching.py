@@ -228,6 +228,10 @@ def test_nothing_more_is_solved_for_a_job_nobody_will_read(checkpoints) -> None:
         waiting.cancel()  # what the route does when its client disconnects
         with pytest.raises(asyncio.CancelledError):
             await waiting
+        for _ in range(1000):  # dropped by the lane (else the next job is refused as queued behind it)
+            if done:
+                break
+            await asyncio.sleep(0.005)
         with pytest.raises(ServiceError, match="deadline"):
             await batcher.submit(_job(1, n_series=300), _soon(0.05))
 
@@ -251,6 +255,36 @@ def test_a_job_that_would_take_too_long_is_refused_before_it_queues(checkpoints)
         batcher.stop()
     assert info.value.status == 413 and "LATENTCAST_MAX_REQUEST_SECONDS" in info.value.detail
     assert [d.outcome for d in done] == ["refused"] and batcher.queued_series == 0
+
+
+def test_a_request_the_queue_would_push_past_its_deadline_is_refused_up_front(checkpoints) -> None:
+    """503 + Retry-After before queueing, rather than a 504 after the deadline: each queued request delays a
+    new one by the lesser of its remaining work and the new one's (smallest remaining work goes first)."""
+    done: list[Done] = []
+    settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=4)
+    models = load_models(settings, torch.device("cpu"))
+    batcher = Batcher(models, enabled=True, max_batch_series=64, max_wait_ms=0, max_queue_series=1000, num_samples=4)
+    batcher.on_done = done.append  # not started: what is queued stays queued
+    batcher.costs.seed("toy", TOY.solver, 0.0, 0.0, np.array([1e-3, 0.0, 0.0]), 20.0)  # 0.08 s per series
+
+    async def run() -> tuple[ServiceError, asyncio.Task[Any]]:
+        large = asyncio.ensure_future(batcher.submit(_job(0, n_series=300), _soon(60.0)))  # 24 s of work
+        await asyncio.sleep(0.01)
+        small = asyncio.ensure_future(batcher.submit(_job(1, n_series=1), _soon(1.0)))  # 0.08 s + 0.08 s ahead
+        await asyncio.sleep(0.01)
+        with pytest.raises(ServiceError) as info:
+            await batcher.submit(_job(2, n_series=10), _soon(1.2))  # 0.8 s alone, + 0.8 + 0.08 s ahead
+        assert not small.done()  # admitted and queued
+        for task in (large, small):
+            task.cancel()
+        return info.value, small
+
+    refused, _ = asyncio.run(run())
+    assert (
+        refused.status == 503 and "LATENTCAST_REQUEST_TIMEOUT_S" in refused.detail and "about 1.7 s" in refused.detail
+    )
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert [d.outcome for d in done] == ["busy"]
 
 
 def test_the_express_lane_answers_small_jobs_beside_a_large_one(checkpoints) -> None:
