@@ -37,13 +37,16 @@ def outcome(job: Job, fc: PackedForecast, unusual_scales: float) -> Outcome:
     failed = np.flatnonzero(fc.status != Status.OK)
     if failed.size and (fc.status == Status.DEADLINE).any():
         raise deadline_error()
+    unusual = {int(w["loc"][1]): w["msg"] for w in job.warnings if w.get("kind") == "unusual_value"}
+
+    def reason(i: int) -> str:
+        """The solver's message, with the series' unusual values where they are the likely cause."""
+        msg = Status(int(fc.status[i])).describe()
+        seen = unusual.get(int(job.positions[i]))
+        return msg if seen is None else f"{msg}; likely cause, its values far from the training data: {seen}"
+
     solver_errors = [
-        {
-            "loc": ["series", int(job.positions[i])],
-            "msg": Status(int(fc.status[i])).describe(),
-            "series_id": fc.ids[i],
-        }
-        for i in failed.tolist()
+        {"loc": ["series", int(job.positions[i])], "msg": reason(i), "series_id": fc.ids[i]} for i in failed.tolist()
     ]
     if solver_errors and job.on_error == "raise":
         ids = ", ".join(repr(f["series_id"]) for f in solver_errors[:5]) + (" …" if len(solver_errors) > 5 else "")

@@ -341,3 +341,29 @@ def test_sockets_that_hold_every_connection_slot_make_room_for_real_requests() -
     assert full.status_code == 503 and full.headers["retry-after"] == "1", full.text
     assert "LATENTCAST_MAX_CONNECTIONS" in full.json()["detail"]
     assert 'latentcast_connections_evicted_total{phase="refused"} 1.0' in metrics
+
+
+def test_a_series_whose_solve_blows_up_is_refused_naming_its_value_and_skip_answers_the_rest(
+    hostile: Hostile,
+) -> None:
+    from latentcast.models.datasets.physionet2012 import CHANNELS
+
+    row: list[float | None] = [None] * len(CHANNELS)
+    bad = {"id": "bad", "timestamps": [0, 1], "values": [row[:], row[:]], "query_times": [10.0, 90.0]}
+    bad["values"][0][CHANNELS.index("Albumin")] = 1e30  # finite, within float32, far beyond anything seen
+    good_row = row[:]
+    good_row[CHANNELS.index("HR")] = 90.0
+    good = {"id": "ok", "timestamps": [0, 1], "values": [good_row, good_row], "query_times": [10.0]}
+    raised = hostile.post(_body({"model": "physionet2012", "series": [bad, good]}))
+    assert raised.status_code == 422, raised.text
+    detail = raised.json()["detail"]
+    assert "non-finite" in detail and "likely cause" in detail and "'Albumin' = 1e+30" in detail
+    skipped = hostile.post(_body({"model": "physionet2012", "series": [bad, good], "on_error": "skip"}))
+    assert skipped.status_code == 200, skipped.text  # was a 500: the kept forecasts were not C-ordered
+    answer = skipped.json()
+    assert [f["id"] for f in answer["forecasts"]] == ["ok"] and answer["errors"][0]["series_id"] == "bad"
+    hostile.still_healthy()
+
+
+def _body(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
