@@ -349,8 +349,9 @@ def test_a_series_whose_solve_blows_up_is_refused_naming_its_value_and_skip_answ
     from latentcast.models.datasets.physionet2012 import CHANNELS
 
     row: list[float | None] = [None] * len(CHANNELS)
-    bad = {"id": "bad", "timestamps": [0, 1], "values": [row[:], row[:]], "query_times": [10.0, 90.0]}
-    bad["values"][0][CHANNELS.index("Albumin")] = 1e30  # finite, within float32, far beyond anything seen
+    first = row[:]
+    first[CHANNELS.index("Albumin")] = 1e30  # finite, within float32, far beyond anything seen
+    bad = {"id": "bad", "timestamps": [0, 1], "values": [first, row[:]], "query_times": [10.0, 90.0]}
     good_row = row[:]
     good_row[CHANNELS.index("HR")] = 90.0
     good = {"id": "ok", "timestamps": [0, 1], "values": [good_row, good_row], "query_times": [10.0]}
