@@ -9,6 +9,7 @@ the HTTP client uses this module too.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -80,12 +81,18 @@ def parse_datetimes(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarra
         try:
             col = pd.to_datetime(col, utc=True, format="ISO8601")
         except (ValueError, TypeError, OverflowError):
+            # RFC 3339 allows a lowercase "t" and "z", which pandas' ISO8601 parser does not take
+            col = col.map(lambda v: v.upper() if isinstance(v, str) else v)
+            with contextlib.suppress(ValueError, TypeError, OverflowError):
+                col = pd.to_datetime(col, utc=True, format="ISO8601")
+        if not pd.api.types.is_datetime64_any_dtype(col):
             for i, v in enumerate(col):  # find the first one that fails, for the message
                 try:
                     pd.to_datetime(pd.Series([v], dtype=object), utc=True, format="ISO8601")
                 except (ValueError, TypeError, OverflowError):
-                    raise TimeParseError(i, v, "not a calendar date-time (no such day in that month)") from None
-            raise TimeParseError(0, col[0], "not valid date-times") from None
+                    sent = items[i]
+                    raise TimeParseError(i, sent, "not a calendar date-time (no such day in that month)") from None
+            raise TimeParseError(0, items[0], "not valid date-times") from None
     missing = np.flatnonzero(col.isna().to_numpy())
     if missing.size:
         i = int(missing[0])

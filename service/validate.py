@@ -64,7 +64,14 @@ class SpecLookup:
     default: str
 
     def __call__(self, name: str | None) -> ModelSpec:
-        spec = self.specs.get(name or self.default)
+        if name == "":
+            raise ServiceError(
+                422,
+                f"model: an empty name; omit the field for the default model ({self.default!r}) or name one of "
+                f"{sorted(self.specs)} (GET /models)",
+                [{"loc": ["model"], "msg": "empty model name", "series_id": None}],
+            )
+        spec = self.specs.get(name if name is not None else self.default)
         if spec is None:
             raise ServiceError(
                 404,
@@ -191,7 +198,11 @@ def check_options(
             f"{len(levels)} levels; the limit is {settings.max_quantiles} (LATENTCAST_MAX_QUANTILES)",
             ["quantiles"],
         )
+    seen: set[float] = set()
     for j, level in enumerate(levels):
+        if level in seen:
+            raise field_error(422, f"{level} is repeated: ask for each level once", ["quantiles", j])
+        seen.add(level)
         if not LEVELS[0] <= level <= LEVELS[1]:
             raise field_error(
                 422,

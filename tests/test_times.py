@@ -26,6 +26,16 @@ def test_what_pandas_would_accept_or_guess_is_refused_by_name(bad: str) -> None:
     assert info.value.index == 1 and info.value.value == bad
 
 
+def test_rfc3339_lowercase_t_and_z_are_read_like_uppercase() -> None:
+    np.testing.assert_array_equal(
+        parse_datetimes(["2026-01-01t00:00:00z", "2026-01-02t06:00:00+01:00"]),
+        parse_datetimes(["2026-01-01T00:00:00Z", "2026-01-02T06:00:00+01:00"]),
+    )
+    with pytest.raises(TimeParseError, match="calendar") as info:
+        parse_datetimes(["2026-01-01t00:00:00z", "2026-02-30t00:00:00z"])
+    assert info.value.index == 1 and info.value.value == "2026-02-30t00:00:00z"  # as sent
+
+
 def test_impossible_calendar_dates_are_refused() -> None:
     with pytest.raises(TimeParseError, match="calendar") as info:
         parse_datetimes(["2026-02-30"])

@@ -121,6 +121,8 @@ JSON_CASES: list[tuple[str, bytes, int, str]] = [
     ("not JSON", b"{", 400, "malformed JSON"),
     ("quantile 1e-300", _json(GOOD, quantiles=[1e-300]), 422, "CDF tolerance"),
     ("100,000 quantiles", _json(GOOD, quantiles=[0.5] * 100_000), 422, "LATENTCAST_MAX_QUANTILES"),
+    ("a repeated quantile", _json(GOOD, quantiles=[0.1, 0.5, 0.5]), 422, "0.5 is repeated"),
+    ("an empty model name", _json(GOOD, model=""), 422, "empty name; omit the field for the default"),
     (
         "1 GiB answer",
         _json(*[_series(id=f"s{i}", query_times=[400.0 + k for k in range(2000)]) for i in range(30)], num_samples=256),
