@@ -38,6 +38,14 @@ def _media(header: str) -> str:
 def of_body(content_type: str | None) -> Format:
     """The format of a request body by its Content-Type (none given: JSON); 415 for anything else."""
     media = _media(content_type or json.MEDIA_TYPE)
+    charset = re.search(r";\s*charset\s*=\s*\"?([^\";\s]+)", content_type or "", re.IGNORECASE)
+    if media == json.MEDIA_TYPE and charset and charset.group(1).lower() not in ("utf-8", "utf8"):
+        raise ServiceError(
+            415,
+            f"charset {charset.group(1)!r} is not supported: send JSON in UTF-8 (RFC 8259), as "
+            "'application/json' or 'application/json; charset=utf-8'",
+            [{"loc": ["headers", "content-type"], "msg": "unsupported charset", "series_id": None}],
+        )
     if media in FORMATS:
         return FORMATS[media]
     raise ServiceError(

@@ -370,3 +370,11 @@ def test_a_series_whose_solve_blows_up_is_refused_naming_its_value_and_skip_answ
 
 def _body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode()
+
+
+def test_json_in_another_charset_is_415_naming_it_and_utf8_is_read(hostile: Hostile) -> None:
+    body = _json(GOOD)
+    r = hostile.post(body.decode().encode("utf-16"), content_type="application/json; charset=utf-16")
+    assert r.status_code == 415 and "charset 'utf-16'" in r.json()["detail"], r.text
+    for declared in ('application/json; charset="UTF-8"', "application/json;charset=utf8"):
+        assert hostile.post(body, content_type=declared).status_code == 200
