@@ -102,7 +102,9 @@ def make_synthetic(out: Path) -> None:
     )
 
 
-def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
+def run(ds: DataSet, runs: Path, config: Path | None, rescore: bool = False) -> dict[str, Any]:
+    """Train on the table as a user would (or, with `rescore`, take the run already in `runs`) and score
+    its test split."""
     out = runs / ds.name
     cmd = [
         sys.executable,
@@ -117,11 +119,16 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
     cmd += ["--time-unit", ds.time_unit] if ds.time_unit else []
     cmd += ["--out", str(out), "--quiet", "--device", "cpu"] + (["--config", str(config)] if config else [])
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if not rescore:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return {"name": ds.name, "error": proc.stderr.strip().splitlines()[-1]}
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        return {"name": ds.name, "error": proc.stderr.strip().splitlines()[-1]}
     metrics = json.loads((out / "metrics.json").read_text())
+    if rescore:  # the training's own wall time, folds included
+        wall = metrics.get("wall_seconds_this_run", 0.0) + (
+            (metrics.get("report") or {}).get("cross_validation") or {}
+        ).get("fold_seconds", 0.0)
     model = latentcast.load(out / "best.pt", device="cpu")
     test = split_table(model_data(model))
     report = metrics.get("report") or {}
@@ -145,8 +152,14 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
         "log_channels": list(model.log_channels),
         "calibration": list(model.bundle.calibration) if model.bundle.calibration else None,
     }
+    row["reasons"] = {}
     for task in TASKS:  # the user's view: Model.backtest on the data's scale, the `point` column
-        row[task] = _by_method(model.backtest(test, task=task).scores)
+        bt = model.backtest(test, task=task)
+        row[task] = _by_method(bt.scores)
+        row["reasons"][task] = {base: model_wins(bt.forecasts, base) for base in ("locf", "linear_trend")}
+    rows = report.get("nmse") or {}
+    row["validation_nmse"] = {k: (rows.get(k) or {}).get("average") for k in ("latent_ode", "locf", "linear_trend")}
+    row["validation_task"] = "last point" if report.get("task") == "last" else "second half"
     # the same on validation, second half: what bench.recipe_search compares (test splits unused there;
     # in-sample when the table was cross-validated: the final model trains on the validation series too)
     val = _by_method(model.backtest(split_table(model_data(model), "val"), task="half").scores)
@@ -156,6 +169,21 @@ def run(ds: DataSet, runs: Path, config: Path | None) -> dict[str, Any]:
         "coverage80": val["latent_ode"]["all"]["coverage80"],
     }
     return row
+
+
+def model_wins(forecasts: pd.DataFrame, base: str, reps: int = 2000, seed: int = 0) -> float:
+    """The share of bootstrap resamples of the test series (with replacement) in which the model's point
+    forecast has a lower NMSE than `base`: near 0 or 1, the test split tells them apart; near 0.5, not.
+    Each channel's squared errors are divided by its held-out values' count and variance, as NMSE does."""
+    f = forecasts.dropna(subset=["actual", "point", base])
+    if f.empty:
+        return float("nan")
+    by = f.groupby("channel")["actual"]
+    weight = 1.0 / (f["channel"].map(by.var(ddof=0)).clip(lower=1e-12) * f["channel"].map(by.size()))
+    diff = ((f["point"] - f["actual"]) ** 2 - (f[base] - f["actual"]) ** 2) * weight
+    per = diff.groupby(f["id"]).sum().to_numpy()
+    draws = np.random.default_rng(seed).integers(0, len(per), (reps, len(per)))
+    return float((per[draws].sum(1) < 0).mean())
 
 
 def model_data(model: latentcast.Model) -> DataConfig:
@@ -182,6 +210,36 @@ def verdict(x: dict[str, Any]) -> str:
             if x[task][base]["all"]["nmse"] < ours:
                 lost.append(f"{base.replace('_', ' ')} on the {'last point' if task == 'last' else 'second half'}")
     return "beats both" if not lost else "loses to " + ", ".join(lost)
+
+
+def reasons(x: dict[str, Any]) -> list[str]:
+    """For each task and baseline that beats the model on the test split: how sure the test split is of it
+    (bootstrap over its series), and what validation (or the folds) said when the model was trained."""
+    out = []
+    val = x.get("validation_nmse") or {}
+    where = ("out of fold" if x.get("folds") else "on validation") + f" ({x.get('validation_task', 'second half')})"
+    for task in TASKS:
+        ours = x[task]["latent_ode"]["all"]["nmse"]
+        for base in ("locf", "linear_trend"):
+            theirs = x[task][base]["all"]["nmse"]
+            if theirs >= ours:
+                continue
+            share = x["reasons"][task][base]
+            name = base.replace("_", " ")
+            told = (
+                f"training's report already ranked {name} first {where} ({val[base]:.3f} vs {val['latent_ode']:.3f}) "
+                "and said to use it"
+                if val.get(base) is not None and val.get("latent_ode") is not None and val[base] < val["latent_ode"]
+                else f"{where} the model was ahead ({val.get('latent_ode') or float('nan'):.3f} vs "
+                f"{val.get(base) or float('nan'):.3f})"
+            )
+            sure = "the test split cannot tell them apart" if 0.1 < share < 0.9 else f"{name} is better on these series"
+            task_name = "last point" if task == "last" else "second half"
+            out.append(
+                f"{task_name}, {name} {theirs:.3f} vs the model {ours:.3f}: the model wins in {100 * share:.0f}% "
+                f"of bootstrap resamples of the {x['test_series']} test series ({sure}); {told}"
+            )
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
@@ -233,6 +291,8 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         extra += f"; calibration {[round(v, 3) for v in x['calibration']]}" if x["calibration"] else ""
         extra += "".join(f"; *{w}*" for w in x["warnings"])
         lines.append(f"- {x['name']} ({x['about']}): " + "; ".join(cells) + extra)
+        for why in reasons(x):
+            lines.append(f"  - {why}")
     lines += ["", f"Reproduce: `python -m bench.your_data` ({r['command']})."]
     return "\n".join(lines) + "\n"
 
@@ -244,12 +304,13 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "your_data")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--name", default="your_data")
+    ap.add_argument("--rescore", action="store_true", help="score the runs already in --runs, do not train")
     args = ap.parse_args()
     make_synthetic(DATA)
     chosen = [d for d in SETS if not args.only or d.name in args.only.split(",")]
     rows = []
     for ds in chosen:
-        rows.append(run(ds, args.runs, args.config))
+        rows.append(run(ds, args.runs, args.config, args.rescore))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "val_report"}, default=str)[:600], flush=True)
     r = {
         "device": results.machine("cpu"),
