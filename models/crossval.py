@@ -1,7 +1,8 @@
 """Validation large enough to choose an epoch on, and cross-validation where a table is too small for one.
 
 `sized_validation` moves series (in a seeded order) from training to validation until validation holds
-`train.min_val_points` held-out points, if that keeps validation within `train.max_val_share` of the
+`train.min_val_points` held-out points (and, where the share allows, the values per channel that
+calibrating its interval needs), if that keeps validation within `train.max_val_share` of the
 training and validation series. Where it cannot, `fold_splits` cuts the training and validation series
 into `train.folds` folds; the trainer trains once per fold, `choose_epochs` picks the number of epochs
 whose mean validation score over the folds is lowest, the final model is trained on every series for
@@ -45,23 +46,36 @@ class Sizing:
         return f"{moved}validation holds {self.points} held-out points ({wanted} wanted)"
 
 
+def held_out_values(series: Sequence[Series], task: str, channels: int) -> np.ndarray:
+    """(D,) observed values forecast per channel when validating on `series` with `task`."""
+    counts = np.zeros(channels, dtype=np.int64)
+    for s, c in zip(series, forecast_contexts(series, task), strict=True):
+        counts += np.isfinite(s.values[c:]).sum(0)
+    return counts
+
+
 def sized_validation(
-    split: DatasetSplit, task: str, min_points: int, max_share: float, seed: int
+    split: DatasetSplit, task: str, min_points: int, max_share: float, seed: int, min_values: int = 0
 ) -> tuple[DatasetSplit, Sizing]:
-    """The split with validation grown to `min_points` held-out points where that keeps it within
-    `max_share` of the training and validation series; else as it was (`Sizing.short`)."""
-    before = held_out_points(split.val, task)
-    if before >= min_points:
+    """The split with validation grown to `min_points` held-out points, and to `min_values` held-out values
+    of each channel where the share allows (what a channel's interval calibration needs), within
+    `max_share` of the training and validation series; as it was when the points cannot be reached
+    (`Sizing.short`)."""
+    d = len(split.channels)
+    before, counts = held_out_points(split.val, task), held_out_values(split.val, task, d)
+    if before >= min_points and (counts >= min_values).all():
         return split, Sizing(before, before, 0, False)
     pool = len(split.train) + len(split.val)
     order = np.random.default_rng([seed, 77]).permutation(len(split.train))
     val, points, moved = list(split.val), before, 0
     for i in order:
-        if points >= min_points or len(val) + 1 > max_share * pool:
+        done = points >= min_points and (counts >= min_values).all()
+        if done or len(val) + 1 > max_share * pool:
             break
         s = split.train[int(i)]
         val.append(s)
         points += held_out_points([s], task)
+        counts = counts + held_out_values([s], task, d)
         moved += 1
     if points < min_points:  # not reachable within the share: keep the split, cross-validate instead
         return split, Sizing(before, before, 0, True)

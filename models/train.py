@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from latentcast.models import distributed
+from latentcast.models.calibrate import MIN_VALUES as CALIBRATION_VALUES
 from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
 from latentcast.models.crossval import choose_epochs, fold_splits, pooled_report, score, sized_validation
@@ -167,7 +168,9 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     dev = distributed.start(world, resolve_device(device))
     tc = exp.train
-    split, sizing = sized_validation(split, tc.val_task, tc.min_val_points, tc.max_val_share, exp.data.split_seed)
+    split, sizing = sized_validation(
+        split, tc.val_task, tc.min_val_points, tc.max_val_share, exp.data.split_seed, min_values=CALIBRATION_VALUES
+    )
     note = sizing.describe(tc.min_val_points)
     try:
         small = len(split.train) + len(split.val) <= tc.cv_max_series

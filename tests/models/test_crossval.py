@@ -9,7 +9,7 @@ import pytest
 
 from latentcast.models.checkpoint import load_checkpoint
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
-from latentcast.models.crossval import choose_epochs, fold_splits, held_out_points, sized_validation
+from latentcast.models.crossval import choose_epochs, fold_splits, held_out_points, held_out_values, sized_validation
 from latentcast.models.data import TimeSpec
 from latentcast.models.datasets.base import DatasetSplit
 from latentcast.models.report import format_report
@@ -99,3 +99,13 @@ def test_cross_validation_is_off_for_large_tables_and_on_request(tmp_path) -> No
         ExperimentConfig(DataConfig(name="toy"), tiny_config(), off), split, tmp_path / "b", "cpu", show_progress=False
     )
     assert "cross_validation" not in res.metrics["report"]
+
+
+def test_validation_also_grows_until_each_channel_can_be_calibrated_where_the_share_allows() -> None:
+    split = _split(100)
+    points = held_out_points(split.val, "half")
+    counts = held_out_values(split.val, "half", 3)
+    grown, sizing = sized_validation(split, "half", points, 0.3, seed=0, min_values=int(counts.max()) + 10)
+    assert sizing.moved > 0 and (held_out_values(grown.val, "half", 3) >= counts.max() + 10).all()
+    capped, sizing = sized_validation(split, "half", points, 0.2, seed=0, min_values=10**6)  # out of reach
+    assert not sizing.short and len(capped.val) <= 0.2 * (len(split.train) + len(split.val))
