@@ -169,7 +169,12 @@ def train(
     dev = distributed.start(world, resolve_device(device))
     tc = exp.train
     split, sizing = sized_validation(
-        split, tc.val_task, tc.min_val_points, tc.max_val_share, exp.data.split_seed, min_values=CALIBRATION_VALUES
+        split,
+        tc.val_task,
+        tc.min_val_points,
+        tc.max_val_share,
+        exp.data.split_seed,
+        min_values=CALIBRATION_VALUES if tc.min_val_points else 0,  # 0: the split as given
     )
     note = sizing.describe(tc.min_val_points)
     try:
