@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 # wheel of this version (our CI), pip takes that. Override with TORCH= to keep what you have.
 TORCH  ?= torch==2.13.0
 PHYSIONET ?= ../shared/data/physionet2012
-# what each target installs: serving needs the [serve] extra (and [client] for `latentcast forecast`),
+# what each target installs: serving needs the [serve] extra ([client] for `latentcast forecast`, [plot]
+# for the PNGs the README shows),
 # tests need everything ([dev])
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP   := $(VENV)/.installed-dev
@@ -21,7 +22,7 @@ $(BIN)/python:
 
 $(SERVE_STAMP): $(BIN)/python pyproject.toml
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
-	$(BIN)/python -m pip install -q -e '.[serve,client]'
+	$(BIN)/python -m pip install -q -e '.[serve,client,plot]'
 	touch $(SERVE_STAMP)
 
 $(DEV_STAMP): $(BIN)/python pyproject.toml

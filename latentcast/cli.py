@@ -304,6 +304,12 @@ def forecast(
         raise typer.Exit(2) from exc
     from latentcast.frames import LatentcastWarning
 
+    if plot is not None:  # before any work: a missing plotting library should not cost a forecast
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            typer.echo(f"--plot needs matplotlib: pip install 'latentcast[plot]' ({exc})", err=True)
+            raise typer.Exit(2) from exc
     for name, value, allowed in (
         ("--on-error", on_error, ("raise", "skip")),
         ("--extra-columns", extra_columns, ("error", "ignore")),

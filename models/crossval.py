@@ -34,7 +34,7 @@ def held_out_points(series: Sequence[Series], task: str) -> int:
 @dataclasses.dataclass(frozen=True)
 class Sizing:
     """What `sized_validation` did: `moved` series went from training to validation; `short` is True when
-    validation still holds fewer points than wanted (cross-validate instead)."""
+    validation still holds fewer points than wanted (a small table is cross-validated instead)."""
 
     points_before: int
     points: int
@@ -58,9 +58,8 @@ def sized_validation(
     split: DatasetSplit, task: str, min_points: int, max_share: float, seed: int, min_values: int = 0
 ) -> tuple[DatasetSplit, Sizing]:
     """The split with validation grown to `min_points` held-out points, and to `min_values` held-out values
-    of each channel where the share allows (what a channel's interval calibration needs), within
-    `max_share` of the training and validation series; as it was when the points cannot be reached
-    (`Sizing.short`)."""
+    of each channel (what a channel's interval calibration needs), within `max_share` of the training and
+    validation series: as far as the share allows (`Sizing.short` when the points are not reached)."""
     d = len(split.channels)
     before, counts = held_out_points(split.val, task), held_out_values(split.val, task, d)
     if before >= min_points and (counts >= min_values).all():
@@ -77,14 +76,11 @@ def sized_validation(
         points += held_out_points([s], task)
         counts = counts + held_out_values([s], task, d)
         moved += 1
-    if points < min_points:  # not reachable within the share: keep the split, cross-validate instead
-        return split, Sizing(before, before, 0, True)
     taken = {s.id for s in val}
     train = [s for s in split.train if s.id not in taken]
     desc = dict(split.description, split={"train": len(train), "val": len(val), "test": len(split.test)})
-    return dataclasses.replace(split, train=train, val=sorted(val, key=lambda s: s.id), description=desc), Sizing(
-        before, points, moved, False
-    )
+    grown = dataclasses.replace(split, train=train, val=sorted(val, key=lambda s: s.id), description=desc)
+    return grown, Sizing(before, points, moved, points < min_points)  # short: a small table cross-validates
 
 
 def fold_splits(split: DatasetSplit, folds: int, seed: int) -> list[DatasetSplit]:

@@ -75,8 +75,9 @@ def validation_warnings(report: dict[str, Any], history: Sequence[dict[str, Any]
     elif points < MIN_VALIDATION_POINTS:
         out.append(
             f"validation holds {points} held-out points in {series} series (fewer than {MIN_VALIDATION_POINTS}): "
-            "the best epoch chosen on it and the coverage measured on it are noisy; give validation a larger "
-            "share (data.split, e.g. [0.7, 0.2, 0.1]) or more series"
+            "the best epoch chosen on it and the coverage measured on it are noisy; add series, or give "
+            "validation a larger share: a TOML file passed with --config holding [data] split = [0.6, 0.3, 0.1] "
+            "(or [train] max_val_share)"
         )
     scores = [r.get("val_nmse", r.get("val_loss", float("inf"))) for r in history]
     if len(scores) > 1 and min(range(len(scores)), key=scores.__getitem__) == 0:

@@ -36,10 +36,11 @@ def test_validation_grows_to_the_points_wanted_within_its_share() -> None:
     assert [s.id for s in again.val] == [s.id for s in grown.val]  # seeded
 
 
-def test_validation_out_of_reach_keeps_the_split_and_says_so() -> None:
-    split = _split(40)
-    same, sizing = sized_validation(split, "last", min_points=100, max_share=0.25, seed=0)
-    assert sizing.short and sizing.moved == 0 and same is split
+def test_validation_out_of_reach_grows_as_far_as_its_share_and_says_so() -> None:
+    split = _split(40)  # 30 training, 6 validation series
+    grown, sizing = sized_validation(split, "last", min_points=100, max_share=0.25, seed=0)
+    assert sizing.short and sizing.moved == 3 and len(grown.val) == 9  # a quarter of 36
+    assert sizing.points == held_out_points(grown.val, "last") < 100
     enough, sizing = sized_validation(split, "last", min_points=0, max_share=0.25, seed=0)
     assert not sizing.short and enough is split
 

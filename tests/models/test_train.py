@@ -230,7 +230,7 @@ def test_a_doubtful_choice_of_epoch_or_calibration_is_warned_about() -> None:
     history = [{"val_nmse": 0.5}, {"val_nmse": 0.6}, {"val_nmse": 0.55}]
     warnings = validation_warnings(report, history)
     assert len(warnings) == 3
-    assert "19 held-out points in 12 series" in warnings[0] and "data.split" in warnings[0]
+    assert "19 held-out points in 12 series" in warnings[0] and "[data] split" in warnings[0]
     assert "the best epoch is the first of 3" in warnings[1] and "possibly noise" in warnings[1]
     assert "not calibrated for c" in warnings[2]
     roomy = {"forecast_points": 500.0, "series": 80, "not_calibrated": []}
