@@ -43,6 +43,7 @@ class Backtest:
     task: Task
     series: int
     points: int
+    in_sample: int = 0  # of `series`, those the model was trained or validated on
 
     def summary(self) -> str:
         """The scores as a text table, with which forecast to use."""
@@ -58,6 +59,11 @@ class Backtest:
             nums = f"{row.points:8d}{row.nmse:9.3f}{row.mae:11.4g}{row.crps:11.4g}"
             lines.append(f"  {row.method:14}{row.channel:>14}{nums}{shown}")
         lines.append("  " + self.verdict())
+        if self.in_sample:
+            lines.append(
+                f"  note: {self.in_sample} of these {self.series} series were used to train or validate the model: "
+                "their scores are in-sample (optimistic); backtest on series it has not seen, e.g. its test split"
+            )
         return "\n".join(lines)
 
     def verdict(self) -> str:
@@ -65,11 +71,21 @@ class Backtest:
         overall = self.scores[self.scores["channel"] == "all"].set_index("method")["nmse"]
         best = str(overall.idxmin())
         if best == "latent_ode":
-            return "the model beats both baselines on these series"
-        return (
-            f"use {best.replace('_', ' ')} instead: NMSE {overall[best]:.3f} against the model's "
-            f"{overall['latent_ode']:.3f} on these series"
-        )
+            said = "the model beats both baselines on these series (NMSE)"
+        else:
+            said = (
+                f"use {best.replace('_', ' ')} instead: NMSE {overall[best]:.3f} against the model's "
+                f"{overall['latent_ode']:.3f} on these series"
+            )
+        ours = self.scores[(self.scores["channel"] == "all") & (self.scores["method"] == "latent_ode")].iloc[0]
+        mae = self.scores[self.scores["channel"] == "all"].set_index("method")["mae"]
+        if best == "latent_ode" and str(mae.idxmin()) != "latent_ode":
+            other = str(mae.idxmin())
+            said += f"; by MAE {other.replace('_', ' ')} is closer ({mae[other]:.4g} vs {mae['latent_ode']:.4g})"
+        cov = float(ours["coverage80"])
+        if np.isfinite(cov) and not 0.7 <= cov <= 0.9:
+            said += f"; its 80% interval covers {100 * cov:.0f}% (too {'narrow' if cov < 0.7 else 'wide'})"
+        return said
 
     def plot(
         self, path: str | Path, obs: pd.DataFrame, series: Sequence[str] | None = None, time_unit: str | None = None
@@ -172,7 +188,9 @@ def backtest(
         .dropna(subset=["locf"])
     )
     out = out.sort_values(keys, kind="stable").drop(columns="_k").reset_index(drop=True)
-    return Backtest(_scores(out, channels), out, task, out[id_col].nunique(), len(out))
+    fitted = set(model.bundle.data.get("fitted_ids") or ())
+    in_sample = len(fitted & set(out[id_col])) if fitted else 0
+    return Backtest(_scores(out, channels), out, task, out[id_col].nunique(), len(out), in_sample)
 
 
 def _keyed(frame: pd.DataFrame, id_col: str, time_col: str) -> pd.DataFrame:

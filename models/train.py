@@ -257,6 +257,7 @@ def _train(
         log_channels=list(split.log_channels),
         config=to_dict(exp.data),
         max_span=max(float(s.times[-1] - s.times[0]) for s in split.train),  # model time
+        fitted_ids=sorted({s.id for s in [*split.train, *split.val]}),  # a backtest on them is in-sample
     )
 
     def bundle(metrics: dict[str, Any]) -> ModelBundle:

@@ -104,3 +104,31 @@ def test_the_plot_draws_the_context_the_point_and_the_actuals(toy, monkeypatch: 
     assert held and not held & set(zip(obs["id"], obs["time"], strict=True))  # context rows only
     assert "point" in fc.columns and "actual" not in fc.columns and seen["time_unit"] == "day"
     assert isinstance(seen["actuals"], pd.DataFrame) and len(seen["actuals"]) == len(held)
+
+
+def test_series_the_model_was_fitted_on_are_counted_in_sample(toy) -> None:
+    model = latentcast.load(toy, device="cpu")
+    model.bundle.data["fitted_ids"] = ["s0", "s1", "elsewhere"]
+    result = model.backtest(_table(), task="last")
+    assert result.in_sample == 2
+    assert "note: 2 of these 30 series were used to train or validate the model" in result.summary()
+
+
+def test_the_verdict_also_weighs_mae_and_the_intervals_coverage() -> None:
+    from latentcast.backtest import Backtest
+
+    rows = [
+        ("latent_ode", 0.5, 2.0, 0.5),
+        ("locf", 0.9, 1.5, float("nan")),
+        ("linear_trend", 1.2, 3.0, float("nan")),
+    ]
+    scores = pd.DataFrame(
+        [
+            {"method": m, "channel": "all", "points": 10, "nmse": n, "mae": a, "crps": a, "coverage50": c,
+             "coverage80": c, "coverage95": c}
+            for m, n, a, c in rows
+        ]
+    )  # fmt: skip
+    said = Backtest(scores, pd.DataFrame(), "half", 3, 10).verdict()
+    assert said.startswith("the model beats both baselines on these series (NMSE)")
+    assert "by MAE locf is closer (1.5 vs 2)" in said and "80% interval covers 50% (too narrow)" in said

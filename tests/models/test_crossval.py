@@ -83,6 +83,7 @@ def test_a_small_table_is_cross_validated_and_trained_on_every_series(tmp_path) 
     assert report["split"].startswith("out-of-fold") and "validation holds" in report["validation_size"]
     bundle = load_checkpoint(tmp_path / BEST)  # weights-only: the report holds plain numbers
     assert bundle.data["split"] == {"train": len(split.train) + len(split.val), "val": 0, "test": 4, "folds": 3}
+    assert bundle.data["fitted_ids"] == sorted(s.id for s in split.train + split.val)  # a backtest on them: in-sample
     assert json.loads((tmp_path / METRICS).read_text())["best"]["cross_validated"] == 3
     assert format_report(report).startswith("out-of-fold report (")
 
