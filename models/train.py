@@ -381,7 +381,10 @@ def _train(
         report["warnings"] = validation_warnings(report, history)
     else:
         report, calibration = dict(cv.report), cv.calibration
-        report.update(outliers_excluded=outliers, out_of_bounds_excluded=out_of_bounds, cross_validation=cv.summary)
+        # cross-validated: one set of series, trained on (validation was in-sample and reports nothing)
+        train_only = {"outliers_excluded": {"train": outliers["train"]}}
+        train_only["out_of_bounds_excluded"] = {"train": out_of_bounds["train"]}
+        report.update(train_only, cross_validation=cv.summary)
         report["warnings"] = validation_warnings(report, [{"val_nmse": v} for v in cv.curve])
     report["suspect_missing_codes"] = codes
     report["validation_size"] = note
