@@ -34,7 +34,11 @@ class ServedModel:
     def info(self, default: bool) -> ModelInfo:
         b = self.bundle
         scale = b.time.scale
-        data = {k: v for k, v in b.data.items() if k != "config"}
+        # not the ids it was fitted on (its users' identifiers, and thousands of them), and its longest
+        # training span in the unit clients use
+        data = {k: v for k, v in b.data.items() if k not in ("config", "fitted_ids", "max_span")}
+        if "max_span" in b.data:
+            data["max_span_in_time_unit"] = float(b.data["max_span"]) / scale
         return ModelInfo(
             name=b.name,
             version=b.version,

@@ -298,6 +298,9 @@ def test_the_choices_and_the_report_are_in_get_models(tmp_path) -> None:
     assert info["training_data"]["preprocessing"]["time_scale_rule"].startswith("auto")
     assert info["time_unit"] == "day" and info["training_data"]["preprocessing"]["time_unit_rule"] == "given"
     assert set(info["metrics"]["report"]["nmse"]) == {"latent_ode", "locf", "linear_trend"}
+    assert "fitted_ids" not in info["training_data"]  # in the checkpoint, not shown to every client
+    span = info["training_data"]["max_span_in_time_unit"]  # days, as the clients' times
+    assert 0 < span <= info["max_horizon"] and "max_span" not in info["training_data"]
 
 
 @pytest.mark.parametrize(("extra", "name"), [([], "visits"), (["--name", "mine"], "mine")])
