@@ -47,10 +47,12 @@ def auto_log_channels(series: Sequence[Series], channels: Sequence[str]) -> tupl
 
 @dataclasses.dataclass(frozen=True)
 class Cleaned:
-    """Series with their gross outliers set to not observed, and how many per channel."""
+    """Series with their gross outliers set to not observed, how many per channel, and the first few as
+    (series id, time, channel, value) so a report can name them."""
 
     series: list[Series]
     outliers: dict[str, int]
+    examples: list[tuple[str, float, str, float]] = dataclasses.field(default_factory=list)
 
 
 def _without(s: Series, drop: np.ndarray) -> Series | None:
@@ -93,6 +95,7 @@ def drop_outliers(series: Sequence[Series], normalizer: Normalizer, z: float) ->
     if z <= 0:
         return Cleaned(list(series), counts)
     out = []
+    examples: list[tuple[str, float, str, float]] = []
     for s in series:
         far = np.abs(normalizer.transform(s.values)) > z  # NaN compares False
         if not far.any():
@@ -100,10 +103,16 @@ def drop_outliers(series: Sequence[Series], normalizer: Normalizer, z: float) ->
             continue
         for j in np.flatnonzero(far.any(axis=0)):
             counts[normalizer.channels[j]] += int(far[:, j].sum())
+        for r, j in zip(*np.nonzero(far), strict=True):
+            if len(examples) < MAX_EXAMPLES:
+                examples.append((s.id, float(s.times[r]), normalizer.channels[j], float(s.values[r, j])))
         kept = _without(s, far)
         if kept is not None:
             out.append(kept)
-    return Cleaned(out, counts)
+    return Cleaned(out, counts, examples)
+
+
+MAX_EXAMPLES = 5  # outliers named in a report
 
 
 # values data sources write for "unknown"; one that is frequent and far from a channel's data is suspect

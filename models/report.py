@@ -119,6 +119,13 @@ def format_report(report: dict[str, Any]) -> str:
         shown = "; ".join(f"{part} {counts}" for part, counts in dropped.items() if counts)
         if shown:
             lines.append(f"  {what}: {shown}")
+        named = report.get("outlier_examples") if key == "outliers_excluded" else None
+        if shown and named:
+            lines.append(
+                "    e.g. "
+                + "; ".join(f"series {e['series_id']!r}: {e['channel']} = {e['value']:g}" for e in named)
+                + " (plausible? raise data.outlier_z, or 0 to keep everything)"
+            )
     codes = report.get("suspect_missing_codes") or {}
     if codes:
         shown = ",".join(f"{c}={'|'.join(f'{v:g}' for v in vs)}" for c, vs in codes.items())

@@ -31,7 +31,7 @@ from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.metrics import forecast_contexts, holdout_metrics
-from latentcast.models.preprocess import apply_validity, drop_outliers, suspect_codes
+from latentcast.models.preprocess import MAX_EXAMPLES, apply_validity, drop_outliers, suspect_codes
 from latentcast.models.report import training_report, validation_warnings, with_report
 from latentcast.models.validity import Validity
 
@@ -388,6 +388,8 @@ def _train(
         report["warnings"] = validation_warnings(report, [{"val_nmse": v} for v in cv.curve])
     report["suspect_missing_codes"] = codes
     report["validation_size"] = note
+    named = [*kept_train.examples, *(kept_val.examples if cv is None else [])][:MAX_EXAMPLES]
+    report["outlier_examples"] = [{"series_id": i, "channel": c, "value": v} for i, _, c, v in named]
     save_checkpoint(out / BEST, with_report(best, report, calibration))
     chosen = None
     if cv is not None:  # the model is the last epoch; its score is the folds' out-of-fold one

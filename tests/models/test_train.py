@@ -153,6 +153,8 @@ def test_gross_outliers_are_set_aside_and_counted(tmp_path) -> None:
     exp = ExperimentConfig(DataConfig(name="toy", normalize="robust", outlier_z=10.0), exp.model, exp.train)
     res = train(exp, split, tmp_path, device="cpu", show_progress=False)
     assert res.metrics["report"]["outliers_excluded"]["train"]["a"] == 1
+    assert res.metrics["report"]["outlier_examples"] == [{"series_id": bad.id, "channel": "a", "value": 13_682.0}]
+    assert f"series {bad.id!r}: a = 13682 (plausible? raise data.outlier_z" in format_report(res.metrics["report"])
     norm = load_checkpoint(tmp_path / BEST).normalizer
     assert abs(norm.mean[0] - 2.0) < 1.0  # the robust centre did not move
 
