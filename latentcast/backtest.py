@@ -34,9 +34,9 @@ METHODS = ("latent_ode", "locf", "linear_trend")
 
 @dataclasses.dataclass(frozen=True)
 class Backtest:
-    """scores: one row per method and channel (and "all": the mean over channels), columns points, nmse,
-    mae, crps, coverage50/80/95 (the model's). forecasts: id, time, channel, actual, the model's
-    mean and quantiles, locf, linear_trend, one row per held-out point."""
+    """scores: one row per method and channel (and "all": the mean over channels; coverage over all
+    points), columns points, nmse, mae, crps, coverage50/80/95 (the model's). forecasts: id, time,
+    channel, actual, the model's mean and quantiles, locf, linear_trend, one row per held-out point."""
 
     scores: pd.DataFrame
     forecasts: pd.DataFrame
@@ -255,9 +255,12 @@ def _scores(out: pd.DataFrame, channels: Sequence[str]) -> pd.DataFrame:
                  "mae": float(np.mean(np.abs(err))), "crps": crps, **cover}
             )  # fmt: skip
     scores = pd.DataFrame(rows)
+    covers = [f"coverage{int(100 * c)}" for c in INTERVALS]
     overall = scores.groupby("method", sort=False).agg(
-        points=("points", "sum"),
-        **{k: (k, "mean") for k in ("nmse", "mae", "crps", *(f"coverage{int(100 * c)}" for c in INTERVALS))},
+        points=("points", "sum"), **{k: (k, "mean") for k in ("nmse", "mae", "crps")}
     )
+    # coverage over all held-out points (a channel with few points does not weigh as much as one with many)
+    weighted = scores[covers].mul(scores["points"], axis=0).groupby(scores["method"], sort=False).sum(min_count=1)
+    overall[covers] = weighted.div(overall["points"], axis=0)
     overall = overall.reset_index().assign(channel="all")
     return pd.concat([scores, overall[scores.columns]], ignore_index=True)

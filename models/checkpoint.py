@@ -66,6 +66,7 @@ class ModelBundle:
     version: str = ""
     created: str = ""
     calibration: tuple[float, ...] | None = None  # per-channel spread factors (models.calibrate)
+    persistence: tuple[float, ...] | None = None  # per-channel pull toward the last value (models.calibrate)
     validity: Validity | None = None  # bounds and missing-value markers (None: none declared)
 
     def __post_init__(self) -> None:
@@ -122,6 +123,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str
         "data": bundle.data,
         "metrics": bundle.metrics,
         "calibration": list(bundle.calibration) if bundle.calibration is not None else None,
+        "persistence": list(bundle.persistence) if bundle.persistence is not None else None,
         "validity": bundle.limits.to_dict(),
     }
     if train_state is not None:
@@ -191,6 +193,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
         version=str(payload["version"]),
         created=str(payload["created"]),
         calibration=_calibration(path, payload.get("calibration"), model.n_channels),
+        persistence=_persistence(path, payload.get("persistence"), model.n_channels),
         validity=validity,
     )
 
@@ -202,3 +205,12 @@ def _calibration(path: str | Path, value: Any, n_channels: int) -> tuple[float, 
     if len(factors) != n_channels or not all(0 < f < 100 for f in factors):
         raise CheckpointError(f"{path}: calibration factors must be one per channel, each in (0, 100)")
     return factors
+
+
+def _persistence(path: str | Path, value: Any, n_channels: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    taus = tuple(float(v) for v in value)
+    if len(taus) != n_channels or not all(math.isfinite(t) and t >= 0 for t in taus):
+        raise CheckpointError(f"{path}: persistence must be one time scale per channel, each finite and >= 0")
+    return taus

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcast.models.calibrate import BAND, fit_factors, held_out
+from latentcast.models.calibrate import Calibration, HeldOut, fit_calibration, forecast_tasks
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.data import Series
 from latentcast.models.datasets import DatasetSplit
 from latentcast.models.forecast import Forecaster
 from latentcast.models.metrics import baseline_nmse, forecast_contexts, holdout_metrics
+from latentcast.models.report import calibration_report
 
 
 def held_out_points(series: Sequence[Series], task: str) -> int:
@@ -115,34 +116,37 @@ def choose_epochs(histories: Sequence[Sequence[dict[str, Any]]]) -> tuple[int, l
 
 def pooled_report(
     folds: Sequence[tuple[ModelBundle, Sequence[Series]]], device: torch.device, task: str, samples: int = 32
-) -> tuple[dict[str, Any], tuple[float, ...] | None]:
+) -> tuple[dict[str, Any], Calibration]:
     """The validation report of `models.report.training_report`, from each fold's model forecasting its own
-    held-out series: NMSE per channel weighted by each fold's held-out values, 80% coverage and the spread
-    factors fitted on all folds' forecasts together."""
-    channels = list(folds[0][0].channels)
-    draws, targets, stds = [], [], []
+    held-out series: the calibration fitted on all folds' forecasts together, then NMSE per channel
+    weighted by each fold's held-out values and 80% coverage, with it."""
+    first = folds[0][0]
+    channels = list(first.channels)
+    plain = [Forecaster(b.model, b.normalizer, device, num_samples=samples) for b, _ in folds]
+    per_fold = [forecast_tasks(fc, val, task) for fc, (_, val) in zip(plain, folds, strict=True)]
+    pooled = {t: HeldOut.concat([p[t] for p in per_fold]) for t in per_fold[0]}
+    cal = fit_calibration(pooled, task, channels)
     sums: dict[str, dict[str, list[float]]] = {k: {} for k in ("latent_ode", "locf", "linear_trend")}
     series = points = 0
+    inside = counted = 0.0
     for bundle, val in folds:
         contexts = forecast_contexts(val, task)
-        plain = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples)
-        x, y, sd = held_out(plain, val, contexts)
-        draws.append(x)
-        targets.append(y)
-        stds.append(sd)
-        model = holdout_metrics(plain, val, contexts)
+        fc = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples, spread=cal.spread,
+                        persistence=cal.persistence)  # fmt: skip
+        model = holdout_metrics(fc, val, contexts)
         base = baseline_nmse(val, contexts, bundle.normalizer)
-        counts = (~np.isnan(y)).sum(0).tolist()  # (D,) held-out values per channel
+        counts = np.sum([(~np.isnan(s.values[c:])).sum(0) for s, c in zip(val, contexts, strict=True)], axis=0)
+        counts = np.broadcast_to(counts, (len(channels),)).tolist()  # (D,) held-out values per channel
         for name, m in (("latent_ode", model), ("locf", base["locf"]), ("linear_trend", base["linear_trend"])):
             for j, c in enumerate(channels):
                 v = m.get(f"nmse_{c}")
                 if v is not None and counts[j]:
                     sums[name].setdefault(c, []).extend([float(v) * counts[j], float(counts[j])])
+        if model.get("coverage80") is not None:
+            inside += float(model["coverage80"]) * sum(counts)
+            counted += sum(counts)
         series += len(val)
         points += int(model.get("forecast_points", 0))
-    x, y, sd = np.concatenate(draws, axis=1), np.concatenate(targets), np.concatenate(stds)
-    factors, before, after = fit_factors(x, y, sd, channels)
-    calibration = factors if any(f != 1.0 for f in factors) else None
     rows: dict[str, dict[str, float | None]] = {}
     for name, per in sums.items():
         row: dict[str, float | None] = {
@@ -152,18 +156,13 @@ def pooled_report(
         row["average"] = float(np.mean(seen)) if seen else None
         rows[name] = row
     model_avg, locf_avg = rows["latent_ode"]["average"], rows["locf"]["average"]
-    counts = dict(zip(channels, (~np.isnan(y)).sum(0).tolist(), strict=True))
-    covered = sum(after[c] * counts[c] for c in after)
     return {
         "split": f"out-of-fold ({len(folds)} folds of the training and validation series)",
         "task": task,
         "series": series,
         "forecast_points": float(points),
         "nmse": rows,
-        "coverage80": covered / sum(counts[c] for c in after) if after else None,
-        "coverage80_before_calibration": before,
-        "calibration": list(calibration) if calibration else None,
-        "calibration_band": list(BAND),
-        "not_calibrated": [c for c in channels if c not in before],
+        "coverage80": inside / counted if counted else None,
+        **calibration_report(cal, first),
         "beats_locf": model_avg is not None and locf_avg is not None and model_avg < locf_avg,
-    }, calibration
+    }, cal

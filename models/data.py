@@ -288,6 +288,20 @@ class Batch:
         seen = self.ctx_m.amax(dim=1)  # (B, D)
         return self.ctx_x.gather(1, idx).squeeze(1) * seen
 
+    def hold_weight(self, query_t: torch.Tensor, persistence: torch.Tensor) -> torch.Tensor:
+        """(B, Q, D) the weight of each channel's last observed value in a forecast at `query_t` (B, Q):
+        exp(-|t - t_last| / τ) for the channel's τ in `persistence` (D,) (model time), 0 where τ is 0 or
+        the context never observes the channel (models.calibrate.fit_persistence)."""
+        tc = self.ctx_x.shape[1]
+        pos = torch.arange(1, tc + 1, device=self.ctx_x.device, dtype=self.ctx_x.dtype)[None, :, None]
+        idx = (self.ctx_m * pos).argmax(dim=1)  # (B, D) the last observed position
+        t_last = self.ctx_t.gather(1, idx)  # (B, D)
+        tau = persistence.to(query_t)
+        gap = (query_t[:, :, None] - t_last[:, None, :]).abs()  # (B, Q, D)
+        weight = torch.exp(-gap / tau.clamp(min=1e-12))
+        seen = self.ctx_m.amax(dim=1)[:, None, :] > 0  # (B, 1, D)
+        return torch.where(seen & (tau > 0), weight, torch.zeros_like(weight))
+
     def likelihood_mask(self, forecast_only: bool = False) -> torch.Tensor:
         """(B, Tt, D) which target values the likelihood scores: all observed, or only those after the context."""
         return self.tgt_m * self.tgt_future[..., None] if forecast_only else self.tgt_m

@@ -70,7 +70,8 @@ class Forecaster:
 
     Series are solved in chunks of at most `batch_size` series whose padded solver output (samples ×
     series × query times × latent width) stays within `max_chunk_values`, so the memory a request
-    takes does not grow with its size; results do not depend on the chunking.
+    takes does not grow with its size; results do not depend on the chunking. `spread` and
+    `persistence`: the per-channel calibration fitted after training (models.calibrate).
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class Forecaster:
         dtype: torch.dtype = torch.float32,
         validity: Validity | None = None,
         small_rows: int = SMALL_ROWS,
+        persistence: Sequence[float] | None = None,
     ):
         self.model = model.to(device, dtype).eval()
         self.small_rows = small_rows  # on a CPU, solves of at most this many rows run on one intra-op thread
@@ -102,6 +104,7 @@ class Forecaster:
         self.validity = validity if validity is not None else Validity.none(normalizer.channels)
         self.max_chunk_values = max_chunk_values
         self.spread = tuple(spread) if spread is not None and any(c != 1.0 for c in spread) else None
+        self.persistence = tuple(persistence) if persistence is not None and any(persistence) else None
         self.graphs = GraphCache(EXEC_DEFAULTS["cuda"]["graph_cache"])
 
     @classmethod
@@ -112,6 +115,7 @@ class Forecaster:
             bundle.normalizer,
             device,
             spread=bundle.calibration,
+            persistence=bundle.persistence,
             validity=bundle.limits,
             **kwargs,  # type: ignore[arg-type]
         )
@@ -178,6 +182,12 @@ class Forecaster:
             return None
         return torch.as_tensor(self.spread, dtype=self.dtype, device=self.device)
 
+    def _persistence(self) -> torch.Tensor | None:
+        """(D,) time scales of the pull toward each channel's last value (model time), or None when off."""
+        if self.persistence is None:
+            return None
+        return torch.as_tensor(self.persistence, dtype=self.dtype, device=self.device)
+
     def _chunks(self, packed: PackedSeries, samples: int) -> list[tuple[int, int]]:
         """Consecutive series ranges: ≤ batch_size series, padded solver output ≤ max_chunk_values."""
         cfg = self.model.cfg
@@ -233,6 +243,7 @@ class Forecaster:
             deadline=torch.as_tensor(deadlines, dtype=torch.float64) if deadlines is not None else None,
             spread=self._spread(),
             small_rows=self.small_rows,
+            persistence=self._persistence(),
         )
         std = self.model.decoder.std
         # behind the mean and quantiles (0 samples: the posterior mean alone)

@@ -190,6 +190,7 @@ class LatentODE(nn.Module):
         deadline: torch.Tensor | None = None,
         spread: torch.Tensor | None = None,
         small_rows: int = SMALL_ROWS,
+        persistence: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast each series at its own query times (`graphs`: where to keep CUDA graphs of the solve).
 
@@ -200,9 +201,11 @@ class LatentODE(nn.Module):
         the first `stats_samples` samples (default all): the draws are a sequence, so asking for more
         samples to look at does not change them. `deadline`: (B,) per-series `time.monotonic()` times
         past which a series' solve stops (`Status.DEADLINE`). `spread`: (D,) calibration factors on each
-        channel's predictive spread about its mean (models.calibrate). On a CPU, at most `small_rows`
-        rows (series × samples) run on one intra-op thread, more on one or all, whichever has been faster
-        lately (`models.device.intra_op_threads`).
+        channel's predictive spread about its mean (models.calibrate). `persistence`: (D,) per-channel time
+        scales τ (model time, 0: off): the whole predictive distribution is shifted so that its mean is
+        w · (the channel's last observed value) + (1 − w) · the model's, w = exp(−|t − t_last| / τ). On a
+        CPU, at most `small_rows` rows (series × samples) run on one intra-op thread, more on one or all,
+        whichever has been faster lately (`models.device.intra_op_threads`).
         """
         rows = batch.ctx_x.shape[0] * max(num_samples, 1)
         with intra_op_threads(rows, batch.ctx_x.device, small_rows):
@@ -234,6 +237,9 @@ class LatentODE(nn.Module):
                 x = x + self.level(batch, last)[None, :, None, :]
                 if self.cfg.residual == "change":
                     x = x - self.decoder(z0).view(s, b, 1, self.n_channels)
+            if persistence is not None:  # near a channel's last value, the forecast moves toward it
+                hold = batch.hold_weight(query_t, persistence)  # (B, Q, D)
+                x = x + hold * (last[:, None, :] - x[: stats_samples or s].mean(0))
             std = self.decoder.std if include_noise else None
             xs = x[: stats_samples or s]  # (S', B, Q, D) behind the mean and quantiles
             centre = xs.mean(0)

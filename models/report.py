@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from latentcast.models.calibrate import BAND, MIN_VALUES, fit_spread
+from latentcast.models.calibrate import BAND, MIN_VALUES, Calibration, fit_calibration, forecast_tasks
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.data import Series
 from latentcast.models.forecast import Forecaster
@@ -24,18 +24,18 @@ def training_report(
     task: str = "last",
     out_of_bounds: dict[str, Any] | None = None,
     samples: int = 32,
-) -> tuple[dict[str, Any], tuple[float, ...] | None]:
+) -> tuple[dict[str, Any], Calibration]:
     """Validation NMSE per channel and on average for the model, last observation carried forward and a
-    per-series linear trend; 80% coverage; a spread calibration when coverage leaves BAND (returned,
-    for the checkpoint, and already applied to the reported coverage)."""
+    per-series linear trend; 80% coverage; the calibration fitted on validation (returned, for the
+    checkpoint, and already applied to the reported figures)."""
     contexts = forecast_contexts(val, task)
     plain = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples)
-    factors, before = fit_spread(plain, val, contexts)
-    calibration = factors if any(f != 1.0 for f in factors) else None
-    fc = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples, spread=calibration)
+    channels = list(bundle.channels)
+    cal = fit_calibration(forecast_tasks(plain, val, task), task, channels)
+    fc = Forecaster(bundle.model, bundle.normalizer, device, num_samples=samples, spread=cal.spread,
+                    persistence=cal.persistence)  # fmt: skip
     model = holdout_metrics(fc, val, contexts)
     base = baseline_nmse(val, contexts, bundle.normalizer)
-    channels = list(bundle.channels)
     rows = {
         name: {c: m.get(f"nmse_{c}") for c in channels} | {"average": m.get("nmse")}
         for name, m in (("latent_ode", model), ("locf", base["locf"]), ("linear_trend", base["linear_trend"]))
@@ -48,14 +48,30 @@ def training_report(
         "forecast_points": model.get("forecast_points", 0.0),
         "nmse": rows,
         "coverage80": model.get("coverage80"),
-        "coverage80_before_calibration": before,
-        "calibration": list(calibration) if calibration else None,
-        "calibration_band": list(BAND),
-        "not_calibrated": [c for c in channels if c not in before],  # fewer than MIN_VALUES held-out values
+        **calibration_report(cal, bundle),
         "beats_locf": beats,
         "outliers_excluded": outliers,
         "out_of_bounds_excluded": out_of_bounds or {},
-    }, calibration
+    }, cal
+
+
+def calibration_report(cal: Calibration, bundle: ModelBundle) -> dict[str, Any]:
+    """The report's calibration fields: spread factors, the coverage before them, the channels left
+    uncalibrated, and the persistence time scales in the data's time unit with what they changed."""
+    scale = bundle.time.scale
+    channels = list(bundle.channels)
+    taus = cal.persistence or (0.0,) * len(channels)
+    return {
+        "coverage80_before_calibration": cal.coverage_before,
+        "calibration": list(cal.spread) if cal.spread else None,
+        "calibration_band": list(BAND),
+        "not_calibrated": [c for c in channels if c not in cal.coverage_before],  # < MIN_VALUES held-out values
+        "persistence": {
+            "time_unit": bundle.time.unit,
+            "scales": {c: round(t / scale, 6) for c, t in zip(channels, taus, strict=True)},
+            "error_ratio": cal.error_ratio,  # held-out squared error with ÷ without, per task
+        },
+    }
 
 
 MIN_VALIDATION_POINTS = 100  # held-out points below which choosing an epoch on validation is noise
@@ -111,6 +127,18 @@ def format_report(report: dict[str, Any]) -> str:
     cal = report.get("calibration")
     note = f" (after calibrating the spread by {', '.join(f'{f:g}' for f in cal)})" if cal else ""
     lines.append(f"  80% interval coverage: {_pct(cov)}{note}")
+    held = report.get("persistence") or {}
+    pulled = {c: t for c, t in (held.get("scales") or {}).items() if t}
+    if pulled:
+        tasks = {"last": "last point", "half": "second half"}
+        cells = []
+        for c, t in pulled.items():
+            ratio = (held.get("error_ratio") or {}).get(c) or {}
+            change = ", ".join(f"{tasks.get(k, k)} ×{v:.2f}" for k, v in ratio.items())
+            unit = held.get("time_unit", "unitless")
+            span = f"{t:g} {unit}s" if unit != "unitless" else f"{t:g} time units"
+            cells.append(f"{c} over {span}" + (f" (squared error {change})" if change else ""))
+        lines.append("  forecasts near a channel's last value are pulled toward it: " + "; ".join(cells))
     for key, what in (
         ("out_of_bounds_excluded", "values outside the physical bounds set aside (data.bounds)"),
         ("outliers_excluded", "gross outliers set aside as entry errors (data.outlier_z)"),
@@ -167,5 +195,7 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
 
 
-def with_report(bundle: ModelBundle, report: dict[str, Any], calibration: tuple[float, ...] | None) -> ModelBundle:
-    return dataclasses.replace(bundle, metrics={**bundle.metrics, "report": report}, calibration=calibration)
+def with_report(bundle: ModelBundle, report: dict[str, Any], cal: Calibration) -> ModelBundle:
+    return dataclasses.replace(
+        bundle, metrics={**bundle.metrics, "report": report}, calibration=cal.spread, persistence=cal.persistence
+    )

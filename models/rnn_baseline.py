@@ -88,6 +88,7 @@ class RNNBaseline(nn.Module):
         deadline: torch.Tensor | None = None,
         spread: torch.Tensor | None = None,
         small_rows: int = SMALL_ROWS,
+        persistence: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast at query times after each series' context (the RNN cannot go back in time)."""
         with intra_op_threads(batch.ctx_x.shape[0] * max(num_samples, 1), batch.ctx_x.device, small_rows):
@@ -112,6 +113,9 @@ class RNNBaseline(nn.Module):
             pos = batch.ctx_len[:, None] + torch.arange(q, device=query_t.device)  # (B, Q)
             sorted_means = means.gather(1, pos[..., None].expand(-1, -1, self.n_channels))
             mean = torch.empty_like(sorted_means).scatter_(1, order[..., None].expand_as(sorted_means), sorted_means)
+            if persistence is not None:  # as the latent ODE: toward each channel's last value near it
+                hold = batch.hold_weight(query_t, persistence)
+                mean = mean + hold * (batch.last_observed()[:, None, :] - mean)
             lv = torch.as_tensor(list(levels), dtype=mean.dtype, device=mean.device)
             sd = self.decoder.std if include_noise else torch.zeros_like(self.decoder.std)
             quant = mean[None] + torch.special.ndtri(lv).view(-1, 1, 1, 1) * sd

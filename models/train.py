@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latentcast.models import distributed
 from latentcast.models.calibrate import MIN_VALUES as CALIBRATION_VALUES
+from latentcast.models.calibrate import Calibration
 from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
 from latentcast.models.crossval import choose_epochs, fold_splits, pooled_report, score, sized_validation
@@ -407,7 +408,7 @@ class CrossValidation:
     validation score per epoch and a summary for metrics.json."""
 
     report: dict[str, Any]
-    calibration: tuple[float, ...] | None
+    calibration: Calibration
     curve: list[float]
     summary: dict[str, Any]
 

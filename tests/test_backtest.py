@@ -132,3 +132,22 @@ def test_the_verdict_also_weighs_mae_and_the_intervals_coverage() -> None:
     said = Backtest(scores, pd.DataFrame(), "half", 3, 10).verdict()
     assert said.startswith("the model beats both baselines on these series (NMSE)")
     assert "by MAE locf is closer (1.5 vs 2)" in said and "80% interval covers 50% (too narrow)" in said
+
+
+def test_overall_coverage_counts_points_not_channels() -> None:
+    """A channel with two held-out points must not weigh as much as one with ten in the overall coverage."""
+    from latentcast.backtest import LEVELS, _scores
+    from latentcast.frames import quantile_column
+
+    rows = []
+    for ch, n, actual in (("p", 10, 0.0), ("q", 2, 9.0)):  # p inside every interval, q outside all
+        for k in range(n):
+            q = {quantile_column(lv): lv - 0.5 for lv in LEVELS}  # intervals about 0, within (-0.5, 0.5)
+            rows.append({"id": str(k), "channel": ch, "actual": actual + 0.01 * k, "point": 0.0, "locf": 0.0,
+                         "linear_trend": 0.0, **q})  # fmt: skip
+    scores = _scores(pd.DataFrame(rows), ["p", "q"]).set_index(["method", "channel"])
+    assert scores.loc[("latent_ode", "p"), "coverage80"] == 1.0 and scores.loc[("latent_ode", "q"), "coverage80"] == 0
+    assert scores.loc[("latent_ode", "all"), "coverage80"] == pytest.approx(10 / 12)
+    assert scores.loc[("latent_ode", "all"), "nmse"] == pytest.approx(
+        scores.xs("latent_ode")["nmse"][["p", "q"]].mean()
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from typing import Any
 
@@ -18,10 +19,11 @@ def _bundle(normalizer) -> ModelBundle:
 
 
 def test_round_trip_restores_everything(tmp_path, series, normalizer) -> None:
-    b = _bundle(normalizer)
+    b = dataclasses.replace(_bundle(normalizer), calibration=(1.2, 1.0, 0.9), persistence=(0.3, 0.0, 1.0))
     path = save_checkpoint(tmp_path / "m.pt", b)
     back = load_checkpoint(path)
     assert back.config == b.config and back.normalizer == b.normalizer and back.time == b.time
+    assert back.calibration == (1.2, 1.0, 0.9) and back.persistence == (0.3, 0.0, 1.0)
     assert back.data == {"series": 6} and back.metrics == {"val_nmse": 0.5}
     assert back.version and back.channels == ("a", "b", "c") and back.created
     batch = collate(series, normalizer)
@@ -87,6 +89,8 @@ def test_wrong_format_and_version_are_refused(tmp_path, normalizer) -> None:
         ),
         (lambda p: p["config"].__setitem__("min_std", -1.0), "configuration is not valid"),
         (lambda p: p["time"].__setitem__("unit", "fortnight"), "configuration is not valid"),
+        (lambda p: p.__setitem__("persistence", [0.1, float("nan")]), "persistence must be one time scale"),
+        (lambda p: p.__setitem__("persistence", [0.1]), "persistence must be one time scale"),
     ],
 )
 def test_a_checkpoint_that_cannot_forecast_is_refused_at_load(tmp_path, corrupt: Any, match: str) -> None:

@@ -108,6 +108,9 @@ def test_the_report_compares_with_the_naive_forecasts_and_travels_with_the_model
     assert bundle.metrics["report"] == json.loads((tmp_path / METRICS).read_text())["report"]
     if report["calibration"] is not None:  # a coverage outside 75-85% was calibrated, and it travels too
         assert bundle.calibration == tuple(report["calibration"])
+    scales = report["persistence"]["scales"]  # the pull toward the last value, in the data's time unit
+    assert list(scales) == ["a", "b", "c"] and report["persistence"]["time_unit"] == bundle.time.unit
+    assert [round(t / bundle.time.scale, 6) for t in bundle.persistence or (0.0,) * 3] == list(scales.values())
     text = format_report(report)
     assert "LOCF" in text and "80% interval coverage" in text
     base = report["nmse"]
