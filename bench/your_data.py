@@ -151,6 +151,7 @@ def run(ds: DataSet, runs: Path, config: Path | None, rescore: bool = False) -> 
         "time_scale": model.bundle.time.scale,
         "log_channels": list(model.log_channels),
         "calibration": list(model.bundle.calibration) if model.bundle.calibration else None,
+        "persistence": (report.get("persistence") or {}).get("scales") or {},
     }
     row["reasons"] = {}
     for task in TASKS:  # the user's view: Model.backtest on the data's scale, the `point` column
@@ -242,6 +243,9 @@ def reasons(x: dict[str, Any]) -> list[str]:
     return out
 
 
+MIN_POINTS = 50  # test points below which a channel's coverage is shown on its own (too few to judge)
+
+
 def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
     lines = [
         "# Your data: `latentcast train --data FILE --channels … [--time-unit U]`, no other flag",
@@ -256,7 +260,10 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         "channels, the mean elsewhere) beside LOCF and a per-series linear trend, on two tasks: the second half",
         "of each series from its first half, and its last point from the rest. NMSE: squared error ÷ the held-out",
         "values' variance per channel, averaged over channels (lower is better). CRPS: scoringrules' quantile",
-        "estimator over 19 levels, on the data's scale. Coverage: of the 50/80/95% intervals, second half.",
+        "estimator over 19 levels, on the data's scale. Coverage: of the 50/80/95% intervals, second half, over",
+        "all held-out points (per channel below where a channel has few). After training, each channel's",
+        "forecasts near its last value are pulled toward it where validation (both tasks) says so",
+        "(`models.calibrate`; the time scale per channel below, 0: off).",
         "",
         "| data (time unit) | test series | validation series / points | epochs (best) | second half: model | LOCF "
         "| trend | CRPS | coverage 50/80/95 | last point: model | LOCF | trend | verdict | wall time |",
@@ -289,6 +296,14 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         ]
         extra = f"; logged: {', '.join(x['log_channels']) or 'none'}"
         extra += f"; calibration {[round(v, 3) for v in x['calibration']]}" if x["calibration"] else ""
+        held = {c: t for c, t in (x.get("persistence") or {}).items() if t}
+        extra += (
+            f"; pulled toward the last value over {held} {x['unit']}" if held else "; no pull toward the last value"
+        )
+        few = [c for c in x["channels"] if c in h["latent_ode"] and h["latent_ode"][c]["points"] < MIN_POINTS]
+        for c in few:
+            m = h["latent_ode"][c]
+            extra += f"; {c}: {m['points']:.0f} test points, 80% coverage {100 * m['coverage80']:.0f}%"
         extra += "".join(f"; *{w}*" for w in x["warnings"])
         lines.append(f"- {x['name']} ({x['about']}): " + "; ".join(cells) + extra)
         for why in reasons(x):
