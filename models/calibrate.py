@@ -154,8 +154,8 @@ def fit_persistence(
 ) -> tuple[tuple[float, ...] | None, dict[str, dict[str, float]]]:
     """Per channel, the time scale τ (model time, from PERSISTENCE_GRID, or 0: off) of the pull toward
     its last value that most lowers the held-out squared error of the mean, in the geometric mean over
-    `tasks` (e.g. the last point and the second half of each series, so that neither task pays for the
-    other); on only where that gain is at least `min_gain` and the channel has MIN_VALUES held-out values.
+    `tasks` (e.g. the last point and the second half of each series), among the scales that make no task
+    worse; on only where that gain is at least `min_gain` and the channel has MIN_VALUES held-out values.
     Returns the scales (None: all off) and, per channel fitted, its error ÷ the error without, per task."""
     taus, gains = [], {}
     for j, name in enumerate(channels):
@@ -169,13 +169,12 @@ def fit_persistence(
             taus.append(0.0)
             continue
 
-        base = _errors(per_task, 0.0)
-        scores = {
-            t: float(np.mean(np.log(np.maximum(_errors(per_task, t), 1e-300) / np.maximum(base, 1e-300))))
-            for t in PERSISTENCE_GRID
-        }
-        best = min(scores, key=scores.__getitem__)
-        on = scores[best] <= -min_gain
+        base = np.maximum(_errors(per_task, 0.0), 1e-300)
+        ratios = {t: np.maximum(_errors(per_task, t), 1e-300) / base for t in PERSISTENCE_GRID}
+        # a scale that makes any task worse is not a candidate: one task never pays for the other
+        scores = {t: float(np.mean(np.log(r))) for t, r in ratios.items() if (r <= 1.0).all()}
+        best = min(scores, key=scores.__getitem__) if scores else 0.0
+        on = bool(scores) and scores[best] <= -min_gain
         taus.append(best if on else 0.0)
         ratio = [a / b if b > 0 else 1.0 for a, b in zip(_errors(per_task, best if on else 0.0), base, strict=True)]
         gains[name] = {p[0]: round(r, 4) for p, r in zip(per_task, ratio, strict=True)}

@@ -99,3 +99,18 @@ def test_persistence_stays_off_when_it_does_not_help_or_values_are_few() -> None
     # the last value is the truth, but fewer than MIN_VALUES held-out values: not fitted
     few = HeldOut(centre[:, :10], last[:10], np.ones((10, 1)), last[:10], since[:10])
     assert MIN_VALUES > 20 and fit_persistence({"last": few, "half": few}, ("x",)) == (None, {})
+
+
+def test_persistence_never_trades_one_task_for_the_other() -> None:
+    """The pull would make the last point far better and the second half worse: it stays off."""
+    rng = np.random.default_rng(1)
+    n = 60
+    centre = rng.standard_normal((4, n, 1))
+    last = centre.mean(0) + rng.standard_normal((n, 1))
+    since = np.full((n, 1), 0.01)  # near the last value: any scale in the grid moves the forecast to it
+    helps = HeldOut(centre, last.copy(), np.ones((n, 1)), last, since)  # the truth is the last value
+    truth = centre.mean(0) - 0.3 * (last - centre.mean(0))
+    hurts = HeldOut(centre, truth, np.ones((n, 1)), last, since)  # away from the last value: any pull hurts
+    taus, ratio = fit_persistence({"last": helps, "half": hurts}, ("x",))
+    assert taus is None and ratio["x"] == {"last": 1.0, "half": 1.0}
+    assert fit_persistence({"last": helps, "half": helps}, ("x",))[0] is not None
