@@ -47,13 +47,15 @@ def fan_chart(
     """One row per series (`series`, or the first `max_series`), one column per channel: the observations,
     the `point` forecast with the outermost quantile band (a lone query time: a point with its interval),
     and `actuals` (a long table like `obs`, e.g. held-out values at the query times) where given. The
-    x axis is labelled with `time_unit` when known (a table without a `point` column: its `mean`)."""
+    x axis, shared by a series' channels, is labelled with `time_unit` when known (a table without a
+    `point` column: its `mean`)."""
     path = Path(path)
     point = point if point in fc.columns else "mean"
     ids = chosen_series(fc, series, max_series, id_col)
     channels = list(dict.fromkeys(fc["channel"]))
     qcols = sorted((c for c in fc.columns if c.startswith("q") and c[1:2].isdigit()), key=lambda c: float(c[1:]))
-    fig, axes = plt.subplots(len(ids), len(channels), figsize=(3.4 * len(channels), 2.4 * len(ids)), squeeze=False)
+    size = (3.4 * len(channels), 2.4 * len(ids))  # a series' channels share its time axis
+    fig, axes = plt.subplots(len(ids), len(channels), figsize=size, squeeze=False, sharex="row")
     obs = obs.assign(**{id_col: obs[id_col].astype(str)})
     if actuals is not None:
         actuals = actuals.assign(**{id_col: actuals[id_col].astype(str)})
