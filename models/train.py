@@ -388,6 +388,14 @@ def _train(
         report.update(train_only, cross_validation=cv.summary)
         report["warnings"] = validation_warnings(report, [{"val_nmse": v} for v in cv.curve])
     report["suspect_missing_codes"] = codes
+    report["warnings"] += unbounded_at_zero(split, validity)
+    ignored = split.description.get("ignored_columns") or []
+    if ignored:
+        report["warnings"].append(
+            f"column{'s' if len(ignored) > 1 else ''} {', '.join(map(repr, ignored[:8]))}"
+            f"{f' and {len(ignored) - 8} more' if len(ignored) > 8 else ''} not modelled (not among the channels; "
+            "a numeric one can be named in --channels)"
+        )
     report["validation_size"] = note
     named = [*kept_train.examples, *(kept_val.examples if cv is None else [])][:MAX_EXAMPLES]
     report["outlier_examples"] = [{"series_id": i, "channel": c, "value": v} for i, _, c, v in named]
@@ -400,6 +408,21 @@ def _train(
     metrics = _write_metrics(out, exp, history, best_score, seconds, report, stopped, chosen)
     _plot_best(out, split, exp, dev)
     return TrainResult(out / BEST, out / LAST, metrics)
+
+
+def unbounded_at_zero(split: DatasetSplit, validity: Validity) -> list[str]:
+    """A hint per channel whose training values are ≥ 0 with zeros among them (so no log scale keeps its
+    forecasts positive) and that has no lower bound: its intervals may reach below 0."""
+    values = np.concatenate([s.values for s in split.train]) if split.train else np.zeros((0, len(split.channels)))
+    out = []
+    for j, c in enumerate(split.channels):
+        seen = values[:, j][~np.isnan(values[:, j])]
+        if seen.size and seen.min() == 0 and math.isinf(validity.lower[j]) and c not in split.log_channels:
+            out.append(
+                f"channel {c!r}: every training value is >= 0, some are 0, and nothing bounds its forecasts, whose "
+                f"intervals may reach below 0; if it cannot be negative, train with --bounds '{c}=0:' (clips them)"
+            )
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

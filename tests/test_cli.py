@@ -307,9 +307,14 @@ def test_the_choices_and_the_report_are_in_get_models(tmp_path) -> None:
 def test_the_run_directory_and_the_name_default_to_the_file(tmp_path, monkeypatch, extra: list[str], name: str) -> None:
     monkeypatch.chdir(tmp_path)
     _user_csv(tmp_path / "visits.csv.gz", 24)
+    table = pd.read_csv(tmp_path / "visits.csv.gz")  # and a text column that is no channel
+    table.assign(ward=np.where(table.index % 2 == 0, "ICU", "step-down")).to_csv(
+        tmp_path / "visits.csv.gz", index=False
+    )
     (tmp_path / "tiny.toml").write_text(TINY)
     args = ["train", "--data", "visits.csv.gz", "--channels", "hr", "--time-unit", "day", "--config", "tiny.toml"]
     res = CliRunner().invoke(app, [*args, *extra, "--epochs", "1", "--quiet", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert f"run directory: {Path('runs') / name}" in res.output
+    assert "WARNING: column 'ward' not modelled (not among the channels" in res.output
     assert load_checkpoint(tmp_path / "runs" / name / "best.pt").name == name

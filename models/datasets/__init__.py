@@ -84,7 +84,13 @@ def dataset_from_frame(
         cfg.channels,
         logs,
         TimeSpec(unit, scale),
-        {"name": cfg.name, **(description or {}), "series": len(series), "preprocessing": choices},
+        {
+            "name": cfg.name,
+            **(description or {}),
+            "series": len(series),
+            "preprocessing": choices,
+            "ignored_columns": [str(c) for c in frame.columns if c not in {id_col, time_col, *cfg.channels}],
+        },
     )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -257,3 +258,20 @@ def test_the_report_names_the_naive_forecast_to_use_when_the_model_loses() -> No
     assert better_baseline(report(0.5, 0.6, 0.3)) == ("a per-series linear trend", 0.3)
     text = format_report(report(0.5, 0.4, 0.9))
     assert "does not beat carrying the last observation forward" in text and "with carrying the last" in text
+
+
+def test_a_non_negative_channel_with_zeros_and_no_bound_is_pointed_at_bounds(tmp_path) -> None:
+    """Channel a holds zeros (no log scale keeps it positive): the report says how to bound it; once
+    bounded, or for channels without zeros, nothing is said."""
+    from latentcast.models.train import unbounded_at_zero
+    from latentcast.models.validity import Validity
+
+    split = _split()
+    zeroed = [dataclasses.replace(s, values=np.where(np.arange(3) == 0, np.maximum(s.values - 2.5, 0), s.values))
+              for s in split.train]  # fmt: skip
+    split = dataclasses.replace(split, train=zeroed)
+    hints = unbounded_at_zero(split, Validity.none(split.channels))
+    assert len(hints) == 1 and "channel 'a'" in hints[0] and "--bounds 'a=0:'" in hints[0]
+    assert unbounded_at_zero(split, Validity.from_config({"a": [0, math.inf]}, {}, split.channels)) == []
+    res = train(_exp(1), split, tmp_path, device="cpu", show_progress=False)
+    assert hints[0] in res.metrics["report"]["warnings"]
