@@ -89,7 +89,13 @@ class Model:
         self.unusual_output_scales = unusual_output_scales
         horizon = math.inf if max_horizon_factor is None else bundle.max_horizon(max_horizon_factor)
         self.limits = Limits(
-            bundle.time, horizon, bundle.normalizer, bundle.limits, unusual_value_scales, warnings_as_errors
+            bundle.time,
+            horizon,
+            bundle.normalizer,
+            bundle.limits,
+            unusual_value_scales,
+            warnings_as_errors,
+            bundle.entry_error_scales,
         )
         self.forecaster = Forecaster.from_bundle(
             bundle,

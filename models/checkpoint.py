@@ -89,6 +89,12 @@ class ModelBundle:
     def channels(self) -> tuple[str, ...]:
         return self.normalizer.channels
 
+    @property
+    def entry_error_scales(self) -> float:
+        """How far out (normalised units) its training set values aside as entry errors (inf: none)."""
+        z = (self.data.get("config") or {}).get("outlier_z")
+        return float(z) if isinstance(z, int | float) and z > 0 else math.inf
+
     def max_horizon(self, factor: float) -> float:
         """How far (model time) a query may lie from a series' observations: `factor` × the longest
         training series span; unbounded when the training data did not record it."""

@@ -35,7 +35,9 @@ Show = Callable[[str, int, int], str]
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """What a model takes. max_horizon: model time; unusual_scales: normalised units (the model's own
-    scale, after the log of log channels); strict: refuse what would be answered with a warning."""
+    scale, after the log of log channels); strict: refuse what would be answered with a warning;
+    entry_error_scales: values this far out (normalised units), which its training set aside as entry
+    errors, are flagged too."""
 
     time: TimeSpec
     max_horizon: float = math.inf
@@ -43,6 +45,7 @@ class Limits:
     validity: Validity | None = None
     unusual_scales: float = math.inf
     strict: bool = False
+    entry_error_scales: float = math.inf  # training set values this far out aside (data.outlier_z)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +327,41 @@ def _check_values(values: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdi
                 "unusual_value",
                 "unusual_scales",
             )
+        _check_entry_errors(values, z, off, limits, v)
     return values
+
+
+def _check_entry_errors(values: np.ndarray, z: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdicts) -> None:
+    """Values nearer than `unusual_scales` but beyond what the model's training kept (`entry_error_scales`):
+    the model never learned from such values, so they are flagged (refused when strict)."""
+    norm, cut = limits.normalizer, limits.entry_error_scales
+    if norm is None or not cut < limits.unusual_scales:
+        return
+    with np.errstate(invalid="ignore"):
+        r, c = np.nonzero((z > cut) & (z <= limits.unusual_scales))
+    unit, centre = norm.scale_words()
+    why = f"its training set values more than {cut:g} {unit} from {centre} aside as entry errors"
+
+    def item(k: int) -> str:
+        j = int(r[k] - off[np.searchsorted(off, r[k], side="right") - 1])
+        return f"[{j}] {norm.channels[c[k]]!r} = {values[r[k], c[k]]:.6g}, {z[r[k], c[k]]:.3g} scales out"
+
+    if limits.strict:
+        v.refuse_first(
+            r,
+            off,
+            "values",
+            lambda k: f"[{c[k]}] = {values[r[k], c[k]]:.6g} (channel {norm.channels[c[k]]!r}): {why}",
+            "strict",
+        )
+    else:
+        v.summarise(
+            r,
+            off,
+            lambda n: f"{n} value{'s' if n > 1 else ''} the model never learned from ({why}; answered, check them)",
+            item,
+            "unusual_value",
+        )
 
 
 def _check_horizon(

@@ -81,6 +81,7 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
             bundle.limits,
             settings.unusual_value_scales,
             settings.warnings_as_errors,
+            bundle.entry_error_scales,
         )
         spec = ModelSpec(bundle.name, bundle.version, tuple(bundle.channels), limits, bundle.config.solver)
         options: dict[str, Any] = dict(

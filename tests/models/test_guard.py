@@ -89,6 +89,23 @@ def test_unusual_values_are_answered_with_a_warning_that_names_the_scale() -> No
     assert "[0] 'lin' = 25, 25 scales out" in w.msg
 
 
+def test_values_training_set_aside_as_entry_errors_are_flagged_below_the_unusual_limit() -> None:
+    """A model trained with outlier_z 10: a value 15 scales out (under the unusual limit of 20) is one it
+    never learned from, answered with a warning saying so; refused when strict; 9 scales out: nothing."""
+    out = _pack([[15.0, 1.0], [9.0, 2.0]], [0.0, 1.0], [2.0], unusual_scales=20.0, entry_error_scales=10.0)
+    assert out.refused == [] and len(out.packed) == 1
+    (w,) = out.warnings
+    assert (w.kind, w.index) == ("unusual_value", 0)
+    assert "1 value the model never learned from (its training set values more than 10 robust scales" in w.msg
+    assert "[0] 'lin' = 15, 15 scales out" in w.msg
+    strict = _pack([[15.0, 1.0]], [0.0], [2.0], unusual_scales=20.0, entry_error_scales=10.0, strict=True)
+    (issue,) = strict.refused
+    assert issue.setting == "strict" and "aside as entry errors" in issue.msg
+    assert _pack([[9.0, 1.0]], [0.0], [2.0], unusual_scales=20.0, entry_error_scales=10.0).warnings == []
+    far = _pack([[25.0, 1.0]], [0.0], [2.0], unusual_scales=20.0, entry_error_scales=10.0)  # one warning, not two
+    assert [w.setting for w in far.warnings] == ["unusual_scales"]
+
+
 def test_bounds_set_values_aside_with_a_warning_or_refuse_them_when_strict() -> None:
     validity = Validity.from_config({"lin": (0.0, 10.0)}, {"*": (-1.0,)}, ("lin", "log"), "a test")
     values = [[12.0, 1.0], [5.0, 2.0], [-1.0, 3.0]]  # 12 is outside; -1 means unknown
