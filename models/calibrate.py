@@ -177,7 +177,7 @@ def fit_persistence(
         on = bool(scores) and scores[best] <= -min_gain
         taus.append(best if on else 0.0)
         ratio = [a / b if b > 0 else 1.0 for a, b in zip(_errors(per_task, best if on else 0.0), base, strict=True)]
-        gains[name] = {p[0]: round(r, 4) for p, r in zip(per_task, ratio, strict=True)}
+        gains[name] = {p[0]: round(float(r), 4) for p, r in zip(per_task, ratio, strict=True)}
     return (tuple(taus) if any(taus) else None), gains
 
 

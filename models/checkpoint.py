@@ -111,6 +111,20 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
+def plain(value: Any) -> Any:
+    """`value` with numpy scalars and arrays as Python numbers and lists, so that a
+    weights-only load, which refuses numpy objects, reads it back."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return value
+
+
 def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str, Any] | None = None) -> Path:
     """Write atomically (temp file + rename) so a crash never leaves a half-written checkpoint."""
     path = Path(path)
@@ -126,14 +140,14 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str
         "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
         "normalizer": bundle.normalizer.to_dict(),
         "time": {"unit": bundle.time.unit, "scale": bundle.time.scale},
-        "data": bundle.data,
-        "metrics": bundle.metrics,
+        "data": plain(bundle.data),
+        "metrics": plain(bundle.metrics),
         "calibration": list(bundle.calibration) if bundle.calibration is not None else None,
         "persistence": list(bundle.persistence) if bundle.persistence is not None else None,
         "validity": bundle.limits.to_dict(),
     }
     if train_state is not None:
-        payload["train_state"] = train_state
+        payload["train_state"] = plain(train_state)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)

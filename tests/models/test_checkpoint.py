@@ -4,6 +4,7 @@ import dataclasses
 import pickle
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,6 +33,14 @@ def test_round_trip_restores_everything(tmp_path, series, normalizer) -> None:
     c = back.model.predict(batch, q, num_samples=4, levels=(0.1, 0.9))
     torch.testing.assert_close(a.mean, c.mean, rtol=0, atol=0)
     torch.testing.assert_close(a.quantiles, c.quantiles, rtol=0, atol=0)
+
+
+def test_numpy_numbers_in_the_metadata_are_saved_as_plain_ones(tmp_path, normalizer) -> None:
+    """A report holding numpy scalars (easy to write by accident) still loads weights-only."""
+    b = dataclasses.replace(_bundle(normalizer), metrics={"report": {"ratio": np.float64(0.5), "n": np.int64(3)}})
+    back = load_checkpoint(save_checkpoint(tmp_path / "m.pt", b, train_state={"history": [{"x": np.float32(1)}]}))
+    assert back.metrics == {"report": {"ratio": 0.5, "n": 3}} and type(back.metrics["report"]["ratio"]) is float
+    assert read_payload(tmp_path / "m.pt")["train_state"] == {"history": [{"x": 1.0}]}
 
 
 def test_version_is_a_digest_of_the_weights(tmp_path, normalizer) -> None:
