@@ -68,7 +68,7 @@ def fan_chart(
             g = f[f["channel"] == ch].assign(_t=lambda d: _axis_times(d[time_col])).sort_values("_t")
             if len(g) == 1:  # a lone query time: its point and interval
                 row = g.iloc[0]
-                err = [[row[point] - row[qcols[0]]], [row[qcols[-1]] - row[point]]] if band else None
+                err = [[max(row[point] - row[qcols[0]], 0)], [max(row[qcols[-1]] - row[point], 0)]] if band else None
                 ax.errorbar(g["_t"], g[point], yerr=err, fmt="s", ms=4, capsize=3, label=f"{point}, {band}")
             else:
                 if band:
@@ -80,11 +80,17 @@ def fan_chart(
                 a = actuals[actuals[id_col] == sid].dropna(subset=[ch])
                 ax.plot(_axis_times(a[time_col]), a[ch], "x", ms=5, color="C3", label="actual")
             ax.set_title(f"{sid} · {ch}", fontsize=8)
+            if g.empty and not (ch in o.columns and o[ch].notna().any()):
+                ax.text(0.5, 0.5, f"no {ch} in this series", ha="center", va="center", fontsize=7,
+                        transform=ax.transAxes, color="0.4")  # fmt: skip
+                ax.set_yticks([])
             if time_unit:
                 ax.set_xlabel(time_unit, fontsize=7)
-            ax.tick_params(labelsize=7)
+            # every row keeps its own tick labels (rows are different series, with their own time ranges)
+            ax.tick_params(labelsize=7, labelbottom=True)
+            if pd.api.types.is_datetime64_any_dtype(g["_t"]):
+                plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     axes[0][0].legend(fontsize=6)
-    fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
