@@ -26,11 +26,11 @@ import torch
 from bench import results
 from latentcast.models.checkpoint import find_checkpoint, load_checkpoint
 from latentcast.models.config import LEVELS, SolverConfig
-from latentcast.models.datasets import load_dataset
 from latentcast.models.forecast import Forecaster
-from latentcast.models.metrics import forecast_contexts
 from latentcast.models.packed import PackedSeries
-from latentcast.models.recipes import build_experiment
+from latentcast.models.training.datasets import load_dataset
+from latentcast.models.training.metrics import forecast_contexts
+from latentcast.models.training.recipes import build_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)

@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
-    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/models/test_distributed.py"]
+    ddp_test = "tests/models/training/test_distributed.py"
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", ddp_test]
     tests = []
     for k in range(args.tests):
         tests.append(run(pytest, 600))
@@ -78,7 +79,7 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             "| what | runs | aborts or failures | seconds each |",
             "|---|---|---|---|",
-            f"| `pytest tests/models/test_distributed.py` | {count(r['tests'])} |",
+            f"| `pytest tests/models/training/test_distributed.py` | {count(r['tests'])} |",
             f"| `torchrun --nproc_per_node=2 -m latentcast train` on Oxboys | {count(r['trainings'])} |",
             "",
             "Every torchrun run wrote best.pt: " + str(all(x.get("best_written") for x in r["trainings"])) + ".",

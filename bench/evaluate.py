@@ -19,13 +19,13 @@ from bench import results
 from latentcast.models.checkpoint import load_checkpoint, save_checkpoint
 from latentcast.models.config import DataConfig, from_dict
 from latentcast.models.data import Series
-from latentcast.models.datasets import load_dataset
-from latentcast.models.datasets.spirals import make_spirals
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
-from latentcast.models.metrics import baseline_nmse, holdout_metrics
-from latentcast.models.recipes import build_experiment
-from latentcast.models.train import BEST, METRICS, train
+from latentcast.models.training.datasets import load_dataset
+from latentcast.models.training.datasets.spirals import make_spirals
+from latentcast.models.training.metrics import baseline_nmse, holdout_metrics
+from latentcast.models.training.recipes import build_experiment
+from latentcast.models.training.train import BEST, METRICS, train
 
 # Chen et al. (2018), Table 2: predictive RMSE on the spirals, by number of observed points.
 PAPER_SPIRALS = {
@@ -126,7 +126,7 @@ def spirals_markdown(r: dict[str, Any]) -> str:
         "NFE counts batched evaluations of the latent vector field. Wall times were measured while other",
         "training jobs shared the two cores, so they overstate the cost of a run on a quiet machine.",
         "",
-        "Models (each trained by `models/train.py` on the same 1,000 windows, mixed n, best epoch by",
+        "Models (each trained by `models/training/train.py` on the same 1,000 windows, mixed n, best epoch by",
         "validation forecast error; forecasts are the predictive mean over 64 posterior samples):",
         "",
         *[f"- {kind}: {m[kind]['architecture']}" for kind in ("rnn", "latent_ode")],

@@ -16,11 +16,11 @@ import numpy as np
 from bench import results
 from bench.physionet import PUBLISHED, Scale, locf, score, targets
 from latentcast.models.checkpoint import load_checkpoint
-from latentcast.models.datasets import load_dataset
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
-from latentcast.models.recipes import build_experiment
-from latentcast.models.train import BEST, METRICS, train
+from latentcast.models.training.datasets import load_dataset
+from latentcast.models.training.recipes import build_experiment
+from latentcast.models.training.train import BEST, METRICS, train
 
 
 def forecast_test(checkpoint: Path, split: Any, scale: Scale, device: str, samples: int = 32) -> dict[str, Any]:
@@ -131,7 +131,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         'Notes: the model reads the challenge\'s -1 ("unknown") as not observed and sets aside inputs outside',
-        "its physical bounds (pH 94, Temp -17.8 °C; models/configs/physionet2012.toml), in training and serving;",
+        "its physical bounds (pH 94, Temp -17.8 °C; models/training/configs/physionet2012.toml), in training and",
+        "serving;",
         "the targets are scored as the benchmark has them. MechVent is constant over train + val, so it is scored",
         "with scale 1 (raw units) instead of the benchmark's division by 1e-8.",
         "",

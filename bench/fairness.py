@@ -30,7 +30,7 @@ import numpy as np
 from bench import results
 from bench.server import ServerProcess
 from bench.soak import patients
-from latentcast.models.datasets.physionet2012 import CHANNELS as PHYSIONET
+from latentcast.models.training.datasets.physionet2012 import CHANNELS as PHYSIONET
 
 SMALL = json.dumps({"model": "pbcseq", "series": [dict(patients(1)[0], id="small")]}).encode()
 

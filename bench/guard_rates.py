@@ -28,9 +28,9 @@ import pandas as pd
 import latentcast
 from bench import results
 from bench.your_data import DATA, SETS
-from latentcast.models.datasets.pbcseq import CHANNELS as PBC_CHANNELS
-from latentcast.models.datasets.pbcseq import read_pbcseq
-from latentcast.models.datasets.physionet2012 import CHANNELS, TIME, protocol_split, read_records
+from latentcast.models.training.datasets.pbcseq import CHANNELS as PBC_CHANNELS
+from latentcast.models.training.datasets.pbcseq import read_pbcseq
+from latentcast.models.training.datasets.physionet2012 import CHANNELS, TIME, protocol_split, read_records
 
 PHYSIONET = Path("../shared/data/physionet2012")
 

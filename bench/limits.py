@@ -26,7 +26,7 @@ from bench import results
 from bench.server import ServerProcess
 from bench.soak import patients
 from latentcast.models import Limits, PackedSeries, TimeSpec
-from latentcast.models.datasets.pbcseq import CHANNELS
+from latentcast.models.training.datasets.pbcseq import CHANNELS
 from latentcast.service.config import Settings
 from latentcast.service.formats import arrow
 from latentcast.service.formats import json as json_format

@@ -1,6 +1,6 @@
 """The PhysioNet 2012 model ablation, on the validation split only, at an equal training budget.
 
-Each variant (bench/recipes/physionet/*.toml, on top of models/configs/physionet2012.toml) is trained
+Each variant (bench/recipes/physionet/*.toml, on top of models/training/configs/physionet2012.toml) is trained
 for at most --minutes minutes of wall time on this machine (0: the recipe's epochs), then scored like
 the test table (min-max MSE of every validation observation at t ≥ 24 h from those before). The test
 split is not looked at. Rows land in a study (--study, default "<minutes> min") of
@@ -25,9 +25,9 @@ from bench.evaluate_physionet import forecast_test
 from bench.physionet import Scale, locf, score, targets, validation_as_test
 from latentcast.models.checkpoint import load_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, load_config_file, merge
-from latentcast.models.datasets import load_dataset
-from latentcast.models.recipes import build_experiment, recipe
-from latentcast.models.train import BEST, METRICS, train
+from latentcast.models.training.datasets import load_dataset
+from latentcast.models.training.recipes import build_experiment, recipe
+from latentcast.models.training.train import BEST, METRICS, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def markdown(r: dict[str, Any]) -> str:
         if entry.get("note"):
             lines += ["", entry["note"]]
     lines += ["", "Reproduce a study: `python -m bench.physionet_ablation --minutes M --study NAME` (its base recipe"]
-    lines += ["in models/configs/physionet2012.toml at the row's commit)."]
+    lines += ["in models/training/configs/physionet2012.toml at the row's commit)."]
     return "\n".join(lines) + "\n"
 
 

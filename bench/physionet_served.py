@@ -25,8 +25,9 @@ from bench.physionet import Scale, score, targets
 from bench.server import ServerProcess
 from latentcast.client import LatentcastClient, LatentcastError
 from latentcast.frames import LatentcastWarning
-from latentcast.models import EMBEDDED_DIR, build_experiment, load_dataset
-from latentcast.models.datasets import DatasetSplit
+from latentcast.models import EMBEDDED_DIR
+from latentcast.models.training import build_experiment, load_dataset
+from latentcast.models.training.datasets import DatasetSplit
 
 
 def served(checkpoint: Path | None, split: DatasetSplit, scale: Scale, chunk: int = 200) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Where a PhysioNet 2012 training step's time goes, and what batching by length saves.
 
-For the recipe (models/configs/physionet2012.toml) on this machine: the first --steps steps of an epoch,
+For the recipe (models/training/configs/physionet2012.toml) on this machine: the first --steps steps of an epoch,
 timed by phase (collate, forward = encoder + solve + decoder + likelihood, backward + optimizer step),
 with and without length pools (train.length_pool), and the padding each leaves in the encoder's and
 the targets' arrays.
@@ -21,9 +21,9 @@ import torch
 from bench import results
 from latentcast.models.checkpoint import build_model
 from latentcast.models.data import Normalizer, collate
-from latentcast.models.datasets import load_dataset
-from latentcast.models.recipes import build_experiment
-from latentcast.models.train import batch_indices, channel_weights
+from latentcast.models.training.datasets import load_dataset
+from latentcast.models.training.recipes import build_experiment
+from latentcast.models.training.train import batch_indices, channel_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

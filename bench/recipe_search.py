@@ -1,6 +1,6 @@
 """Choose the default recipe on the validation splits of several data sets, not one.
 
-Each variant in bench/recipes/*.toml (on top of models/configs/default.toml) is trained on every data
+Each variant in bench/recipes/*.toml (on top of models/training/configs/default.toml) is trained on every data
 set of bench.your_data; it is scored by the geometric mean, over data sets, of its validation NMSE
 divided by last-observation-carried-forward's (each validation series' second half forecast from its
 first half). The test splits are not looked at.
@@ -72,7 +72,8 @@ def markdown(table: dict[str, dict[str, Any]], best: str, r: dict[str, Any]) -> 
         "# Choosing the default recipe on several data sets' validation splits",
         "",
         f"{r['device']}, commit {r['commit']}, {r['date']}. Each variant (bench/recipes/, on top of",
-        "models/configs/default.toml) trained on each data set with `latentcast train --data FILE --channels …",
+        "models/training/configs/default.toml) trained on each data set with `latentcast train --data FILE",
+        "--channels …",
         "--config VARIANT`; the cell is its validation NMSE ÷ LOCF's (second half of each validation series from",
         "its first half; below 1 beats LOCF). The choice: the fewest data sets where LOCF wins, then the lowest",
         "score, the geometric mean over data sets. Test splits unused.",
@@ -90,7 +91,7 @@ def markdown(table: dict[str, dict[str, Any]], best: str, r: dict[str, Any]) -> 
         )
     lines += [
         "",
-        f"Chosen: **{best}** (now models/configs/default.toml).",
+        f"Chosen: **{best}** (now models/training/configs/default.toml).",
         "",
         "Reproduce: `python -m bench.recipe_search`.",
     ]

@@ -30,7 +30,7 @@ import pandas as pd
 from bench import results
 from bench.http import RawPool, pct
 from bench.server import ServerProcess
-from latentcast.models.datasets.pbcseq import CHANNELS, read_pbcseq
+from latentcast.models.training.datasets.pbcseq import CHANNELS, read_pbcseq
 
 ROOT = Path(__file__).resolve().parents[1]
 

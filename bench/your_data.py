@@ -271,7 +271,7 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         "estimator over 19 levels, on the data's scale. Coverage: of the 50/80/95% intervals, second half, over",
         "all held-out points (per channel below where a channel has few). After training, each channel's",
         "forecasts near its last value are pulled toward it where validation (both tasks) says so",
-        "(`models.calibrate`; the time scale per channel below, 0: off).",
+        "(`models.training.calibrate`; the time scale per channel below, 0: off).",
         "",
         "| data (time unit) | test series | validation series / points | epochs (best) | second half: model | LOCF "
         "| trend | CRPS | coverage 50/80/95 | last point: model | LOCF | trend | verdict | wall time |",

@@ -42,15 +42,13 @@ from latentcast.models import (
     ModelBundle,
     PackedForecast,
     Status,
-    build_experiment,
-    dataset_from_frame,
     find_checkpoint,
     load_checkpoint,
     pack,
     resolve_device,
     save_checkpoint,
-    train_model,
 )
+from latentcast.models.training import build_experiment, dataset_from_frame, train_model
 from latentcast.times import to_unit
 
 if TYPE_CHECKING:
@@ -367,7 +365,7 @@ def fit(
     log_channels None: chosen from the training series (as `latentcast train` does). bounds: channel →
     (lower, upper), the values a measurement can take (±inf: none); missing_values: markers meaning
     "unknown", for every channel (a list) or per channel (a mapping). Both are stored in the model.
-    `config`: a TOML/JSON file or a dict overriding the default recipe (models/configs/default.toml), e.g.
+    `config`: a TOML/JSON file or a dict overriding the default recipe (models/training/configs/default.toml), e.g.
     {"model": {"latent_dim": 16}, "train": {"batch_size": 32}}. `out`: keep the run directory
     (best.pt, last.pt, metrics.json); by default it is temporary. A progress bar shows each epoch on
     stderr (`quiet=True`: none; `progress` is its former, opposite switch).

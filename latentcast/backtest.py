@@ -106,7 +106,7 @@ BUILTIN = ("pbcseq", "physionet2012", "spirals")
 def builtin_table(name: str) -> pd.DataFrame:
     """The test split of a built-in data set ("pbcseq", "physionet2012[:PATH]", "spirals") as a long
     table in its own time unit: the series no embedded model was trained or chosen on."""
-    from latentcast.models import build_experiment
+    from latentcast.models.training import build_experiment
 
     base = name.split(":", 1)[0]
     if base not in BUILTIN:
@@ -117,7 +117,7 @@ def builtin_table(name: str) -> pd.DataFrame:
 def split_table(cfg: DataConfig, part: Literal["train", "val", "test"] = "test") -> pd.DataFrame:
     """One part of a data set's seeded split by series (the one training made from `cfg`) as a long table
     in its own time unit."""
-    from latentcast.models import load_dataset
+    from latentcast.models.training import load_dataset
 
     split = load_dataset(cfg)
     frames = []

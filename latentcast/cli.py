@@ -97,10 +97,10 @@ def train_cmd(
 ) -> None:
     """Train a latent ODE; keeps the best checkpoint by validation forecast error, then reports it against
     last-observation-carried-forward and a linear trend on the validation series."""
-    from latentcast.models.datasets import load_dataset
-    from latentcast.models.recipes import build_experiment
-    from latentcast.models.report import format_report
-    from latentcast.models.train import CONSOLE, experiment_from_checkpoint, train
+    from latentcast.models.training.datasets import load_dataset
+    from latentcast.models.training.recipes import build_experiment
+    from latentcast.models.training.report import format_report
+    from latentcast.models.training.train import CONSOLE, experiment_from_checkpoint, train
     from latentcast.models.validity import parse_bounds, parse_missing_values
 
     _logging(None if quiet else CONSOLE)

@@ -2,8 +2,7 @@
 
 The public surface (everything else is internal; `latentcast.service` imports only this):
 - configuration: `ModelConfig`, `SolverConfig`, `TrainConfig`, `DataConfig`, `ExperimentConfig`
-- data: `Series`, `TimeSpec`, `Normalizer`, `series_from_frame`, `read_long_table`, `load_dataset`,
-  `dataset_from_frame`
+- data: `Series`, `TimeSpec`, `Normalizer`, `series_from_frame`, `read_long_table`
 - packed batches: `PackedSeries`, `PackedForecast`
 - input checks: `pack` (a request's arrays → accepted series, refusals and warnings: `Checked`, `Issue`),
   `Limits` (what a model takes), `Validity` (a model's physical bounds and missing-value markers)
@@ -11,7 +10,11 @@ The public surface (everything else is internal; `latentcast.service` imports on
   `interruptible` / `Interrupted` (stop a forecast part-way once nobody waits for it)
 - continuous depth: `ODEBlock` (a residual block whose depth is an ODE solve)
 - checkpoints: `ModelBundle`, `load_checkpoint`, `save_checkpoint`, `find_checkpoint`, `embedded_models`
-- training: `train_model` (models.train.train), `build_experiment`; devices: `resolve_device`
+- devices: `resolve_device`, `threads_for`
+
+This is the inference core: nothing here imports the trainer. Training (the loop, cross-validation,
+calibration, reports, recipes, data sets) is `latentcast.models.training`, which the service never
+imports (an import contract in pyproject.toml).
 """
 
 from latentcast.frames import read_long_table
@@ -26,7 +29,6 @@ from latentcast.models.checkpoint import (
 )
 from latentcast.models.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, SolverConfig, TrainConfig
 from latentcast.models.data import DataError, Normalizer, Series, TimeSpec, series_from_frame
-from latentcast.models.datasets import dataset_from_frame, load_dataset
 from latentcast.models.device import resolve_device, threads_for
 from latentcast.models.forecast import Forecaster, SeriesForecast
 from latentcast.models.guard import Checked, Issue, Limits, pack
@@ -34,10 +36,7 @@ from latentcast.models.interrupt import Interrupted, interruptible
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.odeblock import ODEBlock
 from latentcast.models.packed import PackedForecast, PackedSeries
-from latentcast.models.recipes import build_experiment
 from latentcast.models.solve import SolverError, Status
-from latentcast.models.train import TrainResult
-from latentcast.models.train import train as train_model
 from latentcast.models.validity import Validity
 
 __all__ = [
@@ -66,20 +65,15 @@ __all__ = [
     "Status",
     "TimeSpec",
     "TrainConfig",
-    "TrainResult",
     "Validity",
-    "build_experiment",
-    "dataset_from_frame",
     "embedded_models",
     "find_checkpoint",
     "interruptible",
     "load_checkpoint",
-    "load_dataset",
     "pack",
     "read_long_table",
     "resolve_device",
     "save_checkpoint",
     "series_from_frame",
     "threads_for",
-    "train_model",
 ]

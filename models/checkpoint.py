@@ -65,8 +65,8 @@ class ModelBundle:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     version: str = ""
     created: str = ""
-    calibration: tuple[float, ...] | None = None  # per-channel spread factors (models.calibrate)
-    persistence: tuple[float, ...] | None = None  # per-channel pull toward the last value (models.calibrate)
+    calibration: tuple[float, ...] | None = None  # per-channel spread factors (models.training.calibrate)
+    persistence: tuple[float, ...] | None = None  # pull toward the last value (models.training.calibrate)
     validity: Validity | None = None  # bounds and missing-value markers (None: none declared)
 
     def __post_init__(self) -> None:

@@ -71,7 +71,7 @@ class Forecaster:
     Series are solved in chunks of at most `batch_size` series whose padded solver output (samples ×
     series × query times × latent width) stays within `max_chunk_values`, so the memory a request
     takes does not grow with its size; results do not depend on the chunking. `spread` and
-    `persistence`: the per-channel calibration fitted after training (models.calibrate).
+    `persistence`: the per-channel calibration fitted after training (models.training.calibrate).
     """
 
     def __init__(

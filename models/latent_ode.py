@@ -201,7 +201,7 @@ class LatentODE(nn.Module):
         the first `stats_samples` samples (default all): the draws are a sequence, so asking for more
         samples to look at does not change them. `deadline`: (B,) per-series `time.monotonic()` times
         past which a series' solve stops (`Status.DEADLINE`). `spread`: (D,) calibration factors on each
-        channel's predictive spread about its mean (models.calibrate). `persistence`: (D,) per-channel time
+        channel's predictive spread about its mean (models.training.calibrate). `persistence`: (D,) per-channel time
         scales τ (model time, 0: off): the whole predictive distribution is shifted so that its mean is
         w · (the channel's last observed value) + (1 − w) · the model's, w = exp(−|t − t_last| / τ). On a
         CPU, at most `small_rows` rows (series × samples) run on one intra-op thread, more on one or all,

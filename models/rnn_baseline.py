@@ -3,7 +3,8 @@ observations concatenated with the time gap Δt, with a Gaussian likelihood.
 
 At each time point the GRU reads the previous point ([x·m, m, Δt]) and predicts the current one.
 Context points feed their observations; forecast points feed the model's own prediction (m = 0), so
-training and forecasting see the same thing. Trained by the same `models.train` code as the latent ODE.
+training and forecasting see the same thing. Trained by the same `models.training.train` code as the
+latent ODE.
 """
 
 from __future__ import annotations

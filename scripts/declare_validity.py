@@ -15,13 +15,14 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from latentcast.models import Validity, build_experiment, load_checkpoint, save_checkpoint
+from latentcast.models import Validity, load_checkpoint, save_checkpoint
+from latentcast.models.training import build_experiment
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--recipe", required=True, help="a shipped recipe: models/configs/NAME.toml")
+    ap.add_argument("--recipe", required=True, help="a shipped recipe: models/training/configs/NAME.toml")
     ap.add_argument("--time", help="what the training data's times are, e.g. 'days since first visit'")
     args = ap.parse_args()
     data = build_experiment(args.recipe).data

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import latentcast
-from latentcast.models.datasets.pbcseq import CHANNELS, read_pbcseq
+from latentcast.models.training.datasets.pbcseq import CHANNELS, read_pbcseq
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -26,7 +26,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_installs_only_latentcast(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"latentcast", wheel.name.split("-py3")[0] + ".dist-info"}
-    for data in ("latentcast/models/embedded/pbcseq.pt", "latentcast/models/configs/default.toml"):
+    for data in ("latentcast/models/embedded/pbcseq.pt", "latentcast/models/training/configs/default.toml"):
         assert data in names
     assert not any(n.startswith(("latentcast/bench", "latentcast/tests")) for n in names)
 

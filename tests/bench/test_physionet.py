@@ -4,7 +4,7 @@ import numpy as np
 
 from bench.physionet import validation_as_test
 from latentcast.models.data import Series, TimeSpec
-from latentcast.models.datasets.base import DatasetSplit
+from latentcast.models.training.datasets.base import DatasetSplit
 
 
 def _series(name: str) -> list[Series]:

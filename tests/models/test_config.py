@@ -12,7 +12,7 @@ from latentcast.models.config import (
     merge,
     to_dict,
 )
-from latentcast.models.recipes import build_experiment
+from latentcast.models.training.recipes import build_experiment
 
 
 def test_round_trip_through_plain_dicts() -> None:

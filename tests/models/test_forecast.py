@@ -151,8 +151,8 @@ def test_chunks_bound_the_solver_buffer_and_change_nothing(series, normalizer) -
 def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) -> None:
     """A model whose noise is far below the data's: its 80% interval covers little, until the spread
     factor fitted on held-out series widens it."""
-    from latentcast.models.calibrate import fit_spread
-    from latentcast.models.metrics import holdout_metrics
+    from latentcast.models.training.calibrate import fit_spread
+    from latentcast.models.training.metrics import holdout_metrics
 
     series = make_series(120, seed=9, missing=0.0)  # >= MIN_VALUES held-out values per channel
     model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual="level", decoder_hidden=0), 3)
@@ -176,7 +176,7 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
 def test_calibration_needs_enough_held_out_values(normalizer) -> None:
     """Twenty series give twenty held-out values per channel: too few to fit a factor on (it would fit
     their noise), so none is fitted."""
-    from latentcast.models.calibrate import MIN_VALUES, fit_spread
+    from latentcast.models.training.calibrate import MIN_VALUES, fit_spread
 
     model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual="level", decoder_hidden=0), 3)
     factors, seen = fit_spread(Forecaster(model, normalizer, num_samples=16), make_series(20, seed=9, missing=0.0))

@@ -83,7 +83,7 @@ def test_fit_stores_them_applies_them_to_training_and_to_forecasts(tmp_path) -> 
 
 def test_training_sets_aside_markers_silently_and_counts_only_impossible_values() -> None:
     from latentcast.models import Series
-    from latentcast.models.preprocess import apply_validity
+    from latentcast.models.training.preprocess import apply_validity
 
     v = Validity.from_config({"*": (0.0, 10.0)}, {"*": (-1.0,)}, ("a", "b"))
     s = Series("s", np.array([0.0, 1.0, 2.0]), np.array([[-1.0, 5.0], [12.0, -1.0], [-1.0, np.nan]], np.float32))
@@ -96,7 +96,7 @@ def test_training_sets_aside_markers_silently_and_counts_only_impossible_values(
 
 def test_frequent_far_codes_are_named_in_the_training_report() -> None:
     from latentcast.models import Normalizer, Series
-    from latentcast.models.preprocess import suspect_codes
+    from latentcast.models.training.preprocess import suspect_codes
 
     rng = np.random.default_rng(0)
     sbp = rng.normal(120, 15, 400)

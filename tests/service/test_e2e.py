@@ -19,9 +19,9 @@ import pytest
 import latentcast
 from bench.server import ROOT, ServerProcess, free_port
 from latentcast.client import LatentcastClient
-from latentcast.models.datasets.pbcseq import read_pbcseq
-from latentcast.models.datasets.physionet2012 import CHANNELS as PHYSIONET_CHANNELS
-from latentcast.models.datasets.physionet2012 import TIME, protocol_split, read_records
+from latentcast.models.training.datasets.pbcseq import read_pbcseq
+from latentcast.models.training.datasets.physionet2012 import CHANNELS as PHYSIONET_CHANNELS
+from latentcast.models.training.datasets.physionet2012 import TIME, protocol_split, read_records
 from tests.service.conftest import SERVER_START_S
 
 EXAMPLE = {

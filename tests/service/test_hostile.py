@@ -348,7 +348,7 @@ def test_sockets_that_hold_every_connection_slot_make_room_for_real_requests() -
 def test_a_series_whose_solve_blows_up_is_refused_naming_its_value_and_skip_answers_the_rest(
     hostile: Hostile,
 ) -> None:
-    from latentcast.models.datasets.physionet2012 import CHANNELS
+    from latentcast.models.training.datasets.physionet2012 import CHANNELS
 
     row: list[float | None] = [None] * len(CHANNELS)
     first = row[:]

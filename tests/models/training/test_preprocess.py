@@ -9,7 +9,7 @@ import torch
 
 from latentcast.models.data import Normalizer, Series, collate
 from latentcast.models.latent_ode import LatentODE
-from latentcast.models.preprocess import TARGET_SPAN, auto_log_channels, auto_time_scale, drop_outliers
+from latentcast.models.training.preprocess import TARGET_SPAN, auto_log_channels, auto_time_scale, drop_outliers
 from tests.conftest import tiny_config
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from latentcast.models.config import DataConfig
 from latentcast.models.data import Series, TimeSpec, split_ids
-from latentcast.models.datasets.base import DatasetSplit, split_series
+from latentcast.models.training.datasets.base import DatasetSplit, split_series
 
 N_TOTAL, WINDOW, OBS_WINDOW, STOP = 500, 200, 100, 6 * np.pi
 A, B = 0.0, 0.3

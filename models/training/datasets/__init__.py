@@ -11,11 +11,11 @@ import pandas as pd
 from latentcast.frames import parse_times, read_long_table
 from latentcast.models.config import DataConfig
 from latentcast.models.data import DataError, TimeSpec, series_from_frame, split_ids
-from latentcast.models.datasets.base import DatasetSplit, split_series
-from latentcast.models.datasets.pbcseq import load_pbcseq
-from latentcast.models.datasets.physionet2012 import load_physionet2012
-from latentcast.models.datasets.spirals import load_spirals
-from latentcast.models.preprocess import TARGET_SPAN, apply_validity, auto_log_channels, auto_time_scale
+from latentcast.models.training.datasets.base import DatasetSplit, split_series
+from latentcast.models.training.datasets.pbcseq import load_pbcseq
+from latentcast.models.training.datasets.physionet2012 import load_physionet2012
+from latentcast.models.training.datasets.spirals import load_spirals
+from latentcast.models.training.preprocess import TARGET_SPAN, apply_validity, auto_log_channels, auto_time_scale
 from latentcast.models.validity import Validity
 from latentcast.times import TIME_UNITS
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from latentcast.models.calibrate import BAND, MIN_VALUES, Calibration, fit_calibration, forecast_tasks
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.data import Series
 from latentcast.models.forecast import Forecaster
-from latentcast.models.metrics import baseline_nmse, forecast_contexts, holdout_metrics
+from latentcast.models.training.calibrate import BAND, MIN_VALUES, Calibration, fit_calibration, forecast_tasks
+from latentcast.models.training.metrics import baseline_nmse, forecast_contexts, holdout_metrics
 
 
 def training_report(

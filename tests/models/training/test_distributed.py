@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from latentcast.models import distributed
 from latentcast.models.checkpoint import load_checkpoint, read_payload
-from latentcast.models.train import BEST, LAST, METRICS, RANKS
+from latentcast.models.training import distributed
+from latentcast.models.training.train import BEST, LAST, METRICS, RANKS
 from tests.conftest import make_series
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 TINY = """
 [model]

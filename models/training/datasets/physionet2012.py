@@ -27,7 +27,7 @@ import numpy as np
 
 from latentcast.models.config import DataConfig
 from latentcast.models.data import DataError, Series, TimeSpec
-from latentcast.models.datasets.base import DatasetSplit, split_series
+from latentcast.models.training.datasets.base import DatasetSplit, split_series
 
 CHANNELS = (
     "Age", "Gender", "Height", "ICUType", "Weight", "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN",

@@ -9,11 +9,17 @@ import pytest
 
 from latentcast.models.checkpoint import load_checkpoint
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
-from latentcast.models.crossval import choose_epochs, fold_splits, held_out_points, held_out_values, sized_validation
 from latentcast.models.data import TimeSpec
-from latentcast.models.datasets.base import DatasetSplit
-from latentcast.models.report import format_report
-from latentcast.models.train import BEST, FOLDS, METRICS, train
+from latentcast.models.training.crossval import (
+    choose_epochs,
+    fold_splits,
+    held_out_points,
+    held_out_values,
+    sized_validation,
+)
+from latentcast.models.training.datasets.base import DatasetSplit
+from latentcast.models.training.report import format_report
+from latentcast.models.training.train import BEST, FOLDS, METRICS, train
 from tests.conftest import make_series, tiny_config
 
 

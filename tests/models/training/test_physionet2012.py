@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latentcast.models.data import DataError
-from latentcast.models.datasets.physionet2012 import CHANNELS, TIME, parse_record, protocol_split, read_records
+from latentcast.models.training.datasets.physionet2012 import CHANNELS, TIME, parse_record, protocol_split, read_records
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,8 @@ import torch
 
 from latentcast.models.data import Series
 from latentcast.models.forecast import Forecaster
-from latentcast.models.metrics import LEVELS_80, forecast_contexts
 from latentcast.models.quantiles import mixture_quantiles
+from latentcast.models.training.metrics import LEVELS_80, forecast_contexts
 
 TARGET, BAND = 0.8, (0.75, 0.85)  # refit only when validation coverage leaves the band
 MIN_VALUES = 50  # held-out values of a channel needed to fit its factor: fewer would fit noise

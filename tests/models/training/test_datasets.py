@@ -6,9 +6,9 @@ import pytest
 
 from latentcast.models.config import DataConfig
 from latentcast.models.data import DataError
-from latentcast.models.datasets import load_dataset, time_unit_of
-from latentcast.models.datasets.pbcseq import CHANNELS, read_pbcseq
-from latentcast.models.datasets.spirals import STOP, make_spirals, spiral_trajectories, spiral_windows
+from latentcast.models.training.datasets import load_dataset, time_unit_of
+from latentcast.models.training.datasets.pbcseq import CHANNELS, read_pbcseq
+from latentcast.models.training.datasets.spirals import STOP, make_spirals, spiral_trajectories, spiral_windows
 
 
 def test_spiral_trajectories_follow_the_example_formulas() -> None:

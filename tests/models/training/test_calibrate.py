@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from latentcast.models.calibrate import (
+from latentcast.models.data import Series
+from latentcast.models.forecast import Forecaster
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.training.calibrate import (
     MIN_VALUES,
     PERSISTENCE_GRID,
     HeldOut,
@@ -13,9 +16,6 @@ from latentcast.models.calibrate import (
     forecast_tasks,
     held_out,
 )
-from latentcast.models.data import Series
-from latentcast.models.forecast import Forecaster
-from latentcast.models.latent_ode import LatentODE
 from tests.conftest import make_series, tiny_config
 
 

@@ -11,9 +11,9 @@ import torch
 from latentcast.models.checkpoint import load_checkpoint, read_payload
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
 from latentcast.models.data import Normalizer, Series, TimeSpec
-from latentcast.models.datasets.base import DatasetSplit
-from latentcast.models.report import better_baseline, format_report, validation_warnings
-from latentcast.models.train import (
+from latentcast.models.training.datasets.base import DatasetSplit
+from latentcast.models.training.report import better_baseline, format_report, validation_warnings
+from latentcast.models.training.train import (
     BEST,
     LAST,
     METRICS,
@@ -263,7 +263,7 @@ def test_the_report_names_the_naive_forecast_to_use_when_the_model_loses() -> No
 def test_a_non_negative_channel_with_zeros_and_no_bound_is_pointed_at_bounds(tmp_path) -> None:
     """Channel a holds zeros (no log scale keeps it positive): the report says how to bound it; once
     bounded, or for channels without zeros, nothing is said."""
-    from latentcast.models.train import unbounded_at_zero
+    from latentcast.models.training.train import unbounded_at_zero
     from latentcast.models.validity import Validity
 
     split = _split()

@@ -5,7 +5,7 @@ import numpy as np
 from latentcast.models.data import Normalizer, Series
 from latentcast.models.forecast import Forecaster
 from latentcast.models.latent_ode import LatentODE
-from latentcast.models.metrics import baseline_nmse, holdout_metrics
+from latentcast.models.training.metrics import baseline_nmse, holdout_metrics
 from tests.conftest import tiny_config
 
 

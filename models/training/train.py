@@ -20,20 +20,20 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from latentcast.models import distributed
-from latentcast.models.calibrate import MIN_VALUES as CALIBRATION_VALUES
-from latentcast.models.calibrate import Calibration
 from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
-from latentcast.models.crossval import choose_epochs, fold_splits, pooled_report, score, sized_validation
 from latentcast.models.data import DataError, Normalizer, Series, collate, random_contexts
-from latentcast.models.datasets import DatasetSplit
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
 from latentcast.models.latent_ode import LatentODE
-from latentcast.models.metrics import forecast_contexts, holdout_metrics
-from latentcast.models.preprocess import MAX_EXAMPLES, apply_validity, drop_outliers, suspect_codes
-from latentcast.models.report import training_report, validation_warnings, with_report
+from latentcast.models.training import distributed
+from latentcast.models.training.calibrate import MIN_VALUES as CALIBRATION_VALUES
+from latentcast.models.training.calibrate import Calibration
+from latentcast.models.training.crossval import choose_epochs, fold_splits, pooled_report, score, sized_validation
+from latentcast.models.training.datasets import DatasetSplit
+from latentcast.models.training.metrics import forecast_contexts, holdout_metrics
+from latentcast.models.training.preprocess import MAX_EXAMPLES, apply_validity, drop_outliers, suspect_codes
+from latentcast.models.training.report import training_report, validation_warnings, with_report
 from latentcast.models.validity import Validity
 
 log = logging.getLogger("latentcast.train")
@@ -533,7 +533,7 @@ def _write_metrics(
 def _plot_best(out: Path, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> None:
     """validation.png, when matplotlib is installed (the [plot] extra)."""
     try:
-        from latentcast.models.plot import plot_validation
+        from latentcast.models.training.plot import plot_validation
     except ImportError:
         log.info("no %s: install latentcast[plot] for it", PLOT)
         return

@@ -15,7 +15,7 @@ import torch
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.data import Series
 from latentcast.models.forecast import Forecaster
-from latentcast.models.metrics import forecast_contexts
+from latentcast.models.training.metrics import forecast_contexts
 
 
 def plot_validation(

@@ -8,7 +8,7 @@ import pandas as pd
 
 from latentcast.models.config import DataConfig
 from latentcast.models.data import TimeSpec, series_from_frame, split_ids
-from latentcast.models.datasets.base import DatasetSplit, split_series
+from latentcast.models.training.datasets.base import DatasetSplit, split_series
 
 CHANNELS = ("bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime")
 # Right-skewed labs (sample skewness 2.8–6.2 raw; ≤ 1 after a log, protime 2.8) are modelled on a log scale.
@@ -18,7 +18,7 @@ TIME = TimeSpec(unit="day", scale=1 / 365.25)  # model time in years since the p
 
 def read_pbcseq() -> pd.DataFrame:
     """The vendored table: 1,945 visits of 312 patients, all 19 columns, `day` renamed to `time`."""
-    with resources.files("latentcast.models.datasets").joinpath("data/pbcseq.csv.gz").open("rb") as fh:
+    with resources.files("latentcast.models.training.datasets").joinpath("data/pbcseq.csv.gz").open("rb") as fh:
         frame = pd.read_csv(fh, compression="gzip")
     return frame.rename(columns={"day": "time"})
 

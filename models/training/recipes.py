@@ -1,4 +1,4 @@
-"""Shipped recipes (models/configs/NAME.toml) and how a run's configuration is assembled from them."""
+"""Shipped recipes (models/training/configs/NAME.toml) and how a run's configuration is assembled from them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from latentcast.models.config import ExperimentConfig, from_dict, load_config_fi
 
 
 def recipe(name: str) -> dict[str, Any]:
-    """A shipped config (models/configs/NAME.toml) as plain dicts."""
-    ref = resources.files("latentcast.models.configs").joinpath(f"{name}.toml")
+    """A shipped config (models/training/configs/NAME.toml) as plain dicts."""
+    ref = resources.files("latentcast.models.training.configs").joinpath(f"{name}.toml")
     if not ref.is_file():
         raise FileNotFoundError(f"no shipped config {name!r}")
     with resources.as_file(ref) as path:

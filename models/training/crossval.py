@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcast.models.calibrate import Calibration, HeldOut, fit_calibration, forecast_tasks
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.data import Series
-from latentcast.models.datasets import DatasetSplit
 from latentcast.models.forecast import Forecaster
-from latentcast.models.metrics import baseline_nmse, forecast_contexts, holdout_metrics
-from latentcast.models.report import calibration_report
+from latentcast.models.training.calibrate import Calibration, HeldOut, fit_calibration, forecast_tasks
+from latentcast.models.training.datasets import DatasetSplit
+from latentcast.models.training.metrics import baseline_nmse, forecast_contexts, holdout_metrics
+from latentcast.models.training.report import calibration_report
 
 
 def held_out_points(series: Sequence[Series], task: str) -> int:
