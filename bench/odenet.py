@@ -3,7 +3,7 @@
 Data: scikit-learn's bundled `load_digits` (1,797 images, 8×8, 10 classes; offline), a fixed stratified
 split: 1,347 to train, 450 to test. Every network: a 3×3 conv stem to C channels, then its feature
 block(s), then norm → ReLU → average pool → linear. Feature blocks:
-- ODE-Net: one `models.ODEBlock` (the paper's conv field f(t, h), t ∈ [0, 1], dopri5), trained with
+- ODE-Net: one `latentcast.layers.ODEBlock` (the paper's conv field f(t, h), t ∈ [0, 1], dopri5), trained with
   the adjoint, and again with backpropagation through the solver's operations;
 - ResNet-1: one residual block h + f(h) with the same layers (a similar parameter budget);
 - ResNet-6: six such blocks (the paper's ResNet);
@@ -34,8 +34,7 @@ import torch
 from torch import nn
 
 from bench import results
-from latentcast.models import ODEBlock, SolverConfig
-from latentcast.models.odeblock import ConvField
+from latentcast.layers import ConvField, ODEBlock, SolverConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_BATCH = 256

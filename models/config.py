@@ -19,16 +19,25 @@ from typing import Any, Literal, TypeVar, get_args
 from latentcast.times import TIME_UNITS
 
 Activation = Literal["elu", "tanh", "softplus", "silu", "relu"]
-EncoderKind = Literal["gru", "decay", "odernn", "gruode"]
+EncoderKind = Literal["gru", "decay", "odernn"]
 ModelKind = Literal["latent_ode", "rnn"]
 Anchor = Literal["first", "last"]
-Residual = Literal["none", "level", "change"]
-ResidualFill = Literal["zero", "mean"]
+Residual = Literal["none", "level"]
 ContextPolicy = Literal["fixed", "random"]
 Likelihood = Literal["all", "forecast"]
-LossUnits = Literal["normalised", "minmax"]
 Normalization = Literal["robust", "standard", "minmax"]
 ValTask = Literal["last", "half"]
+
+# Options that lost their ablation (bench/results/physionet2012_ablation.md, recipe_selection.md) and
+# left the product after commit RETIRED_AT, where they still run: a key still holding the value every
+# model used then is read and dropped (old checkpoints and files), any other value is refused.
+RETIRED_AT = "53a4966"
+RETIRED_KEYS: dict[tuple[str, str], object] = {("ModelConfig", "residual_fill"): "zero",
+                                              ("TrainConfig", "loss_units"): "normalised"}  # fmt: skip
+RETIRED_VALUES: dict[tuple[str, object], str] = {
+    ("encoder", "gruode"): "a GRU-ODE-Bayes posterior",
+    ("residual", "change"): "the residual less the decoded z0",
+}
 
 ADAPTIVE_METHODS = ("dopri5", "bosh3")
 FIXED_METHODS = ("euler", "midpoint", "rk4")
@@ -109,16 +118,13 @@ class ModelConfig:
 
     kind: "latent_ode" (the product) or "rnn" (the paper's RNN baseline, for comparison only).
     encoder: "gru" (Chen 2018: GRU run backwards over [x, mask, Δt]), "decay" (the GRU with GRU-D's
-    per-channel decay of unobserved inputs, Che 2018), "odernn" (Rubanova 2019) or "gruode" (a
-    continuous-update posterior: GRU-ODE between points, an update from each point's surprise; De Brouwer 2019).
+    per-channel decay of unobserved inputs, Che 2018) or "odernn" (Rubanova 2019).
     anchor: where z0 lives. "first": at the first observation, encoder runs backwards (the papers).
         "last": at the last observation, encoder runs forwards (fresher state for forecasting).
     obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.
     residual: "none": the decoder gives values. "level": the decoded trajectory is the change from each
         channel's last observed value in the context (the encoder still sees absolute values), so "no
-        change" costs the model nothing. "change": the same, less the decoded value at z0, so at the
-        anchor the forecast is exactly the last observed values and the dynamics carry all the change.
-        (true / false read as "level" / "none".)
+        change" costs the model nothing. (true / false read as "level" / "none".)
     """
 
     kind: ModelKind = "latent_ode"
@@ -137,21 +143,15 @@ class ModelConfig:
     learn_std: bool = False
     min_std: float = 1e-3
     residual: Residual = "none"
-    residual_fill: ResidualFill = "zero"
     static_channels: tuple[int, ...] = ()
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.residual, bool):  # the first form of the setting
             object.__setattr__(self, "residual", "level" if self.residual else "none")
-        _check(self.residual in get_args(Residual), "model.residual", f"must be one of {get_args(Residual)}")
-        _check(
-            self.residual_fill in get_args(ResidualFill),
-            "model.residual_fill",
-            f"must be one of {get_args(ResidualFill)}",
-        )
+        _check(self.residual in get_args(Residual), "model.residual", _one_of("residual", self.residual, Residual))
         _check(self.kind in get_args(ModelKind), "model.kind", f"must be one of {get_args(ModelKind)}")
-        _check(self.encoder in get_args(EncoderKind), "model.encoder", f"must be one of {get_args(EncoderKind)}")
+        _check(self.encoder in get_args(EncoderKind), "model.encoder", _one_of("encoder", self.encoder, EncoderKind))
         _check(self.anchor in get_args(Anchor), "model.anchor", f"must be one of {get_args(Anchor)}")
         _check(
             self.activation in get_args(Activation),
@@ -177,11 +177,10 @@ class ModelConfig:
             return f"autoregressive GRU ({self.encoder_hidden} units) over [x, mask, Δt], Gaussian likelihood"
         dec = f"MLP {self.decoder_hidden}" if self.decoder_hidden else "linear"
         static = f" + static channels {list(self.static_channels)}" if self.static_channels else ""
-        fill = ", unseen channels from their training mean" if self.residual_fill == "mean" else ""
         return (
             f"{self.encoder.upper()} encoder ({self.encoder_hidden}), z0 at the {self.anchor} observation, latent "
             f"{self.latent_dim}, dynamics MLP {self.dynamics_depth}×{self.dynamics_hidden} {self.activation} of z"
-            f"{static}, {dec} decoder{fill}, {self.solver.method} rtol {self.solver.rtol:g} atol {self.solver.atol:g}"
+            f"{static}, {dec} decoder, {self.solver.method} rtol {self.solver.rtol:g} atol {self.solver.atol:g}"
         )
 
 
@@ -207,10 +206,6 @@ class TrainConfig:
     channel_balance: each channel's values weigh ∝ (its count of training values)^-channel_balance in
     the likelihood, scaled so the mean weight per value is 1. 0: every value alike (rare channels get
     little say); 1: every channel alike, as in metrics averaged per variable (PhysioNet 2012).
-    loss_units: "normalised": squared errors count in the model's normalised units. "minmax": each
-    channel's weigh (one normalised unit in min-max units)², i.e. (scale / training range)², so the
-    likelihood ranks errors as a metric on min-max-scaled values does (PhysioNet 2012); with
-    channel_balance, scaled so the mean weight per value is 1.
     length_pool: batch series of similar length together: each run of this many batches' worth of the
     shuffled series is sorted by length before it is cut into batches, and the batches are shuffled
     (less padding in the encoder and the targets, the order still random; 0: off).
@@ -244,7 +239,6 @@ class TrainConfig:
     val_task: ValTask = "last"
     max_target_times: int = 0
     channel_balance: float = 0.0
-    loss_units: LossUnits = "normalised"
     length_pool: int = 0
     min_val_points: int = 100
     max_val_share: float = 0.25
@@ -268,7 +262,6 @@ class TrainConfig:
         _check(self.val_task in get_args(ValTask), "train.val_task", f"one of {get_args(ValTask)}")
         _check(self.max_target_times >= 0, "train.max_target_times", "must be >= 0 (0: all)")
         _check(0 <= self.channel_balance <= 1, "train.channel_balance", "must be in [0, 1] (0: off)")
-        _check(self.loss_units in get_args(LossUnits), "train.loss_units", f"one of {get_args(LossUnits)}")
         _check(self.length_pool >= 0, "train.length_pool", "must be >= 0 (0: off)")
         _check(self.min_val_points >= 0, "train.min_val_points", "must be >= 0 (0: keep the split as it is)")
         _check(0 < self.max_val_share < 1, "train.max_val_share", "must be in (0, 1), e.g. 0.25")
@@ -366,6 +359,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
     """Build a config dataclass from plain values (JSON/TOML), rejecting unknown keys by name."""
     assert dataclasses.is_dataclass(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = _without_retired(cls.__name__, values, where)
     unknown = set(values) - set(fields)
     if unknown:
         raise ConfigError(f"{where or cls.__name__}: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
@@ -379,6 +373,29 @@ def from_dict(cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
         else:
             kwargs[key] = value
     return cls(**kwargs)
+
+
+def _without_retired(cls: str, values: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """`values` less the retired keys that hold the value every model used (what old checkpoints and
+    files carry); a retired key with any other value is refused, naming the commit that still runs it."""
+    out = dict(values)
+    for (owner, key), kept in RETIRED_KEYS.items():
+        if owner == cls and key in out:
+            if out[key] != kept:
+                raise ConfigError(
+                    f"{where or cls + '.'}{key} = {out[key]!r}: retired (it lost its ablation); remove the key, or "
+                    f"check out commit {RETIRED_AT} to reproduce a run that used it"
+                )
+            del out[key]
+    return out
+
+
+def _one_of(field: str, value: object, kind: Any) -> str:
+    """The message for a value outside a Literal: the choices, and the commit for a retired one."""
+    retired = RETIRED_VALUES.get((field, value))
+    if retired is not None:
+        return f"{value!r} ({retired}) was retired; check out commit {RETIRED_AT} to reproduce it"
+    return f"must be one of {get_args(kind)}"
 
 
 def to_dict(config: Any) -> dict[str, Any]:

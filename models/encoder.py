@@ -163,34 +163,9 @@ class ODERNNEncoder(ContinuousEncoder):
         return self.cell(torch.cat([x, m], dim=-1), h)
 
 
-class GRUODEEncoder(ContinuousEncoder):
-    """A continuous-update posterior (GRU-ODE-Bayes, De Brouwer et al. 2019). Between points the state
-    follows the GRU-ODE dh/dt = (1 - u) ⊙ (g - h), with u = σ(W_u h), g = tanh(W_g (r ⊙ h)), r = σ(W_r h),
-    one exponential-Euler step per gap (u and g held at the gap's start, so any Δt is stable and h stays in
-    [-1, 1]). At a point the state predicts the values, p = P h, and a GRU cell takes the observed channels'
-    surprise: [(x - p) · m, x · m, m]. Final state → (mean, log-variance) of z0."""
-
-    def __init__(self, cfg: ModelConfig, n_channels: int):
-        super().__init__()
-        self.anchor = cfg.anchor
-        self.hidden = cfg.encoder_hidden
-        self.gates = nn.Linear(cfg.encoder_hidden, 2 * cfg.encoder_hidden)  # u, r
-        self.cand = nn.Linear(cfg.encoder_hidden, cfg.encoder_hidden)  # g
-        self.predict = nn.Linear(cfg.encoder_hidden, n_channels)
-        self.cell = nn.GRUCell(3 * n_channels, cfg.encoder_hidden)
-        self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
-
-    def evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """h (B, H) after time dt (B, 1) under the GRU-ODE: h → g + (h - g) exp(-(1 - u) Δt)."""
-        u, r = torch.sigmoid(self.gates(h)).chunk(2, dim=-1)
-        g = torch.tanh(self.cand(r * h))
-        return g + (h - g) * torch.exp(-(1 - u) * dt)
-
-    def update(self, h: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        surprise = (x - self.predict(h)) * m  # (B, D), 0 where not observed
-        return self.cell(torch.cat([surprise, x, m], dim=-1), h)
+# model.encoder → its class: retiring an encoder is deleting its entry and its class
+ENCODERS: dict[str, type[nn.Module]] = {"gru": GRUEncoder, "decay": DecayGRUEncoder, "odernn": ODERNNEncoder}
 
 
 def make_encoder(cfg: ModelConfig, n_channels: int) -> nn.Module:
-    kinds = {"gru": GRUEncoder, "decay": DecayGRUEncoder, "odernn": ODERNNEncoder, "gruode": GRUODEEncoder}
-    return kinds[cfg.encoder](cfg, n_channels)
+    return ENCODERS[cfg.encoder](cfg, n_channels)

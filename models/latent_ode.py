@@ -59,8 +59,6 @@ def gather_times(batch: Batch, mask: torch.Tensor | None = None) -> tuple[torch.
 
 
 class LatentODE(nn.Module):
-    level_fill: torch.Tensor  # (D,), a buffer only with cfg.residual_fill "mean"
-
     def __init__(self, cfg: ModelConfig, n_channels: int):
         super().__init__()
         self.cfg = cfg
@@ -70,16 +68,6 @@ class LatentODE(nn.Module):
         self.encoder = make_encoder(cfg, n_channels)
         self.dynamics = Dynamics(cfg)
         self.decoder = Decoder(cfg, n_channels)
-        if cfg.residual_fill == "mean":  # (D,) normalised training means, set by training
-            self.register_buffer("level_fill", torch.zeros(n_channels))
-
-    def level(self, batch: Batch, last: torch.Tensor) -> torch.Tensor:
-        """(B, D) the level a residual decoder forecasts changes from: each channel's last observed value
-        in the context (`last`, batch.last_observed()), or where it has none its fill (cfg.residual_fill)."""
-        if self.cfg.residual_fill == "zero":
-            return last
-        seen = batch.ctx_m.amax(dim=1)  # (B, D)
-        return last + (1 - seen) * self.level_fill
 
     def with_static(self, z0: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
@@ -152,10 +140,8 @@ class LatentODE(nn.Module):
         zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
-        if self.cfg.residual != "none":  # changes from each channel's last observed value
-            x_hat = x_hat + self.level(batch, last)[None, :, None, :]
-            if self.cfg.residual == "change":  # ... and no change at all at z0
-                x_hat = x_hat - self.decoder(z0).view(k, b, 1, -1)
+        if self.cfg.residual != "none":  # changes from each channel's last observed value (0 where none)
+            x_hat = x_hat + last[None, :, None, :]
         weighted = mask if channel_weight is None else mask * channel_weight
         loglik = gaussian_log_density(batch.tgt_x, x_hat, self.decoder.std, weighted)  # (K, B)
         n_obs = mask.sum().clamp(min=1)
@@ -234,9 +220,7 @@ class LatentODE(nn.Module):
             x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
             x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
             if self.cfg.residual != "none":
-                x = x + self.level(batch, last)[None, :, None, :]
-                if self.cfg.residual == "change":
-                    x = x - self.decoder(z0).view(s, b, 1, self.n_channels)
+                x = x + last[None, :, None, :]
             if persistence is not None:  # near a channel's last value, the forecast moves toward it
                 hold = batch.hold_weight(query_t, persistence)  # (B, Q, D)
                 x = x + hold * (last[:, None, :] - x[: stats_samples or s].mean(0))

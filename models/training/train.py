@@ -25,7 +25,6 @@ from latentcast.models.config import ExperimentConfig, from_dict, to_dict
 from latentcast.models.data import DataError, Normalizer, Series, collate, random_contexts
 from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
-from latentcast.models.latent_ode import LatentODE
 from latentcast.models.training import distributed
 from latentcast.models.training.calibrate import MIN_VALUES as CALIBRATION_VALUES
 from latentcast.models.training.calibrate import Calibration
@@ -72,34 +71,15 @@ class TrainingError(RuntimeError):
     """Training cannot go on; the message names the likely cause and the setting to change."""
 
 
-def minmax_units(series: Sequence[Series], normalizer: Normalizer) -> np.ndarray:
-    """(D,) the squared size of one normalised unit in min-max units, (scale / (max - min))², per channel
-    over the raw values of `series` (a log channel's scale taken at its centre); 0 for a constant channel."""
-    allv = np.concatenate([s.values for s in series]).astype(np.float64)
-    lo, hi = np.nanmin(allv, axis=0), np.nanmax(allv, axis=0)
-    scale = np.asarray(normalizer.std) * np.where(normalizer.log, np.exp(normalizer.mean), 1.0)
-    width = hi - lo
-    return np.where(width > 0, (scale / np.where(width > 0, width, 1.0)) ** 2, 0.0)
-
-
-def normalised_means(series: Sequence[Series], normalizer: Normalizer) -> np.ndarray:
-    """(D,) each channel's mean over the observed values of `series`, in normalised units."""
-    allv = normalizer.transform(np.concatenate([s.values for s in series]))
-    return np.nan_to_num(np.nanmean(allv, axis=0)).astype(np.float32)
-
-
-def channel_weights(series: Sequence[Series], balance: float, units: np.ndarray | None = None) -> np.ndarray | None:
-    """Per-channel likelihood weights ∝ count^-balance (× `units` (D,) where given), scaled so the mean
-    weight per observed value is 1 (the loss keeps its scale); channels never observed weigh 0. None when
-    balance is 0 and no units are given."""
-    if balance == 0 and units is None:
+def channel_weights(series: Sequence[Series], balance: float) -> np.ndarray | None:
+    """Per-channel likelihood weights ∝ count^-balance, scaled so the mean weight per observed value is 1
+    (the loss keeps its scale); channels never observed weigh 0. None when balance is 0."""
+    if balance == 0:
         return None
     counts = np.zeros(series[0].values.shape[1])
     for s in series:
         counts += np.isfinite(s.values).sum(axis=0)
     w = np.where(counts > 0, np.maximum(counts, 1.0) ** -balance, 0.0)
-    if units is not None:
-        w = w * units
     return w * counts.sum() / max(float((w * counts).sum()), 1e-12)
 
 
@@ -214,7 +194,6 @@ def _train(
     split = dataclasses.replace(split, train=valid_train.series, val=valid_val.series)
     check_trainable(split)
     normalizer = Normalizer.fit(split.train, split.channels, split.log_channels, exp.data.normalize)
-    units = minmax_units(split.train, normalizer) if tc.loss_units == "minmax" else None
     codes = suspect_codes(split.train, normalizer)  # before the outlier rule sets them aside unnamed
     kept_train = drop_outliers(split.train, normalizer, exp.data.outlier_z)  # gross entry errors out
     kept_val = drop_outliers(split.val, normalizer, exp.data.outlier_z)
@@ -222,9 +201,7 @@ def _train(
     outliers = {"train": kept_train.outliers, "validation": kept_val.outliers}
     out_of_bounds = {"train": valid_train.outliers, "validation": valid_val.outliers}
     model = build_model(exp.model, len(split.channels)).to(dev)
-    if isinstance(model, LatentODE) and exp.model.residual_fill == "mean":
-        model.level_fill.copy_(torch.as_tensor(normalised_means(split.train, normalizer)))
-    weights = channel_weights(split.train, tc.channel_balance, units)
+    weights = channel_weights(split.train, tc.channel_balance)
     cw = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=dev)  # (D,)
     loss_fn = distributed.LossModule(model)
     step_fn: torch.nn.Module = loss_fn

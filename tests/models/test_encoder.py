@@ -8,7 +8,7 @@ from latentcast.models.encoder import make_encoder, processing_order
 from tests.conftest import tiny_config
 
 
-@pytest.mark.parametrize("encoder", ["gru", "decay", "odernn", "gruode"])
+@pytest.mark.parametrize("encoder", ["gru", "decay", "odernn"])
 @pytest.mark.parametrize("anchor", ["first", "last"])
 def test_encoder_shapes_and_padding_invariance(series, normalizer, encoder: str, anchor: str) -> None:
     cfg = tiny_config(encoder=encoder, anchor=anchor)
@@ -24,7 +24,7 @@ def test_encoder_shapes_and_padding_invariance(series, normalizer, encoder: str,
             torch.testing.assert_close(v1[0], logvar[i], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("encoder", ["gru", "decay", "odernn", "gruode"])
+@pytest.mark.parametrize("encoder", ["gru", "decay", "odernn"])
 def test_masked_values_do_not_matter_observed_values_do(series, normalizer, encoder: str) -> None:
     enc = make_encoder(tiny_config(encoder=encoder), 3).eval()
     batch = collate(series, normalizer)
@@ -64,19 +64,3 @@ def test_odernn_evolution_is_torchdiffeqs_rk4(substeps: int) -> None:
     grid = torch.tensor([0.0, 1.0], dtype=torch.float64)
     ref = odeint(lambda _s, hh: enc.g(hh) * dt, h, grid, method="rk4", options={"step_size": 1.0 / substeps})[-1]
     torch.testing.assert_close(enc.evolve(h, dt), ref, rtol=1e-12, atol=1e-12)
-
-
-def test_gruode_step_is_the_grus_ode_frozen_over_the_gap() -> None:
-    from latentcast.models.encoder import GRUODEEncoder
-
-    enc = GRUODEEncoder(tiny_config(encoder="gruode"), 3).double()
-    h = torch.rand(6, 8, dtype=torch.float64) * 2 - 1
-    zero = torch.zeros(6, 1, dtype=torch.float64)
-    torch.testing.assert_close(enc.evolve(h, zero), h)
-    u, r = torch.sigmoid(enc.gates(h)).chunk(2, dim=-1)
-    g = torch.tanh(enc.cand(r * h))
-    eps = torch.full((6, 1), 1e-6, dtype=torch.float64)
-    torch.testing.assert_close((enc.evolve(h, eps) - h) / 1e-6, (1 - u) * (g - h), rtol=1e-4, atol=1e-6)
-    far = enc.evolve(h, torch.full((6, 1), 1e4, dtype=torch.float64))  # a long gap: the state settles at g
-    torch.testing.assert_close(far, g)
-    assert far.abs().max() <= 1

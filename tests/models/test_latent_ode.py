@@ -13,7 +13,7 @@ def _queries(batch, q: int = 9, seed: int = 0) -> torch.Tensor:
     return (torch.rand(batch.size, q, generator=g) - 0.2) * 6  # before, between and after the observations
 
 
-@pytest.mark.parametrize(("encoder", "static"), [("gru", ()), ("odernn", ()), ("gruode", (0, 2))])
+@pytest.mark.parametrize(("encoder", "static"), [("gru", ()), ("odernn", ()), ("decay", (0, 2))])
 @pytest.mark.parametrize("anchor", ["first", "last"])
 def test_prediction_is_batch_invariant(normalizer, encoder: str, static: tuple[int, ...], anchor: str) -> None:
     """A series' forecast must not change (beyond 1e-4 relative) with whatever else is in the batch."""
@@ -171,16 +171,3 @@ def test_static_channels_forecast_through_the_linear_readout_as_a_plain_solve(se
     zs = odeint(model.dynamics, state, ts, rtol=1e-7, atol=1e-8)[1:, :, :4]  # (Q, B, L)
     ref = model.decoder(zs).transpose(0, 1) + batch.last_observed()[:, None, :]
     torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-4)
-
-
-def test_mean_fill_is_the_level_only_of_channels_the_context_never_saw(series, normalizer) -> None:
-    model = LatentODE(tiny_config(residual="level", residual_fill="mean"), 3)
-    batch = collate(series, normalizer)
-    batch.ctx_m[0, :, 1] = 0  # series 0 never saw channel 1
-    model.level_fill.copy_(torch.tensor([5.0, 7.0, 9.0]))
-    level = model.level(batch, batch.last_observed())
-    torch.testing.assert_close(level[0, 1], torch.tensor(7.0))
-    seen = batch.ctx_m.amax(dim=1) > 0
-    torch.testing.assert_close(level[seen], batch.last_observed()[seen])
-    assert "level_fill" in model.state_dict()
-    assert "level_fill" not in LatentODE(tiny_config(residual="level"), 3).state_dict()  # old checkpoints load

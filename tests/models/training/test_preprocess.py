@@ -64,12 +64,3 @@ def test_a_residual_decoder_that_predicts_no_change_is_locf(series, normalizer) 
     query = torch.full((len(series), 2), 0.7)
     pred = model.predict(batch, query, num_samples=4, levels=(0.5,))
     torch.testing.assert_close(pred.mean, level[:, None, :].expand_as(pred.mean), rtol=0, atol=1e-5)
-
-
-def test_a_change_decoder_starts_exactly_at_the_last_observed_values(series, normalizer) -> None:
-    model = LatentODE(tiny_config(anchor="last", residual="change", decoder_hidden=8), 3).eval()
-    batch = collate(series, normalizer)
-    pred = model.predict(batch, torch.zeros(len(series), 1), num_samples=4, include_noise=False, return_samples=True)
-    assert pred.samples is not None
-    level = batch.last_observed()[None, :, None, :].expand_as(pred.samples)
-    torch.testing.assert_close(pred.samples, level, rtol=0, atol=1e-5)  # every sample, every channel

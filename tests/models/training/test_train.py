@@ -10,7 +10,7 @@ import torch
 
 from latentcast.models.checkpoint import load_checkpoint, read_payload
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
-from latentcast.models.data import Normalizer, Series, TimeSpec
+from latentcast.models.data import TimeSpec
 from latentcast.models.training.datasets.base import DatasetSplit
 from latentcast.models.training.report import better_baseline, format_report, validation_warnings
 from latentcast.models.training.train import (
@@ -22,8 +22,6 @@ from latentcast.models.training.train import (
     _stop_reason,
     batch_indices,
     channel_weights,
-    minmax_units,
-    normalised_means,
     train,
 )
 from tests.conftest import make_series, tiny_config
@@ -206,29 +204,25 @@ def test_training_with_length_pools_runs(tmp_path) -> None:
     assert len(res.metrics["history"]) == 2 and np.isfinite(res.metrics["history"][-1]["train_loss"])
 
 
-def test_minmax_units_weigh_each_channel_as_a_min_max_metric_does() -> None:
-    v = np.array([[0.0, 1.0], [10.0, 2.0], [5.0, 4.0]], dtype=np.float32)
-    series = [Series("a", np.arange(3.0), v)]
-    norm = Normalizer(("x", "y"), (False, True), (5.0, 0.5), (2.0, 0.1))
-    units = minmax_units(series, norm)
-    np.testing.assert_allclose(units, [(2.0 / 10.0) ** 2, (np.exp(0.5) * 0.1 / 3.0) ** 2])
-    w = channel_weights(series, 0.0, units)
-    assert w is not None
-    np.testing.assert_allclose(w[0] / w[1], units[0] / units[1])
-    np.testing.assert_allclose(w.sum() * 3, 6.0)  # three values per channel, mean weight 1
-    with pytest.raises(ValueError, match=r"train\.loss_units"):
-        TrainConfig(loss_units="raw")  # type: ignore[arg-type]
+def test_retired_options_are_dropped_at_their_old_value_and_refused_otherwise() -> None:
+    """Checkpoints and files written before the retirement carry residual_fill "zero" and loss_units
+    "normalised": they still load. Any other value of a retired option names the commit that runs it."""
+    from latentcast.models.config import RETIRED_AT, ConfigError, ModelConfig, from_dict
 
-
-def test_training_stores_the_normalised_means_as_the_fill_of_unseen_channels(tmp_path) -> None:
-    split = _split()
-    exp = _exp(1)
-    exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, residual="level", residual_fill="mean"))
-    train(exp, split, tmp_path, device="cpu", show_progress=False)
-    bundle = load_checkpoint(tmp_path / BEST)
-    want = normalised_means(split.train, bundle.normalizer)
-    assert np.abs(want).max() > 0.01  # robust centres are not means: the fill is not all zero
-    np.testing.assert_allclose(bundle.model.state_dict()["level_fill"].numpy(), want, rtol=1e-6)
+    cfg = from_dict(ModelConfig, {"residual": "level", "residual_fill": "zero"})
+    assert cfg.residual == "level" and not hasattr(cfg, "residual_fill")
+    assert from_dict(TrainConfig, {"epochs": 3, "loss_units": "normalised"}).epochs == 3
+    with pytest.raises(ConfigError, match=rf"model\.residual_fill = 'mean': retired.*commit {RETIRED_AT}"):
+        from_dict(ExperimentConfig, {"model": {"residual_fill": "mean"}})
+    with pytest.raises(ConfigError, match=rf"loss_units = 'minmax': retired.*{RETIRED_AT}"):
+        from_dict(TrainConfig, {"loss_units": "minmax"})
+    for field, value in (("encoder", "gruode"), ("residual", "change")):
+        with pytest.raises(
+            ValueError, match=rf"model\.{field}: '{value}' .* was retired; check out commit {RETIRED_AT}"
+        ):
+            from_dict(ModelConfig, {field: value})
+    with pytest.raises(ValueError, match=r"model\.encoder: must be one of \('gru', 'decay', 'odernn'\)"):
+        from_dict(ModelConfig, {"encoder": "lstm"})
 
 
 def test_a_doubtful_choice_of_epoch_or_calibration_is_warned_about() -> None:

@@ -1,0 +1,44 @@
+"""The package's layers: the service never loads the trainer, and the import contracts that say so fail
+when someone adds a forbidden import."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_the_service_loads_no_training_code() -> None:
+    """A fresh interpreter: `import latentcast.service.main` (the app) pulls in neither the trainer nor
+    its progress bars, plots or the in-process API. (`torch.distributed` itself is loaded by `import
+    torch`, so only our own distributed module is checked.)"""
+    code = (
+        "import sys, json, latentcast.service.main\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('latentcast', 'rich', 'matplotlib')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "latentcast.models.forecast" in loaded  # the check sees what the service does load
+    banned = [m for m in loaded if m.startswith(("latentcast.models.training", "rich", "matplotlib"))]
+    banned += [m for m in loaded if m in ("latentcast.api", "latentcast.cli", "latentcast.backtest")]
+    assert banned == []
+
+
+def test_the_contracts_fail_when_the_service_imports_training(tmp_path: Path) -> None:
+    """A copy of the package whose service imports the trainer: lint-imports names the broken contract."""
+    shutil.copytree(ROOT / "latentcast", tmp_path / "latentcast", symlinks=False)  # the links, resolved
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    lint = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    ok = subprocess.run([str(lint)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout[-2000:]
+    errors = tmp_path / "latentcast" / "service" / "errors.py"
+    errors.write_text(errors.read_text() + "\nimport latentcast.models.training  # noqa: E402\n")
+    bad = subprocess.run([str(lint)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
+    assert "the service never imports training, even through another module BROKEN" in bad.stdout
