@@ -174,6 +174,9 @@ def backtest_cmd(
         typer.Option(help="where to write scores.csv, forecasts.csv, backtest.png [default: runs/backtest_MODEL]"),
     ] = None,
     series: Annotated[str | None, typer.Option(help="comma-separated ids to draw (default: the first 6)")] = None,
+    unseen: Annotated[
+        bool, typer.Option("--unseen", help="score only the series the model was neither trained nor validated on")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
@@ -185,13 +188,15 @@ def backtest_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     import latentcast
-    from latentcast.backtest import TASKS, backtest, builtin_table
+    from latentcast.backtest import TASKS, backtest, builtin_table, unseen_series
     from latentcast.frames import LatentcastWarning, read_long_table
 
     if task not in TASKS:
         raise typer.BadParameter(f"{task!r} is not one of {', '.join(TASKS)}", param_hint="--task")
     fitted = latentcast.load(model, device=device)
     obs = builtin_table(data) if _builtin(data) is not None else read_long_table(Path(data))
+    if unseen:
+        obs = unseen_series(fitted, obs)
     bar = Progress(TextColumn("forecasting held-out points"), BarColumn(), MofNCompleteColumn(), disable=quiet)
     with bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", LatentcastWarning)
@@ -292,7 +297,8 @@ def forecast(
         str, typer.Option(help="error: a column that is not id, time or a channel stops the run; ignore: drop it")
     ] = "error",
 ) -> None:
-    """Forecast a long table through a running server; writes a long CSV (id, time, channel, mean, q…).
+    """Forecast a long table through a running server; writes a long CSV (id, time, channel, point, mean, q…;
+    `point` is the forecast to use: the median on log channels, the mean elsewhere).
     Reports on stderr the solver settings the server used and the evaluations they took, the warnings,
     and (with --on-error skip) each refused series."""
     import warnings
@@ -348,7 +354,8 @@ def forecast(
                     extra_columns=cast(Literal["error", "ignore"], extra_columns),
                 )
         except LatentcastError as exc:
-            typer.echo(f"error {exc.status}: {exc.detail}", err=True)
+            detail = str(exc.detail).replace("send on_error=skip", "pass --on-error skip")
+            typer.echo(f"error {exc.status}: {detail}", err=True)
             for item in (exc.body or {}).get("errors", [])[1:10] if isinstance(exc.body, dict) else []:
                 typer.echo(f"  series {item.get('series_id')!r}: {item.get('msg')}", err=True)
             raise typer.Exit(1) from exc
@@ -365,6 +372,9 @@ def forecast(
             f"{sum(nfe) / len(nfe):.1f} evaluations per trajectory (mean of {len(nfe)} series, max {max(nfe):g})",
             err=True,
         )
+    if fc.empty and fc.attrs.get("errors"):
+        typer.echo(f"every one of the {len(fc.attrs['errors'])} series was refused: nothing to write", err=True)
+        raise typer.Exit(1)
     if output is None:
         fc.to_csv(sys.stdout, index=False)
     else:

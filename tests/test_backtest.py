@@ -132,6 +132,26 @@ def test_the_verdict_also_weighs_mae_and_the_intervals_coverage() -> None:
     said = Backtest(scores, pd.DataFrame(), "half", 3, 10).verdict()
     assert said.startswith("the model beats both baselines on these series (NMSE)")
     assert "by MAE locf is closer (1.5 vs 2)" in said and "80% interval covers 50% (too narrow)" in said
+    # the other way round: LOCF wins on NMSE, the model on MAE (a few large misses)
+    scores.loc[scores["method"] == "latent_ode", ["nmse", "mae", "coverage80"]] = [1.0, 1.2, 0.8]
+    said = Backtest(scores, pd.DataFrame(), "half", 3, 10).verdict()
+    assert said.startswith("use locf instead: NMSE 0.900 against the model's 1.000")
+    assert "but by MAE the model is closer (1.2 vs 1.5)" in said and "interval covers" not in said
+
+
+def test_unseen_keeps_only_the_series_the_model_was_not_fitted_on(toy) -> None:
+    from latentcast.backtest import unseen_series
+    from latentcast.frames import DataError
+
+    model = latentcast.load(toy, device="cpu")
+    table = _table()
+    model.bundle.data["fitted_ids"] = ["s0", "s1"]
+    kept = unseen_series(model, table)
+    assert set(kept["id"]) == set(table["id"]) - {"s0", "s1"}
+    assert model.backtest(kept, task="last").in_sample == 0
+    model.bundle.data["fitted_ids"] = sorted(set(table["id"]))
+    with pytest.raises(DataError, match="no unseen series to score"):
+        unseen_series(model, table)
 
 
 def test_overall_coverage_counts_points_not_channels() -> None:

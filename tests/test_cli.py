@@ -208,7 +208,8 @@ def test_errors_are_one_line_and_a_nonzero_exit(tmp_path) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("latentcast: error")]
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr
     assert "2 series with 2 or more observations" in lines[0] and "training needs at least 20" in lines[0]
-    assert not (tmp_path / "run" / "best.pt").exists()
+    assert "no setting lowers this" in lines[0] and "cross-validation" not in proc.stderr  # refused up front
+    assert not (tmp_path / "run").exists()  # nothing left behind
     debug = subprocess.run([*cmd, "--debug"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 

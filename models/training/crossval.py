@@ -104,14 +104,16 @@ def score(row: dict[str, Any]) -> float:
     return float(row["val_nmse"] if "val_nmse" in row else row["val_loss"])
 
 
-def choose_epochs(histories: Sequence[Sequence[dict[str, Any]]]) -> tuple[int, list[float]]:
-    """The number of epochs with the lowest mean validation score over the folds, and that mean per epoch.
-    A fold that stopped early keeps its last score for the epochs it did not run."""
+def choose_epochs(histories: Sequence[Sequence[dict[str, Any]]], first: int = 1) -> tuple[int, list[float]]:
+    """The number of epochs, `first` or more (a model still in its learning-rate warm-up is not trained),
+    with the lowest mean validation score over the folds, and that mean per epoch. A fold that stopped
+    early keeps its last score for the epochs it did not run."""
     curves = [[score(r) for r in h] for h in histories if h]
     longest = max(len(c) for c in curves)
     padded = np.array([c + [c[-1]] * (longest - len(c)) for c in curves], dtype=float)
     mean = padded.mean(0)
-    return int(np.argmin(mean)) + 1, [float(x) for x in mean]
+    start = min(max(first, 1), longest) - 1
+    return start + int(np.argmin(mean[start:])) + 1, [float(x) for x in mean]
 
 
 def pooled_report(

@@ -117,7 +117,8 @@ def format_report(report: dict[str, Any]) -> str:
     width = max(12, *(len(c) for c in channels))
     lines = [
         f"{'out-of-fold' if report.get('cross_validation') else 'validation'} report ({report['series']} series, "
-        f"{int(report['forecast_points'])} held-out points; NMSE, lower is better):",
+        f"{int(report['forecast_points'])} held-out points; NMSE on the model's scale, logged channels in logs, lower "
+        "is better; `latentcast backtest` scores on the data's scale):",
         "  " + "forecast".ljust(14) + "".join(c.rjust(width + 1) for c in [*channels, "average"]),
     ]
     for key, label in (("latent_ode", "latent ODE"), ("locf", "LOCF"), ("linear_trend", "linear trend")):
@@ -125,7 +126,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("  " + label.ljust(14) + "".join(_num(v).rjust(width + 1) for v in cells))
     cov = report.get("coverage80")
     cal = report.get("calibration")
-    note = f" (after calibrating the spread by {', '.join(f'{f:g}' for f in cal)})" if cal else ""
+    note = (
+        f" (after scaling the spread by {', '.join(f'{f:g}' for f in cal)}: below 1 narrows, above widens)"
+        if cal
+        else ""
+    )
     lines.append(f"  80% interval coverage: {_pct(cov)}{note}")
     held = report.get("persistence") or {}
     pulled = {c: t for c, t in (held.get("scales") or {}).items() if t}

@@ -58,8 +58,14 @@ def check_trainable(split: DatasetSplit) -> None:
     two or more observations (one point has no dynamics, and a model trained on no span would accept
     queries at any horizon), MIN_VAL_SERIES of them in the validation split."""
     usable = [sum(len(s) >= 2 for s in part) for part in (split.train, split.val, split.test)]
-    if sum(usable) < MIN_SERIES or usable[0] == 0 or usable[1] < MIN_VAL_SERIES:
-        name = split.description.get("name", "the data")
+    name = split.description.get("name", "the data")
+    if sum(usable) < MIN_SERIES:
+        raise DataError(
+            f"{name}: {sum(usable)} series with 2 or more observations; training needs at least {MIN_SERIES} (no "
+            "setting lowers this: a latent ODE fitted to fewer series learns their noise). For a table this "
+            "small, carry each series' last value forward or fit a line per series"
+        )
+    if usable[0] == 0 or usable[1] < MIN_VAL_SERIES:
         raise DataError(
             f"{name}: {sum(usable)} series with 2 or more observations (train {usable[0]}, validation "
             f"{usable[1]}, test {usable[2]}); training needs at least {MIN_SERIES}, with {MIN_VAL_SERIES} in "
@@ -144,6 +150,7 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     out = Path(out_dir)
+    check_trainable(split)  # before anything is written or cross-validated
     world = distributed.from_env()  # several processes under torchrun, else a world of one
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -184,9 +191,11 @@ def _train(
     note: str = "",
     label: str = "",
     cv: CrossValidation | None = None,
+    states: list[dict[str, torch.Tensor]] | None = None,
 ) -> TrainResult:
     """One training run. `label` prefixes the progress bar (a fold); with `cv`, every epoch is kept (the
-    last is the model) and the report is the folds' (`cv.report`), not one on `split.val`."""
+    last is the model) and the report is the folds' (`cv.report`), not one on `split.val`. `states`:
+    where given, each epoch's weights are appended to it (a fold's, for the model at the chosen epoch)."""
     tc = exp.train
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     validity = Validity.from_config(exp.data.bounds, exp.data.missing_values, split.channels, exp.data.bounds_source)
@@ -262,7 +271,7 @@ def _train(
         # the loss shown: this epoch's running mean, the last epoch's until its first step ("-" before any)
         shown = "-"
         task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=shown, val="")
-        for epoch in range(start_epoch, tc.epochs):
+        for epoch in range(start_epoch, min(tc.epochs, cv.epochs if cv is not None else tc.epochs)):
             model.train()
             rng = np.random.default_rng([tc.seed, epoch])  # the permutation: the same on every rank
             ctx_rng = np.random.default_rng([tc.seed, epoch, world.rank]) if world.active else rng
@@ -316,6 +325,8 @@ def _train(
                 **val,
             }
             history.append(row)
+            if states is not None:
+                states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             improved = score < best_score or cv is not None  # cross-validated: the last epoch is the model
             if improved:
                 best_score = score
@@ -363,7 +374,16 @@ def _train(
         train_only = {"outliers_excluded": {"train": outliers["train"]}}
         train_only["out_of_bounds_excluded"] = {"train": out_of_bounds["train"]}
         report.update(train_only, cross_validation=cv.summary)
-        report["warnings"] = validation_warnings(report, [{"val_nmse": v} for v in cv.curve])
+        report["warnings"] = validation_warnings(report, [{"val_nmse": v} for v in cv.curve[: cv.epochs]])
+        lowest = int(np.argmin(cv.curve)) + 1
+        if lowest < cv.epochs and lowest <= exp.train.warmup_epochs:
+            report["warnings"] = [w for w in report["warnings"] if not w.startswith("the best epoch is the first")]
+            report["warnings"].append(
+                f"the folds' mean validation score was lowest after epoch {lowest} ({cv.curve[lowest - 1]:.4g}), "
+                f"still in the learning-rate warm-up: training barely improves on its starting point here; the "
+                f"model trains for {cv.epochs} epochs, the best after the warm-up ({cv.curve[cv.epochs - 1]:.4g}). "
+                "Compare it with LOCF on your series (latentcast backtest --unseen)"
+            )
     report["suspect_missing_codes"] = codes
     report["warnings"] += unbounded_at_zero(split, validity)
     ignored = split.description.get("ignored_columns") or []
@@ -411,6 +431,7 @@ class CrossValidation:
     calibration: Calibration
     curve: list[float]
     summary: dict[str, Any]
+    epochs: int  # the final run stops after these, on the folds' schedule (warm-up, cosine over train.epochs)
 
 
 def _cross_validated(
@@ -428,13 +449,22 @@ def _cross_validated(
     tc = exp.train
     started = time.perf_counter()
     parts = fold_splits(split, tc.folds, tc.seed)
-    histories, fitted = [], []
+    histories, runs = [], []
     for k, fold in enumerate(parts):
         label = f"fold {k + 1}/{len(parts)} "
-        res = _train(exp, fold, out / FOLDS / str(k + 1), dev, world, None, show_progress, None, label=label)
+        states: list[dict[str, torch.Tensor]] = []
+        res = _train(
+            exp, fold, out / FOLDS / str(k + 1), dev, world, None, show_progress, None, label=label, states=states
+        )
         histories.append(res.metrics["history"])
-        fitted.append((load_checkpoint(res.best, dev), fold.val))
-    epochs, curve = choose_epochs(histories)
+        runs.append((load_checkpoint(res.best, dev), fold.val, states))
+    epochs, curve = choose_epochs(histories, first=tc.warmup_epochs + 1)
+    # the report describes what is shipped: each fold's model after `epochs` epochs (its last, if it
+    # stopped before), forecasting the series it never trained on
+    fitted = []
+    for bundle, val, states in runs:
+        bundle.model.load_state_dict(states[min(epochs, len(states)) - 1])
+        fitted.append((bundle, val))
     report, calibration = pooled_report(fitted, dev, tc.val_task, samples=tc.val_samples)
     summary = {
         "folds": len(parts),
@@ -448,8 +478,9 @@ def _cross_validated(
     sizes = {"train": len(every), "val": 0, "test": len(split.test), "folds": len(parts)}
     desc = dict(split.description, split=sizes)
     final = dataclasses.replace(split, train=every, val=every, description=desc)  # val in-sample: progress only
-    exp_final = dataclasses.replace(exp, train=dataclasses.replace(tc, epochs=epochs, patience=0))
-    cv = CrossValidation(report, calibration, curve, summary)
+    # the folds' learning-rate schedule, stopped after `epochs`: the model the folds measured at that epoch
+    exp_final = dataclasses.replace(exp, train=dataclasses.replace(tc, patience=0))
+    cv = CrossValidation(report, calibration, curve, summary, epochs)
     label = f"all {len(every)} series "
     return _train(exp_final, final, out, dev, world, None, show_progress, on_epoch, note=note, label=label, cv=cv)
 

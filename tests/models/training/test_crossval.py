@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from latentcast.models.checkpoint import load_checkpoint
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
@@ -15,11 +16,12 @@ from latentcast.models.training.crossval import (
     fold_splits,
     held_out_points,
     held_out_values,
+    pooled_report,
     sized_validation,
 )
 from latentcast.models.training.datasets.base import DatasetSplit
 from latentcast.models.training.report import format_report
-from latentcast.models.training.train import BEST, FOLDS, METRICS, train
+from latentcast.models.training.train import BEST, FOLDS, LAST, METRICS, train
 from tests.conftest import make_series, tiny_config
 
 
@@ -67,6 +69,29 @@ def test_the_epochs_chosen_minimise_the_mean_over_folds_early_stops_padded() -> 
     epochs, curve = choose_epochs([rows(1.0, 0.5, 0.4, 0.45), rows(0.9, 0.6, 0.7)])
     assert curve == pytest.approx([0.95, 0.55, 0.55, 0.575])  # the second fold's 0.7 carried to epoch 4
     assert epochs == 2  # the first of the tied minima: fewer epochs
+
+
+def test_the_epochs_chosen_are_past_the_warm_up() -> None:
+    """Folds best at epoch 1 (the learning rate still rising): the choice is the best epoch from `first`."""
+    rows = lambda *v: [{"epoch": i + 1, "val_nmse": x} for i, x in enumerate(v)]  # noqa: E731
+    assert choose_epochs([rows(0.3, 0.9, 0.6, 0.5), rows(0.2, 0.8, 0.7, 0.4)])[0] == 1
+    assert choose_epochs([rows(0.3, 0.9, 0.6, 0.5), rows(0.2, 0.8, 0.7, 0.4)], first=3)[0] == 4
+    assert choose_epochs([rows(0.3, 0.9)], first=5)[0] == 2  # fewer epochs than that: the last
+
+
+def test_the_out_of_fold_report_describes_the_folds_models_at_the_chosen_epochs(tmp_path) -> None:
+    """Not each fold's own best epoch (chosen on the very series it is then scored on): every fold's model
+    after the epochs chosen, here all 3 (the warm-up takes 2), which is each fold's last.pt."""
+    split = _split(40)
+    tc = TrainConfig(epochs=3, warmup_epochs=2, batch_size=10, lr=1e-2, val_samples=4, plot_series=0, folds=3)
+    exp = ExperimentConfig(DataConfig(name="toy"), tiny_config(), tc)
+    res = train(exp, split, tmp_path, "cpu", show_progress=False)
+    report = res.metrics["report"]
+    assert report["cross_validation"]["epochs_chosen"] == 3
+    parts = fold_splits(split, 3, tc.seed)
+    fitted = [(load_checkpoint(tmp_path / FOLDS / str(k + 1) / LAST), f.val) for k, f in enumerate(parts)]
+    want, _ = pooled_report(fitted, torch.device("cpu"), tc.val_task, samples=tc.val_samples)
+    assert report["nmse"] == want["nmse"] and report["coverage80"] == want["coverage80"]
 
 
 def test_a_small_table_is_cross_validated_and_trained_on_every_series(tmp_path) -> None:
