@@ -192,13 +192,39 @@ def from_frame(
     values = frame.reindex(columns=list(channels)).to_numpy(dtype=np.float64)[order]
     if np.isinf(values).any():
         raise DataError("channel values contain inf; use an empty cell for 'not observed'")
+    codes, at, values = _merge_agreeing(codes[order], times.values[order], values)
     return FlatTable(
         keys=list(keys),
         ids=ids,
-        times=Times(times.values[order], times.is_datetime),
+        times=Times(at, times.is_datetime),
         values=values,
         offsets=offsets(np.bincount(codes, minlength=len(keys))),
     )
+
+
+def _merge_agreeing(
+    codes: np.ndarray, times: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted rows of one series at one time → one row where they agree (a repeated row, or channels
+    reported in separate rows): each channel's value, NaN where none. Rows that give a channel two
+    values stay as they are, for the caller to refuse."""
+    same = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1])
+    if not same.any():
+        return codes, times, values
+    starts = np.flatnonzero(np.r_[True, ~same])
+    keep: list[int] = []
+    merged: list[np.ndarray] = []
+    for a, z in zip(starts.tolist(), np.r_[starts[1:], len(codes)].tolist(), strict=True):
+        block = values[a:z]
+        lo, hi = np.nanmin(block, axis=0, initial=np.inf), np.nanmax(block, axis=0, initial=-np.inf)
+        if z - a == 1 or (lo < hi).any():
+            keep.extend(range(a, z))
+            merged.extend(block)
+        else:
+            keep.append(a)
+            merged.append(np.where(np.isfinite(lo), lo, np.nan))
+    idx = np.asarray(keep)
+    return codes[idx], times[idx], np.asarray(merged, dtype=values.dtype).reshape(len(idx), values.shape[1])
 
 
 def query_table(

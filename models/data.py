@@ -80,8 +80,9 @@ def series_from_frame(
     """Long table → one `Series` per id, sorted by time (the table → arrays step is `latentcast.frames`).
 
     Every channel must be a column. Rows with no observed channel are dropped; series left with no
-    observation are dropped. Duplicate (id, time) rows are an error: merge them upstream, we will not
-    guess which value is right.
+    observation are dropped. Rows of one series at one time are merged where they agree (a repeated row,
+    or channels reported in separate rows); where they give a channel two different values they are an
+    error: merge them upstream, we will not guess which value is right.
     """
     if not channels:
         raise DataError("name at least one channel")
@@ -102,20 +103,36 @@ def series_from_frame(
         keep = ~np.isnan(vals[a:z]).all(axis=1)
         if not keep.any():
             continue
-        t = times[a:z][keep]
-        dup = np.flatnonzero(np.diff(t) == 0)
-        if dup.size:
-            shown = flat.times.as_column()[a:z][keep].iloc[int(dup[0])]
-            twice.append(f"series {flat.ids[i]!r} at {shown}")
-            continue
-        out.append(Series(id=flat.ids[i], times=t, values=vals[a:z][keep]))
+        t, v = times[a:z][keep], vals[a:z][keep]
+        if (np.diff(t) == 0).any():
+            t, v, clash = _merge_same_times(t, v)
+            if clash is not None:
+                shown = flat.times.as_column()[a:z][keep].iloc[clash]
+                twice.append(f"series {flat.ids[i]!r} at {shown}")
+                continue
+        out.append(Series(id=flat.ids[i], times=t, values=v))
     if twice:
         raise DataError(
             f"{len(twice)} series {'has' if len(twice) == 1 else 'have'} two rows at one time (column "
-            f"{time_col!r}), e.g. {'; '.join(twice[:3])}: "
+            f"{time_col!r}) that give a channel different values, e.g. {'; '.join(twice[:3])}: "
             "merge those rows (one value per channel and time); we will not guess which value is right"
         )
     return out
+
+
+def _merge_same_times(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Rows (sorted times t (N,), values v (N, D)) at equal times merged into one: each channel's value
+    where the rows agree on it (NaN: not observed). The index of the first row of a time whose rows give
+    a channel two different values, else None."""
+    starts = np.flatnonzero(np.r_[True, np.diff(t) != 0])
+    merged = np.full((len(starts), v.shape[1]), np.nan, dtype=v.dtype)
+    for k, (a, z) in enumerate(zip(starts, np.r_[starts[1:], len(t)], strict=True)):
+        block = v[a:z]
+        lo, hi = np.nanmin(block, axis=0, initial=np.inf), np.nanmax(block, axis=0, initial=-np.inf)
+        if (lo < hi).any():
+            return t, v, int(a)
+        merged[k] = np.where(np.isfinite(lo), lo, np.nan)
+    return t[starts], merged, None
 
 
 @dataclasses.dataclass(frozen=True)

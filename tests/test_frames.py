@@ -87,6 +87,17 @@ def test_query_times_for_ids_the_table_lacks_are_named() -> None:
 
 
 def test_two_rows_at_one_time_are_named_in_the_tables_units() -> None:
-    frame = pd.DataFrame({"id": ["a", "a", "b", "b", "c"], "time": [5.0, 5.0, 1.0, 1.0, 0.0], "x": [1.0] * 5})
+    frame = pd.DataFrame({"id": ["a", "a", "b", "b", "c"], "time": [5.0, 5.0, 1.0, 1.0, 0.0], "x": [1.0, 2, 3, 4, 5]})
     with pytest.raises(DataError, match=r"2 series have two rows at one time .*series 'a' at 5.0; series 'b' at 1.0"):
         series_from_frame(frame, ["x"], TimeSpec("day", 0.01))
+
+
+def test_rows_of_one_series_at_one_time_merge_where_they_agree() -> None:
+    """A repeated row and channels in separate rows become one row (for forecasts as for training);
+    rows that disagree stay, for the checks to refuse."""
+    frame = pd.DataFrame({"id": ["a", "a", "a", "b", "b"], "time": [1.0, 1.0, 1.0, 2.0, 2.0],
+                          "x": [5.0, 5.0, None, 1.0, 2.0], "y": [None, None, 3.0, 0.0, 0.0]})  # fmt: skip
+    table = from_frame(frame, ["x", "y"])
+    assert table.offsets.tolist() == [0, 1, 3]  # a: one row; b: its two disagreeing rows kept
+    np.testing.assert_array_equal(table.values[0], [5.0, 3.0])
+    np.testing.assert_array_equal(table.times.values, [1.0, 2.0, 2.0])

@@ -65,6 +65,21 @@ def test_duplicate_times_name_the_series() -> None:
         series_from_frame(frame, ["x"], TimeSpec("day"))
 
 
+def test_rows_at_one_time_merge_where_they_agree() -> None:
+    """A repeated row, and channels reported in separate rows at one time, make one observation; rows
+    that give a channel two values at one time stay an error (above)."""
+    frame = pd.DataFrame(
+        {"id": ["a"] * 5, "time": [0.0, 1.0, 1.0, 1.0, 2.0], "x": [1.0, 2.0, 2.0, None, 3.0],
+         "y": [None, None, 7.0, 7.0, 8.0]}
+    )  # fmt: skip
+    (s,) = series_from_frame(frame, ["x", "y"], TimeSpec("day"))
+    np.testing.assert_array_equal(s.times, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(s.values, np.array([[1.0, np.nan], [2.0, 7.0], [3.0, 8.0]], dtype=np.float32))
+    clash = frame.assign(y=[None, None, 7.0, 6.0, 8.0])
+    with pytest.raises(DataError, match=r"give a channel different values, e\.g\. series 'a' at 1\.0"):
+        series_from_frame(clash, ["x", "y"], TimeSpec("day"))
+
+
 def test_missing_columns_and_non_numeric_channels() -> None:
     frame = pd.DataFrame({"id": [1], "time": [1.0], "x": ["a"]})
     with pytest.raises(DataError, match=r"\['y'\]"):
