@@ -144,6 +144,11 @@ def format_report(report: dict[str, Any]) -> str:
             span = f"{t:g} {unit}s" if unit != "unitless" else f"{t:g} time units"
             cells.append(f"{c} over {span}" + (f" (squared error {change})" if change else ""))
         lines.append("  forecasts near a channel's last value are pulled toward it: " + "; ".join(cells))
+    elif held.get("scales"):
+        lines.append(
+            "  no channel's forecasts are pulled toward its last value (on validation that made no task better "
+            "without making one worse): a query at the last observation time gets the model's own forecast"
+        )
     for key, what in (
         ("out_of_bounds_excluded", "values outside the physical bounds set aside (data.bounds)"),
         ("outliers_excluded", "gross outliers set aside as entry errors (data.outlier_z)"),

@@ -112,6 +112,8 @@ def test_the_report_compares_with_the_naive_forecasts_and_travels_with_the_model
     assert [round(t / bundle.time.scale, 6) for t in bundle.persistence or (0.0,) * 3] == list(scales.values())
     text = format_report(report)
     assert "LOCF" in text and "80% interval coverage" in text
+    pulled = any(report["persistence"]["scales"].values())  # says which channels are pulled, or that none is
+    assert ("are pulled toward it:" in text) == pulled and ("no channel's forecasts are pulled" in text) != pulled
     base = report["nmse"]
     loses = min(base["locf"]["average"], base["linear_trend"]["average"]) < base["latent_ode"]["average"]
     assert ("instead" in text) == loses  # names the better naive forecast when the model loses to it
