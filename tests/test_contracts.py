@@ -42,3 +42,22 @@ def test_the_contracts_fail_when_the_service_imports_training(tmp_path: Path) ->
     bad = subprocess.run([str(lint)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0
     assert "the service never imports training, even through another module BROKEN" in bad.stdout
+
+
+def test_the_package_links_point_at_the_top_level_folders() -> None:
+    """latentcast/models and latentcast/service are links to models/ and service/ (a checkout without
+    symbolic links makes them text files, and everything would import something else or nothing)."""
+    for name in ("models", "service"):
+        link = ROOT / "latentcast" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), f"{link} is not a link to {name}/"
+
+
+def test_no_module_is_loaded_twice_under_two_names() -> None:
+    """With the repository root on sys.path (pytest puts it there), `models.x` would be a second copy
+    of `latentcast.models.x`: nothing may import the folders by their top-level names."""
+    import latentcast.models
+    import latentcast.models.training
+    import latentcast.service.main  # noqa: F401
+
+    twice = [m for m in sys.modules if m.split(".")[0] in ("models", "service")]
+    assert twice == []
