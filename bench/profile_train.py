@@ -23,7 +23,7 @@ from latentcast.models.checkpoint import build_model
 from latentcast.models.data import Normalizer, collate
 from latentcast.models.training.datasets import load_dataset
 from latentcast.models.training.recipes import build_experiment
-from latentcast.models.training.train import batch_indices, channel_weights
+from latentcast.models.training.schedule import batch_indices, channel_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +22,27 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
-from latentcast.models.data import DataError, Normalizer, Series, collate, random_contexts
+from latentcast.models.data import DataError, Normalizer, collate, random_contexts
 from latentcast.models.device import resolve_device
-from latentcast.models.forecast import Forecaster
+from latentcast.models.latent_ode import LatentODE
+from latentcast.models.rnn_baseline import RNNBaseline
 from latentcast.models.training import distributed
+from latentcast.models.training.artifacts import BEST, FOLDS, LAST, METRICS, RANKS, plot_best, write_metrics
 from latentcast.models.training.calibrate import MIN_VALUES as CALIBRATION_VALUES
 from latentcast.models.training.calibrate import Calibration
 from latentcast.models.training.crossval import choose_epochs, fold_splits, pooled_report, score, sized_validation
 from latentcast.models.training.datasets import DatasetSplit
-from latentcast.models.training.metrics import forecast_contexts, holdout_metrics
 from latentcast.models.training.preprocess import MAX_EXAMPLES, apply_validity, drop_outliers, suspect_codes
 from latentcast.models.training.report import training_report, validation_warnings, with_report
+from latentcast.models.training.schedule import batch_indices, channel_weights, kl_weight, lr_at
+from latentcast.models.training.validation import validate
 from latentcast.models.validity import Validity
+
+__all__ = ["BEST", "FOLDS", "LAST", "METRICS", "RANKS", "TrainResult", "experiment_from_checkpoint", "train"]
 
 log = logging.getLogger("latentcast.train")
 # where the progress bar is drawn (stderr); a logging handler on it prints records above the bar
 CONSOLE = Console(stderr=True)
-
-BEST, LAST, METRICS, PLOT, RANKS = "best.pt", "last.pt", "metrics.json", "validation.png", "ranks.json"
-FOLDS = "folds"  # cross-validation's runs, one directory per fold
 
 
 @dataclasses.dataclass
@@ -75,69 +77,6 @@ def check_trainable(split: DatasetSplit) -> None:
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message names the likely cause and the setting to change."""
-
-
-def channel_weights(series: Sequence[Series], balance: float) -> np.ndarray | None:
-    """Per-channel likelihood weights ∝ count^-balance, scaled so the mean weight per observed value is 1
-    (the loss keeps its scale); channels never observed weigh 0. None when balance is 0."""
-    if balance == 0:
-        return None
-    counts = np.zeros(series[0].values.shape[1])
-    for s in series:
-        counts += np.isfinite(s.values).sum(axis=0)
-    w = np.where(counts > 0, np.maximum(counts, 1.0) ** -balance, 0.0)
-    return w * counts.sum() / max(float((w * counts).sum()), 1e-12)
-
-
-def batch_indices(
-    order: np.ndarray, lengths: np.ndarray, batch_size: int, pool: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """`order` cut into batches of `batch_size`. With pool > 0, each run of pool × batch_size indices is
-    first sorted by `lengths` and the batches are then shuffled: as many batches, less padding."""
-    if pool <= 0:
-        return [order[a : a + batch_size] for a in range(0, len(order), batch_size)]
-    out = []
-    for a in range(0, len(order), pool * batch_size):
-        run = order[a : a + pool * batch_size]
-        run = run[np.argsort(lengths[run], kind="stable")]
-        out += [run[b : b + batch_size] for b in range(0, len(run), batch_size)]
-    return [out[i] for i in rng.permutation(len(out))]
-
-
-def _lr_at(exp: ExperimentConfig, epoch: int) -> float:
-    """Linear warm-up over warmup_epochs, then a cosine from lr to lr_min over the remaining epochs."""
-    tc = exp.train
-    if epoch < tc.warmup_epochs:
-        return tc.lr * (epoch + 1) / (tc.warmup_epochs + 1)
-    done = (epoch - tc.warmup_epochs) / max(1, tc.epochs - tc.warmup_epochs)
-    return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * done))
-
-
-def _kl_weight(exp: ExperimentConfig, progress: float) -> float:
-    n = exp.train.kl_anneal_epochs
-    return 1.0 if n == 0 else min(1.0, progress / n)
-
-
-def validate(bundle: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> dict[str, float]:
-    """Validation loss (negative ELBO per observed value, fixed noise) and held-out forecast metrics."""
-    model = bundle.model
-    model.eval()
-    series = split.val
-    contexts = forecast_contexts(series, exp.train.val_task)
-    total, count = 0.0, 0.0
-    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(exp.train.seed + 10_000)
-        for start in range(0, len(series), exp.train.batch_size):
-            part = series[start : start + exp.train.batch_size]
-            batch = collate(part, bundle.normalizer, contexts[start : start + len(part)], model.cfg.anchor).to(device)
-            loss, _ = model.loss(batch, forecast_only=exp.train.likelihood == "forecast")
-            n = float(batch.tgt_m.sum())
-            total += float(loss) * n
-            count += n
-    forecaster = Forecaster(model, bundle.normalizer, device, num_samples=exp.train.val_samples)
-    out = {"val_loss": total / max(count, 1.0)}
-    out.update({f"val_{k}": v for k, v in holdout_metrics(forecaster, series, contexts).items()})
-    return out
 
 
 def train(
@@ -179,23 +118,39 @@ def train(
     return result
 
 
-def _train(
-    exp: ExperimentConfig,
-    split: DatasetSplit,
-    out: Path,
-    dev: torch.device,
-    world: distributed.World,
-    resume: str | Path | None,
-    show_progress: bool,
-    on_epoch: Callable[[dict[str, Any]], None] | None,
-    note: str = "",
-    label: str = "",
-    cv: CrossValidation | None = None,
-    states: list[dict[str, torch.Tensor]] | None = None,
-) -> TrainResult:
-    """One training run. `label` prefixes the progress bar (a fold); with `cv`, every epoch is kept (the
-    last is the model) and the report is the folds' (`cv.report`), not one on `split.val`. `states`:
-    where given, each epoch's weights are appended to it (a fold's, for the model at the chosen epoch)."""
+@dataclasses.dataclass
+class _Run:
+    """One run after its set-up: the split as the model sees it (bounds and outliers applied), the model,
+    its optimiser and loss, where a resumed run left off, and what the report says of the data."""
+
+    split: DatasetSplit
+    validity: Validity
+    normalizer: Normalizer
+    model: LatentODE | RNNBaseline
+    loss_fn: distributed.LossModule
+    step_fn: torch.nn.Module
+    opt: torch.optim.Optimizer
+    channel_weight: torch.Tensor | None  # (D,)
+    description: dict[str, Any]
+    history: list[dict[str, Any]]
+    best_score: float
+    start_epoch: int
+    outliers: dict[str, Any]
+    out_of_bounds: dict[str, Any]
+    codes: dict[str, Any]
+    examples: tuple[list[Any], list[Any]]  # outliers to name in the report: (training's, validation's)
+
+    def bundle(self, metrics: dict[str, Any]) -> ModelBundle:
+        name = str(self.split.description.get("name", "model"))
+        return ModelBundle(name, self.model, self.normalizer, self.split.time, self.description, metrics,
+                           validity=self.validity)  # fmt: skip
+
+
+def _setup(
+    exp: ExperimentConfig, split: DatasetSplit, dev: torch.device, world: distributed.World, resume: str | Path | None
+) -> _Run:
+    """The split cleaned as the model will see it, the model, its optimiser and, when resuming, where the
+    run left off."""
     tc = exp.train
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     validity = Validity.from_config(exp.data.bounds, exp.data.missing_values, split.channels, exp.data.bounds_source)
@@ -246,15 +201,88 @@ def _train(
         max_span=max(float(s.times[-1] - s.times[0]) for s in split.train),  # model time
         fitted_ids=sorted({s.id for s in [*split.train, *split.val]}),  # a backtest on them is in-sample
     )
+    examples = (list(kept_train.examples), list(kept_val.examples))
+    return _Run(split, validity, normalizer, model, loss_fn, step_fn, opt, cw, description, history, best_score,
+                start_epoch, outliers, out_of_bounds, codes, examples)  # fmt: skip
 
-    def bundle(metrics: dict[str, Any]) -> ModelBundle:
-        name = str(split.description.get("name", "model"))
-        return ModelBundle(name, model, normalizer, split.time, description, metrics, validity=validity)
 
-    n_train = len(split.train)
+@dataclasses.dataclass
+class _Epoch:
+    """What one epoch's steps did (this rank's)."""
+
+    loss: float  # the mean step loss
+    nfe: int
+    skipped: int  # batches skipped for a solver failure
+    seconds: float
+
+
+def _epoch(
+    run: _Run, exp: ExperimentConfig, epoch: int, dev: torch.device, world: distributed.World, steps: int,
+    on_step: Callable[[float], None],
+) -> _Epoch:  # fmt: skip
+    """One epoch of optimiser steps over this rank's share of the shuffled training series; `on_step`
+    gets the running mean loss after each step."""
+    tc = exp.train
+    split, model, opt = run.split, run.model, run.opt
+    model.train()
+    rng = np.random.default_rng([tc.seed, epoch])  # the permutation: the same on every rank
+    ctx_rng = np.random.default_rng([tc.seed, epoch, world.rank]) if world.active else rng
+    torch.manual_seed(tc.seed * 100_003 + epoch + 7_919 * world.rank)
+    lr = lr_at(exp, epoch)
+    for group in opt.param_groups:
+        group["lr"] = lr * group["lr_scale"]
     lengths = np.array([len(s) for s in split.train])
-    per_rank = n_train // world.size
-    steps = math.ceil(per_rank / tc.batch_size)
+    perm = np.asarray(list(distributed.shard(rng.permutation(len(split.train)), world)))  # this rank's share
+    batches = batch_indices(perm, lengths, tc.batch_size, tc.length_pool, rng)
+    run_loss, run_n, nfe, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
+    for step in range(steps):
+        part = [split.train[i] for i in batches[step]]
+        ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
+        batch = collate(part, run.normalizer, ctx, exp.model.anchor).to(dev)
+        kl = kl_weight(exp, epoch + step / steps)
+        loss, stats, ok = run.step_fn(
+            batch, kl, tc.iwae_samples, tc.likelihood == "forecast", tc.max_target_times,
+            channel_weight=run.channel_weight,
+        )  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        if not distributed.all_ok(world, ok, dev):  # a solver failure on some rank: all skip
+            if world.active:
+                loss.backward()  # zero gradients, but every rank joins DDP's all-reduce
+            log.warning("epoch %d step %d: skipped a batch: %s", epoch + 1, step, run.loss_fn.error)
+            skipped += 1
+            continue
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        run_loss += stats.loss
+        run_n += 1
+        nfe += stats.nfe
+        on_step(run_loss / run_n)
+    return _Epoch(run_loss / max(run_n, 1), nfe, skipped, time.perf_counter() - t0)
+
+
+def _train(
+    exp: ExperimentConfig,
+    split: DatasetSplit,
+    out: Path,
+    dev: torch.device,
+    world: distributed.World,
+    resume: str | Path | None,
+    show_progress: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    note: str = "",
+    label: str = "",
+    cv: CrossValidation | None = None,
+    states: list[dict[str, torch.Tensor]] | None = None,
+) -> TrainResult:
+    """One training run: set-up, then per epoch the steps, validation and checkpoints, then the report.
+    `label` prefixes the progress bar (a fold); with `cv`, every epoch is kept (the last is the model) and
+    the report is the folds' (`cv.report`), not one on `split.val`. `states`: where given, each epoch's
+    weights are appended to it (a fold's, for the model at the chosen epoch)."""
+    tc = exp.train
+    run = _setup(exp, split, dev, world, resume)
+    split, model, history, best_score = run.split, run.model, run.history, run.best_score
+    steps = math.ceil((len(split.train) // world.size) / tc.batch_size)
     progress = Progress(
         TextColumn("[bold]" + label + "epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -269,59 +297,31 @@ def _train(
     summary = ""  # the last validation's one-line summary, shown beside the bar
     with progress:
         # the loss shown: this epoch's running mean, the last epoch's until its first step ("-" before any)
-        shown = "-"
-        task = progress.add_task("train", total=steps, epoch=start_epoch + 1, loss=shown, val="")
-        for epoch in range(start_epoch, min(tc.epochs, cv.epochs if cv is not None else tc.epochs)):
-            model.train()
-            rng = np.random.default_rng([tc.seed, epoch])  # the permutation: the same on every rank
-            ctx_rng = np.random.default_rng([tc.seed, epoch, world.rank]) if world.active else rng
-            torch.manual_seed(tc.seed * 100_003 + epoch + 7_919 * world.rank)
-            lr = _lr_at(exp, epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            perm = np.asarray(list(distributed.shard(rng.permutation(n_train), world)))  # this rank's share
-            batches = batch_indices(perm, lengths, tc.batch_size, tc.length_pool, rng)
-            progress.reset(task, total=steps, epoch=epoch + 1, loss=shown, val=summary)
-            run_loss, run_n, nfe, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
-            for step in range(steps):
-                part = [split.train[i] for i in batches[step]]
-                ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
-                batch = collate(part, normalizer, ctx, exp.model.anchor).to(dev)
-                kl = _kl_weight(exp, epoch + step / steps)
-                loss, stats, ok = step_fn(
-                    batch, kl, tc.iwae_samples, tc.likelihood == "forecast", tc.max_target_times, channel_weight=cw
-                )
-                opt.zero_grad(set_to_none=True)
-                if not distributed.all_ok(world, ok, dev):  # a solver failure on some rank: all skip
-                    if world.active:
-                        loss.backward()  # zero gradients, but every rank joins DDP's all-reduce
-                    log.warning("epoch %d step %d: skipped a batch: %s", epoch + 1, step, loss_fn.error)
-                    skipped += 1
-                    continue
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                opt.step()
-                run_loss += stats.loss
-                run_n += 1
-                nfe += stats.nfe
-                shown = f"{run_loss / run_n:.4f}"
-                progress.update(task, advance=1, loss=shown)
-            train_seconds = time.perf_counter() - t0
-            if epoch == 0 and 2 * skipped > steps:
-                raise TrainingError(_solver_advice(skipped, steps, loss_fn.error, split, exp))
+        shown = ["-"]
+        task = progress.add_task("train", total=steps, epoch=run.start_epoch + 1, loss=shown[0], val="")
+
+        def on_step(mean_loss: float) -> None:
+            shown[0] = f"{mean_loss:.4f}"
+            progress.update(task, advance=1, loss=shown[0])
+
+        for epoch in range(run.start_epoch, min(tc.epochs, cv.epochs if cv is not None else tc.epochs)):
+            progress.reset(task, total=steps, epoch=epoch + 1, loss=shown[0], val=summary)
+            done = _epoch(run, exp, epoch, dev, world, steps, on_step)
+            if epoch == 0 and 2 * done.skipped > steps:
+                raise TrainingError(_solver_advice(done.skipped, steps, run.loss_fn.error, split, exp))
             if not world.main:  # rank 0 validates and writes; the others wait for it
                 distributed.barrier(world)
                 if distributed.any_true(world, False, dev):
                     break
                 continue
-            val = validate(bundle({}), split, exp, dev)
+            val = validate(run.bundle({}), split, exp, dev)
             score = val.get("val_nmse", val["val_loss"])
             row = {
                 "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": run_loss / max(run_n, 1),
-                "train_nfe": nfe,
-                "train_seconds": train_seconds,
+                "lr": lr_at(exp, epoch),
+                "train_loss": done.loss,
+                "train_nfe": done.nfe,
+                "train_seconds": done.seconds,
                 **val,
             }
             history.append(row)
@@ -330,16 +330,16 @@ def _train(
             improved = score < best_score or cv is not None  # cross-validated: the last epoch is the model
             if improved:
                 best_score = score
-                save_checkpoint(out / BEST, bundle({"validation": row}))
+                save_checkpoint(out / BEST, run.bundle({"validation": row}))
             state = {
                 "epoch": epoch + 1,
-                "optimizer": opt.state_dict(),
+                "optimizer": run.opt.state_dict(),
                 "history": history,
                 "best_score": best_score,
                 "experiment": to_dict(exp),
             }
-            save_checkpoint(out / LAST, bundle({"validation": row}), train_state=state)
-            _write_metrics(out, exp, history, best_score, time.perf_counter() - started)
+            save_checkpoint(out / LAST, run.bundle({"validation": row}), train_state=state)
+            write_metrics(out, exp, history, best_score, time.perf_counter() - started)
             summary = f"val nmse {val.get('val_nmse', float('nan')):.4f}" + (" *" if improved else "")
             progress.update(task, val=summary)
             log.log(  # the bar shows the epoch; the record is for logs
@@ -364,8 +364,27 @@ def _train(
         log.info("%d ranks, weights digests %s", world.size, digests)
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
-    best = load_checkpoint(out / BEST, dev)
+    report, calibration = _report(run, exp, out, dev, cv, history, note)
+    save_checkpoint(out / BEST, with_report(load_checkpoint(out / BEST, dev), report, calibration))
+    chosen = None
+    if cv is not None:  # the model is the last epoch; its score is the folds' out-of-fold one
+        oof = report["nmse"]["latent_ode"]["average"]
+        chosen = {"epoch": len(history), "val_nmse": oof, "cross_validated": cv.summary["folds"]}
+    seconds = time.perf_counter() - started
+    metrics = write_metrics(out, exp, history, best_score, seconds, report, stopped, chosen)
+    plot_best(out, split, exp, dev)
+    return TrainResult(out / BEST, out / LAST, metrics)
+
+
+def _report(
+    run: _Run, exp: ExperimentConfig, out: Path, dev: torch.device, cv: CrossValidation | None,
+    history: list[dict[str, Any]], note: str,
+) -> tuple[dict[str, Any], Calibration]:  # fmt: skip
+    """The best model's report (on validation, or the folds' out-of-fold one) with every warning about
+    the data, and its calibration."""
+    split, outliers, out_of_bounds = run.split, run.outliers, run.out_of_bounds
     if cv is None:
+        best = load_checkpoint(out / BEST, dev)
         report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task, out_of_bounds)
         report["warnings"] = validation_warnings(report, history)
     else:
@@ -384,8 +403,8 @@ def _train(
                 f"model trains for {cv.epochs} epochs, the best after the warm-up ({cv.curve[cv.epochs - 1]:.4g}). "
                 "Compare it with LOCF on your series (latentcast backtest --unseen)"
             )
-    report["suspect_missing_codes"] = codes
-    report["warnings"] += unbounded_at_zero(split, validity)
+    report["suspect_missing_codes"] = run.codes
+    report["warnings"] += unbounded_at_zero(split, run.validity)
     ignored = split.description.get("ignored_columns") or []
     if ignored:
         report["warnings"].append(
@@ -394,17 +413,9 @@ def _train(
             "a numeric one can be named in --channels)"
         )
     report["validation_size"] = note
-    named = [*kept_train.examples, *(kept_val.examples if cv is None else [])][:MAX_EXAMPLES]
+    named = [*run.examples[0], *(run.examples[1] if cv is None else [])][:MAX_EXAMPLES]
     report["outlier_examples"] = [{"series_id": i, "channel": c, "value": v} for i, _, c, v in named]
-    save_checkpoint(out / BEST, with_report(best, report, calibration))
-    chosen = None
-    if cv is not None:  # the model is the last epoch; its score is the folds' out-of-fold one
-        oof = report["nmse"]["latent_ode"]["average"]
-        chosen = {"epoch": len(history), "val_nmse": oof, "cross_validated": cv.summary["folds"]}
-    seconds = time.perf_counter() - started
-    metrics = _write_metrics(out, exp, history, best_score, seconds, report, stopped, chosen)
-    _plot_best(out, split, exp, dev)
-    return TrainResult(out / BEST, out / LAST, metrics)
+    return report, calibration
 
 
 def unbounded_at_zero(split: DatasetSplit, validity: Validity) -> list[str]:
@@ -510,43 +521,6 @@ def _solver_advice(
         "units: set --time-scale so that series span a few units), outliers (data.outlier_z, --log-channels), "
         "or a solver too strict for the data (model.solver.rtol/atol, max_num_steps)"
     )
-
-
-def _write_metrics(
-    out: Path,
-    exp: ExperimentConfig,
-    history: list[dict[str, Any]],
-    best: float,
-    seconds: float,
-    report: dict[str, Any] | None = None,
-    stopped: str | None = None,
-    chosen: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """metrics.json; `chosen` (cross-validation's choice) stands for the best validation row."""
-    best_row = min(history, key=lambda r: r.get("val_nmse", r["val_loss"])) if history else {}
-    best_row = chosen or best_row
-    metrics = {
-        "experiment": to_dict(exp),
-        "best": best_row,
-        "best_score": best,
-        "history": history,
-        "wall_seconds_this_run": seconds,
-        "stopped_early": stopped,
-        "report": report,
-    }
-    (out / METRICS).write_text(json.dumps(metrics, indent=2))
-    return metrics
-
-
-def _plot_best(out: Path, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> None:
-    """validation.png, when matplotlib is installed (the [plot] extra)."""
-    try:
-        from latentcast.models.training.plot import plot_validation
-    except ImportError:
-        log.info("no %s: install latentcast[plot] for it", PLOT)
-        return
-    best = load_checkpoint(out / BEST, device)
-    plot_validation(out / PLOT, best, split.val[: exp.train.plot_series], device)
 
 
 def experiment_from_checkpoint(path: str | Path) -> ExperimentConfig:

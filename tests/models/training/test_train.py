@@ -11,19 +11,10 @@ import torch
 from latentcast.models.checkpoint import load_checkpoint, read_payload
 from latentcast.models.config import DataConfig, ExperimentConfig, TrainConfig
 from latentcast.models.data import TimeSpec
+from latentcast.models.training.artifacts import BEST, LAST, METRICS, PLOT
 from latentcast.models.training.datasets.base import DatasetSplit
 from latentcast.models.training.report import better_baseline, format_report, validation_warnings
-from latentcast.models.training.train import (
-    BEST,
-    LAST,
-    METRICS,
-    PLOT,
-    TrainingError,
-    _stop_reason,
-    batch_indices,
-    channel_weights,
-    train,
-)
+from latentcast.models.training.train import TrainingError, _stop_reason, train
 from tests.conftest import make_series, tiny_config
 
 
@@ -163,21 +154,6 @@ def test_gross_outliers_are_set_aside_and_counted(tmp_path) -> None:
     assert abs(norm.mean[0] - 2.0) < 1.0  # the robust centre did not move
 
 
-def test_channel_balance_gives_every_channel_an_equal_say_at_the_same_loss_scale() -> None:
-    series = make_series(30, seed=5, missing=0.0)
-    for s in series:
-        s.values[:, 1][1:] = np.nan  # channel b: one value per series; channel c: never observed
-        s.values[:, 2] = np.nan
-    counts = np.array([sum(np.isfinite(s.values[:, d]).sum() for s in series) for d in range(3)])
-    assert channel_weights(series, 0.0) is None
-    w = channel_weights(series, 1.0)
-    assert w is not None and w[2] == 0.0
-    np.testing.assert_allclose(w[0] * counts[0], w[1] * counts[1])  # each channel's total weight equal
-    np.testing.assert_allclose((w * counts).sum(), counts.sum())  # the mean weight per value is 1
-    half = channel_weights(series, 0.5)
-    assert half is not None and 1.0 < half[1] / half[0] < w[1] / w[0]
-
-
 def test_training_with_channel_balance_runs_and_is_not_the_plain_loss(tmp_path) -> None:
     plain = train(_exp(epochs=1), _split(), tmp_path / "plain", device="cpu", show_progress=False)
     balanced = train(_exp(epochs=1, channel_balance=1.0), _split(), tmp_path / "bal", device="cpu", show_progress=False)
@@ -185,20 +161,6 @@ def test_training_with_channel_balance_runs_and_is_not_the_plain_loss(tmp_path) 
     assert np.isfinite(b) and a != b
     with pytest.raises(ValueError, match=r"train\.channel_balance"):
         TrainConfig(channel_balance=2.0)
-
-
-def test_length_pools_batch_similar_lengths_and_keep_every_series_once() -> None:
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 200, 1000)
-    order = rng.permutation(1000)
-    plain = batch_indices(order, lengths, 32, 0, rng)
-    pooled = batch_indices(order, lengths, 32, 8, np.random.default_rng(1))
-    assert len(pooled) == len(plain) == 32  # as many steps, so DDP ranks stay in step
-    np.testing.assert_array_equal(np.sort(np.concatenate(pooled)), np.arange(1000))
-    padding = lambda bs: sum(len(b) * lengths[b].max() - lengths[b].sum() for b in bs)  # noqa: E731
-    assert padding(pooled) < 0.3 * padding(plain)
-    firsts = [int(b[0]) for b in pooled]
-    assert firsts != sorted(firsts, key=lambda i: lengths[i])  # batches are not in length order
 
 
 def test_training_with_length_pools_runs(tmp_path) -> None:
