@@ -49,8 +49,12 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read; the message says which file and what is wrong."""
 
 
+# model.kind → its class (as ENCODERS for model.encoder and the activations in models.dynamics)
+MODELS: dict[str, type[LatentODE] | type[RNNBaseline]] = {"latent_ode": LatentODE, "rnn": RNNBaseline}
+
+
 def build_model(cfg: ModelConfig, n_channels: int) -> LatentODE | RNNBaseline:
-    return LatentODE(cfg, n_channels) if cfg.kind == "latent_ode" else RNNBaseline(cfg, n_channels)
+    return MODELS[cfg.kind](cfg, n_channels)
 
 
 @dataclasses.dataclass
