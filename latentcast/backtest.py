@@ -97,13 +97,14 @@ class Backtest:
         self, path: str | Path, obs: pd.DataFrame, series: Sequence[str] | None = None, time_unit: str | None = None
     ) -> Path:
         """A fan chart of the held-out points: context observations (`obs` less the held-out rows), the
-        point forecast, the 95% interval and the actuals."""
+        point forecast, the 95% interval, LOCF (dashed) and the actuals."""
         from latentcast.fanchart import fan_chart
 
         fc = self.forecasts.drop(columns=["actual", "locf", "linear_trend"])
         actual = self.forecasts.pivot_table(index=["id", "time"], columns="channel", values="actual").reset_index()
         context, _ = split_series(obs, self.task)
-        return fan_chart(context, fc, path, series=series, actuals=actual, time_unit=time_unit)
+        locf = self.forecasts[["id", "time", "channel", "locf"]]
+        return fan_chart(context, fc, path, series=series, actuals=actual, time_unit=time_unit, baseline=locf)
 
 
 BUILTIN = ("pbcseq", "physionet2012", "spirals")

@@ -43,10 +43,12 @@ def fan_chart(
     actuals: pd.DataFrame | None = None,
     time_unit: str | None = None,
     point: str = "point",
+    baseline: pd.DataFrame | None = None,
 ) -> Path:
     """One row per series (`series`, or the first `max_series`), one column per channel: the observations,
     the `point` forecast with the outermost quantile band (a lone query time: a point with its interval),
-    and `actuals` (a long table like `obs`, e.g. held-out values at the query times) where given. The
+    and `actuals` (a long table like `obs`, e.g. held-out values at the query times) where given, and a
+    `baseline` forecast (id, time, channel, and one column of values named for the legend, e.g. "locf"). The
     x axis, shared by a series' channels, is labelled with `time_unit` when known (a table without a
     `point` column: its `mean`)."""
     path = Path(path)
@@ -76,6 +78,13 @@ def fan_chart(
                 ax.plot(g["_t"], g[point], lw=1.5, marker=".", ms=3, label=point)
             if ch in o.columns:
                 ax.plot(_axis_times(o[time_col]), o[ch], "o", ms=3, color="C2", label="observed")
+            if baseline is not None:
+                b = baseline[(baseline[id_col].astype(str) == sid) & (baseline["channel"] == ch)]
+                name = next(c for c in baseline.columns if c not in (id_col, time_col, "channel"))
+                b = b.assign(_t=lambda d: _axis_times(d[time_col])).sort_values("_t")
+                ax.plot(
+                    b["_t"], b[name], "--", marker="_", ms=9, lw=1, color="0.45", label=name.replace("_", " ").upper()
+                )
             if actuals is not None and ch in actuals.columns:
                 a = actuals[actuals[id_col] == sid].dropna(subset=[ch])
                 ax.plot(_axis_times(a[time_col]), a[ch], "x", ms=5, color="C3", label="actual")

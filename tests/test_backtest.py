@@ -104,6 +104,9 @@ def test_the_plot_draws_the_context_the_point_and_the_actuals(toy, monkeypatch: 
     assert held and not held & set(zip(obs["id"], obs["time"], strict=True))  # context rows only
     assert "point" in fc.columns and "actual" not in fc.columns and seen["time_unit"] == "day"
     assert isinstance(seen["actuals"], pd.DataFrame) and len(seen["actuals"]) == len(held)
+    base = seen["baseline"]  # LOCF, drawn beside the forecast
+    assert isinstance(base, pd.DataFrame) and list(base.columns) == ["id", "time", "channel", "locf"]
+    assert len(base) == len(bt.forecasts)
 
 
 def test_series_the_model_was_fitted_on_are_counted_in_sample(toy) -> None:
