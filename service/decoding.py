@@ -54,32 +54,45 @@ def content_encoding(header: str | None) -> str:
     return codings[0]
 
 
+MAX_MEMBERS = 1000  # gzip members one body may hold (a real client sends one, a concatenation a few)
+_CHUNK = 1 << 16  # compressed bytes fed at a time: what a member's end leaves over stays this small
+
+
 def inflate(body: bytes, coding: str, limit: int) -> bytes:
     """A gzip or deflate body, decompressed to at most `limit` bytes (413 beyond: a small body must not
-    become a large one unchecked), or a 400 when it is not a whole stream of that coding."""
+    become a large one unchecked), or a 400 when it is not a whole stream of that coding. Linear in the
+    body: it is fed in chunks, so the end of one gzip member never copies the rest of the body."""
     if coding == "identity":
         return body
-    wbits = 16 + zlib.MAX_WBITS if coding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+    gzip = coding in ("gzip", "x-gzip")
+    wbits = 16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS
     if coding == "deflate" and body[:1] and (body[0] & 0x0F) != 8:
         wbits = -zlib.MAX_WBITS  # raw deflate, as some clients send it, with no zlib header
+    view = memoryview(body)
     parts: list[bytes] = []
-    size, rest = 0, body
+    size = pos = members = 0
     while True:  # gzip allows several members one after another (RFC 1952 §2.2)
+        members += 1
+        if members > MAX_MEMBERS:
+            raise ServiceError(400, f"the {coding} body has more than {MAX_MEMBERS} members; send one stream")
         inflater = zlib.decompressobj(wbits)
-        try:
-            part = inflater.decompress(rest, limit + 1 - size)
-        except zlib.error as exc:
-            raise ServiceError(400, f"the body is not valid {coding} ({exc})") from None
-        size += len(part)
-        if size > limit or (not inflater.eof and inflater.unconsumed_tail):
-            raise ServiceError(413, f"body over {limit} bytes once decompressed (LATENTCAST_MAX_BODY_BYTES)")
-        parts.append(part)
-        if not inflater.eof:
-            raise ServiceError(400, f"the body is not a whole {coding} stream (it ends early)")
-        rest = inflater.unused_data
-        if not rest or wbits != 16 + zlib.MAX_WBITS:
+        while not inflater.eof:
+            if pos >= len(view):
+                raise ServiceError(400, f"the body is not a whole {coding} stream (it ends early)")
+            chunk = view[pos : pos + _CHUNK]
+            pos += len(chunk)
+            try:
+                part = inflater.decompress(chunk, limit + 1 - size)
+            except zlib.error as exc:
+                raise ServiceError(400, f"the body is not valid {coding} ({exc})") from None
+            size += len(part)
+            if size > limit or (not inflater.eof and inflater.unconsumed_tail):
+                raise ServiceError(413, f"body over {limit} bytes once decompressed (LATENTCAST_MAX_BODY_BYTES)")
+            parts.append(part)
+        pos -= len(inflater.unused_data)  # the member ended inside the last chunk
+        if pos >= len(view) or not gzip:
             break
-    if rest:
+    if pos < len(view):
         raise ServiceError(400, f"bytes follow the end of the {coding} stream")
     return b"".join(parts)
 

@@ -24,6 +24,9 @@ from latentcast.service.registry import ServedModel
 from latentcast.service.validate import Job, SpecLookup
 
 T = TypeVar("T")
+# compressed bodies up to this size are inflated on the event loop (deflate expands at most ~1,000×: a
+# few MB, a few ms), not queued behind large uploads for the decode process
+INLINE_COMPRESSED = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +69,12 @@ class AppState:
         return self.heavy
 
     async def decode(self, fmt: Format, coding: str, body: bytes, params: Mapping[str, str]) -> Job:
-        """A body → Job: inline when small; larger ones, and compressed ones, in a decode process (their parse
-        would hold this process's GIL, for up to a second), or on a worker thread without one."""
+        """A body → Job: inline when small (a small compressed one inflated here first); larger ones, and
+        larger compressed ones, in a decode process (their parse would hold this process's GIL, for up to a
+        second), or on a worker thread without one."""
         s, lookup = self.settings, self.lookup
+        if coding != "identity" and len(body) <= INLINE_COMPRESSED:  # inflates to a few MB at most: here
+            body, coding = decoding.inflate(body, coding, s.max_body_bytes), "identity"
         size = fmt.decoded_size(body)
         if coding == "identity" and size <= s.offload_bytes:
             self.metrics.decodes.labels("inline").inc()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -65,6 +66,8 @@ def test_process_decoding_answers_as_decoding_here(pooled: TestClient, checkpoin
     with running(settings_for(checkpoints)) as client:
         here = [_post(client, b) for b in bodies]
         assert _decodes(client) == {"inline": len(bodies)}
+        small = _post(client, gzip.compress(bodies[0]), **{"content-encoding": "gzip"})
+        assert small == here[0] and _decodes(client) == {"inline": len(bodies) + 1}  # a small gzip body: inline
     assert [s for s, _ in there] == [200, 422, 404, 422]
     assert there == here
     assert zipped == here[0]
@@ -92,3 +95,30 @@ def test_the_pool_starts_with_the_models_and_stops_with_the_app(checkpoints: dic
         processes = list(pool._pool._processes.values())
         assert len(processes) == 1 and processes[0].is_alive()  # warmed before ready
     assert not processes[0].is_alive()
+
+
+def test_gzip_members_inflate_in_one_pass_and_their_number_is_capped() -> None:
+    """Several members concatenate; a body of many empty members (a stall attack: each member's end used
+    to copy the rest of the body) is refused past MAX_MEMBERS, and anything after the stream is a 400."""
+    import zlib
+
+    from latentcast.service.decoding import MAX_MEMBERS, inflate
+    from latentcast.service.errors import ServiceError
+
+    big = bytes(range(256)) * 2000  # compresses well: one member, one input chunk
+    noisy = np.random.default_rng(0).bytes(300_000)  # incompressible: its gzip spans several input chunks
+    body = gzip.compress(big) + gzip.compress(b"") + gzip.compress(noisy)
+    assert inflate(body, "gzip", 10**7) == big + noisy
+    assert inflate(zlib.compress(noisy), "deflate", 10**7) == noisy
+    many = gzip.compress(b"") * (MAX_MEMBERS + 1) + gzip.compress(b"{}")
+    with pytest.raises(ServiceError, match=f"more than {MAX_MEMBERS} members") as info:
+        inflate(many, "gzip", 10**7)
+    assert info.value.status == 400
+    for bad, limit, status, match in (
+        (gzip.compress(noisy)[:-10], 10**7, 400, "ends early"),
+        (zlib.compress(b"{}") + b"x", 10**7, 400, "bytes follow"),
+        (gzip.compress(b"0" * 5000), 4096, 413, "once decompressed"),
+    ):
+        with pytest.raises(ServiceError, match=match) as info:
+            inflate(bad, "gzip" if bad[:2] == b"\x1f\x8b" else "deflate", limit)
+        assert info.value.status == status
