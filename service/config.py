@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="time to receive a request's headers; closed past it")
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; 431 beyond")
     keep_alive_s: float = Field(5.0, gt=0, description="idle time before a keep-alive connection is closed")
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a client that takes none of its answer's bytes for this long is disconnected, and the unsent "
+        "answer freed (a client that never reads would hold the answer's memory and the connection forever)",
+    )
     max_connections: int = Field(
         256,
         ge=1,

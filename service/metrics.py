@@ -73,8 +73,9 @@ class Metrics:
         self.connections_evicted = Counter(
             "latentcast_connections_evicted",
             "at LATENTCAST_MAX_CONNECTIONS: connections closed to make room for a new request, by what they were "
-            "doing (waiting: no request, or its headers incomplete; body: the slowest upload), and requests "
-            "answered 503 for want of one to close (refused)",
+            "doing (waiting: no request, or its headers incomplete; body: the slowest upload), requests "
+            "answered 503 for want of one to close (refused), and connections whose client took none of its "
+            "answer for LATENTCAST_SEND_TIMEOUT_S (send)",
             ["phase"],
             registry=r,
         )

@@ -40,9 +40,12 @@ def guarded_protocol(
     max_header_bytes: int,
     max_connections: int | None = None,
     on_evict: Callable[[str], None] | None = None,
+    send_timeout: float | None = None,
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a deadline for each request's headers (closed past it; 408 if
-    part of them came), a bound on their size (431), counted as the bytes arrive, and at most
+    part of them came), a bound on their size (431), counted as the bytes arrive, a deadline for a
+    client to take any of an answer it is sent (`send_timeout`: past it the connection is aborted and
+    the unsent bytes freed; `on_evict("send")`), and at most
     `max_connections` connections: at the limit, room is made for a new request by closing one that does
     nothing (`on_evict(phase)` is told: "waiting" or "body"), and it is answered 503 (JSON, Retry-After;
     `on_evict("refused")`) only if none does."""
@@ -70,7 +73,28 @@ def guarded_protocol(
             self._body_bytes = 0
             self._app = self.app
             self.limit_concurrency = None  # the limit is ours (`on_headers_complete`), not uvicorn's
+            self._stalled: asyncio.TimerHandle | None = None
             self._arm()
+
+        def pause_writing(self) -> None:
+            """The transport's buffer is over its high-water mark: the client is not reading."""
+            super().pause_writing()
+            if send_timeout is not None and self._stalled is None:
+                self._stalled = self.loop.call_later(send_timeout, self._send_stalled)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._stalled is not None:
+                self._stalled.cancel()
+                self._stalled = None
+
+        def _send_stalled(self) -> None:
+            self._stalled = None
+            if not self.transport.is_closing():
+                log.info("closed a connection that took none of its answer for %g s", send_timeout)
+                self.transport.abort()  # drops the unsent answer
+                if on_evict is not None:
+                    on_evict("send")
 
         def _arm(self) -> None:
             self._in_headers, self._seen, self._tail = True, 0, b""
@@ -176,6 +200,9 @@ def guarded_protocol(
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._stalled is not None:
+                self._stalled.cancel()
+                self._stalled = None
             super().connection_lost(exc)
 
     return Guarded
@@ -205,7 +232,13 @@ def run(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         workers=1,
-        http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes, settings.max_connections, on_evict),
+        http=guarded_protocol(
+            settings.header_timeout_s,
+            settings.max_header_bytes,
+            settings.max_connections,
+            on_evict,
+            settings.send_timeout_s,
+        ),
         timeout_keep_alive=int(max(1, round(settings.keep_alive_s))),
         timeout_graceful_shutdown=int(max(1, round(settings.shutdown_grace_s))),
         h11_max_incomplete_event_size=settings.max_header_bytes,

@@ -378,3 +378,39 @@ def test_json_in_another_charset_is_415_naming_it_and_utf8_is_read(hostile: Host
     assert r.status_code == 415 and "charset 'utf-16'" in r.json()["detail"], r.text
     for declared in ('application/json; charset="UTF-8"', "application/json;charset=utf8"):
         assert hostile.post(body, content_type=declared).status_code == 200
+
+
+def test_a_client_that_never_reads_its_answer_is_disconnected_and_the_answer_freed() -> None:
+    """A large answer to a socket that reads nothing: past LATENTCAST_SEND_TIMEOUT_S the server drops the
+    connection (and the unsent bytes), counts it, and goes on answering others."""
+    env = {"LATENTCAST_SEND_TIMEOUT_S": "1"}
+    with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
+        body = json.dumps(
+            {"model": "pbcseq", "quantiles": [round(0.05 * k, 2) for k in range(1, 20)],
+             "series": [dict(GOOD, id=f"s{i}", query_times=[400.0 + j for j in range(300)]) for i in range(60)]}
+        ).encode()  # fmt: skip
+        head = f"POST /forecast HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the answer backs up
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(head.encode() + b"\r\n\r\n" + body)
+        deadline = time.monotonic() + 60
+        metrics = ""
+        while time.monotonic() < deadline:
+            metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
+            if 'latentcast_connections_evicted_total{phase="send"} 1.0' in metrics:
+                break
+            time.sleep(0.5)
+        assert 'latentcast_connections_evicted_total{phase="send"} 1.0' in metrics
+        s.settimeout(10)
+        got, closed = 0, False
+        try:
+            while chunk := s.recv(1 << 16):
+                got += len(chunk)
+            closed = True  # EOF
+        except (ConnectionResetError, TimeoutError):
+            closed = True  # reset: the server aborted
+        s.close()
+        full = httpx.post(f"{srv.url}/forecast", content=body, headers={"content-type": "application/json"}, timeout=60)
+        assert full.status_code == 200  # the server goes on answering others
+        assert closed and got < len(full.content)  # the answer was dropped, not delivered late
