@@ -134,10 +134,21 @@ def document(body: bytes) -> dict[str, Any]:
         what = str(exc)
         if "duplicate key" in what:
             raise ServiceError(400, f"{what}: send each key of an object once") from None
-        raise ServiceError(400, f"malformed JSON: {what}") from None
+        raise ServiceError(400, f"malformed JSON: {what}{_looks_like(body)}") from None
     if not isinstance(doc, dict):
         raise ServiceError(400, "the body must be a JSON object with a 'series' list")
     return doc
+
+
+def _looks_like(body: bytes) -> str:
+    """What a body that is not JSON text seems to be, when it says so in its first bytes."""
+    if body[:2] == b"\x1f\x8b":
+        return " (the body is gzip-compressed: say so with Content-Encoding: gzip)"
+    if body[:3] == b"\xef\xbb\xbf":
+        return " (the body starts with a UTF-8 byte-order mark: send it without one)"
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:
+        return " (the body looks like UTF-16 or UTF-32: send UTF-8)"
+    return ""
 
 
 def _options(doc: dict[str, Any]) -> ForecastOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import numpy as np
@@ -194,3 +195,21 @@ def test_errors_list_every_failing_series_of_a_bulk_request() -> None:
     skipped = prepare(ForecastRequest.model_validate({**body, "on_error": "skip"}), LABS, _plain())
     assert skipped.size == 28 and [e["series_id"] for e in skipped.refused] == ["s17", "s23"]
     assert 17 not in skipped.positions and skipped.packed.ids[17] == "s18"
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (gzip.compress(b'{"series": []}'), "Content-Encoding: gzip"),
+        (b'\xef\xbb\xbf{"series": []}', "byte-order mark"),
+        ('{"series": []}'.encode("utf-16"), "UTF-16 or UTF-32: send UTF-8"),
+        ('{"series": []}'.encode("utf-16-le"), "UTF-16 or UTF-32: send UTF-8"),
+    ],
+)
+def test_a_body_that_is_not_utf8_json_text_is_named(body: bytes, says: str) -> None:
+    from latentcast.service.errors import ServiceError
+    from latentcast.service.formats.json import document
+
+    with pytest.raises(ServiceError, match="malformed JSON") as info:
+        document(body)
+    assert info.value.status == 400 and says in info.value.detail
