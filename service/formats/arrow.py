@@ -50,7 +50,7 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     the query string or the stream's schema metadata (the same names; one place per option)."""
     table = _read_table(body, settings)
     opts = _options(params, table.schema.metadata or {})
-    model = lookup(opts.get("model") or None)
+    model = lookup(opts.get("model"))  # absent: the default; "" is refused, as in JSON
     level = opts.get("solver") or None
     solver = solver_for(model, level, _tolerance(opts, "rtol"), _tolerance(opts, "atol"), settings, ["query"])
     return _job(table, opts, model, settings, solver)

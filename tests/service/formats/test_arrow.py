@@ -138,6 +138,7 @@ def _table(**override: Any) -> pa.Table:
         (_stream(_table()), "?num_samples=-1", 422, "'-1' is not a whole number ≥ 0"),
         (_stream(_table()), "?seed=1", 422, "query.seed: unknown parameter"),
         (_stream(_table()), "?model=nope", 404, "unknown model 'nope'"),
+        (_stream(_table()), "?model=", 422, "model: an empty name; omit the field for the default model"),
     ],
 )
 def test_bad_arrow_requests_are_precise_4xx(
