@@ -398,9 +398,19 @@ def _one_of(field: str, value: object, kind: Any) -> str:
     return f"must be one of {get_args(kind)}"
 
 
+SPIRALS_ONLY = ("n_series", "n_obs", "noise_std")  # the synthetic spirals' generator, in DataConfig
+
+
 def to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dict (tuples become lists) for JSON and checkpoints."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """Plain nested dict (tuples become lists) for JSON and checkpoints; a DataConfig (alone or inside an
+    ExperimentConfig) leaves out the spirals generator's settings for any other data (their defaults
+    come back on reading)."""
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
+    data = out if isinstance(config, DataConfig) else out.get("data") if isinstance(config, ExperimentConfig) else None
+    if data is not None and data.get("name") != "spirals":
+        for key in SPIRALS_ONLY:
+            data.pop(key, None)
+    return out
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

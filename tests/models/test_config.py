@@ -51,3 +51,14 @@ def test_files_and_overrides(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"toml or \.json"):
         load_config_file(tmp_path / "c.yaml")
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+
+
+def test_a_user_tables_settings_leave_out_the_spirals_generator_and_read_back_the_same() -> None:
+    from latentcast.models.config import SPIRALS_ONLY, DataConfig, ExperimentConfig, from_dict, to_dict
+
+    user = ExperimentConfig(DataConfig(name="visits.csv", channels=("hr",)))
+    shown = to_dict(user)
+    assert not set(SPIRALS_ONLY) & set(shown["data"]) and from_dict(ExperimentConfig, shown) == user
+    spirals = ExperimentConfig(DataConfig(name="spirals", n_series=10))
+    assert to_dict(spirals)["data"]["n_series"] == 10 and from_dict(ExperimentConfig, to_dict(spirals)) == spirals
+    assert "noise_std" not in to_dict(DataConfig(name="visits.csv"))
