@@ -71,6 +71,16 @@ def test_the_cli_backtests_as_typed_with_its_progress(toy, tmp_path) -> None:
         ["backtest", "--data", "obs.csv", "--model", str(toy), "--out", "q", "--quiet", "--device", "cpu"], tmp_path
     )
     assert code == 0 and "━" not in out and (tmp_path / "q" / "scores.csv").exists()
+    # --unseen, as typed: a model fitted on ten of the thirty series scores the other twenty
+    from latentcast.models import load_checkpoint, save_checkpoint
+
+    bundle = load_checkpoint(toy)
+    bundle.data["fitted_ids"] = sorted(set(_table()["id"]))[:10]
+    save_checkpoint(tmp_path / "fitted.pt", bundle)
+    args = ["backtest", "--data", "obs.csv", "--model", "fitted.pt", "--unseen", "--out", "u", "--device", "cpu"]
+    code, out = _run_on_a_terminal(args, tmp_path)
+    assert code == 0, out[-2000:]
+    assert "━" in out and "(last point of 20 series held out" in out and "note:" not in out
 
 
 def test_evaluate_is_the_backtest_and_needs_no_checkout(toy, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
