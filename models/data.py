@@ -81,8 +81,8 @@ def series_from_frame(
 
     Every channel must be a column. Rows with no observed channel are dropped; series left with no
     observation are dropped. Rows of one series at one time are merged where they agree (a repeated row,
-    or channels reported in separate rows); where they give a channel two different values they are an
-    error: merge them upstream, we will not guess which value is right.
+    or channels reported in separate rows: `latentcast.frames.from_frame`); where they give a channel two
+    different values they are an error: merge them upstream, we will not guess which value is right.
     """
     if not channels:
         raise DataError("name at least one channel")
@@ -103,14 +103,13 @@ def series_from_frame(
         keep = ~np.isnan(vals[a:z]).all(axis=1)
         if not keep.any():
             continue
-        t, v = times[a:z][keep], vals[a:z][keep]
-        if (np.diff(t) == 0).any():
-            t, v, clash = _merge_same_times(t, v)
-            if clash is not None:
-                shown = flat.times.as_column()[a:z][keep].iloc[clash]
-                twice.append(f"series {flat.ids[i]!r} at {shown}")
-                continue
-        out.append(Series(id=flat.ids[i], times=t, values=v))
+        t = times[a:z][keep]
+        dup = np.flatnonzero(np.diff(t) == 0)  # rows that agree were merged by `from_frame`: these clash
+        if dup.size:
+            shown = flat.times.as_column()[a:z][keep].iloc[int(dup[0])]
+            twice.append(f"series {flat.ids[i]!r} at {shown}")
+            continue
+        out.append(Series(id=flat.ids[i], times=t, values=vals[a:z][keep]))
     if twice:
         raise DataError(
             f"{len(twice)} series {'has' if len(twice) == 1 else 'have'} two rows at one time (column "
@@ -118,21 +117,6 @@ def series_from_frame(
             "merge those rows (one value per channel and time); we will not guess which value is right"
         )
     return out
-
-
-def _merge_same_times(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """Rows (sorted times t (N,), values v (N, D)) at equal times merged into one: each channel's value
-    where the rows agree on it (NaN: not observed). The index of the first row of a time whose rows give
-    a channel two different values, else None."""
-    starts = np.flatnonzero(np.r_[True, np.diff(t) != 0])
-    merged = np.full((len(starts), v.shape[1]), np.nan, dtype=v.dtype)
-    for k, (a, z) in enumerate(zip(starts, np.r_[starts[1:], len(t)], strict=True)):
-        block = v[a:z]
-        lo, hi = np.nanmin(block, axis=0, initial=np.inf), np.nanmax(block, axis=0, initial=-np.inf)
-        if (lo < hi).any():
-            return t, v, int(a)
-        merged[k] = np.where(np.isfinite(lo), lo, np.nan)
-    return t[starts], merged, None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,23 +280,23 @@ class Batch:
     def size(self) -> int:
         return len(self.ids)
 
+    def _last_position(self) -> torch.Tensor:
+        """(B, D) each channel's last observed position in the context (0 where never observed)."""
+        tc = self.ctx_x.shape[1]
+        pos = torch.arange(1, tc + 1, device=self.ctx_x.device, dtype=self.ctx_x.dtype)[None, :, None]
+        return (self.ctx_m * pos).argmax(dim=1)
+
     def last_observed(self) -> torch.Tensor:
         """(B, D) each channel's last observed value in the context (normalised), 0 where the context
         never observes it: the level a residual decoder forecasts changes from."""
-        tc = self.ctx_x.shape[1]
-        pos = torch.arange(1, tc + 1, device=self.ctx_x.device, dtype=self.ctx_x.dtype)[None, :, None]
-        idx = (self.ctx_m * pos).argmax(dim=1, keepdim=True)  # (B, 1, D) the last observed position
         seen = self.ctx_m.amax(dim=1)  # (B, D)
-        return self.ctx_x.gather(1, idx).squeeze(1) * seen
+        return self.ctx_x.gather(1, self._last_position()[:, None, :]).squeeze(1) * seen
 
     def hold_weight(self, query_t: torch.Tensor, persistence: torch.Tensor) -> torch.Tensor:
         """(B, Q, D) the weight of each channel's last observed value in a forecast at `query_t` (B, Q):
         exp(-|t - t_last| / τ) for the channel's τ in `persistence` (D,) (model time), 0 where τ is 0 or
         the context never observes the channel (models.calibrate.fit_persistence)."""
-        tc = self.ctx_x.shape[1]
-        pos = torch.arange(1, tc + 1, device=self.ctx_x.device, dtype=self.ctx_x.dtype)[None, :, None]
-        idx = (self.ctx_m * pos).argmax(dim=1)  # (B, D) the last observed position
-        t_last = self.ctx_t.gather(1, idx)  # (B, D)
+        t_last = self.ctx_t.gather(1, self._last_position())  # (B, D)
         tau = persistence.to(query_t)
         gap = (query_t[:, :, None] - t_last[:, None, :]).abs()  # (B, Q, D)
         weight = torch.exp(-gap / tau.clamp(min=1e-12))

@@ -296,72 +296,61 @@ def _check_values(values: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdi
     if norm is not None and math.isfinite(limits.unusual_scales):
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             z = np.abs(norm.transform(values, np.float64))
-            r, c = np.nonzero(z > limits.unusual_scales)
         unit, centre = norm.scale_words()
-
-        def item(k: int) -> str:
-            j = int(r[k] - off[np.searchsorted(off, r[k], side="right") - 1])
-            logged = " (on the log scale)" if norm.log[c[k]] else ""
-            return f"[{j}] {norm.channels[c[k]]!r} = {values[r[k], c[k]]:.6g}, {z[r[k], c[k]]:.3g} scales out{logged}"
-
-        if limits.strict:
-            v.refuse_first(
-                r,
-                off,
-                "values",
-                lambda k: (
-                    f"[{c[k]}] = {values[r[k], c[k]]:.6g} (channel {norm.channels[c[k]]!r}) lies "
-                    f"{z[r[k], c[k]]:.3g} {unit} from {centre}; the limit is {limits.unusual_scales:g}"
-                ),
-                "unusual_scales",
-            )
-        else:
-            v.summarise(
-                r,
-                off,
-                lambda n: (
-                    f"{n} value{'s' if n > 1 else ''} more than {limits.unusual_scales:g} {unit} from {centre} "
-                    "(unusual for this model; answered)"
-                ),
-                item,
-                "unusual_value",
-                "unusual_scales",
-            )
-        _check_entry_errors(values, z, off, limits, v)
+        cut, unusual = limits.entry_error_scales, limits.unusual_scales
+        _flag_far(
+            values, z, z > unusual, off, norm, limits.strict, v, "unusual_scales",
+            lambda n: f"{n} value{'s' if n > 1 else ''} more than {unusual:g} {unit} from {centre} (unusual for this "
+            "model; answered)",
+            lambda x, zz: f"lies {zz:.3g} {unit} from {centre}; the limit is {unusual:g}",
+        )  # fmt: skip
+        if cut < unusual:  # nearer than that, yet beyond what the model's training kept: it never saw such values
+            why = f"its training set values more than {cut:g} {unit} from {centre} aside as entry errors"
+            with np.errstate(invalid="ignore"):
+                beyond = (z > cut) & (z <= unusual)
+            _flag_far(
+                values, z, beyond, off, norm, limits.strict, v, None,
+                lambda n: f"{n} value{'s' if n > 1 else ''} the model never learned from ({why}; answered, check them)",
+                lambda x, zz: f"is a value the model never learned from: {why}",
+            )  # fmt: skip
     return values
 
 
-def _check_entry_errors(values: np.ndarray, z: np.ndarray, off: np.ndarray, limits: Limits, v: _Verdicts) -> None:
-    """Values nearer than `unusual_scales` but beyond what the model's training kept (`entry_error_scales`):
-    the model never learned from such values, so they are flagged (refused when strict)."""
-    norm, cut = limits.normalizer, limits.entry_error_scales
-    if norm is None or not cut < limits.unusual_scales:
-        return
-    with np.errstate(invalid="ignore"):
-        r, c = np.nonzero((z > cut) & (z <= limits.unusual_scales))
-    unit, centre = norm.scale_words()
-    why = f"its training set values more than {cut:g} {unit} from {centre} aside as entry errors"
+def _flag_far(
+    values: np.ndarray,
+    z: np.ndarray,
+    far: np.ndarray,
+    off: np.ndarray,
+    norm: Normalizer,
+    strict: bool,
+    v: _Verdicts,
+    setting: str | None,
+    head: Callable[[int], str],
+    refusal: Callable[[float, float], str],
+) -> None:
+    """Values (N, D) where `far` (N, D): a warning per series (kind "unusual_value", `head(count)` and the
+    first few values with their distance `z`), or with `strict` a refusal (`refusal(value, z)`; the
+    setting "strict" when `setting` is None)."""
+    r, c = np.nonzero(far)
 
     def item(k: int) -> str:
         j = int(r[k] - off[np.searchsorted(off, r[k], side="right") - 1])
-        return f"[{j}] {norm.channels[c[k]]!r} = {values[r[k], c[k]]:.6g}, {z[r[k], c[k]]:.3g} scales out"
+        logged = " (on the log scale)" if norm.log[c[k]] else ""
+        return f"[{j}] {norm.channels[c[k]]!r} = {values[r[k], c[k]]:.6g}, {z[r[k], c[k]]:.3g} scales out{logged}"
 
-    if limits.strict:
+    if strict:
         v.refuse_first(
             r,
             off,
             "values",
-            lambda k: f"[{c[k]}] = {values[r[k], c[k]]:.6g} (channel {norm.channels[c[k]]!r}): {why}",
-            "strict",
+            lambda k: (
+                f"[{c[k]}] = {values[r[k], c[k]]:.6g} (channel {norm.channels[c[k]]!r}) "
+                + refusal(values[r[k], c[k]], z[r[k], c[k]])
+            ),
+            setting or "strict",
         )
     else:
-        v.summarise(
-            r,
-            off,
-            lambda n: f"{n} value{'s' if n > 1 else ''} the model never learned from ({why}; answered, check them)",
-            item,
-            "unusual_value",
-        )
+        v.summarise(r, off, head, item, "unusual_value", setting)
 
 
 def _check_horizon(

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from latentcast.models.checkpoint import load_checkpoint
+from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.config import ExperimentConfig, to_dict
 from latentcast.models.training.datasets import DatasetSplit
 
@@ -45,12 +45,11 @@ def write_metrics(
     return metrics
 
 
-def plot_best(out: Path, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> None:
+def plot_best(out: Path, best: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, device: torch.device) -> None:
     """validation.png, when matplotlib is installed (the [plot] extra)."""
     try:
         from latentcast.models.training.plot import plot_validation
     except ImportError:
         log.info("no %s: install latentcast[plot] for it", PLOT)
         return
-    best = load_checkpoint(out / BEST, device)
     plot_validation(out / PLOT, best, split.val[: exp.train.plot_series], device)

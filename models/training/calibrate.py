@@ -139,16 +139,6 @@ def fit_factors(
     return tuple(factors), before, after
 
 
-def fit_spread(
-    forecaster: Forecaster, series: Sequence[Series], contexts: Sequence[int] | None = None
-) -> tuple[tuple[float, ...], dict[str, float]]:
-    """Per-channel spread factors (1.0 where coverage is within BAND already) and the coverage each
-    channel had before, from forecasts of each series' points after its context."""
-    h = held_out(forecaster, series, contexts)
-    factors, before, _ = fit_factors(h.samples, h.target, h.std, forecaster.normalizer.channels)
-    return factors, before
-
-
 def fit_persistence(
     tasks: Mapping[str, HeldOut], channels: Sequence[str], min_gain: float = MIN_GAIN
 ) -> tuple[tuple[float, ...] | None, dict[str, dict[str, float]]]:

@@ -364,27 +364,28 @@ def _train(
         log.info("%d ranks, weights digests %s", world.size, digests)
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
-    report, calibration = _report(run, exp, out, dev, cv, history, note)
-    save_checkpoint(out / BEST, with_report(load_checkpoint(out / BEST, dev), report, calibration))
+    best = load_checkpoint(out / BEST, dev)
+    report, calibration = _report(run, exp, best, dev, cv, history, note)
+    best = with_report(best, report, calibration)
+    save_checkpoint(out / BEST, best)
     chosen = None
     if cv is not None:  # the model is the last epoch; its score is the folds' out-of-fold one
         oof = report["nmse"]["latent_ode"]["average"]
         chosen = {"epoch": len(history), "val_nmse": oof, "cross_validated": cv.summary["folds"]}
     seconds = time.perf_counter() - started
     metrics = write_metrics(out, exp, history, best_score, seconds, report, stopped, chosen)
-    plot_best(out, split, exp, dev)
+    plot_best(out, best, split, exp, dev)
     return TrainResult(out / BEST, out / LAST, metrics)
 
 
 def _report(
-    run: _Run, exp: ExperimentConfig, out: Path, dev: torch.device, cv: CrossValidation | None,
+    run: _Run, exp: ExperimentConfig, best: ModelBundle, dev: torch.device, cv: CrossValidation | None,
     history: list[dict[str, Any]], note: str,
 ) -> tuple[dict[str, Any], Calibration]:  # fmt: skip
     """The best model's report (on validation, or the folds' out-of-fold one) with every warning about
     the data, and its calibration."""
     split, outliers, out_of_bounds = run.split, run.outliers, run.out_of_bounds
     if cv is None:
-        best = load_checkpoint(out / BEST, dev)
         report, calibration = training_report(best, split.val, dev, outliers, exp.train.val_task, out_of_bounds)
         report["warnings"] = validation_warnings(report, history)
     else:

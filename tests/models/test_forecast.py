@@ -151,7 +151,7 @@ def test_chunks_bound_the_solver_buffer_and_change_nothing(series, normalizer) -
 def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) -> None:
     """A model whose noise is far below the data's: its 80% interval covers little, until the spread
     factor fitted on held-out series widens it."""
-    from latentcast.models.training.calibrate import fit_spread
+    from latentcast.models.training.calibrate import fit_factors, held_out
     from latentcast.models.training.metrics import holdout_metrics
 
     series = make_series(120, seed=9, missing=0.0)  # >= MIN_VALUES held-out values per channel
@@ -161,7 +161,8 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
             p.zero_()
     plain = Forecaster(model, normalizer, num_samples=16)
     before = holdout_metrics(plain, series)["coverage80"]
-    factors, seen = fit_spread(plain, series)
+    h = held_out(plain, series)
+    factors, seen, _ = fit_factors(h.samples, h.target, h.std, normalizer.channels)
     assert before < 0.75 and min(factors) > 1.0 and set(seen) == {"a", "b", "c"}
     calibrated = Forecaster(model, normalizer, num_samples=16, spread=factors)
     after = holdout_metrics(calibrated, series)
@@ -176,10 +177,11 @@ def test_calibration_widens_an_overconfident_forecast_to_80_percent(normalizer) 
 def test_calibration_needs_enough_held_out_values(normalizer) -> None:
     """Twenty series give twenty held-out values per channel: too few to fit a factor on (it would fit
     their noise), so none is fitted."""
-    from latentcast.models.training.calibrate import MIN_VALUES, fit_spread
+    from latentcast.models.training.calibrate import MIN_VALUES, fit_factors, held_out
 
     model = LatentODE(tiny_config(obs_std=0.25, anchor="last", residual="level", decoder_hidden=0), 3)
-    factors, seen = fit_spread(Forecaster(model, normalizer, num_samples=16), make_series(20, seed=9, missing=0.0))
+    h = held_out(Forecaster(model, normalizer, num_samples=16), make_series(20, seed=9, missing=0.0))
+    factors, seen, _ = fit_factors(h.samples, h.target, h.std, normalizer.channels)
     assert MIN_VALUES > 20 and factors == (1.0, 1.0, 1.0) and seen == {}
 
 
