@@ -24,13 +24,8 @@ import numpy as np
 import torch
 
 from bench import results
-from latentcast.models.checkpoint import find_checkpoint, load_checkpoint
-from latentcast.models.config import LEVELS, SolverConfig
-from latentcast.models.forecast import Forecaster
-from latentcast.models.packed import PackedSeries
-from latentcast.models.training.datasets import load_dataset
-from latentcast.models.training.metrics import forecast_contexts
-from latentcast.models.training.recipes import build_experiment
+from latentcast.models import Forecaster, PackedSeries, SolverConfig, load_checkpoint
+from latentcast.models.training import build_experiment, forecast_contexts, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
@@ -73,10 +68,10 @@ def _seconds(fc: Forecaster, packed: PackedSeries, solver: SolverConfig, repeats
 
 
 def measure(name: str, repeats: int, batch_repeats: int, error_series: int) -> dict[str, Any]:
-    bundle = load_checkpoint(find_checkpoint(name))
+    bundle = load_checkpoint(name)
     own = bundle.model.cfg.solver
     fc = Forecaster.from_bundle(bundle, num_samples=SAMPLES)
-    ref = Forecaster.from_bundle(load_checkpoint(find_checkpoint(name)), num_samples=SAMPLES, dtype=torch.float64)
+    ref = Forecaster.from_bundle(load_checkpoint(name), num_samples=SAMPLES, dtype=torch.float64)
     packed, truth = _packed(name)
     n = min(error_series, len(packed))  # the float64 reference is slow: errors on the first n series
     truth, packed_all, packed = truth[: packed.query_offsets[n]], packed, packed.take(0, n)
@@ -87,7 +82,7 @@ def measure(name: str, repeats: int, batch_repeats: int, error_series: int) -> d
     seen = ~np.isnan(target)
     one, many = packed_all.take(0, 1), _tile(packed_all, BATCH)
     settings = [(f"rtol {r:g}", own.at_accuracy(rtol=r, atol=r / 10)) for r in SWEEP]
-    settings += [(f"**{lv}**", own.at_accuracy(lv)) for lv in LEVELS]
+    settings += [(f"**{lv}**", own.at_accuracy(lv)) for lv in SolverConfig.LEVELS]
     rows = []
     for label, solver in settings:
         out = fc.predict_packed(packed, normalized=True, solver=solver)

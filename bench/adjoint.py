@@ -29,9 +29,8 @@ BATCH, OBS, CHANNELS, TARGETS = 128, 30, 3, 50
 
 
 def worker(steps: int, adjoint: bool, batch: int, device: str, reps: int) -> dict[str, float]:
-    from latentcast.models.config import ModelConfig, SolverConfig
-    from latentcast.models.data import Batch
-    from latentcast.models.latent_ode import LatentODE
+    from latentcast.models import SolverConfig
+    from latentcast.models.training import Batch, LatentODE, ModelConfig
 
     torch.manual_seed(0)
     dev = torch.device(device)

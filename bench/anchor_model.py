@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bench.anchors import CHANNELS
 from bench.solver import build
-from latentcast.models import ModelBundle, Normalizer, TimeSpec, save_checkpoint
+from latentcast.models import ModelBundle, TimeSpec, save_checkpoint
+from latentcast.models.training import Normalizer
 
 
 def save(path: str | Path) -> Path:

@@ -25,9 +25,8 @@ from bench import results
 from bench.http import make_series
 from bench.server import ServerProcess
 from latentcast import arrowio
-from latentcast.service.config import Settings
-from latentcast.service.formats import arrow
-from latentcast.service.validate import ModelSpec
+from latentcast.service import Settings
+from latentcast.service.formats import ModelSpec, arrow
 
 
 def frames(series: list[dict[str, Any]], channels: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:

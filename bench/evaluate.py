@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
-from latentcast.models.checkpoint import load_checkpoint, save_checkpoint
-from latentcast.models.config import DataConfig, from_dict
-from latentcast.models.data import Series
-from latentcast.models.device import resolve_device
-from latentcast.models.forecast import Forecaster
-from latentcast.models.training.datasets import load_dataset
+from latentcast.models import Forecaster, Series, load_checkpoint, resolve_device, save_checkpoint
+from latentcast.models.training import (
+    BEST,
+    METRICS,
+    baseline_nmse,
+    build_experiment,
+    data_config,
+    holdout_metrics,
+    load_dataset,
+    train_model,
+)
 from latentcast.models.training.datasets.spirals import make_spirals
-from latentcast.models.training.metrics import baseline_nmse, holdout_metrics
-from latentcast.models.training.recipes import build_experiment
-from latentcast.models.training.train import BEST, METRICS, train
 
 # Chen et al. (2018), Table 2: predictive RMSE on the spirals, by number of observed points.
 PAPER_SPIRALS = {
@@ -60,7 +62,7 @@ def evaluate_spirals(
         exp = build_experiment(name, train={"epochs": epochs} if epochs else {})
         run = runs / kind
         if retrain or not (run / BEST).exists():
-            train(exp, load_dataset(exp.data), run, device=str(dev), show_progress=show_progress)
+            train_model(exp, load_dataset(exp.data), run, device=str(dev), show_progress=show_progress)
         history = json.loads((run / METRICS).read_text())["history"]
         bundle = load_checkpoint(run / BEST, dev)
         test_ids = {s.id for s in load_dataset(exp.data).test}
@@ -149,7 +151,7 @@ def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto", save: Pat
     channel against LOCF and a per-patient linear trend; coverage of the 80% interval."""
     dev = resolve_device(device)
     bundle = load_checkpoint(checkpoint, dev)
-    data_cfg = from_dict(DataConfig, bundle.data["config"])
+    data_cfg = data_config(bundle)
     split = load_dataset(data_cfg)
     series = [s for s in split.test if len(s) >= 2]
     contexts = [len(s) - 1 for s in series]

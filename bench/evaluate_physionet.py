@@ -15,12 +15,8 @@ import numpy as np
 
 from bench import results
 from bench.physionet import PUBLISHED, Scale, locf, score, targets
-from latentcast.models.checkpoint import load_checkpoint
-from latentcast.models.device import resolve_device
-from latentcast.models.forecast import Forecaster
-from latentcast.models.training.datasets import load_dataset
-from latentcast.models.training.recipes import build_experiment
-from latentcast.models.training.train import BEST, METRICS, train
+from latentcast.models import Forecaster, load_checkpoint, resolve_device
+from latentcast.models.training import BEST, METRICS, build_experiment, load_dataset, train_model
 
 
 def forecast_test(checkpoint: Path, split: Any, scale: Scale, device: str, samples: int = 32) -> dict[str, Any]:
@@ -56,7 +52,7 @@ def evaluate_physionet(
         run = runs / f"seed{seed}"
         if retrain or not (run / BEST).exists():
             exp = build_experiment("physionet2012", data={"name": data}, train={"seed": seed})
-            train(exp, split, run, device=str(dev), show_progress=progress)
+            train_model(exp, split, run, device=str(dev), show_progress=progress)
         metrics = json.loads((run / METRICS).read_text())
         r = forecast_test(run / BEST, split, scale, str(dev))
         r.update(

@@ -27,10 +27,9 @@ from bench.server import ServerProcess
 from bench.soak import patients
 from latentcast.models import Limits, PackedSeries, TimeSpec
 from latentcast.models.training.datasets.pbcseq import CHANNELS
-from latentcast.service.config import Settings
-from latentcast.service.formats import arrow
+from latentcast.service import Settings
+from latentcast.service.formats import Echo, Job, ModelSpec, arrow
 from latentcast.service.formats import json as json_format
-from latentcast.service.validate import Echo, Job, ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 D, LEVELS = len(CHANNELS), (0.1, 0.5, 0.9)

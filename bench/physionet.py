@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latentcast.models.data import Series
-from latentcast.models.training.datasets.base import DatasetSplit
+from latentcast.models import Series
+from latentcast.models.training import DatasetSplit
 from latentcast.models.training.datasets.physionet2012 import CHANNELS
 
 # t-PatchGNN (Zhang et al., ICML 2024), Table 3, PhysioNet: test MSE ×10⁻³ and MAE ×10⁻², mean of 5 seeds

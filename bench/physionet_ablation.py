@@ -23,11 +23,8 @@ from typing import Any
 from bench import results
 from bench.evaluate_physionet import forecast_test
 from bench.physionet import Scale, locf, score, targets, validation_as_test
-from latentcast.models.checkpoint import load_checkpoint
-from latentcast.models.config import ExperimentConfig, from_dict, load_config_file, merge
-from latentcast.models.training.datasets import load_dataset
-from latentcast.models.training.recipes import build_experiment, recipe
-from latentcast.models.training.train import BEST, METRICS, train
+from latentcast.models import load_checkpoint
+from latentcast.models.training import BEST, METRICS, ExperimentConfig, build_experiment, load_dataset, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,20 +57,19 @@ def main() -> None:
     entry = r["studies"].setdefault(study, {"rows": {}})
     entry.update(
         minutes=args.minutes,
-        base=describe(from_dict(ExperimentConfig, merge(recipe("physionet2012"), {"data": {"name": args.data}}))),
+        base=describe(build_experiment("physionet2012", data={"name": args.data})),
     )
     rows: dict[str, Any] = entry["rows"]
     for f in files:
-        values = merge(merge(recipe("physionet2012"), {"data": {"name": args.data}}), load_config_file(f))
-        values = merge(values, {"train": {"max_minutes": args.minutes}})
+        train: dict[str, Any] = {"max_minutes": args.minutes}
         name = f.stem
         if args.seed is not None:
-            values = merge(values, {"train": {"seed": args.seed}})
+            train["seed"] = args.seed
             name = f"{f.stem}, seed {args.seed}"
-        exp = from_dict(ExperimentConfig, values)
+        exp = build_experiment("physionet2012", f, data={"name": args.data}, train=train)
         run = args.work / (f.stem if args.seed is None else f"{f.stem}_seed{args.seed}")
         if not (args.reuse and (run / BEST).is_file()):
-            train(exp, split, run, device="cpu", show_progress=False)
+            train_model(exp, split, run, device="cpu", show_progress=False)
         v = forecast_test(run / BEST, val_split, scale, "cpu")  # test = val here: the validation split
         m = json.loads((run / METRICS).read_text())
         rows[name] = {

@@ -19,9 +19,7 @@ from typing import Any
 from bench import results
 from bench.evaluate_physionet import forecast_test
 from bench.physionet import Scale, validation_as_test
-from latentcast.models.training.datasets import load_dataset
-from latentcast.models.training.recipes import build_experiment
-from latentcast.models.training.train import BEST
+from latentcast.models.training import BEST, build_experiment, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = (0, 8, 32, 128)

@@ -25,7 +25,7 @@ from bench.physionet import Scale, score, targets
 from bench.server import ServerProcess
 from latentcast.client import LatentcastClient, LatentcastError
 from latentcast.frames import LatentcastWarning
-from latentcast.models import EMBEDDED_DIR
+from latentcast.models import embedded_models
 from latentcast.models.training import build_experiment, load_dataset
 from latentcast.models.training.datasets import DatasetSplit
 
@@ -89,7 +89,9 @@ def main() -> None:
     split = load_dataset(build_experiment("physionet2012", data={"name": args.data}).data)
     scale = Scale.fit(split)
     r = served(args.checkpoint, split, scale, args.chunk)
-    local = forecast_test(args.checkpoint or EMBEDDED_DIR / "physionet2012.pt", split, scale, "cpu")
+    local = forecast_test(
+        args.checkpoint or next(p for p in embedded_models() if p.stem == "physionet2012"), split, scale, "cpu"
+    )
     r["in_process_mse"] = local["mse"]
     if "mse" in r:
         r["relative_difference"] = abs(r["mse"] - local["mse"]) / local["mse"]

@@ -16,12 +16,9 @@ import torch
 
 from bench.http import make_series
 from latentcast import arrowio
-from latentcast.service.config import Settings
-from latentcast.service.formats import arrow
+from latentcast.service import Settings, load_models, tune_gc
+from latentcast.service.formats import arrow, outcome
 from latentcast.service.formats import json as json_format
-from latentcast.service.outcome import outcome
-from latentcast.service.registry import load_models
-from latentcast.service.runtime import tune_gc
 
 
 def main() -> None:

@@ -19,11 +19,15 @@ import numpy as np
 import torch
 
 from bench import results
-from latentcast.models.checkpoint import build_model
-from latentcast.models.data import Normalizer, collate
-from latentcast.models.training.datasets import load_dataset
-from latentcast.models.training.recipes import build_experiment
-from latentcast.models.training.schedule import batch_indices, channel_weights
+from latentcast.models.training import (
+    Normalizer,
+    batch_indices,
+    build_experiment,
+    build_model,
+    channel_weights,
+    collate,
+    load_dataset,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

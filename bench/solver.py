@@ -37,11 +37,9 @@ from bench.anchors import (
     union_grid,
     with_torchode,
 )
-from latentcast.models import solve
-from latentcast.models.config import ModelConfig, SolverConfig
-from latentcast.models.data import Batch
-from latentcast.models.latent_ode import LatentODE
+from latentcast.models import SolverConfig, solve
 from latentcast.models.solve import solve_per_series
+from latentcast.models.training import Batch, LatentODE, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ import pandas as pd
 import latentcast
 from bench import results
 from latentcast.backtest import TASKS, split_table
-from latentcast.models.config import DataConfig, from_dict
+from latentcast.models.training import DataConfig, data_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -196,7 +196,7 @@ def model_wins(forecasts: pd.DataFrame, base: str, reps: int = 2000, seed: int =
 
 
 def model_data(model: latentcast.Model) -> DataConfig:
-    return from_dict(DataConfig, model.bundle.data["config"])
+    return data_config(model.bundle)
 
 
 def _by_method(scores: Any) -> dict[str, dict[str, dict[str, float]]]:

@@ -42,7 +42,6 @@ from latentcast.models import (
     ModelBundle,
     PackedForecast,
     Status,
-    find_checkpoint,
     load_checkpoint,
     pack,
     resolve_device,
@@ -332,7 +331,7 @@ class Refused(DataError):
 def load(name_or_path: str | Path, device: str = "auto", **kwargs: Any) -> Model:
     """An embedded model by name ("pbcseq", "physionet2012", "spirals") or a checkpoint file; `kwargs` go to
     `Model`."""
-    return Model(load_checkpoint(find_checkpoint(name_or_path), resolve_device(device)), device, **kwargs)
+    return Model(load_checkpoint(name_or_path, resolve_device(device)), device, **kwargs)
 
 
 def fit(

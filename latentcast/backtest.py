@@ -22,7 +22,7 @@ from latentcast.frames import DataError, parse_times, quantile_column
 
 if TYPE_CHECKING:
     from latentcast.api import Model
-    from latentcast.models import DataConfig
+    from latentcast.models.training import DataConfig
 
 Task = Literal["last", "half"]
 TASKS: tuple[Task, ...] = ("last", "half")

@@ -42,7 +42,9 @@ def find_checkpoint(name_or_path: str | Path) -> Path:
     embedded = {p.stem: p for p in embedded_models()}
     if str(name_or_path) in embedded:
         return embedded[str(name_or_path)]
-    raise CheckpointError(f"{name_or_path}: neither a checkpoint file nor an embedded model ({sorted(embedded)})")
+    raise CheckpointError(
+        f"{name_or_path}: no such checkpoint file, and not an embedded model's name ({', '.join(sorted(embedded))})"
+    )
 
 
 class CheckpointError(ValueError):
@@ -179,8 +181,10 @@ def read_payload(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
-    """Read and check a checkpoint: a config that validates, weights that fit it and are finite, and
-    normalisation statistics that can be inverted. Anything else is a `CheckpointError` naming the file."""
+    """Read and check a checkpoint (a file, or an embedded model's name such as "pbcseq"): a config that
+    validates, weights that fit it and are finite, and normalisation statistics that can be inverted.
+    Anything else is a `CheckpointError` naming the file."""
+    path = find_checkpoint(path)
     payload = read_payload(path)
     try:
         cfg = from_dict(ModelConfig, payload["config"])

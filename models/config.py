@@ -14,7 +14,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from latentcast.times import TIME_UNITS
 
@@ -53,6 +53,10 @@ def _check(cond: bool, field: str, msg: str) -> None:
         raise ConfigError(f"{field}: {msg}")
 
 
+# Named accuracy levels a request may ask for: (rtol, atol); "default" is each model's own setting.
+LEVELS: dict[str, tuple[float, float] | None] = {"fast": (1e-2, 1e-3), "default": None, "precise": (1e-6, 1e-8)}
+
+
 @dataclasses.dataclass(frozen=True)
 class SolverConfig:
     """How an ODE is integrated.
@@ -62,6 +66,8 @@ class SolverConfig:
     that needs more raises `SolverError` instead of running forever. `adjoint` selects
     `torchdiffeq.odeint_adjoint` for training (memory O(1) in the number of steps).
     """
+
+    LEVELS: ClassVar[tuple[str, ...]] = tuple(LEVELS)  # the named accuracy levels of `at_accuracy`
 
     method: str = "dopri5"
     rtol: float = 1e-3
@@ -106,10 +112,6 @@ class SolverConfig:
         return dataclasses.replace(
             self, rtol=rtol if rtol is not None else base[0], atol=atol if atol is not None else base[1]
         )
-
-
-# Named accuracy levels a request may ask for: (rtol, atol); "default" is each model's own setting.
-LEVELS: dict[str, tuple[float, float] | None] = {"fast": (1e-2, 1e-3), "default": None, "precise": (1e-6, 1e-8)}
 
 
 @dataclasses.dataclass(frozen=True)

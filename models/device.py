@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -73,26 +74,42 @@ class ThreadChoice:
 CHOICE = ThreadChoice()  # the process's: torch's thread setting is the process's too
 
 
-def threads_for(
-    rows: int, device: torch.device, small_rows: int = SMALL_ROWS, choice: ThreadChoice | None = None
-) -> int:
-    """The intra-op threads a solve of `rows` rows (series × samples) uses on `device`."""
-    if device.type != "cpu":
-        return torch.get_num_threads()
-    if rows <= small_rows:
-        return 1
-    return (choice or CHOICE).pick(rows, torch.get_num_threads())
+@dataclasses.dataclass(frozen=True)
+class ThreadPolicy:
+    """How many intra-op threads a CPU solve of `rows` rows (series × samples) uses, fixed when a
+    forecaster is built: one for at most `small_rows` rows; above that one or all of `most` (None:
+    torch's setting when the solve starts), whichever has been faster lately (`ThreadChoice`). A GPU
+    solve keeps torch's setting. The server builds its lanes' forecasters with it at start-up (the
+    express lane's with `most=1`), so no request changes a setting another relies on."""
+
+    small_rows: int = SMALL_ROWS
+    most: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.small_rows < 0 or (self.most is not None and self.most < 1):
+            raise ValueError(f"ThreadPolicy: small_rows ≥ 0 and most ≥ 1 (or None), got {self}")
+
+    def threads(self, rows: int, device: torch.device, choice: ThreadChoice | None = None) -> int:
+        """The intra-op threads a solve of `rows` rows uses on `device` (no state changes)."""
+        if device.type != "cpu":
+            return torch.get_num_threads()
+        if rows <= self.small_rows:
+            return 1
+        most = self.most if self.most is not None else torch.get_num_threads()
+        return (choice or CHOICE).pick(rows, most)
 
 
 @contextlib.contextmanager
 def intra_op_threads(
-    rows: int, device: torch.device, small_rows: int = SMALL_ROWS, choice: ThreadChoice | None = None
+    rows: int, device: torch.device, policy: ThreadPolicy | None = None, choice: ThreadChoice | None = None
 ) -> Iterator[int]:
-    """Run the block on `threads_for(rows, ...)` intra-op threads (this thread's setting), then restore it;
-    a CPU block above `small_rows` rows is timed for `choice` (default `CHOICE`)."""
+    """Run the block on `policy.threads(rows, ...)` intra-op threads (this thread's setting), then restore
+    it; a CPU block on a choice between one and several threads is timed for `choice` (default `CHOICE`)."""
+    policy = policy or ThreadPolicy()
     before = torch.get_num_threads()
-    threads = threads_for(rows, device, small_rows, choice)
-    timed = device.type == "cpu" and rows > small_rows and before > 1
+    threads = policy.threads(rows, device, choice)
+    most = policy.most if policy.most is not None else before
+    timed = device.type == "cpu" and rows > policy.small_rows and most > 1
     if threads != before:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()

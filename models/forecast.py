@@ -8,7 +8,7 @@ samples in raw units (or normalised units, for evaluation).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ import torch
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.config import SolverConfig
 from latentcast.models.data import Normalizer, Series
-from latentcast.models.device import SMALL_ROWS
-from latentcast.models.interrupt import poll
+from latentcast.models.device import ThreadPolicy
+from latentcast.models.interrupt import interruptible, poll
 from latentcast.models.latent_ode import LatentODE, Prediction
 from latentcast.models.packed import PackedForecast, PackedSeries
 from latentcast.models.rnn_baseline import RNNBaseline
@@ -72,6 +72,7 @@ class Forecaster:
     series × query times × latent width) stays within `max_chunk_values`, so the memory a request
     takes does not grow with its size; results do not depend on the chunking. `spread` and
     `persistence`: the per-channel calibration fitted after training (models.training.calibrate).
+    `threads`: how many intra-op threads its CPU solves use, fixed here (`threads_for` says how many).
     """
 
     def __init__(
@@ -88,11 +89,11 @@ class Forecaster:
         spread: Sequence[float] | None = None,
         dtype: torch.dtype = torch.float32,
         validity: Validity | None = None,
-        small_rows: int = SMALL_ROWS,
+        threads: ThreadPolicy | None = None,
         persistence: Sequence[float] | None = None,
     ):
         self.model = model.to(device, dtype).eval()
-        self.small_rows = small_rows  # on a CPU, solves of at most this many rows run on one intra-op thread
+        self.threads = threads or ThreadPolicy()  # how many intra-op threads a CPU solve uses
         self.dtype = dtype  # float64: a reference solve, for measuring the error of float32 ones
         self.normalizer = normalizer
         self.device = torch.device(device)
@@ -148,6 +149,7 @@ class Forecaster:
         normalized: bool = False,
         deadlines: np.ndarray | None = None,
         solver: SolverConfig | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> PackedForecast:
         """`predict` for a packed batch, results flat over its query times (the service's path).
 
@@ -155,7 +157,8 @@ class Forecaster:
         return_samples: also return sampled trajectories: True for as many, or how many (more samples
         are solved then, but the mean and quantiles still use the first `num_samples`). deadlines:
         (B,) `time.monotonic()` times past which a series' solve stops (`Status.DEADLINE`). solver: this
-        call's solver settings (default: the forecaster's), e.g. a client's tolerance.
+        call's solver settings (default: the forecaster's), e.g. a client's tolerance. wanted: polled
+        between the solver's steps; once it returns False the call stops part-way with `Interrupted`.
         """
         ns = self.num_samples if num_samples is None else num_samples
         n_out = ns if return_samples is True else int(return_samples)
@@ -163,13 +166,34 @@ class Forecaster:
             raise ValueError("nothing to forecast: zero series")
         if self.validity.bounded or self.validity.has_markers:  # as `models.guard.pack` reads them
             packed = packed.with_values(self.validity.clean(packed.values)[0])
+        if wanted is not None:
+            with interruptible(wanted):
+                return self._predict_chunks(packed, levels, ns, n_out, normalized, deadlines, solver or self.solver)
+        return self._predict_chunks(packed, levels, ns, n_out, normalized, deadlines, solver or self.solver)
+
+    def _predict_chunks(
+        self,
+        packed: PackedSeries,
+        levels: Sequence[float],
+        ns: int,
+        n_out: int,
+        normalized: bool,
+        deadlines: np.ndarray | None,
+        solver: SolverConfig,
+    ) -> PackedForecast:
         parts = []
         for start, stop in self._chunks(packed, max(ns, n_out)):
             poll()
             due = deadlines[start:stop] if deadlines is not None else None
             chunk = packed.take(start, stop)
-            parts.append(self._predict_chunk(chunk, levels, ns, n_out, normalized, due, solver or self.solver))
+            parts.append(self._predict_chunk(chunk, levels, ns, n_out, normalized, due, solver))
         return PackedForecast.concat(parts)
+
+    def threads_for(self, series: int, num_samples: int | None = None) -> int:
+        """The intra-op threads a solve of `series` series with `num_samples` latent samples (default:
+        the forecaster's) would use now."""
+        rows = series * max(self.num_samples if num_samples is None else num_samples, 1)
+        return self.threads.threads(rows, self.device)
 
     def counters(self) -> tuple[int, int]:
         """(vector-field evaluations, CUDA graphs captured) so far: a scheduler reads their growth."""
@@ -242,7 +266,7 @@ class Forecaster:
             stats_samples=num_samples,
             deadline=torch.as_tensor(deadlines, dtype=torch.float64) if deadlines is not None else None,
             spread=self._spread(),
-            small_rows=self.small_rows,
+            threads=self.threads,
             persistence=self._persistence(),
         )
         std = self.model.decoder.std

@@ -16,7 +16,7 @@ from torch import nn
 from latentcast.models.config import ModelConfig, SolverConfig
 from latentcast.models.data import Batch
 from latentcast.models.decoder import Decoder, gaussian_log_density
-from latentcast.models.device import SMALL_ROWS, intra_op_threads
+from latentcast.models.device import ThreadPolicy, intra_op_threads
 from latentcast.models.dynamics import Dynamics
 from latentcast.models.encoder import make_encoder
 from latentcast.models.quantiles import mixture_quantiles, standard_normal_draws
@@ -175,7 +175,7 @@ class LatentODE(nn.Module):
         stats_samples: int | None = None,
         deadline: torch.Tensor | None = None,
         spread: torch.Tensor | None = None,
-        small_rows: int = SMALL_ROWS,
+        threads: ThreadPolicy | None = None,
         persistence: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast each series at its own query times (`graphs`: where to keep CUDA graphs of the solve).
@@ -190,11 +190,10 @@ class LatentODE(nn.Module):
         channel's predictive spread about its mean (models.training.calibrate). `persistence`: (D,) per-channel time
         scales τ (model time, 0: off): the whole predictive distribution is shifted so that its mean is
         w · (the channel's last observed value) + (1 − w) · the model's, w = exp(−|t − t_last| / τ). On a
-        CPU, at most `small_rows` rows (series × samples) run on one intra-op thread, more on one or all,
-        whichever has been faster lately (`models.device.intra_op_threads`).
+        CPU, `threads` (a `models.device.ThreadPolicy`) says how many intra-op threads the solve uses.
         """
         rows = batch.ctx_x.shape[0] * max(num_samples, 1)
-        with intra_op_threads(rows, batch.ctx_x.device, small_rows):
+        with intra_op_threads(rows, batch.ctx_x.device, threads):
             solver = solver or self.cfg.solver
             mean, logvar = self.encode(batch)
             b, lat = mean.shape

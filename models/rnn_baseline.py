@@ -18,7 +18,7 @@ from torch import nn
 from latentcast.models.config import ModelConfig, SolverConfig
 from latentcast.models.data import Batch
 from latentcast.models.decoder import Decoder, gaussian_log_density
-from latentcast.models.device import SMALL_ROWS, intra_op_threads
+from latentcast.models.device import ThreadPolicy, intra_op_threads
 from latentcast.models.latent_ode import LossStats, Prediction
 
 
@@ -88,11 +88,11 @@ class RNNBaseline(nn.Module):
         stats_samples: int | None = None,
         deadline: torch.Tensor | None = None,
         spread: torch.Tensor | None = None,
-        small_rows: int = SMALL_ROWS,
+        threads: ThreadPolicy | None = None,
         persistence: torch.Tensor | None = None,
     ) -> Prediction:
         """Forecast at query times after each series' context (the RNN cannot go back in time)."""
-        with intra_op_threads(batch.ctx_x.shape[0] * max(num_samples, 1), batch.ctx_x.device, small_rows):
+        with intra_op_threads(batch.ctx_x.shape[0] * max(num_samples, 1), batch.ctx_x.device, threads):
             b, q = query_t.shape
             last = batch.ctx_t.gather(1, (batch.ctx_len - 1)[:, None])  # (B, 1)
             if bool((query_t < last).any()):

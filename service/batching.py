@@ -13,7 +13,7 @@ leads, and other requests of the same model, latent samples and solver settings 
 (micro-batching), a large one contributing a range of its series. A second, express thread takes
 only requests estimated at no more than `express_seconds`, on its own copy of each model. Between
 slices, a request whose deadline has passed or whose client has gone is dropped: nothing more is
-solved for it; a slice in which no request is still wanted stops part-way (`models.interruptible`: the
+solved for it; a slice in which no request is still wanted stops part-way (`Forecaster.predict_packed(wanted=...)`: the
 encoder, the solver and the chunks check every few steps). Each series is solved with its own query
 times and steps (see `models.solve`), so slicing and batching change a forecast only within the
 solver's tolerance (float32 kernels round differently at other batch sizes, which can move an adaptive
@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from latentcast.models import Interrupted, PackedForecast, PackedSeries, interruptible, threads_for
+from latentcast.models import Interrupted, PackedForecast, PackedSeries
 from latentcast.service.cost import CostModel
 from latentcast.service.errors import ServiceError
 from latentcast.service.registry import ServedModel
@@ -140,7 +140,6 @@ class Batcher:
         self.slice_seconds = slice_seconds
         self.max_request_seconds = max_request_seconds
         self.costs = costs or CostModel()
-        self.threads = torch.get_num_threads()  # the main lane's (small CPU solves use one: the model's rule)
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_series = 0
         self._cv = threading.Condition()
@@ -418,23 +417,19 @@ class Batcher:
         shown = max(it.job.num_samples for it in items)  # trajectories returned (the first of each)
         deadlines = np.repeat([it.deadline for it in items], [z - a for _, a, z in work])
         nfe0, captures0 = forecaster.counters()
-        # before every solve, as part of torch's setting is the process's: the express lane's small solves on
-        # one thread (a second set of OpenMP workers puts the main lane's to sleep between parallel regions)
-        torch.set_num_threads(1 if express else self.threads)
-        rows = len(packed) * max(items[0].samples, 1)
-        threads = threads_for(rows, forecaster.device, forecaster.small_rows)  # what the model will use
+        threads = forecaster.threads_for(len(packed), items[0].samples)  # what the solve will use
         started = time.monotonic()
         t0 = time.perf_counter()
         try:
-            with interruptible(lambda: any(it.alive for it in items)):
-                out = forecaster.predict_packed(
-                    packed,
-                    levels=levels,
-                    num_samples=self.num_samples,
-                    return_samples=shown,
-                    deadlines=deadlines,
-                    solver=items[0].job.solver,
-                )
+            out = forecaster.predict_packed(
+                packed,
+                levels=levels,
+                num_samples=self.num_samples,
+                return_samples=shown,
+                deadlines=deadlines,
+                solver=items[0].job.solver,
+                wanted=lambda: any(it.alive for it in items),
+            )
         except Interrupted:
             if self.on_batch is not None:
                 nfe1, captures1 = forecaster.counters()

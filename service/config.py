@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from latentcast.models import EMBEDDED_DIR, embedded_models
+from latentcast.models import embedded_models
 
 RENAMED = {
     "LATENTCAST_MAX_VALUE_SIGMAS": "LATENTCAST_UNUSUAL_VALUE_SCALES",
@@ -211,7 +211,7 @@ class Settings(BaseSettings):
             if not path.is_file():
                 raise ValueError(f"LATENTCAST_MODELS: {path} is not a file")
         if not self.models and not embedded_models():
-            raise ValueError(f"no models: set LATENTCAST_MODELS or ship checkpoints in {EMBEDDED_DIR}")
+            raise ValueError("no models: set LATENTCAST_MODELS or ship checkpoints in the package's models/embedded/")
         return self
 
     @property

@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcast.models import Forecaster, Limits, ModelBundle, PackedSeries, Series, load_checkpoint, resolve_device
+from latentcast.models import (
+    Forecaster,
+    Limits,
+    ModelBundle,
+    PackedSeries,
+    Series,
+    ThreadPolicy,
+    load_checkpoint,
+    resolve_device,
+)
 from latentcast.service.config import Settings
 from latentcast.service.cost import CostModel
 from latentcast.service.schemas import ModelInfo
@@ -90,13 +99,19 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
             unusual_scales=settings.unusual_output_scales,
             strict=settings.warnings_as_errors,
             max_chunk_values=settings.max_solve_values,
-            small_rows=settings.cpu_small_batch_rows,
         )
-        forecaster = Forecaster.from_bundle(bundle, device, **options)
+        # the thread policy, set once here: the main lane uses torch's threads as set at start-up, the
+        # express lane's small solves one (a second set of OpenMP workers puts the main lane's to sleep)
+        small = settings.cpu_small_batch_rows
+        main = ThreadPolicy(small, torch.get_num_threads())
+        forecaster = Forecaster.from_bundle(bundle, device, threads=main, **options)
         express = None
         if settings.express_seconds > 0:  # its own copy of the weights and buffers
             express = Forecaster.from_bundle(
-                dataclasses.replace(bundle, model=copy.deepcopy(bundle.model)), device, **options
+                dataclasses.replace(bundle, model=copy.deepcopy(bundle.model)),
+                device,
+                threads=ThreadPolicy(small, 1),
+                **options,
             )
         served[bundle.name] = ServedModel(bundle, forecaster, spec, express)
         log.info("loaded model %s version %s from %s on %s", bundle.name, bundle.version, path, device)
@@ -148,7 +163,7 @@ def calibrate(model: ServedModel, costs: CostModel, num_samples: int) -> None:
     fc = model.forecaster
     rows, seconds, nfes = [], [], []
     # the per-row costs from solves past the one-thread rule for small ones, as large requests run
-    mid = max(32, -(-2 * fc.small_rows // max(num_samples, 1)))
+    mid = max(32, -(-2 * fc.threads.small_rows // max(num_samples, 1)))
     long = LONG_SERIES
     for n, t, q in ((4, 4, 4), (max(128, mid), 4, 4), (mid, long, 4), (4, long, 4), (mid, 4, 64)):
         times = np.linspace(0.0, 0.6, t)

@@ -176,9 +176,9 @@ def test_tables_are_read_as_written(pbcseq: latentcast.Model, tmp_path: Path) ->
     fc = pbcseq.predict(ids, query_times=[200.0], extra_columns="ignore")
     assert sorted(set(fc["id"])) == ["01", "1"]
     ids.to_csv(tmp_path / "ids.csv", index=False)
-    assert sorted(set(latentcast.models.read_long_table(tmp_path / "ids.csv")["id"])) == ["01", "1"]
+    assert sorted(set(latentcast.read_long_table(tmp_path / "ids.csv")["id"])) == ["01", "1"]
     ids.assign(id=[1, 1, 2, 2]).to_parquet(tmp_path / "ids.parquet")
-    assert latentcast.models.read_long_table(tmp_path / "ids.parquet")["id"].tolist() == ["1", "1", "2", "2"]
+    assert latentcast.read_long_table(tmp_path / "ids.parquet")["id"].tolist() == ["1", "1", "2", "2"]
     with pytest.raises(latentcast.DataError, match="no rows"):
         pbcseq.predict(ids.iloc[:0], query_times=[200.0])
     twice = pd.concat([ids, ids[["bili"]]], axis=1)
@@ -186,7 +186,7 @@ def test_tables_are_read_as_written(pbcseq: latentcast.Model, tmp_path: Path) ->
         pbcseq.predict(twice, query_times=[200.0])
     (tmp_path / "head.csv").write_text("id,time,bili\n")
     with pytest.raises(latentcast.DataError, match="header but no rows"):
-        latentcast.models.read_long_table(tmp_path / "head.csv")
+        latentcast.read_long_table(tmp_path / "head.csv")
 
 
 def test_fit_shows_its_epochs_unless_quiet(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,8 +30,10 @@ def test_importing_the_service_loads_no_training_code() -> None:
 
 
 def test_the_contracts_fail_when_the_service_imports_training(tmp_path: Path) -> None:
-    """A copy of the package whose service imports the trainer: lint-imports names the broken contract."""
+    """A copy of the package whose service imports the trainer, and whose benchmarks reach past the
+    public modules: lint-imports names both broken contracts."""
     shutil.copytree(ROOT / "latentcast", tmp_path / "latentcast", symlinks=False)  # the links, resolved
+    shutil.copytree(ROOT / "bench", tmp_path / "bench", ignore=shutil.ignore_patterns("results", "data"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     lint = Path(sys.executable).with_name("lint-imports")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
@@ -39,9 +41,12 @@ def test_the_contracts_fail_when_the_service_imports_training(tmp_path: Path) ->
     assert ok.returncode == 0, ok.stdout[-2000:]
     errors = tmp_path / "latentcast" / "service" / "errors.py"
     errors.write_text(errors.read_text() + "\nimport latentcast.models.training  # noqa: E402\n")
+    odenet = tmp_path / "bench" / "odenet.py"
+    odenet.write_text(odenet.read_text() + "\nfrom latentcast.models.training.schedule import lr_at  # noqa: E402\n")
     bad = subprocess.run([str(lint)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0
     assert "the service never imports training, even through another module BROKEN" in bad.stdout
+    assert "the benchmarks use only the public modules BROKEN" in bad.stdout
 
 
 def test_the_package_links_point_at_the_top_level_folders() -> None:

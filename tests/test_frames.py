@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from latentcast.frames import DataError, LatentcastWarning, from_frame, long_layout, offsets, query_table, to_frame
-from latentcast.models import TimeSpec, series_from_frame
+from latentcast.models import TimeSpec
+from latentcast.models.data import series_from_frame
 
 
 def _obs() -> pd.DataFrame:

@@ -6,7 +6,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from latentcast.models.config import ExperimentConfig, from_dict, load_config_file, merge
+from latentcast.models.checkpoint import ModelBundle
+from latentcast.models.config import DataConfig, ExperimentConfig, from_dict, load_config_file, merge
 
 
 def recipe(name: str) -> dict[str, Any]:
@@ -25,3 +26,8 @@ def build_experiment(base: str, config_file: str | Path | None = None, **overrid
         values = merge(values, load_config_file(config_file))
     values = merge(values, {k: v for k, v in overrides.items() if v})
     return from_dict(ExperimentConfig, values)
+
+
+def data_config(bundle: ModelBundle) -> DataConfig:
+    """The data configuration a checkpoint was trained with (its table, channels, split and units)."""
+    return from_dict(DataConfig, bundle.data["config"])

@@ -1,7 +1,9 @@
 """Wire formats. Each is one module with `decode(body, params, lookup, settings) → Job`,
 `decoded_size(body)` (what decoding will handle, to choose its thread), `encode(job, outcome) → bytes`
 and `answer_bytes(job)`, an upper bound on the answer's size known before solving; adding a format is
-a new module and one line in `FORMATS`."""
+a new module and one line in `FORMATS`. Public: `FORMATS`, `Format`, `of_body`, `of_answer`, the two
+formats (`json`, `arrow`) and the types they read and write (`Job`, `Echo`, `ModelSpec`, `Outcome`,
+`outcome`: a solved job's answered and refused series)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from typing import Protocol
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError
 from latentcast.service.formats import arrow, json
-from latentcast.service.outcome import Outcome
-from latentcast.service.validate import Job, Lookup
+from latentcast.service.outcome import Outcome, outcome
+from latentcast.service.validate import Echo, Job, Lookup, ModelSpec
 
 
 class Format(Protocol):
@@ -91,3 +93,18 @@ def of_answer(accept: str | None, body: Format) -> Format:
             [{"loc": ["headers", "accept"], "msg": "not acceptable", "series_id": None}],
         )
     return min(scored, key=lambda t: (t[0], t[1]))[2]
+
+
+__all__ = [
+    "FORMATS",
+    "Echo",
+    "Format",
+    "Job",
+    "ModelSpec",
+    "Outcome",
+    "arrow",
+    "json",
+    "of_answer",
+    "of_body",
+    "outcome",
+]

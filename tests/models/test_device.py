@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentcast.models.data import collate
-from latentcast.models.device import ThreadChoice, intra_op_threads, threads_for
+from latentcast.models.device import ThreadChoice, ThreadPolicy, intra_op_threads
 from latentcast.models.latent_ode import LatentODE
 from tests.conftest import tiny_config
 
@@ -22,8 +22,10 @@ def two_threads() -> object:
 def test_small_cpu_solves_use_one_thread_and_restore_the_setting(two_threads: object) -> None:
     cpu = torch.device("cpu")
     fresh = ThreadChoice()
-    assert threads_for(256, cpu, choice=fresh) == 1 and threads_for(257, cpu, choice=fresh) == 2
-    assert threads_for(10, cpu, small_rows=0, choice=fresh) == 2
+    policy = ThreadPolicy()
+    assert policy.threads(256, cpu, fresh) == 1 and policy.threads(257, cpu, fresh) == 2
+    assert ThreadPolicy(small_rows=0).threads(10, cpu, fresh) == 2
+    assert ThreadPolicy(small_rows=0, most=1).threads(10_000, cpu, fresh) == 1  # the express lane's
     with intra_op_threads(8, cpu) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
@@ -48,7 +50,7 @@ def test_predict_runs_small_batches_on_one_thread_with_the_same_answer(
 
     monkeypatch.setattr(model, "encode", spy)
     one = model.predict(batch, query, num_samples=4)  # 8 rows
-    many = model.predict(batch, query, num_samples=4, small_rows=0)
+    many = model.predict(batch, query, num_samples=4, threads=ThreadPolicy(small_rows=0))
     assert seen == [1, 2] and torch.get_num_threads() == 2
     torch.testing.assert_close(one.mean, many.mean, rtol=1e-5, atol=1e-6)
 
@@ -89,3 +91,14 @@ def test_intra_op_threads_times_large_cpu_blocks_only(two_threads: object) -> No
     with intra_op_threads(1000, cpu, choice=choice) as n:
         assert n == 1 == torch.get_num_threads()  # the other, once
     assert choice._seen == {(1000).bit_length(): 2} and torch.get_num_threads() == 2
+
+
+def test_a_policy_capped_at_one_thread_runs_one_however_torch_is_set(two_threads: object) -> None:
+    """The express lane's forecaster: its solves run on one thread without anyone changing torch's
+    setting between requests, and the setting is left as it was."""
+    cpu = torch.device("cpu")
+    with intra_op_threads(100_000, cpu, ThreadPolicy(small_rows=0, most=1), ThreadChoice()) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="most ≥ 1"):
+        ThreadPolicy(most=0)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentcast.models import Interrupted, interruptible
+from latentcast.models import Forecaster, Interrupted, PackedSeries
 from latentcast.models.config import SolverConfig
 from latentcast.models.encoder import POLL_EVERY, ODERNNEncoder
+from latentcast.models.interrupt import interruptible
+from latentcast.models.latent_ode import LatentODE
 from latentcast.models.solve import solve_per_series
 from tests.conftest import tiny_config
 
@@ -69,3 +71,13 @@ def test_the_solver_stops_between_steps_once_unwanted() -> None:
     with interruptible(wanted), pytest.raises(Interrupted):
         solve_per_series(lambda _t, z: z @ rot.T, z0, t, cfg, sync_every=4)
     assert wanted.seen == 3
+
+
+def test_a_forecaster_stops_part_way_when_its_caller_no_longer_wants_it(series, normalizer) -> None:
+    """`Forecaster.predict_packed(wanted=...)`: the service's way to stop a slice nobody waits for."""
+    torch.manual_seed(0)
+    fc = Forecaster(LatentODE(tiny_config(), len(normalizer.channels)), normalizer, num_samples=4)
+    packed = PackedSeries.from_series(series[:2], [s.times[-1:] + 1.0 for s in series[:2]])
+    with pytest.raises(Interrupted):
+        fc.predict_packed(packed, wanted=lambda: False)
+    assert len(fc.predict_packed(packed, wanted=lambda: True)) == 2

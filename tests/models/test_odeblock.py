@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from latentcast.models import ODEBlock, SolverConfig
+from latentcast.layers import ODEBlock, SolverConfig
 from latentcast.models.odeblock import ConvField
 
 

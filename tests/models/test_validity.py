@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import latentcast
-from latentcast.models import DataError, Validity
-from latentcast.models.validity import parse_bounds, parse_missing_values
+from latentcast.models import DataError
+from latentcast.models.validity import Validity, parse_bounds, parse_missing_values
 
 
 def test_flags_parse_to_bounds_and_markers() -> None:
@@ -95,7 +95,8 @@ def test_training_sets_aside_markers_silently_and_counts_only_impossible_values(
 
 
 def test_frequent_far_codes_are_named_in_the_training_report() -> None:
-    from latentcast.models import Normalizer, Series
+    from latentcast.models import Series
+    from latentcast.models.data import Normalizer
     from latentcast.models.training.preprocess import suspect_codes
 
     rng = np.random.default_rng(0)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from latentcast.models import ModelBundle, Normalizer, TimeSpec, save_checkpoint
+from latentcast.models import ModelBundle, TimeSpec, save_checkpoint
 from latentcast.models.config import SolverConfig
+from latentcast.models.data import Normalizer
 from latentcast.models.latent_ode import LatentODE
 from latentcast.service.config import Settings
 from latentcast.service.main import create_app

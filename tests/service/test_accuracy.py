@@ -19,12 +19,12 @@ from latentcast import arrowio
 from latentcast.models import (
     Forecaster,
     ModelBundle,
-    Normalizer,
     SolverConfig,
     TimeSpec,
     load_checkpoint,
     save_checkpoint,
 )
+from latentcast.models.data import Normalizer
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.packed import PackedSeries
 from latentcast.service.batching import Batcher

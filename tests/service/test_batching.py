@@ -151,10 +151,15 @@ def test_small_cpu_batches_run_on_one_thread_and_match(checkpoints, small_rows: 
     thread to wake after an idle gap); larger ones on the process's setting. Same forecasts either way."""
     stats: list[BatchStats] = []
     settings = Settings(models=[checkpoints["toy"]], device="cpu", num_samples=8, cpu_small_batch_rows=small_rows)
-    models = load_models(settings, torch.device("cpu"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on the 2-core machine, whatever this one has: the policy reads it at loading
+    try:
+        models = load_models(settings, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    assert models["toy"].forecaster.threads.most == 2
     kwargs: dict[str, Any] = {"enabled": True, "max_batch_series": 64, "max_wait_ms": 0, "max_queue_series": 100}
     batcher = Batcher(models, num_samples=8, on_batch=stats.append, **kwargs)
-    batcher.threads = 2  # as on the 2-core machine, whatever this one has (set by the lane when it starts)
     batcher.start()
     job = _job(7)
     try:

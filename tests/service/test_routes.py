@@ -260,7 +260,7 @@ def test_the_answer_size_is_bounded_before_any_work(checkpoints) -> None:
 def test_sampled_trajectories_count_in_the_answer_check() -> None:
     """A forecast whose samples, not its mean, lie far out is reported; LATENTCAST_WARNINGS_AS_ERRORS
     refuses it. (The embedded spirals model, 25 training scales as the threshold.)"""
-    from latentcast.models import EMBEDDED_DIR
+    from latentcast.models.checkpoint import EMBEDDED_DIR
     from latentcast.service.config import Settings
 
     x = 100.0  # far in its inputs (answered with a warning), and so in its answers 14 units ahead
