@@ -267,12 +267,27 @@ def serve(
 
 @app.command("forecast")
 def forecast(
-    url: Annotated[str, typer.Option(help="server, e.g. http://127.0.0.1:8000")],
-    input: Annotated[Path, typer.Option(help="long table (CSV/parquet): id, time, one column per channel")],
+    input: Annotated[
+        Path,
+        typer.Option(
+            help="long table (CSV/parquet): id, time, one column per channel; with --engine ray a parquet directory"
+        ),
+    ],
     query_times: Annotated[
         str, typer.Option(help="comma-separated times for every series, or a CSV/parquet file with columns id,time")
     ],
-    output: Annotated[Path | None, typer.Option(help="CSV to write (default: stdout)")] = None,
+    url: Annotated[str | None, typer.Option(help="server, e.g. http://127.0.0.1:8000 (the server engine)")] = None,
+    engine: Annotated[
+        str, typer.Option(help="server: through a running server (--url); ray: on a Ray cluster, in place")
+    ] = "server",
+    address: Annotated[
+        str | None, typer.Option(help="ray: the cluster to join (auto, ray://host:10001; default: a local one)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="ray: actors, each loading the model once")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="ray: GPUs per actor (0: forecast on CPUs)")] = 0.0,
+    output: Annotated[
+        Path | None, typer.Option(help="CSV to write (default: stdout); with --engine ray the directory to write")
+    ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="also write a PNG fan chart (the first 6 series, or --series)")
     ] = None,
@@ -280,7 +295,10 @@ def forecast(
     actuals: Annotated[
         Path | None, typer.Option(help="a long table of the values that happened, drawn in --plot beside the forecast")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="model name (default: the server's default)")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="model name (default: the server's default); with --engine ray a name or a checkpoint"),
+    ] = None,
     quantiles: Annotated[str, typer.Option(help="comma-separated levels")] = "0.1,0.5,0.9",
     api_key: Annotated[
         str | None, typer.Option(envvar="LATENTCAST_API_KEY", help="API key if the server wants one")
@@ -303,6 +321,13 @@ def forecast(
     and (with --on-error skip) each refused series."""
     import warnings
 
+    if engine not in ("server", "ray"):
+        raise typer.BadParameter(f"{engine!r} is not one of server, ray", param_hint="--engine")
+    if engine == "ray":
+        _forecast_on_ray(input, output, model, query_times, quantiles, address, workers, gpus_per_worker, solver)
+        return
+    if url is None:
+        raise typer.BadParameter("the server engine needs --url (or use --engine ray)", param_hint="--url")
     try:
         from latentcast.client import LatentcastClient, LatentcastError, read_long_table
     except ImportError as exc:
@@ -391,6 +416,52 @@ def forecast(
         total = fc["id"].astype(str).nunique()
         how = "" if wanted else f" (the first {len(drawn)} of {total}; --series to choose)"
         typer.echo(f"wrote {plot}: series {', '.join(drawn)}{how}", err=True)
+
+
+def _forecast_on_ray(
+    input: Path,
+    output: Path | None,
+    model: str | None,
+    query_times: str,
+    quantiles: str,
+    address: str | None,
+    workers: int,
+    gpus: float,
+    solver: str | None,
+) -> None:
+    """`forecast --engine ray`: the whole table on Ray Data (`latentcast.batch.forecast_table`)."""
+    try:
+        from latentcast.batch import forecast_table
+    except ImportError as exc:
+        typer.echo(f"--engine ray needs the [ray] extra: pip install 'latentcast[ray]' ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    if output is None or model is None:
+        raise typer.BadParameter("--engine ray needs --output DIR and --model NAME|CHECKPOINT", param_hint="--output")
+    if solver not in (None, "fast", "default", "precise"):
+        raise typer.BadParameter(f"{solver!r} is not one of fast, default, precise", param_hint="--solver")
+    text = query_times.strip()
+    queries: Any = Path(text)
+    if not text.lower().endswith(".parquet") and not Path(text).is_dir():
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            queries = [float(p) for p in parts]
+        except ValueError:
+            queries = parts
+    summary, _ = forecast_table(
+        input,
+        output,
+        model,
+        queries,
+        quantiles=[float(q) for q in quantiles.split(",") if q.strip()],
+        concurrency=workers,
+        num_gpus=gpus,
+        solver=solver,
+        address=address,
+    )
+    typer.echo(f"{summary}; wrote {output}/forecasts, {output}/errors, {output}/warnings", err=True)
+    if summary.answered == 0 and summary.refused:
+        typer.echo(f"every one of the {summary.refused} series was refused (see {output}/errors)", err=True)
+        raise typer.Exit(1)
 
 
 def _with(exp: Any, **sections: dict[str, Any]) -> Any:
