@@ -24,6 +24,8 @@ FROM ${BASE_IMAGE} AS build
 ARG TORCH_VARIANT=cuda
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+# the package's extras: serve (the HTTP API); serve,ray for the batch image a KubeRay RayJob runs
+ARG EXTRAS=serve
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 COPY deploy/wheels/ /tmp/wheels/
 COPY deploy/certs/ /tmp/certs/
@@ -45,7 +47,7 @@ COPY service/ /src/service/
 RUN set -eu; \
     cert=$(ls /tmp/certs/*.crt 2>/dev/null | head -n1 || true); \
     if [ -n "$cert" ]; then export PIP_CERT="$cert"; fi; \
-    /opt/latentcast/bin/pip install --find-links /tmp/wheels "/src[serve]" \
+    /opt/latentcast/bin/pip install --find-links /tmp/wheels "/src[${EXTRAS}]" \
     && /opt/latentcast/bin/python -c "import latentcast.service, torch; print('torch', torch.__version__)"
 
 FROM ${BASE_IMAGE} AS runtime

@@ -35,7 +35,7 @@ def _objects() -> dict[tuple[str, str], dict[str, Any]]:
     out = {}
     for path in sorted(K8S.glob("*.yaml")):
         for doc in _docs(path):
-            if doc["apiVersion"].startswith("kustomize."):
+            if doc["apiVersion"].startswith(("kustomize.", "ray.io/")):  # not Kubernetes' own kinds
                 continue
             out[(doc["kind"], doc["metadata"]["name"])] = doc
     return out
@@ -59,8 +59,45 @@ def test_kustomization_lists_the_serving_manifests() -> None:
     listed = set(kust["resources"])
     assert all((K8S / name).is_file() for name in listed)
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    # applied on their own: the training Job, and the adapter's rules (in the monitoring namespace)
-    assert on_disk - listed == {"training-job.yaml", "prometheus-adapter-rules.yaml"}
+    # applied on their own: the training Job, the batch RayJob, and the adapter's rules (in the
+    # monitoring namespace)
+    assert on_disk - listed == {"training-job.yaml", "batch-rayjob.yaml", "prometheus-adapter-rules.yaml"}
+
+
+def test_the_batch_rayjob_runs_the_cli_on_gpu_workers_as_the_image_user() -> None:
+    """KubeRay's RayJob (a CRD kubernetes-validate does not know): its pod templates validate as
+    Kubernetes PodTemplates, its entrypoint is a `latentcast forecast --engine ray` the CLI accepts,
+    and its workers ask for a GPU each and mount the volume the training Job writes."""
+    import shlex
+
+    import typer.main
+
+    from latentcast.cli import app
+
+    (job,) = _docs(K8S / "batch-rayjob.yaml")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["backoffLimit"] == 0
+    cluster = spec["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    for version in K8S_VERSIONS:
+        for i, template in enumerate(templates):
+            obj = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"t{i}"}, "template": template}
+            kubernetes_validate.validate(obj, version, strict=True)
+    for template in templates:
+        assert template["spec"]["securityContext"]["runAsUser"] == _image_user()
+        assert any(
+            v["persistentVolumeClaim"]["claimName"] == "latentcast-runs"
+            for v in template["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        )
+    (worker,) = cluster["workerGroupSpecs"]
+    assert worker["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    words = shlex.split(spec["entrypoint"])
+    assert words[:4] == ["latentcast", "forecast", "--engine", "ray"]
+    command = typer.main.get_command(app).commands["forecast"]  # type: ignore[attr-defined]
+    ctx = command.make_context("forecast", words[2:])  # raises on an option the CLI does not have
+    assert ctx.params["address"] == "auto" and ctx.params["gpus_per_worker"] == 1.0
 
 
 def _image_user() -> int:
