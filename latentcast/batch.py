@@ -67,7 +67,7 @@ class BatchSummary:
     rows: int
     warnings: int
     seconds: float
-    output: Path | None
+    output: str | Path | None
 
     @property
     def series_per_second(self) -> float:
@@ -304,7 +304,7 @@ def forecast_table(
     parts = {k: v.materialize() for k, v in parts.items()}
     if output is not None:
         for name, ds in parts.items():
-            ds.write_parquet(str(Path(output) / name))
+            ds.write_parquet(f"{str(output).rstrip('/')}/{name}")
     counts = {k: v.count() for k, v in parts.items()}
     answered = _distinct(parts["forecasts"], id_col)
     refused = _distinct(parts["errors"], id_col)
@@ -315,7 +315,7 @@ def forecast_table(
         rows=counts["forecasts"],
         warnings=counts["warnings"],
         seconds=time.perf_counter() - t0,
-        output=Path(output) if output is not None else None,
+        output=output,
     )
     return summary, parts
 
@@ -325,6 +325,8 @@ def _dataset(source: Any, what: str) -> ray.data.Dataset:
 
     if hasattr(source, "schema") and hasattr(source, "map_batches"):
         return source
+    if "://" in str(source):  # s3://, gs://, abfs://, …: Ray reads it through pyarrow's file systems
+        return ray.data.read_parquet(str(source))
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{what}: {path} does not exist (a parquet file or directory, or a ray Dataset)")
