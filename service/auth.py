@@ -49,17 +49,20 @@ class RequireKey:
     """With an API key set, these paths need it (`check_key`): /forecast and /models always, /metrics
     and the docs unless LATENTCAST_OPEN_METRICS / OPEN_DOCS open them."""
 
-    def __init__(self, app: ASGIApp, paths: set[str], key: str):
+    def __init__(self, app: ASGIApp, paths: set[str], key: str, prefixes: tuple[str, ...] = ()):
         self.app = app
         self.paths = paths
+        self.prefixes = prefixes  # and every path under these (the OIP's /v2/models/…)
         self.key = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path in self.paths or (self.prefixes and path.startswith(self.prefixes)):
             try:
                 check_key(scope.get("headers") or [], self.key)
             except ServiceError as exc:
-                response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+                body = {"error": exc.detail} if path.startswith("/v2") else exc.body()
+                response = JSONResponse(body, status_code=exc.status, headers=exc.headers)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -18,9 +18,17 @@ from concurrent.futures.process import BrokenProcessPool
 
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError
-from latentcast.service.formats import FORMATS
+from latentcast.service.formats import FORMATS, oip
 from latentcast.service.runtime import tune_gc
 from latentcast.service.validate import Job, Lookup, SpecLookup
+
+# what a decode process can decode, by key: the formats by media type, and the routes' own formats
+DECODERS = {**FORMATS, oip.KEY: oip}
+
+
+def key_of(fmt: object) -> str:
+    """The key a format is decoded by (in another process, where only the key travels)."""
+    return str(getattr(fmt, "KEY", None) or fmt.MEDIA_TYPE)  # type: ignore[attr-defined]
 
 
 def _start() -> None:
@@ -34,7 +42,7 @@ def _ping() -> bool:
 
 def decode(media: str, coding: str, body: bytes, params: Mapping[str, str], lookup: Lookup, s: Settings) -> Job:
     """The body, inflated if it was sent compressed (within LATENTCAST_MAX_BODY_BYTES), then decoded by its format."""
-    return FORMATS[media].decode(inflate(body, coding, s.max_body_bytes), params, lookup, s)
+    return DECODERS[media].decode(inflate(body, coding, s.max_body_bytes), params, lookup, s)
 
 
 ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")

@@ -27,7 +27,7 @@ from latentcast.service.decoding import DecodePool
 from latentcast.service.errors import ServiceError
 from latentcast.service.metrics import Metrics
 from latentcast.service.registry import choose_device, default_model_name, load_and_warm, measure
-from latentcast.service.routes import router
+from latentcast.service.routes import router, v2
 from latentcast.service.runtime import on_own_thread, tune_gc
 from latentcast.service.schemas import ForecastRequest
 from latentcast.service.state import AppState
@@ -127,14 +127,19 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     )
     app.state.latentcast = state
     app.include_router(router)
+    app.include_router(v2)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if request.url.path.startswith("/v2"):  # the Open Inference Protocol's error shape
+            return JSONResponse({"error": exc.detail}, status_code=exc.status, headers=exc.headers)
         return JSONResponse(exc.body(settings.max_errors), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own 404 and 405, in the same body shape as every other error."""
+        if request.url.path.startswith("/v2"):
+            return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
         return JSONResponse({"detail": exc.detail, "errors": []}, status_code=exc.status_code, headers=exc.headers)
 
     def openapi() -> dict[str, Any]:
@@ -152,7 +157,8 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     if settings.api_key is not None:
         private = {"/forecast", "/models"} | ({"/metrics"} if not settings.open_metrics else set())
         private |= DOCS if not settings.open_docs else set()
-        app.add_middleware(RequireKey, paths=private, key=settings.api_key.get_secret_value())
+        key = settings.api_key.get_secret_value()
+        app.add_middleware(RequireKey, paths=private, key=key, prefixes=("/v2/models/",))
     app.add_middleware(AccessLog, metrics=state.metrics)
     return app
 

@@ -4,6 +4,7 @@ limits, offloading and timing on the way are the app state's (`service.state.App
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -12,7 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from latentcast.service import openapi
 from latentcast.service.deps import Ready, State
 from latentcast.service.errors import ServiceError
+from latentcast.service.formats import oip
+from latentcast.service.registry import ServedModel
 from latentcast.service.schemas import ForecastResponse, ModelsResponse
+from latentcast.service.state import AppState
 
 router = APIRouter()
 
@@ -63,3 +67,76 @@ async def readyz(state: State) -> Response:
 async def metrics(state: State) -> Response:
     state.metrics.queue_series.set(state.batcher.queued_series if state.batcher else 0)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# The Open Inference Protocol v2 (KServe, Triton, Seldon clients), beside the native API: the same
+# limits, key, scheduler and answers as /forecast (service/formats/oip.py); errors as {"error": ...}.
+v2 = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the OIP's error answers: `{"error": "..."}`."""
+    why = {
+        400: "a tensor or parameter that is not valid",
+        401: "missing or wrong API key",
+        404: "no such model",
+        413: "over a limit (body, series, answer)",
+        415: "a Content-Encoding the server does not take",
+        422: "every series refused, or a bad option",
+        499: "the client went away",
+        503: "models still loading, or the queue is full",
+        504: "the request's time ran out",
+    }
+    example = {"application/json": {"example": {"error": "what is wrong and what to change"}}}
+    return {c: {"description": why[c], "content": example} for c in codes}
+
+
+@v2.get("", summary="Server metadata (OIP v2)")
+async def v2_server(request: Request) -> dict[str, Any]:
+    return {"name": "latentcast", "version": request.app.version, "extensions": []}
+
+
+@v2.get("/health/live", summary="Liveness (OIP v2)")
+async def v2_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@v2.get("/health/ready", summary="Readiness (OIP v2): 503 until the models are loaded", responses=_errors(503))
+async def v2_ready(state: State) -> Response:
+    return _v2_json({"ready": state.ready}, 200 if state.ready else 503)
+
+
+@v2.get("/models/{name}", summary="A model's inputs and outputs (OIP v2)", responses=_errors(401, 404, 503))
+async def v2_model(name: str, state: State) -> Response:
+    served = _v2_served(state, name)
+    b = served.bundle
+    return _v2_json(oip.metadata(b.name, b.version, tuple(b.channels)))
+
+
+@v2.get("/models/{name}/ready", summary="A model's readiness (OIP v2)", responses=_errors(401, 404, 503))
+async def v2_model_ready(name: str, state: State) -> Response:
+    _v2_served(state, name)
+    return _v2_json({"name": name, "ready": state.ready}, 200 if state.ready else 503)
+
+
+@v2.post(
+    "/models/{name}/infer",
+    summary="Forecast (OIP v2): tensors of flat series with per-series counts",
+    responses=_errors(400, 401, 404, 413, 415, 422, 499, 503, 504),
+)
+async def v2_infer(name: str, request: Request, state: State, _: Ready) -> Response:
+    incoming = await state.receive(request, oip, {"model": name})
+    fc = await state.forecast(incoming.job, incoming.deadline, lambda: _disconnected(request))
+    return await state.answer(incoming, fc)
+
+
+def _v2_served(state: AppState, name: str) -> ServedModel:
+    if not state.ready:
+        raise ServiceError(503, "models are still loading", headers={"Retry-After": "2"})
+    if name not in state.models:
+        raise ServiceError(404, f"model {name!r} is not served; served: {sorted(state.models)}")
+    return state.models[name]
+
+
+def _v2_json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

@@ -78,13 +78,13 @@ class AppState:
         size = fmt.decoded_size(body)
         if coding == "identity" and size <= s.offload_bytes:
             self.metrics.decodes.labels("inline").inc()
-            return decoding.decode(fmt.MEDIA_TYPE, coding, body, params, lookup, s)
+            return decoding.decode(decoding.key_of(fmt), coding, body, params, lookup, s)
         async with self._heavy():
             if self.decoder is not None:
                 self.metrics.decodes.labels("process").inc()
-                return await self.decoder.decode(fmt.MEDIA_TYPE, coding, body, params, lookup, s)
+                return await self.decoder.decode(decoding.key_of(fmt), coding, body, params, lookup, s)
             self.metrics.decodes.labels("thread").inc()
-            return await asyncio.to_thread(decoding.decode, fmt.MEDIA_TYPE, coding, body, params, lookup, s)
+            return await asyncio.to_thread(decoding.decode, decoding.key_of(fmt), coding, body, params, lookup, s)
 
     @property
     def lookup(self) -> SpecLookup:
@@ -119,19 +119,23 @@ class AppState:
         m.queue_seconds.observe(job.timing.get("queue", 0.0))
         return fc
 
-    async def receive(self, request: Request) -> Incoming:
-        """Read and decode a forecast request under the limits: the formats asked for, the body's size and
-        time, and the size its answer could take (413 before any solve)."""
+    async def receive(self, request: Request, route: Format | None = None, params: Mapping[str, str] = {}) -> Incoming:
+        """Read and decode a forecast request under the limits: the formats asked for (or the `route`'s own,
+        which takes `params` instead of the query string), the body's size and time, and the size its answer
+        could take (413 before any solve)."""
         t0 = time.perf_counter()
         settings = self.settings
         deadline = time.monotonic() + settings.request_timeout_s
         types = request.headers.getlist("content-type")
         if len(types) > 1:
             raise ServiceError(400, "Content-Type is given more than once; give it once")
-        body_format = formats.of_body(types[0] if types else None)
-        answer_format = formats.of_answer(", ".join(request.headers.getlist("accept")) or None, body_format)
+        if route is not None:
+            body_format = answer_format = route
+        else:
+            body_format = formats.of_body(types[0] if types else None)
+            answer_format = formats.of_answer(", ".join(request.headers.getlist("accept")) or None, body_format)
+            params = query_params(request)
         coding = content_encoding(", ".join(request.headers.getlist("content-encoding")) or None)
-        params = query_params(request)
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         job = await self.decode(body_format, coding, body, params)
         request.scope.setdefault("state", {})["series"] = job.n_series  # for the access metrics

@@ -137,6 +137,7 @@ class Job:
     refused: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     warnings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     on_error: OnError = "raise"
+    request_id: str | None = None  # a request's own id, echoed (the Open Inference Protocol's "id")
 
     @property
     def solver_used(self) -> SolverConfig:
