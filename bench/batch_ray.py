@@ -14,6 +14,7 @@ Engine overhead per series = (Ray wall time − one-process time) / series, at e
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=100_000)
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--gpus", type=float, default=0.0, help="GPUs per actor (the device's run; 0: CPU actors)")
     args = ap.parse_args()
     import ray
 
@@ -65,7 +67,8 @@ def main() -> None:
     for k, idx in enumerate(np.array_split(np.arange(len(shuffled)), 8)):
         shuffled.iloc[idx].to_parquet(work / "obs" / f"part-{k}.parquet", index=False)
 
-    model = latentcast.load("pbcseq", device="cpu", num_samples=args.samples)
+    device = "cuda" if args.gpus else "cpu"
+    model = latentcast.load("pbcseq", device=device, num_samples=args.samples)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
@@ -73,13 +76,22 @@ def main() -> None:
         one = time.perf_counter() - t0
     answered = expected["id"].nunique()
     rows: list[dict[str, Any]] = [
-        {"how": f"one process, Model.predict ({torch.get_num_threads()} threads)", "seconds": one}
+        {"how": f"one process, Model.predict on {device} ({torch.get_num_threads()} threads)", "seconds": one}
     ]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    cpus = os.cpu_count() or 2
+    gpus = torch.cuda.device_count() if args.gpus else 0
+    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     for w in (int(x) for x in args.workers.split(",")):
         out = work / f"out{w}"
         summary, _ = forecast_table(
-            work / "obs", out, "pbcseq", QUERY, concurrency=w, num_samples=args.samples, progress=False
+            work / "obs",
+            out,
+            "pbcseq",
+            QUERY,
+            concurrency=w,
+            num_samples=args.samples,
+            num_gpus=args.gpus,
+            progress=False,
         )
         assert summary.answered == answered, (summary, answered)
         rows.append({"how": f"Ray Data, {w} actor(s)", "seconds": summary.seconds, "summary": str(summary)})
@@ -99,6 +111,8 @@ def main() -> None:
         "series": args.series,
         "observations": len(table),
         "samples": args.samples,
+        "cpus": cpus,
+        "gpus_per_actor": args.gpus,
         "rows": rows,
     }
     results.write(ROOT / "bench" / "results", "batch_ray", r, markdown(r))
@@ -112,8 +126,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['device']}, commit {r['commit']}, {r['date']}. {r['series']:,} synthetic series in pbcseq's channels "
         f"({r['observations']:,} visits, 2–12 per series, 20% of values missing), 8 parquet files with each "
         f"series' rows spread over them; 3 query times per series, {r['samples']} latent samples, 3 quantiles. "
-        "Ray: a local cluster of 2 CPUs; each actor reserves what leaves Ray's read and shuffle tasks their "
-        "share (`latentcast.batch.reserved_cpus`) and runs torch on as many threads as Ray gives it (1).",
+        f"Ray: a local cluster of {r['cpus']} CPUs, {r['gpus_per_actor']:g} GPU per actor; each actor reserves "
+        "what leaves Ray's read and shuffle tasks their share (`latentcast.batch.reserved_cpus`) and runs torch "
+        "on as many threads as Ray gives it.",
         "",
         "| how | wall time (s) | series/s | overhead vs one process (ms/series) | max rel. diff. of the mean |",
         "|---|---|---|---|---|",
