@@ -24,6 +24,16 @@ class ServiceError(Exception):
     def __reduce__(self) -> tuple[type[ServiceError], tuple[int, str, list[dict[str, Any]], dict[str, str]]]:
         return ServiceError, (self.status, self.detail, self.errors, self.headers)  # raised in decode processes
 
+    def oip(self, max_errors: int | None = None) -> str:
+        """The Open Inference Protocol's `{"error": ...}` string: the detail, then every listed error (at
+        most `max_errors`) as `series 'id': msg`, since OIP has no place for a list."""
+        if len(self.errors) <= 1:
+            return self.detail
+        listed = self.errors if max_errors is None else self.errors[:max_errors]
+        lines = [f"series {e.get('series_id')!r}: {e.get('msg')}" for e in listed]
+        more = f"; and {len(self.errors) - len(listed)} more" if len(listed) < len(self.errors) else ""
+        return f"{self.detail} — " + "; ".join(lines) + more
+
     def body(self, max_errors: int | None = None) -> dict[str, Any]:
         """The JSON body; at most `max_errors` errors listed, with their total count when cut."""
         if max_errors is None or len(self.errors) <= max_errors:

@@ -131,8 +131,8 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        if request.url.path.startswith("/v2"):  # the Open Inference Protocol's error shape
-            return JSONResponse({"error": exc.detail}, status_code=exc.status, headers=exc.headers)
+        if request.url.path.startswith("/v2"):  # the Open Inference Protocol's error shape: one string
+            return JSONResponse({"error": exc.oip(settings.max_errors)}, status_code=exc.status, headers=exc.headers)
         return JSONResponse(exc.body(settings.max_errors), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)

@@ -106,6 +106,24 @@ async def v2_ready(state: State) -> Response:
     return _v2_json({"ready": state.ready}, 200 if state.ready else 503)
 
 
+@v2.get("/models/{name}/versions/{version}", include_in_schema=False)
+async def v2_model_version(name: str, version: str, state: State) -> Response:
+    _v2_version(state, name, version)
+    return await v2_model(name, state)
+
+
+@v2.get("/models/{name}/versions/{version}/ready", include_in_schema=False)
+async def v2_model_version_ready(name: str, version: str, state: State) -> Response:
+    _v2_version(state, name, version)
+    return await v2_model_ready(name, state)
+
+
+@v2.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
+async def v2_infer_version(name: str, version: str, request: Request, state: State, _: Ready) -> Response:
+    _v2_version(state, name, version)
+    return await v2_infer(name, request, state, None)
+
+
 @v2.get("/models/{name}", summary="A model's inputs and outputs (OIP v2)", responses=_errors(401, 404, 503))
 async def v2_model(name: str, state: State) -> Response:
     served = _v2_served(state, name)
@@ -115,7 +133,8 @@ async def v2_model(name: str, state: State) -> Response:
 
 @v2.get("/models/{name}/ready", summary="A model's readiness (OIP v2)", responses=_errors(401, 404, 503))
 async def v2_model_ready(name: str, state: State) -> Response:
-    _v2_served(state, name)
+    if state.ready:
+        _v2_served(state, name)
     return _v2_json({"name": name, "ready": state.ready}, 200 if state.ready else 503)
 
 
@@ -125,6 +144,10 @@ async def v2_model_ready(name: str, state: State) -> Response:
     responses=_errors(400, 401, 404, 413, 415, 422, 499, 503, 504),
 )
 async def v2_infer(name: str, request: Request, state: State, _: Ready) -> Response:
+    if "inference-header-content-length" in request.headers:  # Triton's binary tensor extension
+        raise ServiceError(
+            400, "binary tensor data is not supported: send JSON tensors (tritonclient: binary_data=False)"
+        )
     incoming = await state.receive(request, oip, {"model": name})
     fc = await state.forecast(incoming.job, incoming.deadline, lambda: _disconnected(request))
     return await state.answer(incoming, fc)
@@ -138,5 +161,12 @@ def _v2_served(state: AppState, name: str) -> ServedModel:
     return state.models[name]
 
 
+def _v2_version(state: AppState, name: str, version: str) -> None:
+    served = _v2_served(state, name)
+    if version != served.bundle.version:
+        raise ServiceError(404, f"model {name!r} has version {served.bundle.version!r}, not {version[:80]!r}")
+
+
 def _v2_json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    headers = {"Retry-After": "2"} if status == 503 else None
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)

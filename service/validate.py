@@ -157,8 +157,8 @@ class Job:
 
     @property
     def answer_values(self) -> int:
-        """Numbers in its answer: query times × channels × (1 + quantiles + samples)."""
-        return len(self.packed.queries) * self.model.n_channels * (1 + len(self.levels) + self.num_samples)
+        """Numbers in its answer: query times × channels × (point + mean + quantiles + samples)."""
+        return len(self.packed.queries) * self.model.n_channels * (2 + len(self.levels) + self.num_samples)
 
     def notes_bytes(self) -> int:
         """An upper bound on the bytes its errors and warnings take in an answer, known before solving: those

@@ -46,7 +46,7 @@ INPUTS: dict[str, tuple[str, int]] = {  # name → (datatype, rank)
     "query_time": ("FP64", 1),
 }
 NUMERIC = {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
-PARAMETERS = ("quantiles", "num_samples", "solver", "rtol", "atol", "on_error")
+PARAMETERS = ("quantiles", "solver", "rtol", "atol", "on_error")  # no samples: an OIP answer carries none
 # Triton's binary-tensor extension, which its client names in every request: the answer is JSON anyway
 CLIENT_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
 
@@ -94,12 +94,12 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
         raise ServiceError(400, f"inputs: missing tensor(s) {missing}; GET /v2/models/{model.name} lists them")
     ids, n_obs, n_q = tensors["series_id"], tensors["obs_count"], tensors["query_count"]
     b = len(ids)
-    for name in ("obs_count", "query_count"):
-        if len(tensors[name]) != b or (tensors[name] < 0).any():
-            raise ServiceError(400, f"{name}: must hold {b} counts ≥ 0, one per series_id")
-    for name, counts, rows in (("obs", n_obs, "obs_time"), ("query", n_q, "query_time")):
-        if int(counts.sum()) != len(tensors[rows]):
-            raise ServiceError(400, f"{rows}: has {len(tensors[rows])} times but {name}_count sums to {counts.sum()}")
+    for name, rows in (("obs_count", "obs_time"), ("query_count", "query_time")):
+        counts, total = tensors[name], len(tensors[rows])
+        if len(counts) != b or (counts < 0).any() or (counts > total).any():
+            raise ServiceError(400, f"{name}: must hold {b} counts, one per series_id, each in [0, {total}]")
+        if sum(int(c) for c in counts) != total:  # Python ints: an int64 sum could wrap
+            raise ServiceError(400, f"{rows}: has {total} times but {name} sums to {sum(int(c) for c in counts)}")
     values = tensors["obs_value"]
     if len(values) != len(tensors["obs_time"]):
         raise ServiceError(400, f"obs_value: has {len(values)} rows for {len(tensors['obs_time'])} obs_time")
@@ -127,8 +127,13 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
 
 
 def answer_bytes(job: Job) -> int:
-    """The JSON format's bound: the same numbers, written as JSON lists."""
-    return json_format.answer_bytes(job)
+    """An upper bound on `encode`'s answer: every number at most 18 bytes (a float32's or an int64's
+    shortest form and a separator), point, mean and each quantile per query time and channel, the
+    query times, the ids (escaped), and the errors and warnings."""
+    n_q = len(job.packed.queries)
+    values = n_q * job.model.n_channels * (2 + len(job.levels))
+    ids = sum(len(i.encode()) for i in job.packed.ids)
+    return 18 * (values + 2 * n_q + 3 * len(job.packed)) + 2 * ids + job.notes_bytes() + 4096
 
 
 def encode(job: Job, out: Outcome) -> bytes:
@@ -139,7 +144,7 @@ def encode(job: Job, out: Outcome) -> bytes:
     quant = np.stack([fc.quantiles[where[lv]] for lv in job.levels]) if job.levels else np.zeros((0, m, d))
 
     def tensor(name: str, datatype: str, array: Any, shape: list[int], **parameters: str) -> dict[str, Any]:
-        data = array.reshape(-1).tolist() if isinstance(array, np.ndarray) else list(array)
+        data = array.reshape(-1) if isinstance(array, np.ndarray) else list(array)  # float32 in its short form
         body = {"name": name, "datatype": datatype, "shape": shape, "data": data}
         return body | ({"parameters": parameters} if parameters else {})
 
@@ -185,7 +190,10 @@ def _parameters(raw: Any) -> dict[str, str]:
     raw = {k: v for k, v in raw.items() if k not in CLIENT_PARAMETERS}
     unknown = sorted(set(raw) - set(PARAMETERS))
     if unknown:
-        raise ServiceError(400, f"parameters: {unknown} unknown; the options are {list(PARAMETERS)}")
+        shown = ", ".join(_show(u, 40) for u in unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        )
+        raise ServiceError(400, f"parameters: {shown} unknown; the options are {list(PARAMETERS)}")
     out = {}
     for k, v in raw.items():
         if isinstance(v, list):
@@ -193,7 +201,15 @@ def _parameters(raw: Any) -> dict[str, str]:
         if not isinstance(v, str | int | float) or isinstance(v, bool):
             raise ServiceError(400, f"parameters.{k}: must be a string or a number")
         out[k] = str(v)
+    if out.get("on_error", "raise") not in ("raise", "skip"):
+        raise ServiceError(400, f"parameters.on_error: {_show(out['on_error'])} is not one of raise, skip")
     return out
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value in an error message, cut to `limit` characters: an error never echoes a whole body."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _tensor(raw: Any, k: int, d: int) -> tuple[str, np.ndarray]:
@@ -202,19 +218,22 @@ def _tensor(raw: Any, k: int, d: int) -> tuple[str, np.ndarray]:
         raise ServiceError(400, f"inputs[{k}]: a tensor needs a name, a datatype, a shape and data")
     name = raw["name"]
     if name not in INPUTS:
-        raise ServiceError(400, f"inputs[{k}]: tensor {name!r} is not an input; they are {list(INPUTS)}")
+        raise ServiceError(400, f"inputs[{k}]: tensor {_show(name, 40)} is not an input; they are {list(INPUTS)}")
     want, rank = INPUTS[name]
     datatype, shape, data = raw.get("datatype"), raw.get("shape"), raw.get("data")
     ok = {want} | (NUMERIC if want in ("FP64", "INT64") else set())
     if datatype not in ok:
-        raise ServiceError(400, f"{name}: datatype must be {want}, not {datatype!r}")
-    if not isinstance(shape, list) or len(shape) != rank or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise ServiceError(400, f"{name}: shape must be {rank} sizes ≥ 0, not {shape!r}")
+        raise ServiceError(400, f"{name}: datatype must be {want}, not {_show(datatype, 40)}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != rank
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise ServiceError(400, f"{name}: shape must be {rank} integer sizes ≥ 0, not {_show(shape, 40)}")
     if rank == 2 and shape[1] != d:
         raise ServiceError(400, f"{name}: shape[1] must be the model's {d} channels, not {shape[1]}")
-    flat = _flatten(data)
-    if len(flat) != int(np.prod(shape)):
-        raise ServiceError(400, f"{name}: {len(flat)} values for shape {shape}")
+    flat = _flatten(data, shape, name)
+    integers = want == "INT64" or datatype.startswith(("INT", "UINT"))
     try:
         if want == "BYTES":
             if not all(isinstance(x, str) for x in flat):
@@ -222,26 +241,38 @@ def _tensor(raw: Any, k: int, d: int) -> tuple[str, np.ndarray]:
             return name, np.asarray(flat, dtype=object)
         if want == "BOOL":
             if not all(isinstance(x, bool) for x in flat):
-                raise ValueError("booleans")
+                raise ValueError("booleans (true: observed)")
             return name, np.asarray(flat, dtype=bool).reshape(shape)
         if any(isinstance(x, bool) or not isinstance(x, int | float) for x in flat):
-            raise ValueError("numbers")
-        if want == "INT64":
+            raise ValueError("numbers (an unobserved value: 0 with obs_mask false)")
+        if integers:
             if any(isinstance(x, float) and not x.is_integer() for x in flat):
-                raise ValueError("integers")
-            return name, np.asarray(flat, dtype=np.int64).reshape(shape)
+                raise ValueError(f"integers, as its datatype {datatype} says")
+            if any(abs(x) >= 2**63 for x in flat):
+                raise ValueError("integers within ±2^63")
+            array = np.asarray(flat, dtype=np.int64).reshape(shape)
+            return name, array if want == "INT64" else array.astype(np.float64)
+        if any(isinstance(x, int) and abs(x) > 2**53 for x in flat):
+            raise ValueError("numbers within ±2^53 (float64's exact integers)")
         return name, np.asarray(flat, dtype=np.float64).reshape(shape)
     except (ValueError, OverflowError) as exc:
         raise ServiceError(400, f"{name}: data must be {exc.args[0]}") from None
 
 
-def _flatten(data: Any) -> list[Any]:
-    """OIP's data: a flat list, or nested lists in row-major order."""
+def _flatten(data: Any, shape: list[int], name: str) -> list[Any]:
+    """OIP's data: a flat list in row-major order, or nested lists that follow `shape` exactly."""
     if not isinstance(data, list):
-        return [data] if data is not None else []
+        raise ServiceError(400, f"{name}: data must be a list")
+    size = int(np.prod(shape))
     if all(not isinstance(x, list) for x in data):
+        if len(data) != size:
+            raise ServiceError(400, f"{name}: {len(data)} values for shape {shape}")
         return data
+    if len(shape) != 2 or len(data) != shape[0] or any(not isinstance(r, list) or len(r) != shape[1] for r in data):
+        raise ServiceError(400, f"{name}: nested data must be {shape[0]} rows of {shape[-1]} values (shape {shape})")
     out: list[Any] = []
-    for x in data:
-        out.extend(_flatten(x))
+    for row in data:
+        if any(isinstance(x, list) for x in row):
+            raise ServiceError(400, f"{name}: nested data must be {shape[0]} rows of {shape[-1]} values")
+        out.extend(row)
     return out

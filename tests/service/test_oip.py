@@ -116,3 +116,45 @@ def test_errors_are_oip_shaped_and_the_key_is_required(server: str) -> None:
     unknown = httpx.get(f"{server}/v2/models/nope", headers=headers, timeout=30)
     assert unknown.status_code == 404 and set(unknown.json()) == {"error"}
     assert httpx.get(f"{server}/v2", timeout=30).json()["name"] == "latentcast"
+
+
+def _body(counts: list[int], n_obs: int, *, nested: Any = None, **params: Any) -> dict[str, Any]:
+    d = len(CHANNELS)
+    values: Any = nested if nested is not None else [1.0] * (n_obs * d)
+    tensors = [
+        ("series_id", "BYTES", [len(counts)], [f"s{i}" for i in range(len(counts))]),
+        ("obs_count", "INT64", [len(counts)], counts),
+        ("obs_time", "FP64", [n_obs], [float(10 * i) for i in range(n_obs)]),
+        ("obs_value", "FP64", [n_obs, d], values),
+        ("query_count", "INT64", [len(counts)], [1] * len(counts)),
+        ("query_time", "FP64", [len(counts)], [1000.0] * len(counts)),
+    ]
+    body: dict[str, Any] = {"inputs": [{"name": n, "datatype": t, "shape": s, "data": x} for n, t, s, x in tensors]}
+    return body | ({"parameters": params} if params else {})
+
+
+def test_what_the_protocol_cannot_carry_is_a_400_that_says_what_to_change(server: str) -> None:
+    url, headers = f"{server}/v2/models/pbcseq/infer", {"X-API-Key": KEY}
+
+    def post(body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(url, json=body, headers=headers, timeout=30)
+
+    wrap = post(_body([2**62] * 4, 0))  # counts whose int64 sum wraps to 0
+    assert wrap.status_code == 400 and "each in [0, 0]" in wrap.json()["error"]
+    rows = [[1.0] * 6, [1.0] * 8, [1.0] * 7]  # 21 values for [3, 7], in rows of the wrong width
+    shifted = post(_body([3], 3, nested=rows))
+    assert shifted.status_code == 400 and "3 rows of 7 values" in shifted.json()["error"]
+    assert post(_body([3], 3, nested=[[1.0] * 7] * 3)).status_code == 200  # nested rows that fit
+    assert "on_error" in post(_body([3], 3, on_error="SKIP")).json()["error"]
+    assert "num_samples" in post(_body([3], 3, num_samples=256)).json()["error"]  # no samples in an answer
+    long = post(_body([3], 3, **{"x" * 100_000: 1}))
+    assert long.status_code == 400 and len(long.content) < 1000  # an error never echoes a whole body
+    bad = _body([1, 1], 2)
+    bad["inputs"][3]["data"] = [-1.0] * 14  # a negative bilirubin in both series: both refused, both named
+    refused = post(bad)
+    assert refused.status_code == 422 and "'s0'" in refused.json()["error"] and "'s1'" in refused.json()["error"]
+    version = httpx.get(f"{server}/v2/models/pbcseq", headers=headers, timeout=30).json()["versions"][0]
+    again = httpx.post(f"{server}/v2/models/pbcseq/versions/{version}/infer", json=_body([3], 3), headers=headers)
+    assert again.status_code == 200 and again.json()["model_version"] == version
+    other = httpx.post(f"{server}/v2/models/pbcseq/versions/0/infer", json=_body([3], 3), headers=headers)
+    assert other.status_code == 404 and version in other.json()["error"]
