@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bench import results
-from latentcast.models import Forecaster, PackedSeries, SolverConfig, load_checkpoint
+from latentcast.models import Forecaster, ModelBundle, PackedSeries, SolverConfig
 from latentcast.models.training import build_experiment, forecast_contexts, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +68,10 @@ def _seconds(fc: Forecaster, packed: PackedSeries, solver: SolverConfig, repeats
 
 
 def measure(name: str, repeats: int, batch_repeats: int, error_series: int) -> dict[str, Any]:
-    bundle = load_checkpoint(name)
+    bundle = ModelBundle.load(name)
     own = bundle.model.cfg.solver
     fc = Forecaster.from_bundle(bundle, num_samples=SAMPLES)
-    ref = Forecaster.from_bundle(load_checkpoint(name), num_samples=SAMPLES, dtype=torch.float64)
+    ref = Forecaster.from_bundle(ModelBundle.load(name), num_samples=SAMPLES, dtype=torch.float64)
     packed, truth = _packed(name)
     n = min(error_series, len(packed))  # the float64 reference is slow: errors on the first n series
     truth, packed_all, packed = truth[: packed.query_offsets[n]], packed, packed.take(0, n)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.anchors import CHANNELS
 from bench.solver import build
-from latentcast.models import ModelBundle, TimeSpec, save_checkpoint
+from latentcast.models import ModelBundle, TimeSpec
 from latentcast.models.training import Normalizer
 
 
@@ -23,7 +23,7 @@ def save(path: str | Path) -> Path:
     bundle = ModelBundle(
         "anchor", ours, norm, TimeSpec("unitless", 1.0), {"name": "anchor-shaped, random weights", "max_span": 3.0}
     )
-    return save_checkpoint(path, bundle)
+    return bundle.save(path)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
-from latentcast.models import Forecaster, Series, load_checkpoint, resolve_device, save_checkpoint
+from latentcast.models import Forecaster, ModelBundle, Series, resolve_device
 from latentcast.models.training import (
     BEST,
     METRICS,
@@ -64,7 +64,7 @@ def evaluate_spirals(
         if retrain or not (run / BEST).exists():
             train_model(exp, load_dataset(exp.data), run, device=str(dev), show_progress=show_progress)
         history = json.loads((run / METRICS).read_text())["history"]
-        bundle = load_checkpoint(run / BEST, dev)
+        bundle = ModelBundle.load(run / BEST, dev)
         test_ids = {s.id for s in load_dataset(exp.data).test}
         fc = Forecaster.from_bundle(bundle, dev, num_samples=64)
         rows = {}
@@ -90,7 +90,7 @@ def evaluate_spirals(
             "task": "spirals Table 2",
             "rmse_vs_truth": result["models"][kind]["rmse"],
         }
-        save_checkpoint(evaluated_path(run / BEST), bundle)
+        bundle.save(evaluated_path(run / BEST))
     results.write(out, "spirals", result, spirals_markdown(result))
     return result
 
@@ -150,7 +150,7 @@ def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto", save: Pat
     """Held-out patients: forecast each one's last visit from the earlier ones; normalised MSE per
     channel against LOCF and a per-patient linear trend; coverage of the 80% interval."""
     dev = resolve_device(device)
-    bundle = load_checkpoint(checkpoint, dev)
+    bundle = ModelBundle.load(checkpoint, dev)
     data_cfg = data_config(bundle)
     split = load_dataset(data_cfg)
     series = [s for s in split.test if len(s) >= 2]
@@ -177,7 +177,7 @@ def evaluate_pbcseq(checkpoint: Path, out: Path, device: str = "auto", save: Pat
         "locf_nmse": base["locf"]["nmse"],
         "linear_trend_nmse": base["linear_trend"]["nmse"],
     }
-    save_checkpoint(save or evaluated_path(checkpoint), bundle)
+    bundle.save(save or evaluated_path(checkpoint))
     results.write(out, "pbcseq", result, pbcseq_markdown(result))
     return result
 

@@ -15,13 +15,13 @@ import numpy as np
 
 from bench import results
 from bench.physionet import PUBLISHED, Scale, locf, score, targets
-from latentcast.models import Forecaster, load_checkpoint, resolve_device
+from latentcast.models import Forecaster, ModelBundle, resolve_device
 from latentcast.models.training import BEST, METRICS, build_experiment, load_dataset, train_model
 
 
 def forecast_test(checkpoint: Path, split: Any, scale: Scale, device: str, samples: int = 32) -> dict[str, Any]:
     """Means (for the MSE and MAE) and the 10-90% interval (for coverage) of every test target."""
-    bundle = load_checkpoint(checkpoint, device)
+    bundle = ModelBundle.load(checkpoint, device)
     fc = Forecaster.from_bundle(bundle, device, num_samples=samples)
     series, queries = targets(split.test)
     t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def evaluate_physionet(
             "mae_std": float(mae.std(ddof=1)) if len(mae) > 1 else 0.0,
             "runs": rows,
         },
-        "architecture": load_checkpoint(runs / "seed0" / BEST).config.describe() if rows else "",
+        "architecture": ModelBundle.load(runs / "seed0" / BEST).config.describe() if rows else "",
     }
     if rows:  # seed 0 again, through a real server with its default guards: the shipped model's answers
         from bench.physionet_served import served as serve_split

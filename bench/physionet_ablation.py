@@ -23,7 +23,7 @@ from typing import Any
 from bench import results
 from bench.evaluate_physionet import forecast_test
 from bench.physionet import Scale, locf, score, targets, validation_as_test
-from latentcast.models import load_checkpoint
+from latentcast.models import ModelBundle
 from latentcast.models.training import BEST, METRICS, ExperimentConfig, build_experiment, load_dataset, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def main() -> None:
             "minutes": m["wall_seconds_this_run"] / 60,
             "train_nfe": sum(h["train_nfe"] for h in m["history"]),
             "about": f.read_text().splitlines()[0].lstrip("# "),
-            "architecture": load_checkpoint(run / BEST).config.describe(),
+            "architecture": ModelBundle.load(run / BEST).config.describe(),
             "commit": results.commit(),
             "date": time.strftime("%Y-%m-%d"),
         }

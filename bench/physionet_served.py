@@ -25,7 +25,7 @@ from bench.physionet import Scale, score, targets
 from bench.server import ServerProcess
 from latentcast.client import LatentcastClient, LatentcastError
 from latentcast.frames import LatentcastWarning
-from latentcast.models import embedded_models
+from latentcast.models import ModelBundle
 from latentcast.models.training import build_experiment, load_dataset
 from latentcast.models.training.datasets import DatasetSplit
 
@@ -90,7 +90,7 @@ def main() -> None:
     scale = Scale.fit(split)
     r = served(args.checkpoint, split, scale, args.chunk)
     local = forecast_test(
-        args.checkpoint or next(p for p in embedded_models() if p.stem == "physionet2012"), split, scale, "cpu"
+        args.checkpoint or next(p for p in ModelBundle.embedded() if p.stem == "physionet2012"), split, scale, "cpu"
     )
     r["in_process_mse"] = local["mse"]
     if "mse" in r:

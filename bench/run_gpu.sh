@@ -29,7 +29,7 @@ for part in $PARTS; do
            timeout 150 python3 -m latentcast train --data pbcseq --out /tmp/gpu_train --device cuda --epochs 3 --quiet
            python3 - <<'PY'
 import json
-from latentcast.models import load_checkpoint
+from latentcast.models.checkpoint import load_checkpoint
 best = json.load(open("/tmp/gpu_train/metrics.json"))["best"]
 print("trained on cuda: best epoch", best["epoch"], "val_nmse", round(best["val_nmse"], 3))
 bundle = load_checkpoint("/tmp/gpu_train/best.pt", device="cpu")

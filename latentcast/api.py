@@ -42,10 +42,7 @@ from latentcast.models import (
     ModelBundle,
     PackedForecast,
     Status,
-    load_checkpoint,
-    pack,
     resolve_device,
-    save_checkpoint,
 )
 from latentcast.models.training import build_experiment, dataset_from_frame, train_model
 from latentcast.times import to_unit
@@ -194,7 +191,7 @@ class Model:
             k = int(offs[i]) + j
             return repr(str(times.as_column()[k]) if times.is_datetime else float(times.values[k]))
 
-        checked = pack(table.ids, ts, n_obs, table.values, tq, n_q, self.limits, show)
+        checked = self.limits.pack(table.ids, ts, n_obs, table.values, tq, n_q, show)
         refused = [self._note(x, table.keys, time_col) for x in checked.refused]
         if refused and on_error == "raise":
             raise Refused(refused, len(table))
@@ -301,7 +298,7 @@ class Model:
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint (loads again with `latentcast.load(path)` or `latentcast serve --model`)."""
-        return save_checkpoint(path, self.bundle)
+        return self.bundle.save(path)
 
 
 class SolverFailed(RuntimeError):
@@ -331,7 +328,7 @@ class Refused(DataError):
 def load(name_or_path: str | Path, device: str = "auto", **kwargs: Any) -> Model:
     """An embedded model by name ("pbcseq", "physionet2012", "spirals") or a checkpoint file; `kwargs` go to
     `Model`."""
-    return Model(load_checkpoint(name_or_path, resolve_device(device)), device, **kwargs)
+    return Model(ModelBundle.load(name_or_path, resolve_device(device)), device, **kwargs)
 
 
 def fit(
@@ -393,4 +390,4 @@ def fit(
         run = Path(out) if out is not None else Path(tmp)
         show = not quiet if progress is None else progress
         result = train_model(exp, split, run, device=device, show_progress=show)
-        return Model(load_checkpoint(result.best, resolve_device(device)), device)
+        return Model(ModelBundle.load(result.best, resolve_device(device)), device)

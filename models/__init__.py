@@ -1,13 +1,12 @@
 """latentcast.models: the inference core of latent ODEs for irregularly sampled, partly missing series.
 
 The public surface (everything else is internal; `latentcast.service` imports only this):
-- checkpoints: `ModelBundle`, `load_checkpoint` (a file or an embedded model's name), `save_checkpoint`,
-  `embedded_models`
-- forecasting: `Forecaster` (batches series through a model), `ThreadPolicy` (its CPU threads, fixed when
-  it is built), `Interrupted` (raised when its caller stops wanting a forecast part-way), `Status`
+- checkpoints: `ModelBundle` (`ModelBundle.load(path or embedded name)`, `.save(path)`, `.embedded()`)
+- forecasting: `Forecaster` (batches series through a model; its CPU threads fixed when it is built),
+  `Interrupted` (raised when its caller stops wanting a forecast part-way), `Status`
 - data: `Series`, `TimeSpec`, `PackedSeries`, `PackedForecast`, `SolverConfig`
-- input checks: `pack` (a request's arrays → accepted series, refusals and warnings as `Issue`s),
-  `Limits` (what a model takes); `ConfigError`, `DataError`
+- input checks: `Limits` (what a model takes; `Limits.pack`: a request's arrays → accepted series,
+  refusals and warnings as `Issue`s); `ConfigError`, `DataError`
 - devices: `resolve_device`
 
 Building and fitting models (configs, the `LatentODE` module, batches, the loop, cross-validation,
@@ -15,12 +14,12 @@ calibration, data sets) is `latentcast.models.training`, which the service never
 contract in pyproject.toml); continuous-depth layers are `latentcast.layers`.
 """
 
-from latentcast.models.checkpoint import ModelBundle, embedded_models, load_checkpoint, save_checkpoint
+from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.config import ConfigError, SolverConfig
 from latentcast.models.data import DataError, Series, TimeSpec
-from latentcast.models.device import ThreadPolicy, resolve_device
+from latentcast.models.device import resolve_device
 from latentcast.models.forecast import Forecaster
-from latentcast.models.guard import Issue, Limits, pack
+from latentcast.models.guard import Issue, Limits
 from latentcast.models.interrupt import Interrupted
 from latentcast.models.packed import PackedForecast, PackedSeries
 from latentcast.models.solve import Status
@@ -38,11 +37,6 @@ __all__ = [
     "Series",
     "SolverConfig",
     "Status",
-    "ThreadPolicy",
     "TimeSpec",
-    "embedded_models",
-    "load_checkpoint",
-    "pack",
     "resolve_device",
-    "save_checkpoint",
 ]

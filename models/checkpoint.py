@@ -107,6 +107,20 @@ class ModelBundle:
         span = self.data.get("max_span")
         return factor * float(span) if span else math.inf
 
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+        """A checkpoint file, or an embedded model's name ("pbcseq"), read and checked (`load_checkpoint`)."""
+        return load_checkpoint(path, device)
+
+    def save(self, path: str | Path, train_state: dict[str, Any] | None = None) -> Path:
+        """Write this bundle as a checkpoint (`save_checkpoint`); returns the path."""
+        return save_checkpoint(path, self, train_state)
+
+    @staticmethod
+    def embedded() -> list[Path]:
+        """The checkpoints shipped in the package (models/embedded/*.pt), sorted by name."""
+        return embedded_models()
+
 
 def weights_digest(model: nn.Module) -> str:
     """Short content hash of the weights: the model's version."""

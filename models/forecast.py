@@ -16,7 +16,7 @@ import torch
 from latentcast.models.checkpoint import ModelBundle
 from latentcast.models.config import SolverConfig
 from latentcast.models.data import Normalizer, Series
-from latentcast.models.device import ThreadPolicy
+from latentcast.models.device import SMALL_ROWS, ThreadPolicy
 from latentcast.models.interrupt import interruptible, poll
 from latentcast.models.latent_ode import LatentODE, Prediction
 from latentcast.models.packed import PackedForecast, PackedSeries
@@ -72,7 +72,8 @@ class Forecaster:
     series × query times × latent width) stays within `max_chunk_values`, so the memory a request
     takes does not grow with its size; results do not depend on the chunking. `spread` and
     `persistence`: the per-channel calibration fitted after training (models.training.calibrate).
-    `threads`: how many intra-op threads its CPU solves use, fixed here (`threads_for` says how many).
+    `small_rows`, `max_threads`: how many intra-op threads its CPU solves use (a `ThreadPolicy`, fixed
+    here; `threads_for` says how many a solve takes).
     """
 
     def __init__(
@@ -89,11 +90,13 @@ class Forecaster:
         spread: Sequence[float] | None = None,
         dtype: torch.dtype = torch.float32,
         validity: Validity | None = None,
-        threads: ThreadPolicy | None = None,
+        small_rows: int | None = None,
+        max_threads: int | None = None,
         persistence: Sequence[float] | None = None,
     ):
         self.model = model.to(device, dtype).eval()
-        self.threads = threads or ThreadPolicy()  # how many intra-op threads a CPU solve uses
+        # how many intra-op threads a CPU solve uses: one up to small_rows rows, at most max_threads
+        self.threads = ThreadPolicy(SMALL_ROWS if small_rows is None else small_rows, max_threads)
         self.dtype = dtype  # float64: a reference solve, for measuring the error of float32 ones
         self.normalizer = normalizer
         self.device = torch.device(device)

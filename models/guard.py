@@ -47,6 +47,20 @@ class Limits:
     strict: bool = False
     entry_error_scales: float = math.inf  # training set values this far out aside (data.outlier_z)
 
+    def pack(
+        self,
+        ids: list[str],
+        ts: np.ndarray,
+        n_obs: np.ndarray,
+        values: np.ndarray,
+        tq: np.ndarray,
+        n_q: np.ndarray,
+        show: Show,
+        positions: np.ndarray | None = None,
+    ) -> Checked:
+        """`pack` under these limits: the accepted series, the refusals and the warnings."""
+        return pack(ids, ts, n_obs, values, tq, n_q, self, show, positions)
+
 
 @dataclasses.dataclass(frozen=True)
 class Issue:

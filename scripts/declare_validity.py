@@ -15,8 +15,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from latentcast.models import Validity, load_checkpoint, save_checkpoint
+from latentcast.models.checkpoint import load_checkpoint, save_checkpoint
 from latentcast.models.training import build_experiment
+from latentcast.models.validity import Validity
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from latentcast.models import embedded_models
+from latentcast.models import ModelBundle
 
 RENAMED = {
     "LATENTCAST_MAX_VALUE_SIGMAS": "LATENTCAST_UNUSUAL_VALUE_SCALES",
@@ -210,13 +210,13 @@ class Settings(BaseSettings):
         for path in self.models:
             if not path.is_file():
                 raise ValueError(f"LATENTCAST_MODELS: {path} is not a file")
-        if not self.models and not embedded_models():
+        if not self.models and not ModelBundle.embedded():
             raise ValueError("no models: set LATENTCAST_MODELS or ship checkpoints in the package's models/embedded/")
         return self
 
     @property
     def model_paths(self) -> list[Path]:
-        return list(self.models) or embedded_models()
+        return list(self.models) or ModelBundle.embedded()
 
 
 @functools.lru_cache(maxsize=1)

@@ -17,8 +17,6 @@ from latentcast.models import (
     ModelBundle,
     PackedSeries,
     Series,
-    ThreadPolicy,
-    load_checkpoint,
     resolve_device,
 )
 from latentcast.service.config import Settings
@@ -79,7 +77,7 @@ def choose_device(setting: str) -> torch.device:
 def load_models(settings: Settings, device: torch.device) -> dict[str, ServedModel]:
     served: dict[str, ServedModel] = {}
     for path in settings.model_paths:
-        bundle = load_checkpoint(path, device)
+        bundle = ModelBundle.load(path, device)
         if bundle.name in served:
             raise RuntimeError(f"two checkpoints are named {bundle.name!r} ({path}); serve one of them")
         horizon = bundle.max_horizon(settings.max_horizon_factor)
@@ -103,14 +101,16 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
         # the thread policy, set once here: the main lane uses torch's threads as set at start-up, the
         # express lane's small solves one (a second set of OpenMP workers puts the main lane's to sleep)
         small = settings.cpu_small_batch_rows
-        main = ThreadPolicy(small, torch.get_num_threads())
-        forecaster = Forecaster.from_bundle(bundle, device, threads=main, **options)
+        forecaster = Forecaster.from_bundle(
+            bundle, device, small_rows=small, max_threads=torch.get_num_threads(), **options
+        )
         express = None
         if settings.express_seconds > 0:  # its own copy of the weights and buffers
             express = Forecaster.from_bundle(
                 dataclasses.replace(bundle, model=copy.deepcopy(bundle.model)),
                 device,
-                threads=ThreadPolicy(small, 1),
+                small_rows=small,
+                max_threads=1,
                 **options,
             )
         served[bundle.name] = ServedModel(bundle, forecaster, spec, express)

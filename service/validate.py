@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from latentcast.frames import offsets
-from latentcast.models import ConfigError, Issue, Limits, PackedSeries, SolverConfig, TimeSpec, pack
+from latentcast.models import ConfigError, Issue, Limits, PackedSeries, SolverConfig, TimeSpec
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
 
@@ -339,7 +339,7 @@ def build_job(
     (`pre`). Raises the 422 listing every refused series unless on_error is "skip"."""
     ts, n_obs, values, tq, n_q = arrays
     ids = [str(every_id[p]) for p in positions.tolist()]  # the accepted series have string ids
-    checked = pack(ids, ts, n_obs, values, tq, n_q, model.limits, show, positions)
+    checked = model.limits.pack(ids, ts, n_obs, values, tq, n_q, show, positions)
     refused = sorted([*pre, *checked.refused], key=lambda x: x.series)
     errors = [item(x, every_id) for x in refused]
     if errors and on_error == "raise":

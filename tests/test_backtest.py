@@ -72,7 +72,7 @@ def test_the_cli_backtests_as_typed_with_its_progress(toy, tmp_path) -> None:
     )
     assert code == 0 and "━" not in out and (tmp_path / "q" / "scores.csv").exists()
     # --unseen, as typed: a model fitted on ten of the thirty series scores the other twenty
-    from latentcast.models import load_checkpoint, save_checkpoint
+    from latentcast.models.checkpoint import load_checkpoint, save_checkpoint
 
     bundle = load_checkpoint(toy)
     bundle.data["fitted_ids"] = sorted(set(_table()["id"]))[:10]

@@ -66,3 +66,14 @@ def test_no_module_is_loaded_twice_under_two_names() -> None:
 
     twice = [m for m in sys.modules if m.split(".")[0] in ("models", "service")]
     assert twice == []
+
+
+def test_the_inference_core_keeps_a_small_documented_facade() -> None:
+    """`latentcast.models` exports about a dozen names, each named in its docstring; the rest is reached
+    through them (ModelBundle.load/save/embedded, Limits.pack) or lives in training and layers."""
+    import latentcast.models
+
+    names = latentcast.models.__all__
+    assert len(names) <= 15, names
+    doc = latentcast.models.__doc__ or ""
+    assert [n for n in names if f"`{n}`" not in doc] == []

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from latentcast.models import ModelBundle, TimeSpec, save_checkpoint
+from latentcast.models import ModelBundle, TimeSpec
+from latentcast.models.checkpoint import save_checkpoint
 from latentcast.models.config import SolverConfig
 from latentcast.models.data import Normalizer
 from latentcast.models.latent_ode import LatentODE

@@ -21,9 +21,8 @@ from latentcast.models import (
     ModelBundle,
     SolverConfig,
     TimeSpec,
-    load_checkpoint,
-    save_checkpoint,
 )
+from latentcast.models.checkpoint import load_checkpoint, save_checkpoint
 from latentcast.models.data import Normalizer
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.packed import PackedSeries
