@@ -220,11 +220,14 @@ class AccessLog:
         except Exception:  # a bug: one line to the client, the traceback to the log, the connection closed
             log.exception("unhandled error in request %s", rid)
             if not started:
-                body = {"detail": f"internal error (request id {rid}); this is a bug", "errors": []}
+                msg = f"internal error (request id {rid}); this is a bug"
+                body = {"error": msg} if scope["path"].startswith("/v2") else {"detail": msg, "errors": []}
                 await JSONResponse(body, 500, headers={"Connection": "close"})(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
             path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            if path == "other" and scope["path"].startswith("/v2/models/") and scope["path"].endswith("/infer"):
+                path = "/v2/models/{name}/infer"  # one label for every model: the metric's cardinality stays bounded
             self.metrics.requests.labels(path, str(status)).inc()
             if status >= 400:
                 self.metrics.errors.labels(path, str(status)).inc()

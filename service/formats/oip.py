@@ -94,6 +94,8 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
         raise ServiceError(400, f"inputs: missing tensor(s) {missing}; GET /v2/models/{model.name} lists them")
     ids, n_obs, n_q = tensors["series_id"], tensors["obs_count"], tensors["query_count"]
     b = len(ids)
+    if b == 0:
+        raise ServiceError(400, "series_id: shape [0]; send at least one series")
     for name, rows in (("obs_count", "obs_time"), ("query_count", "query_time")):
         counts, total = tensors[name], len(tensors[rows])
         if len(counts) != b or (counts < 0).any() or (counts > total).any():

@@ -139,6 +139,8 @@ def test_what_the_protocol_cannot_carry_is_a_400_that_says_what_to_change(server
     def post(body: dict[str, Any]) -> httpx.Response:
         return httpx.post(url, json=body, headers=headers, timeout=30)
 
+    empty = post(_body([], 0))
+    assert empty.status_code == 400 and "series_id" in empty.json()["error"]
     wrap = post(_body([2**62] * 4, 0))  # counts whose int64 sum wraps to 0
     assert wrap.status_code == 400 and "each in [0, 0]" in wrap.json()["error"]
     rows = [[1.0] * 6, [1.0] * 8, [1.0] * 7]  # 21 values for [3, 7], in rows of the wrong width
