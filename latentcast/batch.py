@@ -126,19 +126,25 @@ class Scorer:
             orphans = [k for k in pd.unique(queries[self.id_col]) if str(k) not in seen]
             msg = "query times for an id with no observations: not forecast"
             parts.append(self._issues([{"id": k, "field": "query_times", "msg": msg} for k in orphans], WARNING))
-        ids = pd.unique(obs[self.id_col])
+        # each series' rows, found once: a chunk is a slice of them, not a scan of the block
+        codes, ids = pd.factorize(obs[self.id_col])
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(ids) + 1))
+        wanted = np.arange(len(ids))
         if self.listed is None:
-            unasked = [i for i in ids if str(i) not in by_id]
+            asked = np.array([str(i) in by_id for i in ids], dtype=bool)
             msg = "no query time for this series"
-            parts.append(self._issues([{"id": i, "field": "query_times", "msg": msg} for i in unasked], ERROR))
-            ids = [i for i in ids if str(i) in by_id]
-        for start in range(0, len(ids), self.series_per_batch):
-            chunk = ids[start : start + self.series_per_batch]
-            query: Any = self.listed if self.listed is not None else {str(i): by_id[str(i)] for i in chunk}
+            unasked = [{"id": ids[k], "field": "query_times", "msg": msg} for k in np.flatnonzero(~asked)]
+            parts.append(self._issues(unasked, ERROR))
+            wanted = wanted[asked]
+        for start in range(0, len(wanted), self.series_per_batch):
+            chunk = wanted[start : start + self.series_per_batch]
+            rows = np.concatenate([order[bounds[k] : bounds[k + 1]] for k in chunk])
+            query: Any = self.listed if self.listed is not None else {str(ids[k]): by_id[str(ids[k])] for k in chunk}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", LatentcastWarning)  # listed in attrs["warnings"]
                 fc = self.model.predict(
-                    obs[obs[self.id_col].isin(chunk)],
+                    obs.iloc[np.sort(rows)],
                     query,
                     id_col=self.id_col,
                     time_col=self.time_col,
@@ -306,8 +312,8 @@ def forecast_table(
         for name, ds in parts.items():
             ds.write_parquet(f"{str(output).rstrip('/')}/{name}")
     counts = {k: v.count() for k, v in parts.items()}
-    answered = _distinct(parts["forecasts"], id_col)
-    refused = _distinct(parts["errors"], id_col)
+    answered = len(parts["forecasts"].unique(id_col)) if counts["forecasts"] else 0
+    refused = len(parts["errors"].unique(id_col)) if counts["errors"] else 0
     summary = BatchSummary(
         series=answered + refused,
         answered=answered,
@@ -350,9 +356,3 @@ def _tag_obs(batch: pd.DataFrame) -> pd.DataFrame:
 def _tag_queries(batch: pd.DataFrame, fill: Mapping[str, Any], order: Sequence[str]) -> pd.DataFrame:
     out = batch.assign(**dict.fromkeys(fill, np.nan), **{QUERY: True})
     return out[[*order, QUERY]]
-
-
-def _distinct(ds: ray.data.Dataset, col: str) -> int:
-    if ds.count() == 0:
-        return 0
-    return len(ds.unique(col))

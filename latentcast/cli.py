@@ -353,11 +353,7 @@ def forecast(
         qt = read_long_table(Path(query_times.strip()))
         queries = {sid: list(g["time"]) for sid, g in qt.groupby(qt["id"])}
     else:
-        parts = [p.strip() for p in query_times.split(",") if p.strip()]
-        try:
-            queries = [float(p) for p in parts]
-        except ValueError:
-            queries = parts
+        queries = _time_list(query_times)
     levels = [float(q) for q in quantiles.split(",") if q.strip()]
     if solver not in (None, "fast", "default", "precise"):
         raise typer.BadParameter(f"{solver!r} is not one of fast, default, precise", param_hint="--solver")
@@ -418,6 +414,15 @@ def forecast(
         typer.echo(f"wrote {plot}: series {', '.join(drawn)}{how}", err=True)
 
 
+def _time_list(text: str) -> list[float] | list[str]:
+    """--query-times as typed: comma-separated numbers (the model's time unit), else date-times."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        return parts
+
+
 def _forecast_on_ray(
     input: Path,
     output: Path | None,
@@ -442,11 +447,7 @@ def _forecast_on_ray(
     text = query_times.strip()
     queries: Any = Path(text)
     if not text.lower().endswith(".parquet") and not Path(text).is_dir():
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        try:
-            queries = [float(p) for p in parts]
-        except ValueError:
-            queries = parts
+        queries = _time_list(text)
     summary, _ = forecast_table(
         input,
         output,
