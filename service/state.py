@@ -119,7 +119,9 @@ class AppState:
         m.queue_seconds.observe(job.timing.get("queue", 0.0))
         return fc
 
-    async def receive(self, request: Request, route: Format | None = None, params: Mapping[str, str] = {}) -> Incoming:
+    async def receive(
+        self, request: Request, route: Format | None = None, params: Mapping[str, str] | None = None
+    ) -> Incoming:
         """Read and decode a forecast request under the limits: the formats asked for (or the `route`'s own,
         which takes `params` instead of the query string), the body's size and time, and the size its answer
         could take (413 before any solve)."""
@@ -131,6 +133,7 @@ class AppState:
             raise ServiceError(400, "Content-Type is given more than once; give it once")
         if route is not None:
             body_format = answer_format = route
+            params = params or {}
         else:
             body_format = formats.of_body(types[0] if types else None)
             answer_format = formats.of_answer(", ".join(request.headers.getlist("accept")) or None, body_format)
