@@ -20,7 +20,9 @@ How it runs, on Ray Data (no scheduler of our own):
    `num_gpus` gives each actor a GPU.
 4. The answers are materialized once and written as three parquet directories.
 
-A refused series never fails the job: it is listed in `errors`, and the other series are answered.
+A refused series never fails the job (the policy is always on_error="skip"): it is listed in `errors`, and
+the other series are answered; so is a series the query times leave out. A second run into the same
+`output` replaces the three directories; an empty one holds an empty file with the columns.
 """
 
 from __future__ import annotations
@@ -258,6 +260,7 @@ def forecast_table(
         if name not in names:
             raise ValueError(f"input: no column {name!r} (columns: {names})")
     datetime_times = _is_datetime(obs, time_col)
+    rows = obs.count()  # the observations alone: parquet metadata, before the query rows join them
     table: ray.data.Dataset | None = None
     listed: Sequence[Any] | Mapping[Any, Sequence[Any]] | None = None
     if isinstance(query_times, (str, Path)) or hasattr(query_times, "schema"):
@@ -271,7 +274,6 @@ def forecast_table(
         listed = query_times
         if isinstance(listed, str) or not isinstance(listed, Sequence | np.ndarray | Mapping):
             raise ValueError("query_times: a list, a mapping id → list, or a table (path or Dataset) of id, time")
-    rows = obs.count()
     n_parts = partitions or max(2 * concurrency, math.ceil(rows / ROWS_PER_PARTITION))
     grouped = obs.repartition(n_parts, keys=[id_col], sort=True)
     options = {
@@ -302,16 +304,21 @@ def forecast_table(
     ).materialize()
     forecast_cols = [id_col, time_col, "channel", "point", "mean", *[quantile_column(lv) for lv in levels]]
     kind = col(KIND)
-    parts = {
-        "forecasts": scored.filter(expr=kind == FORECAST).select_columns(forecast_cols),
-        "errors": scored.filter(expr=kind == ERROR).select_columns([id_col, "field", "msg"]),
-        "warnings": scored.filter(expr=kind == WARNING).select_columns([id_col, "field", "msg", "issue"]),
+    columns = {
+        "forecasts": (FORECAST, forecast_cols),
+        "errors": (ERROR, [id_col, "field", "msg"]),
+        "warnings": (WARNING, [id_col, "field", "msg", "issue"]),
     }
+    parts = {name: scored.filter(expr=kind == k).select_columns(cols) for name, (k, cols) in columns.items()}
     parts = {k: v.materialize() for k, v in parts.items()}
-    if output is not None:
-        for name, ds in parts.items():
-            ds.write_parquet(f"{str(output).rstrip('/')}/{name}")
     counts = {k: v.count() for k, v in parts.items()}
+    if output is not None:  # replaced, not appended to, on a second run; an empty part is an empty file
+        for name, ds in parts.items():
+            where = f"{str(output).rstrip('/')}/{name}"
+            ds.write_parquet(where, mode=ray.data.SaveMode.OVERWRITE)
+            if counts[name] == 0 and "://" not in where:
+                Path(where).mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(columns=columns[name][1]).to_parquet(Path(where) / "empty.parquet", index=False)
     answered = len(parts["forecasts"].unique(id_col)) if counts["forecasts"] else 0
     refused = len(parts["errors"].unique(id_col)) if counts["errors"] else 0
     summary = BatchSummary(

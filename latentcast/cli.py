@@ -309,7 +309,11 @@ def forecast(
     rtol: Annotated[float | None, typer.Option(help="solver relative tolerance (wins over --solver's)")] = None,
     atol: Annotated[float | None, typer.Option(help="solver absolute tolerance (wins over --solver's)")] = None,
     on_error: Annotated[
-        str, typer.Option(help="raise: any refused series fails the run; skip: forecast the others, list the rest")
+        str,
+        typer.Option(
+            help="raise: any refused series fails the run; skip: forecast the others, list the rest "
+            "(--engine ray always skips: refused series go to OUTPUT/errors)"
+        ),
     ] = "raise",
     extra_columns: Annotated[
         str, typer.Option(help="error: a column that is not id, time or a channel stops the run; ignore: drop it")

@@ -147,6 +147,8 @@ def test_the_cli_forecasts_a_table_on_ray_with_its_progress_bars_on_a_terminal(t
     got = pd.read_parquet(tmp_path / "out" / "forecasts")
     assert len(got) == 826 and set(got.columns) >= {"id", "time", "channel", "point", "mean", "q0.1", "q0.9"}
     assert len(pd.read_parquet(tmp_path / "out" / "errors")) == 1
+    code, out = _run_on_a_terminal([*args, "--query-times", "4000,4400"], tmp_path)  # the same again
+    assert code == 0 and len(pd.read_parquet(tmp_path / "out" / "forecasts")) == 826  # replaced, not appended
 
     code, out = _run_on_a_terminal(["forecast", "--engine", "ray", "--input", "obs", "--query-times", "1"], tmp_path)
     assert code != 0 and "--engine ray needs --output DIR and --model" in out
