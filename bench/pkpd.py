@@ -3,9 +3,10 @@
 Each subject has a static weight (kg) and an elimination rate; bolus doses (mg) arrive at irregular
 hours; the concentration is the superposition of the doses' decays,
 
-    C(t) = Σ_{t_d ≤ t} (dose_d / V) · exp(−k · (t − t_d)),   V = v_per_kg · weight,
+    C(t) = Σ_{t_d < t} (dose_d / V) · exp(−k · (t − t_d)),   V = v_per_kg · weight,
 
-observed sparsely (3–8 samples per subject at random hours) with 10% multiplicative noise. The long
+observed sparsely (3–8 samples per subject at distinct random hours) with 10% multiplicative noise. A
+sample at a dose's time is taken before the dose (latentcast's events count from just after their time). The long
 table has the shape `latentcast train --events dose --static weight` will read: `id, time, conc, dose,
 weight`, a dose row carrying only `dose` (and `weight`), a sample row only `conc` (and `weight`).
 
@@ -26,9 +27,10 @@ NOISE = 0.10  # multiplicative (log-normal) sampling noise
 
 
 def concentration(times: np.ndarray, dose_times: np.ndarray, doses: np.ndarray, volume: float, k: float) -> np.ndarray:
-    """C(t) (mg/l) at `times` (h) from bolus `doses` (mg) at `dose_times` (h): the doses' decays, summed."""
+    """C(t) (mg/l) at `times` (h) from bolus `doses` (mg) at `dose_times` (h): the decays of the doses
+    before each time, summed."""
     dt = times[:, None] - dose_times[None, :]  # (T, n_doses)
-    return np.where(dt >= 0, doses[None, :] / volume * np.exp(-k * np.clip(dt, 0, None)), 0.0).sum(axis=1)
+    return np.where(dt > 0, doses[None, :] / volume * np.exp(-k * np.clip(dt, 0, None)), 0.0).sum(axis=1)
 
 
 def make_pkpd(subjects: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -42,7 +44,7 @@ def make_pkpd(subjects: int = 200, seed: int = 0) -> pd.DataFrame:
         dose_times = np.sort(np.round(rng.uniform(0, 72, n_doses), 2))
         dose_times[0] = 0.0
         doses = np.round(rng.choice([100.0, 200.0, 300.0, 400.0], n_doses) * rng.uniform(0.9, 1.1, n_doses), 1)
-        sample_times = np.sort(np.round(rng.uniform(0.5, 96, int(rng.integers(3, 9))), 2))
+        sample_times = np.unique(np.round(rng.uniform(0.5, 96, int(rng.integers(3, 9))), 2))
         conc = concentration(sample_times, dose_times, doses, V_PER_KG * weight, k)
         conc = np.round(conc * np.exp(rng.normal(0, NOISE, len(conc))), 4)
         sid = f"s{s:04d}"

@@ -13,6 +13,7 @@ time × channel.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import warnings
@@ -31,6 +32,7 @@ from latentcast.frames import (
     from_frame,
     note_outcome,
     note_solver,
+    offsets,
     query_table,
     to_frame,
 )
@@ -44,6 +46,7 @@ from latentcast.models import (
     Status,
     resolve_device,
 )
+from latentcast.models.inputs import PackedInputs, SeriesInputs, split_inputs
 from latentcast.models.training import build_experiment, dataset_from_frame, train_model
 from latentcast.times import to_unit
 
@@ -181,17 +184,30 @@ class Model:
             config = self.forecaster.solver.at_accuracy(solver, rtol, atol)
         except ConfigError as exc:
             raise DataError(str(exc)) from None
-        table = from_frame(obs, self.channels, id_col, time_col, extra_columns)
+        spec = self.bundle.inputs
+        table = from_frame(obs, [*self.channels, *spec.columns], id_col, time_col, extra_columns)
         queries, q_off = query_table(table, query_times, id_col, time_col)
         ts, tq = self._unit(table.times, time_col), self._unit(queries, "query_times")
-        n_obs, n_q = np.diff(table.offsets), np.diff(q_off)
+        d = len(self.channels)
+        rows = np.ones(len(ts), dtype=bool)
+        held: list[SeriesInputs] = []
+        if spec:  # rows with only event values are events, not observations
+            rows, held = split_inputs(table.ids, ts, table.values, table.offsets, d, len(spec.events), spec.static)
+        obs_times = Times(table.times.values[rows], table.times.is_datetime)
+        obs_off = offsets(np.add.reduceat(rows.astype(np.int64), table.offsets[:-1]) if len(table) else [])
+        n_obs, n_q = np.diff(obs_off), np.diff(q_off)
 
         def show(field: str, i: int, j: int) -> str:
-            times, offs = (table.times, table.offsets) if field == "timestamps" else (queries, q_off)
+            times, offs = (obs_times, obs_off) if field == "timestamps" else (queries, q_off)
             k = int(offs[i]) + j
             return repr(str(times.as_column()[k]) if times.is_datetime else float(times.values[k]))
 
-        checked = self.limits.pack(table.ids, ts, n_obs, table.values, tq, n_q, show)
+        checked = self.limits.pack(table.ids, ts[rows], n_obs, table.values[rows, :d], tq, n_q, show)
+        if spec:
+            origins = ts[rows][obs_off[:-1][checked.positions]] if len(checked.positions) else np.zeros(0)
+            mine = [held[int(p)] for p in checked.positions]
+            packed = PackedInputs.in_model_time(mine, origins, self.bundle.time.scale, spec)
+            checked = dataclasses.replace(checked, packed=dataclasses.replace(checked.packed, inputs=packed))
         refused = [self._note(x, table.keys, time_col) for x in checked.refused]
         if refused and on_error == "raise":
             raise Refused(refused, len(table))
@@ -234,6 +250,18 @@ class Model:
         )
         out = note_solver(out, config.used(), [table.keys[p] for p in rows.tolist()], fc.nfe)
         missing = [c for c in self.channels if c not in obs.columns]
+        absent_inputs = [c for c in spec.columns if c not in obs.columns]
+        if absent_inputs:
+            notes.insert(
+                0,
+                {
+                    "id": None,
+                    "field": "columns",
+                    "msg": f"inputs not in the table, forecast as none known: {', '.join(absent_inputs)} (events: "
+                    "no event past or planned; static: the training mean)",
+                    "kind": "missing_inputs",
+                },
+            )
         if missing:
             notes.insert(
                 0,
@@ -285,16 +313,22 @@ class Model:
         return to_unit(times.values, self.bundle.time.unit)
 
     def backtest(
-        self, obs: pd.DataFrame, task: Literal["last", "half"] = "last", id_col: str = "id", time_col: str = "time"
+        self,
+        obs: pd.DataFrame,
+        task: Literal["last", "half"] = "last",
+        id_col: str = "id",
+        time_col: str = "time",
+        future_inputs: bool = True,
     ) -> Backtest:
         """Hold out each series' last point (task "last") or the second half of its points ("half"),
         forecast them from the rest, and score the forecasts beside LOCF and a linear trend: NMSE, MAE,
-        CRPS and 50/80/95% coverage per channel on the data's scale (`latentcast.backtest`)."""
+        CRPS and 50/80/95% coverage per channel on the data's scale (`latentcast.backtest`). A model with
+        events is given the events after the cut too (the plan), unless `future_inputs=False`."""
         from latentcast.backtest import backtest
 
         with warnings.catch_warnings():  # the held-out predictions' warnings are not the user's question
             warnings.simplefilter("ignore", LatentcastWarning)
-            return backtest(self, obs, task, id_col, time_col)
+            return backtest(self, obs, task, id_col, time_col, future_inputs=future_inputs)
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint (loads again with `latentcast.load(path)` or `latentcast serve --model`)."""
@@ -335,6 +369,8 @@ def fit(
     obs: pd.DataFrame,
     channels: Sequence[str],
     *,
+    events: Sequence[str] = (),
+    static: Sequence[str] = (),
     time_unit: str | None = None,
     time_scale: float | None = None,
     log_channels: Sequence[str] | None = None,
@@ -363,13 +399,18 @@ def fit(
     "unknown", for every channel (a list) or per channel (a mapping). Both are stored in the model.
     `config`: a TOML/JSON file or a dict overriding the default recipe (models/training/configs/default.toml), e.g.
     {"model": {"latent_dim": 16}, "train": {"batch_size": 32}}. `out`: keep the run directory
-    (best.pt, last.pt, metrics.json); by default it is temporary. A progress bar shows each epoch on
+    (best.pt, last.pt, metrics.json); by default it is temporary. events, static: input columns
+    (`latentcast.models.inputs`): event values at the times they happen (doses: rows carrying only them
+    are events, not observations) and one value per series (age, weight); a forecast then takes them
+    the same way, future events as rows after the last observation. A progress bar shows each epoch on
     stderr (`quiet=True`: none; `progress` is its former, opposite switch).
     """
     overrides = dict(config) if isinstance(config, Mapping) else {}
     data = {
         "name": name,
         "channels": list(channels),
+        "events": list(events),
+        "static": list(static),
         "log_channels": list(log_channels) if log_channels is not None else None,
         "time_unit": time_unit,
         "time_scale": time_scale,

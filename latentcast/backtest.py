@@ -173,13 +173,29 @@ def backtest(
     time_col: str = "time",
     on_chunk: Callable[[int, int], None] | None = None,
     chunk: int = 256,
+    future_inputs: bool = True,
 ) -> Backtest:
     """Hold out the last point (or second half) of each series of `obs`, forecast it from the rest with
-    `model`, and score it beside LOCF and a linear trend. `on_chunk(done, total)` reports progress."""
+    `model`, and score it beside LOCF and a linear trend. `on_chunk(done, total)` reports progress.
+
+    Points are rows that observe a channel. For a model with events (`models.inputs`), every event of a
+    series is given with its context, those after the cut being the plan the forecast is asked under;
+    `future_inputs=False` gives only those up to the last context observation."""
     channels = [c for c in model.channels if c in obs.columns]
     if not channels:
         raise DataError(f"none of the model's channels ({', '.join(model.channels)}) is a column of the table")
-    context, held = split_series(obs[[id_col, time_col, *channels]], task, id_col, time_col)
+    spec = model.bundle.inputs
+    inputs = [c for c in spec.columns if c in obs.columns]
+    seen = obs[channels].notna().any(axis=1)
+    context, held = split_series(obs.loc[seen, [id_col, time_col, *channels, *inputs]], task, id_col, time_col)
+    if [c for c in spec.events if c in obs.columns]:  # events stay known: the past, and the plan unless told not
+        events = obs.loc[obs[list(spec.events)].notna().any(axis=1), [id_col, time_col, *inputs]]
+        if not future_inputs:
+            last = context.groupby(id_col)[time_col].max()
+            at = parse_times(events[time_col], time_col).values
+            until = parse_times(events[id_col].map(last), time_col).values
+            events = events[at <= until]
+        context = pd.concat([context.drop(columns=list(spec.events)), events], ignore_index=True)
     if held.empty:
         raise DataError("no series has two or more rows: nothing to hold out")
     ids = list(dict.fromkeys(held[id_col]))

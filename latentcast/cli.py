@@ -62,6 +62,17 @@ def train_cmd(
     seed: Annotated[int | None, typer.Option(help="training seed")] = None,
     epochs: Annotated[int | None, typer.Option(help="override the number of epochs")] = None,
     channels: Annotated[str | None, typer.Option(help="for a user file: channel columns, comma-separated")] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            help="for a user file: event columns (doses, treatments: a value at the time it happens), comma-separated;"
+            " a row with only event values is an event, not an observation"
+        ),
+    ] = None,
+    static: Annotated[
+        str | None,
+        typer.Option(help="for a user file: static covariate columns (one value per series), comma-separated"),
+    ] = None,
     log_channels: Annotated[
         str | None, typer.Option(help="channels to model on a log scale (default: chosen from the data)")
     ] = None,
@@ -114,6 +125,8 @@ def train_cmd(
             data_values = {
                 "name": data,
                 "channels": _split_list(channels),
+                "events": _split_list(events),
+                "static": _split_list(static),
                 "log_channels": [] if no_log_channels else _split_list(log_channels),
                 "time_unit": time_unit,
                 "time_scale": time_scale,

@@ -20,6 +20,7 @@ from torch import nn
 
 from latentcast.models.config import ConfigError, ModelConfig, from_dict, to_dict
 from latentcast.models.data import DataError, Normalizer, TimeSpec
+from latentcast.models.inputs import InputSpec
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.rnn_baseline import RNNBaseline
 from latentcast.models.validity import Validity
@@ -55,7 +56,12 @@ class CheckpointError(ValueError):
 MODELS: dict[str, type[LatentODE] | type[RNNBaseline]] = {"latent_ode": LatentODE, "rnn": RNNBaseline}
 
 
-def build_model(cfg: ModelConfig, n_channels: int) -> LatentODE | RNNBaseline:
+def build_model(cfg: ModelConfig, n_channels: int, inputs: InputSpec | None = None) -> LatentODE | RNNBaseline:
+    """The module for `cfg`; `inputs` (events, static covariates) only for a latent ODE."""
+    if inputs:
+        if cfg.kind != "latent_ode":
+            raise ConfigError(f"model.kind {cfg.kind!r} takes no inputs (events/static); use latent_ode")
+        return LatentODE(cfg, n_channels, inputs)
     return MODELS[cfg.kind](cfg, n_channels)
 
 
@@ -94,6 +100,11 @@ class ModelBundle:
     @property
     def channels(self) -> tuple[str, ...]:
         return self.normalizer.channels
+
+    @property
+    def inputs(self) -> InputSpec:
+        """The events and static covariates the model takes (none: an empty spec)."""
+        return getattr(self.model, "inputs", None) or InputSpec()
 
     @property
     def entry_error_scales(self) -> float:
@@ -165,6 +176,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, train_state: dict[str
         "calibration": list(bundle.calibration) if bundle.calibration is not None else None,
         "persistence": list(bundle.persistence) if bundle.persistence is not None else None,
         "validity": bundle.limits.to_dict(),
+        "inputs": bundle.inputs.to_dict(),
     }
     if train_state is not None:
         payload["train_state"] = plain(train_state)
@@ -207,9 +219,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
             method = (payload.get("data") or {}).get("config", {}).get("normalize") or ""
             normalizer = dataclasses.replace(normalizer, method=str(method))
         time = TimeSpec(**payload["time"])
+        inputs = InputSpec.from_dict(payload.get("inputs"))
+        model = build_model(cfg, int(payload["n_channels"]), inputs)
     except (ConfigError, DataError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: its configuration is not valid ({type(exc).__name__}: {exc})") from None
-    model = build_model(cfg, int(payload["n_channels"]))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

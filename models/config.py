@@ -124,6 +124,7 @@ class ModelConfig:
     anchor: where z0 lives. "first": at the first observation, encoder runs backwards (the papers).
         "last": at the last observation, encoder runs forwards (fresher state for forecasting).
     obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.
+    input_rates: learned decay rates (compartments) per event kind, for a model with inputs.
     residual: "none": the decoder gives values. "level": the decoded trajectory is the change from each
         channel's last observed value in the context (the encoder still sees absolute values), so "no
         change" costs the model nothing. (true / false read as "level" / "none".)
@@ -146,6 +147,7 @@ class ModelConfig:
     min_std: float = 1e-3
     residual: Residual = "none"
     static_channels: tuple[int, ...] = ()
+    input_rates: int = 4
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
@@ -170,6 +172,7 @@ class ModelConfig:
             "model.static_channels",
             f"must be distinct channel indices >= 0, got {list(self.static_channels)}",
         )
+        _check(1 <= self.input_rates <= 32, "model.input_rates", "must be in [1, 32] (compartments per event kind)")
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")
         _check(self.obs_std > self.min_std > 0, "model.obs_std", "must exceed model.min_std > 0")
 
@@ -292,11 +295,14 @@ class DataConfig:
     every channel); values outside are set aside in training and serving, forecasts clipped to them.
     missing_values: channel (or "*") → the values a source writes for "unknown" (e.g. [-1]); read as not
     observed. bounds_source: where the bounds come from (shown with them). All three go into the
-    checkpoint (`models.validity`).
+    checkpoint (`models.validity`). events, static: input columns beside the channels (`models.inputs`):
+    values at the times they happen (doses), and one value per series (age, weight).
     """
 
     name: str = "spirals"
     channels: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    static: tuple[str, ...] = ()
     log_channels: tuple[str, ...] | None = None
     time_unit: str | None = None
     time_scale: float | None = None

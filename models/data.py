@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from latentcast.frames import DataError, from_frame, offsets, parse_times
+from latentcast.models.inputs import BatchInputs, InputSpec, SeriesInputs, collate_inputs, split_inputs
 from latentcast.times import TIME_UNITS, to_unit
 
 
@@ -27,7 +28,9 @@ class Series:
     times: (n,) float64 model time, strictly increasing. values: (n, D) float32 raw units, NaN =
     not observed; every row has at least one observed value. truth: (n, D) noise-free values where a
     synthetic data set knows them (evaluation only). n_context: how many leading points a data set
-    designates as the observation window (the rest is the forecast window), if it does.
+    designates as the observation window (the rest is the forecast window), if it does. inputs: its
+    events and static covariates (`models.inputs`), for a model that takes them; events are known in
+    the past and the future of any cut.
     """
 
     id: str
@@ -35,6 +38,7 @@ class Series:
     values: np.ndarray
     truth: np.ndarray | None = None
     n_context: int | None = None
+    inputs: SeriesInputs | None = None
 
     def __len__(self) -> int:
         return len(self.times)
@@ -42,6 +46,11 @@ class Series:
     @property
     def mask(self) -> np.ndarray:
         return ~np.isnan(self.values)
+
+    def scaled(self, factor: float) -> Series:
+        """The same series with its times (and its events' times) multiplied by `factor`."""
+        inputs = self.inputs.scaled(factor) if self.inputs is not None else None
+        return dataclasses.replace(self, times=self.times * factor, inputs=inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +85,14 @@ def series_from_frame(
     spec: TimeSpec,
     id_col: str = "id",
     time_col: str = "time",
+    events: Sequence[str] = (),
+    static: Sequence[str] = (),
 ) -> list[Series]:
     """Long table → one `Series` per id, sorted by time (the table → arrays step is `latentcast.frames`).
+
+    `events` and `static` name input columns (`models.inputs`): each series keeps its events (rows with
+    an event value, before or after its observations) and its one value of each static column in
+    `Series.inputs`; a row with only event values is not an observation.
 
     Every channel must be a column. Rows with no observed channel are dropped; series left with no
     observation are dropped. Rows of one series at one time are merged where they agree (a repeated row,
@@ -86,17 +101,27 @@ def series_from_frame(
     """
     if not channels:
         raise DataError("name at least one channel")
-    absent = [c for c in (id_col, time_col, *channels) if c not in frame.columns]
+    absent = [c for c in (id_col, time_col, *channels, *events, *static) if c not in frame.columns]
     if absent:
         raise DataError(f"columns {absent} not in the table (it has {list(frame.columns)})")
-    flat = from_frame(frame, channels, id_col, time_col)
+    InputSpec(tuple(events), tuple(static))  # names each column once
+    overlap = sorted(set(channels) & {*events, *static})
+    if overlap:
+        raise DataError(f"columns {overlap} are named both as channels and as inputs; name each once")
+    flat = from_frame(frame, [*channels, *events, *static], id_col, time_col)
     if flat.times.is_datetime:
         if spec.unit == "unitless":
             raise DataError(f"column {time_col!r}: this data/model takes numeric times, not date-times")
         times = to_unit(flat.times.values, spec.unit) * spec.scale
     else:
         times = flat.times.values * spec.scale
-    vals = flat.values.astype(np.float32)
+    d = len(channels)
+    allv = flat.values.astype(np.float32)
+    held: list[SeriesInputs | None] = [None] * len(flat.ids)
+    if events or static:
+        _, found = split_inputs(flat.ids, times, allv, flat.offsets, d, len(events), static)
+        held = list(found)
+    vals = allv[:, :d]
     out: list[Series] = []
     twice: list[str] = []
     for i, (a, z) in enumerate(zip(flat.offsets[:-1], flat.offsets[1:], strict=True)):
@@ -109,7 +134,7 @@ def series_from_frame(
             shown = flat.times.as_column()[a:z][keep].iloc[int(dup[0])]
             twice.append(f"series {flat.ids[i]!r} at {shown}")
             continue
-        out.append(Series(id=flat.ids[i], times=t, values=vals[a:z][keep]))
+        out.append(Series(id=flat.ids[i], times=t, values=vals[a:z][keep], inputs=held[i]))
     if twice:
         raise DataError(
             f"{len(twice)} series {'has' if len(twice) == 1 else 'have'} two rows at one time (column "
@@ -252,6 +277,7 @@ class Batch:
     tgt_*: all points of each series (context and forecast window), padded to Tt.
         tgt_t (B, Tt), tgt_x (B, Tt, D), tgt_m (B, Tt, D) (0 on padding), tgt_future (B, Tt) bool
     anchor: (B,) float64 absolute model time of each series' z0.
+    inputs: the series' events and static covariates (`models.inputs`), for a model that takes them.
     """
 
     ids: list[str]
@@ -264,6 +290,7 @@ class Batch:
     tgt_m: torch.Tensor
     tgt_future: torch.Tensor
     anchor: torch.Tensor
+    inputs: BatchInputs | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
         """Move the model's inputs (floating ones to `dtype` if given); `anchor` (float64 bookkeeping)
@@ -274,7 +301,8 @@ class Batch:
             return x.to(device, dtype) if dtype is not None and x.is_floating_point() else x.to(device)
 
         moved: dict[str, Any] = {k: move(getattr(self, k)) for k in tensors}
-        return dataclasses.replace(self, **moved)
+        inputs = self.inputs.to(device, dtype) if self.inputs is not None else None
+        return dataclasses.replace(self, **moved, inputs=inputs)
 
     @property
     def size(self) -> int:
@@ -331,9 +359,12 @@ def collate(
     normalizer: Normalizer,
     n_context: Sequence[int] | None = None,
     anchor: str = "first",
+    inputs: InputSpec | None = None,
 ) -> Batch:
     """Series → padded `Batch`. n_context[i] leading points of series i feed the encoder (default:
-    the series' own n_context, else all points); the targets are all points of the series."""
+    the series' own n_context, else all points); the targets are all points of the series. With
+    `inputs` (a model's), the batch holds the series' events (all of them: past and future of the cut)
+    and static covariates."""
     if not series:
         raise DataError("cannot collate zero series")
     if n_context is None:
@@ -366,6 +397,7 @@ def collate(
         tgt_m=torch.as_tensor(~np.isnan(tgt_x), dtype=f32),
         tgt_future=torch.as_tensor(future),
         anchor=torch.as_tensor(anchors, dtype=torch.float64),
+        inputs=collate_inputs([s.inputs for s in series], inputs, anchors) if inputs else None,
     )
 
 

@@ -44,15 +44,28 @@ def processing_order(
     return xp * mp, mp, dt[..., None]
 
 
+def reorder(extra: torch.Tensor, lengths: torch.Tensor, anchor: str) -> torch.Tensor:
+    """Per-point extra inputs (B, T, X), chronological → processing order (as `processing_order`), 0 on
+    padding."""
+    b, tmax, _ = extra.shape
+    j = torch.arange(tmax, device=extra.device).expand(b, tmax)
+    valid = (j < lengths[:, None])[..., None]
+    if anchor == "first":
+        idx = (lengths[:, None] - 1 - j).clamp(min=0)
+        extra = extra.gather(1, idx[..., None].expand_as(extra))
+    return extra * valid
+
+
 class GRUEncoder(nn.Module):
-    """GRU over processing-ordered [x·m, m, Δt]; final state → (mean, log-variance) of z0."""
+    """GRU over processing-ordered [x·m, m, Δt] (and `n_extra` known inputs per point, `models.inputs`);
+    final state → (mean, log-variance) of z0."""
 
     inputs_per_channel = 2
 
-    def __init__(self, cfg: ModelConfig, n_channels: int):
+    def __init__(self, cfg: ModelConfig, n_channels: int, n_extra: int = 0):
         super().__init__()
         self.anchor = cfg.anchor
-        self.gru = nn.GRU(self.inputs_per_channel * n_channels + 1, cfg.encoder_hidden, batch_first=True)
+        self.gru = nn.GRU(self.inputs_per_channel * n_channels + 1 + n_extra, cfg.encoder_hidden, batch_first=True)
         self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
 
     def inputs(self, xp: torch.Tensor, mp: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
@@ -60,9 +73,16 @@ class GRUEncoder(nn.Module):
         return torch.cat([xp, mp, dt], dim=-1)
 
     def forward(
-        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
+        self,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        m: torch.Tensor,
+        lengths: torch.Tensor,
+        extra: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = self.inputs(*processing_order(t, x, m, lengths, self.anchor))
+        if extra is not None:
+            inputs = torch.cat([inputs, reorder(extra, lengths, self.anchor)], dim=-1)
         n = lengths.cpu()
         if bool((n == inputs.shape[1]).all()):  # no padding (e.g. one series): the GRU reads it as is
             _, h = self.gru(inputs)  # h: (1, B, H)
@@ -79,8 +99,8 @@ class DecayGRUEncoder(GRUEncoder):
 
     inputs_per_channel = 3
 
-    def __init__(self, cfg: ModelConfig, n_channels: int):
-        super().__init__(cfg, n_channels)
+    def __init__(self, cfg: ModelConfig, n_channels: int, n_extra: int = 0):
+        super().__init__(cfg, n_channels, n_extra)
         self.w = nn.Parameter(torch.full((n_channels,), 0.5))
         self.b = nn.Parameter(torch.zeros(n_channels))
 
@@ -112,13 +132,20 @@ class ContinuousEncoder(nn.Module):
         raise NotImplementedError
 
     def update(self, h: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """h (B, H) after the point with values x · m and mask m (B, D)."""
+        """h (B, H) after the point with values x · m and mask m (B, D) (and any extra inputs after x)."""
         raise NotImplementedError
 
     def forward(
-        self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor, lengths: torch.Tensor
+        self,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        m: torch.Tensor,
+        lengths: torch.Tensor,
+        extra: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         xp, mp, dt = processing_order(t, x, m, lengths, self.anchor)
+        if extra is not None:
+            xp = torch.cat([xp, reorder(extra, lengths, self.anchor)], dim=-1)
         b, tmax, _ = xp.shape
         h = xp.new_zeros(b, self.hidden)
         for j in range(tmax):
@@ -137,12 +164,12 @@ class ODERNNEncoder(ContinuousEncoder):
     gap, so every series has its own Δt); at each point a GRU cell takes [x·m, m]. Final state → (mean,
     log-variance) of z0."""
 
-    def __init__(self, cfg: ModelConfig, n_channels: int):
+    def __init__(self, cfg: ModelConfig, n_channels: int, n_extra: int = 0):
         super().__init__()
         self.anchor = cfg.anchor
         self.substeps = cfg.encoder_substeps
         self.g = mlp(cfg.encoder_hidden, cfg.encoder_ode_hidden, 1, cfg.encoder_hidden, "tanh")
-        self.cell = nn.GRUCell(2 * n_channels, cfg.encoder_hidden)
+        self.cell = nn.GRUCell(2 * n_channels + n_extra, cfg.encoder_hidden)
         self.out = nn.Linear(cfg.encoder_hidden, 2 * cfg.latent_dim)
         self.hidden = cfg.encoder_hidden
 
@@ -167,5 +194,5 @@ class ODERNNEncoder(ContinuousEncoder):
 ENCODERS: dict[str, type[nn.Module]] = {"gru": GRUEncoder, "decay": DecayGRUEncoder, "odernn": ODERNNEncoder}
 
 
-def make_encoder(cfg: ModelConfig, n_channels: int) -> nn.Module:
-    return ENCODERS[cfg.encoder](cfg, n_channels)
+def make_encoder(cfg: ModelConfig, n_channels: int, n_extra: int = 0) -> nn.Module:
+    return ENCODERS[cfg.encoder](cfg, n_channels, n_extra)

@@ -246,7 +246,7 @@ class Forecaster:
         deadlines: np.ndarray | None,
         solver: SolverConfig,
     ) -> PackedForecast:
-        batch = packed.context_batch(self.normalizer, self.model.cfg.anchor)
+        batch = packed.context_batch(self.normalizer, self.model.cfg.anchor, getattr(self.model, "inputs", None))
         rel, row, col = packed.padded_queries(batch.anchor.numpy())
         batch = batch.to(self.device, self.dtype)
         query = torch.as_tensor(rel, dtype=self.dtype, device=self.device)

@@ -19,6 +19,7 @@ from latentcast.models.decoder import Decoder, gaussian_log_density
 from latentcast.models.device import ThreadPolicy, intra_op_threads
 from latentcast.models.dynamics import Dynamics
 from latentcast.models.encoder import make_encoder
+from latentcast.models.inputs import InputEffect, InputSpec
 from latentcast.models.quantiles import mixture_quantiles, standard_normal_draws
 from latentcast.models.solve import GraphCache, odeint_grid, solve_per_series
 
@@ -59,15 +60,30 @@ def gather_times(batch: Batch, mask: torch.Tensor | None = None) -> tuple[torch.
 
 
 class LatentODE(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_channels: int):
+    """`inputs`: the events and static covariates the model takes (`models.inputs`; none by default):
+    their compartments join the decoder's output and, with the statics, the encoder's inputs."""
+
+    def __init__(self, cfg: ModelConfig, n_channels: int, inputs: InputSpec | None = None):
         super().__init__()
         self.cfg = cfg
         self.n_channels = n_channels
+        self.inputs = inputs or InputSpec()
         if any(i >= n_channels for i in cfg.static_channels):
             raise ValueError(f"model.static_channels {list(cfg.static_channels)}: the data has {n_channels} channels")
-        self.encoder = make_encoder(cfg, n_channels)
+        self.effect = InputEffect(self.inputs, n_channels, cfg.input_rates) if self.inputs else None
+        n_extra = self.effect.n_features + self.effect.n_static if self.effect is not None else 0
+        self.encoder = make_encoder(cfg, n_channels, n_extra)
         self.dynamics = Dynamics(cfg)
         self.decoder = Decoder(cfg, n_channels)
+
+    def input_effect(self, batch: Batch, t: torch.Tensor) -> torch.Tensor | None:
+        """What the batch's inputs add to the decoded channels at times t (B, T): (B, T, D), or None for a
+        model without inputs. A batch without them, for a model with them, is a ValueError."""
+        if self.effect is None:
+            return None
+        if batch.inputs is None:
+            raise ValueError("this model takes inputs (events/static); the batch carries none")
+        return self.effect(t, batch.inputs)
 
     def with_static(self, z0: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
@@ -100,7 +116,12 @@ class LatentODE(nn.Module):
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z0 | context): mean and log-variance, (B, L) each."""
-        mean, logvar = self.encoder(batch.ctx_t, batch.ctx_x, batch.ctx_m, batch.ctx_len)
+        extra = None
+        if self.effect is not None:
+            if batch.inputs is None:
+                raise ValueError("this model takes inputs (events/static); the batch carries none")
+            extra = self.effect.encoder_inputs(batch.ctx_t, batch.inputs)  # (B, Tc, X)
+        mean, logvar = self.encoder(batch.ctx_t, batch.ctx_x, batch.ctx_m, batch.ctx_len, extra)
         return mean, logvar.clamp(-20.0, 10.0)
 
     def loss(
@@ -140,6 +161,9 @@ class LatentODE(nn.Module):
         zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
+        effect = self.input_effect(batch, batch.tgt_t)
+        if effect is not None:
+            x_hat = x_hat + effect
         if self.cfg.residual != "none":  # changes from each channel's last observed value (0 where none)
             x_hat = x_hat + last[None, :, None, :]
         weighted = mask if channel_weight is None else mask * channel_weight
@@ -218,6 +242,9 @@ class LatentODE(nn.Module):
             )
             x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
             x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
+            effect = self.input_effect(batch, query_t)
+            if effect is not None:
+                x = x + effect
             if self.cfg.residual != "none":
                 x = x + last[None, :, None, :]
             if persistence is not None:  # near a channel's last value, the forecast moves toward it

@@ -18,6 +18,7 @@ import torch
 
 from latentcast.frames import offsets
 from latentcast.models.data import Batch, Normalizer, Series, pad, rows_cols
+from latentcast.models.inputs import InputSpec, PackedInputs, SeriesInputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,8 @@ class PackedSeries:
     ids: B names. times (N,) float64 absolute model time, strictly increasing within a series.
     values (N, D) float32 raw units, NaN = not observed (every row has an observed value).
     offsets (B + 1,) int64. queries (M,) float64 absolute model time, any order, ≥ 1 per series.
-    query_offsets (B + 1,) int64.
+    query_offsets (B + 1,) int64. inputs: the series' events and static covariates (`models.inputs`),
+    for a model that takes them (None: none given).
     """
 
     ids: list[str]
@@ -36,6 +38,7 @@ class PackedSeries:
     offsets: np.ndarray
     queries: np.ndarray
     query_offsets: np.ndarray
+    inputs: PackedInputs | None = None
 
     def __post_init__(self) -> None:
         b = len(self.ids)
@@ -47,6 +50,8 @@ class PackedSeries:
             raise ValueError("PackedSeries: times, values and offsets disagree")
         if len(self.queries) != self.query_offsets[-1]:
             raise ValueError("PackedSeries: queries and query_offsets disagree")
+        if self.inputs is not None and len(self.inputs.offsets) != b + 1:
+            raise ValueError("PackedSeries: inputs for another number of series")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -65,6 +70,12 @@ class PackedSeries:
             if not 1 <= c <= len(s):
                 raise ValueError(f"series {s.id!r}: context length {c} outside [1, {len(s)}]")
         d = series[0].values.shape[1] if series else 0
+        held = next((s.inputs for s in series if s.inputs is not None), None)
+        inputs = None
+        if held is not None:
+            e, st = held.values.shape[1], len(held.static)
+            none = SeriesInputs(np.zeros(0), np.zeros((0, e), np.float32), np.full(st, np.nan, np.float32))
+            inputs = PackedInputs.from_series([s.inputs if s.inputs is not None else none for s in series], e, st)
         return cls(
             ids=[s.id for s in series],
             times=np.concatenate([s.times[:c] for s, c in zip(series, ctx, strict=True)]) if series else np.zeros(0),
@@ -76,6 +87,7 @@ class PackedSeries:
             offsets=offsets(np.asarray(ctx, dtype=np.int64)),
             queries=np.concatenate([np.asarray(q, dtype=np.float64) for q in queries]) if series else np.zeros(0),
             query_offsets=offsets(np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))),
+            inputs=inputs,
         )
 
     @classmethod
@@ -89,6 +101,7 @@ class PackedSeries:
             offsets=offsets(np.concatenate([np.diff(p.offsets) for p in parts])),
             queries=np.concatenate([p.queries for p in parts]),
             query_offsets=offsets(np.concatenate([np.diff(p.query_offsets) for p in parts])),
+            inputs=_concat_inputs([p.inputs for p in parts]),
         )
 
     def take(self, start: int, stop: int) -> PackedSeries:
@@ -101,6 +114,7 @@ class PackedSeries:
             offsets=o[start : stop + 1] - o[start],
             queries=self.queries[q[start] : q[stop]],
             query_offsets=q[start : stop + 1] - q[start],
+            inputs=self.inputs.take(start, stop) if self.inputs is not None else None,
         )
 
     def with_values(self, values: np.ndarray) -> PackedSeries:
@@ -118,9 +132,10 @@ class PackedSeries:
         """(B,) absolute time of each series' z0: its first ("first") or last ("last") observation."""
         return self.times[self.offsets[:-1]] if anchor == "first" else self.times[self.offsets[1:] - 1]
 
-    def context_batch(self, normalizer: Normalizer, anchor: str) -> Batch:
+    def context_batch(self, normalizer: Normalizer, anchor: str, inputs: InputSpec | None = None) -> Batch:
         """The encoder's padded input: all points of every series are context (and targets), padded as
-        `models.data.collate` pads them."""
+        `models.data.collate` pads them; with `inputs` (a model's), the series' events and statics (none
+        held: no events, unknown statics)."""
         counts = np.diff(self.offsets)
         anchors = self.anchors(anchor)
         f32 = torch.float32
@@ -139,7 +154,16 @@ class PackedSeries:
             tgt_m=ctx_m,
             tgt_future=torch.zeros(len(self), ctx_t.shape[1], dtype=torch.bool),
             anchor=torch.as_tensor(anchors, dtype=torch.float64),
+            inputs=self._inputs(inputs).batch(inputs, anchors) if inputs else None,
         )
+
+    def _inputs(self, spec: InputSpec) -> PackedInputs:
+        """The held inputs, or none of `spec`'s kinds for every series."""
+        if self.inputs is not None:
+            return self.inputs
+        e, s = len(spec.events), len(spec.static)
+        none = SeriesInputs(np.zeros(0), np.zeros((0, e), np.float32), np.full(s, np.nan, np.float32))
+        return PackedInputs.from_series([none] * len(self), e, s)
 
     def padded_queries(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(B, Qmax) query times relative to each anchor, each row padded with its own last query (the
@@ -150,6 +174,17 @@ class PackedSeries:
         out = np.repeat(rel[self.query_offsets[1:] - 1][:, None], int(counts.max()), axis=1)
         out[row, col] = rel
         return out, row, col
+
+
+def _concat_inputs(parts: Sequence[PackedInputs | None]) -> PackedInputs | None:
+    """Inputs of consecutive parts: None when no part holds any (a part without them while others hold
+    them is a ValueError: they would not line up)."""
+    if all(p is None for p in parts):
+        return None
+    held = [p for p in parts if p is not None]
+    if len(held) != len(parts):
+        raise ValueError("PackedSeries.concat: some parts hold inputs and some do not")
+    return PackedInputs.concat(held, held[0].values.shape[1], held[0].static.shape[1])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -164,7 +164,7 @@ def _setup(
     split = dataclasses.replace(split, train=kept_train.series, val=kept_val.series)
     outliers = {"train": kept_train.outliers, "validation": kept_val.outliers}
     out_of_bounds = {"train": valid_train.outliers, "validation": valid_val.outliers}
-    model = build_model(exp.model, len(split.channels)).to(dev)
+    model = build_model(exp.model, len(split.channels), split.inputs).to(dev)
     weights = channel_weights(split.train, tc.channel_balance)
     cw = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=dev)  # (D,)
     loss_fn = distributed.LossModule(model)
@@ -238,7 +238,7 @@ def _epoch(
     for step in range(steps):
         part = [split.train[i] for i in batches[step]]
         ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
-        batch = collate(part, run.normalizer, ctx, exp.model.anchor).to(dev)
+        batch = collate(part, run.normalizer, ctx, exp.model.anchor, split.inputs).to(dev)
         kl = kl_weight(exp, epoch + step / steps)
         loss, stats, ok = run.step_fn(
             batch, kl, tc.iwae_samples, tc.likelihood == "forecast", tc.max_target_times,

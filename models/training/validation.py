@@ -23,7 +23,10 @@ def validate(bundle: ModelBundle, split: DatasetSplit, exp: ExperimentConfig, de
         torch.manual_seed(exp.train.seed + 10_000)
         for start in range(0, len(series), exp.train.batch_size):
             part = series[start : start + exp.train.batch_size]
-            batch = collate(part, bundle.normalizer, contexts[start : start + len(part)], model.cfg.anchor).to(device)
+            batch = collate(
+                part, bundle.normalizer, contexts[start : start + len(part)], model.cfg.anchor, bundle.inputs
+            )
+            batch = batch.to(device)
             loss, _ = model.loss(batch, forecast_only=exp.train.likelihood == "forecast")
             n = float(batch.tgt_m.sum())
             total += float(loss) * n

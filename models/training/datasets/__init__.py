@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pandas as pd
 from latentcast.frames import parse_times, read_long_table
 from latentcast.models.config import DataConfig
 from latentcast.models.data import DataError, TimeSpec, series_from_frame, split_ids
+from latentcast.models.inputs import InputSpec
 from latentcast.models.training.datasets.base import DatasetSplit, split_series
 from latentcast.models.training.datasets.pbcseq import load_pbcseq
 from latentcast.models.training.datasets.physionet2012 import load_physionet2012
@@ -59,7 +59,9 @@ def dataset_from_frame(
     if not cfg.channels:
         raise DataError(f"data {cfg.name!r}: name the channels to model (--channels a,b,c)")
     unit, unit_rule = time_unit_of(frame, cfg, id_col, time_col)
-    series = series_from_frame(frame, cfg.channels, TimeSpec(unit, cfg.time_scale or 1.0), id_col, time_col)
+    series = series_from_frame(
+        frame, cfg.channels, TimeSpec(unit, cfg.time_scale or 1.0), id_col, time_col, cfg.events, cfg.static
+    )
     parts = split_ids([s.id for s in series], cfg.split, cfg.split_seed)
     train_ids = set(parts[0])
     # chosen without markers and impossible values (training sets those aside itself, and counts them)
@@ -68,7 +70,7 @@ def dataset_from_frame(
     scale = cfg.time_scale
     if scale is None:
         scale = auto_time_scale(train)
-        series = [dataclasses.replace(s, times=s.times * scale) for s in series]
+        series = [s.scaled(scale) for s in series]
     logs = cfg.log_channels if cfg.log_channels is not None else auto_log_channels(train, cfg.channels)
     choices = {
         "time_unit": unit,
@@ -89,8 +91,11 @@ def dataset_from_frame(
             **(description or {}),
             "series": len(series),
             "preprocessing": choices,
-            "ignored_columns": [str(c) for c in frame.columns if c not in {id_col, time_col, *cfg.channels}],
+            "ignored_columns": [
+                str(c) for c in frame.columns if c not in {id_col, time_col, *cfg.channels, *cfg.events, *cfg.static}
+            ],
         },
+        InputSpec.fit([s for s in series if s.id in train_ids], cfg.events, cfg.static),
     )
 
 

@@ -1,0 +1,322 @@
+"""Known inputs: static covariates and events (doses, treatments), and how they enter the model.
+
+A model may declare, beside its channels, *event* columns (a value at the time it happened or will
+happen, absent elsewhere, in the past or the future of a series) and *static* columns (one value per
+series). In a long table they are columns beside the channels; a row that carries only event values is
+an event, and events after the last observation are the plan a forecast is asked under.
+
+Each event kind feeds a bank of J learned one-compartment decays (`InputEffect`): after an event of value
+v at t_k, compartment j holds g · v · exp(−λ_j (t − t_k)), summed over events (superposition, as a
+linear compartment under bolus doses). The compartments are a linear ODE with jumps at the events,
+solved here in closed form, so an event is never smeared across a solver step. An event counts from
+just after its time: a sample at a dose's time is the pre-dose value. The decoder reads the compartments
+beside the latent state, the encoder reads them at each observation, and the static covariates scale
+each series' gains g and rates λ and enter the encoder.
+
+Shapes: B series, K events (padded), E event kinds, S static covariates, J rates, T or Q times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latentcast.frames import DataError, offsets
+
+LOG_FLOOR = 0.05  # the log feature of a compartment is log(LOG_FLOOR + amount), amount in typical events
+RATE_RANGE = (0.1, 20.0)  # the first and last compartment's initial rate (per model time unit)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """The inputs a model was trained with, and their scales (fitted on the training series).
+
+    events, static: column names. event_scale (E,): the root mean square of each kind's training
+    events (one normalised unit: a typical event). static_mean, static_std (S,): each covariate's
+    training mean and standard deviation.
+    """
+
+    events: tuple[str, ...] = ()
+    static: tuple[str, ...] = ()
+    event_scale: tuple[float, ...] = ()
+    static_mean: tuple[float, ...] = ()
+    static_std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [*self.events, *self.static]
+        if len(set(names)) != len(names):
+            raise DataError(
+                f"inputs: a column is named twice among events {list(self.events)} and static {list(self.static)}"
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.static)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.events, *self.static)
+
+    @staticmethod
+    def fit(series: Sequence[Any], events: Sequence[str], static: Sequence[str]) -> InputSpec:
+        """Scales from training `Series` (their `inputs`)."""
+        if not events and not static:
+            return InputSpec()
+        held = [s.inputs for s in series if s.inputs is not None]
+        ev = np.concatenate([h.values for h in held]) if held else np.zeros((0, len(events)))
+        scale = []
+        for j, name in enumerate(events):
+            col = ev[:, j][~np.isnan(ev[:, j])] if len(ev) else np.zeros(0)
+            rms = float(np.sqrt(np.mean(col.astype(np.float64) ** 2))) if col.size else 0.0
+            if rms == 0.0:
+                raise DataError(f"event column {name!r} has no non-zero value in the training series")
+            scale.append(rms)
+        st = np.stack([h.static for h in held]) if held else np.zeros((0, len(static)))
+        mean, std = [], []
+        for j, name in enumerate(static):
+            col = st[:, j][~np.isnan(st[:, j])] if len(st) else np.zeros(0)
+            if col.size == 0:
+                raise DataError(f"static column {name!r} has no value in the training series")
+            mean.append(float(col.mean()))
+            std.append(float(col.std()) if col.std() > 1e-8 else 1.0)
+        return InputSpec(tuple(events), tuple(static), tuple(scale), tuple(mean), tuple(std))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any] | None) -> InputSpec:
+        if not d:
+            return InputSpec()
+        return InputSpec(*(tuple(d.get(f.name, ())) for f in dataclasses.fields(InputSpec)))
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /models` shows: the columns and their training scales."""
+        return {
+            "events": [{"name": n, "typical": s} for n, s in zip(self.events, self.event_scale, strict=True)],
+            "static": [
+                {"name": n, "mean": m, "std": s}
+                for n, m, s in zip(self.static, self.static_mean, self.static_std, strict=True)
+            ],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesInputs:
+    """One series' inputs: times (k,) float64 absolute model time, ascending; values (k, E) float32 raw
+    (NaN: no event of that kind then); static (S,) float32 raw (NaN: unknown, read as the training mean)."""
+
+    times: np.ndarray
+    values: np.ndarray
+    static: np.ndarray
+
+    def scaled(self, factor: float) -> SeriesInputs:
+        return dataclasses.replace(self, times=self.times * factor)
+
+
+def split_inputs(
+    ids: Sequence[Any],
+    times: np.ndarray,
+    values: np.ndarray,
+    offs: np.ndarray,
+    n_channels: int,
+    n_events: int,
+    static_names: Sequence[str] = (),
+) -> tuple[np.ndarray, list[SeriesInputs]]:
+    """Flat table rows (N, D + E + S) of B series → which rows observe a channel (N,) bool, and each
+    series' inputs. A static covariate with two different values in one series is a DataError."""
+    d, e = n_channels, n_events
+    obs = ~np.isnan(values[:, :d]).all(axis=1)
+    ev_rows = ~np.isnan(values[:, d : d + e]).all(axis=1) if e else np.zeros(len(values), dtype=bool)
+    out, clash = [], []
+    for i, (a, z) in enumerate(zip(offs[:-1].tolist(), offs[1:].tolist(), strict=True)):
+        keep = np.flatnonzero(ev_rows[a:z]) + a
+        st = values[a:z, d + e :]
+        static = np.full(st.shape[1], np.nan, dtype=np.float32)
+        for j in range(st.shape[1]):
+            seen = np.unique(st[:, j][~np.isnan(st[:, j])])
+            if seen.size > 1:
+                clash.append(f"series {ids[i]!r} column {static_names[j]!r} ({seen[0]:g} and {seen[1]:g})")
+            elif seen.size:
+                static[j] = seen[0]
+        out.append(SeriesInputs(times[keep].astype(np.float64), values[keep, d : d + e].astype(np.float32), static))
+    if clash:
+        raise DataError(
+            f"a static covariate takes one value per series; {len(clash)} differ within a series, e.g. "
+            f"{'; '.join(clash[:3])}: give one value (e.g. the baseline), or model it as a channel"
+        )
+    return obs, out
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedInputs:
+    """B series' inputs, flat: times (K,) float64 absolute model time, values (K, E) float32 raw, NaN =
+    none; offsets (B + 1,); static (B, S) float32 raw, NaN = unknown."""
+
+    times: np.ndarray
+    values: np.ndarray
+    offsets: np.ndarray
+    static: np.ndarray
+
+    @classmethod
+    def from_series(cls, inputs: Sequence[SeriesInputs], n_events: int, n_static: int) -> PackedInputs:
+        return cls(
+            times=np.concatenate([x.times for x in inputs]) if inputs else np.zeros(0),
+            values=np.concatenate([x.values for x in inputs]) if inputs else np.zeros((0, n_events), np.float32),
+            offsets=offsets(np.asarray([len(x.times) for x in inputs], dtype=np.int64)),
+            static=np.stack([x.static for x in inputs]) if inputs else np.zeros((0, n_static), np.float32),
+        )
+
+    @classmethod
+    def in_model_time(
+        cls, inputs: Sequence[SeriesInputs], origins: np.ndarray, scale: float, spec: InputSpec
+    ) -> PackedInputs:
+        """Series' inputs with times in the model's unit → model time from each series' origin (B,), as
+        `models.guard.pack` places the observations. A non-finite event value is a DataError."""
+        bad = [i for i, x in enumerate(inputs) if np.isinf(x.values).any() or np.isinf(x.static).any()]
+        if bad:
+            raise DataError(f"inputs of series {bad[0]}: a value is infinite; use an empty cell for none")
+        moved = [
+            dataclasses.replace(x, times=(x.times - o) * scale) for x, o in zip(inputs, origins.tolist(), strict=True)
+        ]
+        return cls.from_series(moved, len(spec.events), len(spec.static))
+
+    def take(self, start: int, stop: int) -> PackedInputs:
+        o = self.offsets
+        return PackedInputs(
+            self.times[o[start] : o[stop]],
+            self.values[o[start] : o[stop]],
+            o[start : stop + 1] - o[start],
+            self.static[start:stop],
+        )
+
+    def select(self, series: Sequence[int]) -> PackedInputs:
+        return PackedInputs.concat([self.take(i, i + 1) for i in series], self.values.shape[1], self.static.shape[1])
+
+    @staticmethod
+    def concat(parts: Sequence[PackedInputs], n_events: int, n_static: int) -> PackedInputs:
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return PackedInputs.from_series([], n_events, n_static)
+        return PackedInputs(
+            times=np.concatenate([p.times for p in parts]),
+            values=np.concatenate([p.values for p in parts]),
+            offsets=offsets(np.concatenate([np.diff(p.offsets) for p in parts])),
+            static=np.concatenate([p.static for p in parts]),
+        )
+
+    def batch(self, spec: InputSpec, anchors: np.ndarray) -> BatchInputs:
+        """Padded, normalised tensors for the model; times relative to each series' anchor."""
+        counts = np.diff(self.offsets)
+        b, k = len(counts), max(int(counts.max(initial=0)), 1)
+        row = np.repeat(np.arange(b), counts)
+        col = np.arange(int(self.offsets[-1])) - np.repeat(self.offsets[:-1], counts)
+        t = np.zeros((b, k))
+        v = np.zeros((b, k, len(spec.events)), dtype=np.float32)
+        m = np.zeros((b, k), dtype=bool)
+        t[row, col] = self.times - np.repeat(anchors, counts)
+        if len(spec.events):
+            v[row, col] = np.nan_to_num(self.values / np.asarray(spec.event_scale, dtype=np.float32))
+        m[row, col] = True
+        st = (self.static - np.asarray(spec.static_mean)) / np.asarray(spec.static_std) if spec.static else self.static
+        f32 = torch.float32
+        return BatchInputs(
+            ev_t=torch.as_tensor(t, dtype=f32),
+            ev_v=torch.as_tensor(v, dtype=f32),
+            ev_m=torch.as_tensor(m),
+            static=torch.as_tensor(np.nan_to_num(st.astype(np.float32)), dtype=f32),
+        )
+
+
+@dataclasses.dataclass
+class BatchInputs:
+    """ev_t (B, K) event times relative to each series' anchor; ev_v (B, K, E) values in typical events
+    (0: none of that kind); ev_m (B, K) real events (False: padding); static (B, S) standardised (0:
+    unknown)."""
+
+    ev_t: torch.Tensor
+    ev_v: torch.Tensor
+    ev_m: torch.Tensor
+    static: torch.Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> BatchInputs:
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device, dtype) if dtype is not None and x.is_floating_point() else x.to(device)
+
+        return BatchInputs(move(self.ev_t), move(self.ev_v), self.ev_m.to(device), move(self.static))
+
+
+def collate_inputs(inputs: Sequence[SeriesInputs | None], spec: InputSpec, anchors: np.ndarray) -> BatchInputs:
+    """`Series.inputs` of a batch → `BatchInputs` (a series without any: no events, unknown statics)."""
+    e, s = len(spec.events), len(spec.static)
+    empty = SeriesInputs(np.zeros(0), np.zeros((0, e), np.float32), np.full(s, np.nan, np.float32))
+    held = [x if x is not None else empty for x in inputs]
+    return PackedInputs.from_series(held, e, s).batch(spec, anchors)
+
+
+class InputEffect(nn.Module):
+    """The compartments of every event kind and what they add to the decoder.
+
+    `amounts(t, inputs)`: (B, T, E·J) the compartments at times t (B, T), each a sum over the series'
+    events strictly before t of g · v · exp(−λ (t − t_k)); log-gains and log-rates are linear in the
+    static covariates (zero at the training mean). `features`: the amounts and log(LOG_FLOOR + amount⁺)
+    (B, T, 2·E·J), the encoder's extra inputs (with the statics) and the decoder's (`forward`: their
+    linear map to the D channels, zero at initialisation so a model starts as one without inputs).
+    """
+
+    def __init__(self, spec: InputSpec, n_channels: int, n_rates: int):
+        super().__init__()
+        self.n_events, self.n_static, self.n_rates = len(spec.events), len(spec.static), n_rates
+        lo, hi = RATE_RANGE
+        rates = torch.logspace(math.log10(lo), math.log10(hi), n_rates) if n_rates > 1 else torch.tensor([1.0])
+        self.log_rate = nn.Parameter(rates.log())
+        width = self.n_events * n_rates
+        self.static_gain = nn.Linear(self.n_static, width, bias=False) if self.n_static else None
+        self.static_rate = nn.Linear(self.n_static, n_rates, bias=False) if self.n_static else None
+        for lin in (self.static_gain, self.static_rate):
+            if lin is not None:
+                nn.init.zeros_(lin.weight)
+        self.readout = nn.Linear(2 * width, n_channels)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+
+    @property
+    def n_features(self) -> int:
+        return 2 * self.n_events * self.n_rates
+
+    def amounts(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
+        """t (B, T) → (B, T, E·J)."""
+        b, n_t = t.shape
+        if self.n_events == 0:
+            return t.new_zeros(b, n_t, 0)
+        log_rate = self.log_rate.expand(b, -1)  # (B, J)
+        if self.static_rate is not None:
+            log_rate = log_rate + self.static_rate(inputs.static)
+        rate = log_rate.exp()
+        lag = t[:, :, None] - inputs.ev_t[:, None, :]  # (B, T, K)
+        after = (lag > 0) & inputs.ev_m[:, None, :]
+        decay = torch.exp(-rate[:, None, None, :] * lag.clamp(min=0)[..., None])  # (B, T, K, J)
+        decay = decay * after[..., None]
+        amount = torch.einsum("btkj,bke->btej", decay, inputs.ev_v).reshape(b, n_t, -1)  # (B, T, E·J)
+        if self.static_gain is not None:
+            amount = amount * self.static_gain(inputs.static).exp()[:, None, :]
+        return amount
+
+    def features(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
+        a = self.amounts(t, inputs)
+        return torch.cat([a, torch.log(LOG_FLOOR + a.clamp(min=0))], dim=-1)
+
+    def forward(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
+        """t (B, T) → what the inputs add to each channel's decoded value, (B, T, D) normalised."""
+        return self.readout(self.features(t, inputs))
+
+    def encoder_inputs(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
+        """The encoder's extra inputs at the context times t (B, T): (B, T, 2·E·J + S)."""
+        st = inputs.static[:, None, :].expand(-1, t.shape[1], -1)
+        return torch.cat([self.features(t, inputs), st], dim=-1)
