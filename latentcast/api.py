@@ -13,7 +13,6 @@ time × channel.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 import warnings
@@ -46,7 +45,7 @@ from latentcast.models import (
     Status,
     resolve_device,
 )
-from latentcast.models.inputs import PackedInputs, SeriesInputs, split_inputs
+from latentcast.models.inputs import SeriesInputs, split_inputs
 from latentcast.models.training import build_experiment, dataset_from_frame, train_model
 from latentcast.times import to_unit
 
@@ -192,7 +191,7 @@ class Model:
         rows = np.ones(len(ts), dtype=bool)
         held: list[SeriesInputs] = []
         if spec:  # rows with only event values are events, not observations
-            rows, held = split_inputs(table.ids, ts, table.values, table.offsets, d, len(spec.events), spec.static)
+            rows, held = split_inputs(table, ts, d, len(spec.events), spec.static)
         obs_times = Times(table.times.values[rows], table.times.is_datetime)
         obs_off = offsets(np.add.reduceat(rows.astype(np.int64), table.offsets[:-1]) if len(table) else [])
         n_obs, n_q = np.diff(obs_off), np.diff(q_off)
@@ -204,10 +203,7 @@ class Model:
 
         checked = self.limits.pack(table.ids, ts[rows], n_obs, table.values[rows, :d], tq, n_q, show)
         if spec:
-            origins = ts[rows][obs_off[:-1][checked.positions]] if len(checked.positions) else np.zeros(0)
-            mine = [held[int(p)] for p in checked.positions]
-            packed = PackedInputs.in_model_time(mine, origins, self.bundle.time.scale, spec)
-            checked = dataclasses.replace(checked, packed=dataclasses.replace(checked.packed, inputs=packed))
+            checked = checked.with_inputs(checked.positions, ts[rows], n_obs, held, self.limits, spec)
         refused = [self._note(x, table.keys, time_col) for x in checked.refused]
         if refused and on_error == "raise":
             raise Refused(refused, len(table))

@@ -8,6 +8,11 @@ fields as columns:
     values       list<list<double>> or list<fixed_size_list<double, D>>: one row per timestamp, the
                  model's channels in order; null or NaN = not observed
     query_times  list of the same kind as timestamps
+and, for a model with inputs (GET /models: events, static), optionally:
+    event_times  list of the same kind as timestamps: each event's time, past or planned
+    event_values list<list<double>> or list<fixed_size_list<double, E>>: one row per event time, the
+                 model's event kinds in order; null or NaN = none of that kind
+    static       list<double> (S per series, the model's order; null = unknown)
 Options go in the query string: `?model=pbcseq&quantiles=0.1,0.5,0.9&num_samples=0`.
 
 Response: one row per series × query time × channel, in the order asked: id, time (as sent), channel,
@@ -27,6 +32,7 @@ from latentcast.times import parse_datetimes
 
 MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 COLUMNS = ("id", "timestamps", "values", "query_times")
+INPUT_COLUMNS = ("event_times", "event_values", "static")
 
 
 def write_stream(table: pa.Table) -> bytes:
@@ -57,23 +63,33 @@ def encode_request(
     values: np.ndarray,
     queries: pa.Array | np.ndarray,
     query_offsets: np.ndarray,
+    inputs: tuple[pa.Array | np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> bytes:
     """Flat arrays → a request body. times (N,) and queries (M,): numbers, datetime64 or Arrow
-    timestamps; values (N, D) with NaN = not observed; offsets (B + 1,) per array."""
-    d = values.shape[1]
-    rows = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values, dtype=np.float64).reshape(-1)), d)
+    timestamps; values (N, D) with NaN = not observed; offsets (B + 1,) per array. inputs: event times
+    (K,) of the timestamps' kind, their offsets (B + 1,), event values (K, E), static values (B, S)."""
     off = pa.array(np.asarray(offs, dtype=np.int32))
-    table = pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "timestamps": pa.ListArray.from_arrays(off, pa.array(times)),
-            "values": pa.ListArray.from_arrays(off, rows),
-            "query_times": pa.ListArray.from_arrays(
-                pa.array(np.asarray(query_offsets, dtype=np.int32)), pa.array(queries)
-            ),
-        }
-    )
-    return write_stream(table)
+    columns = {
+        "id": pa.array(ids, pa.string()),
+        "timestamps": pa.ListArray.from_arrays(off, pa.array(times)),
+        "values": pa.ListArray.from_arrays(off, _rows(values)),
+        "query_times": pa.ListArray.from_arrays(pa.array(np.asarray(query_offsets, dtype=np.int32)), pa.array(queries)),
+    }
+    if inputs is not None:
+        ev_t, ev_off, ev_v, static = inputs
+        ev_off_arr = pa.array(np.asarray(ev_off, dtype=np.int32))
+        columns["event_times"] = pa.ListArray.from_arrays(ev_off_arr, pa.array(ev_t))
+        columns["event_values"] = pa.ListArray.from_arrays(ev_off_arr, _rows(ev_v))
+        st_off = pa.array(np.arange(len(ids) + 1, dtype=np.int32) * static.shape[1])
+        flat = np.ascontiguousarray(static, dtype=np.float64).reshape(-1)
+        columns["static"] = pa.ListArray.from_arrays(st_off, pa.array(flat, from_pandas=True))
+    return write_stream(pa.table(columns))
+
+
+def _rows(values: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, W) → N fixed-size lists of W doubles (NaN stays NaN: not observed)."""
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float64).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
 
 
 def encode_series(series: list[dict[str, Any]]) -> bytes:

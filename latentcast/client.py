@@ -13,6 +13,7 @@ Arrow IPC streams (`latentcast.arrowio`), or JSON with transport="json".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from latentcast.frames import (
     quantile_column,
     query_table,
     read_long_table,
+    table_inputs,
     to_frame,
 )
 
@@ -127,15 +129,17 @@ class LatentcastClient:
         """
         info = self.model_info(model)
         channels: list[str] = info["channels"]
-        table = from_frame(frame, channels, id_col, time_col, extra_columns)
-        queries, q_off = query_table(table, query_times, id_col, time_col)
+        events, static = list(info.get("events") or []), list(info.get("static") or [])
+        full = from_frame(frame, [*channels, *events, *static], id_col, time_col, extra_columns)
+        queries, q_off = query_table(full, query_times, id_col, time_col)
+        table, inputs = _with_inputs(full, len(channels), len(events), static)
         levels = [float(q) for q in quantiles]
         accuracy = {k: v for k, v in (("level", solver), ("rtol", rtol), ("atol", atol)) if v is not None}
         parts: list[_Part] = []
         for a in range(0, len(table), self.chunk_series):
             z = min(a + self.chunk_series, len(table))
             send = self._arrow if transport == "arrow" else self._json
-            parts.append(send(info["name"], table, queries, q_off, a, z, levels, accuracy, on_error))
+            parts.append(send(info["name"], table, queries, q_off, a, z, levels, accuracy, on_error, inputs))
         answered = np.concatenate([p.answered for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         mean = np.concatenate([p.mean for p in parts]) if parts else np.zeros((0, len(channels)))
         point = np.concatenate([p.point for p in parts]) if parts else np.zeros((0, len(channels)))
@@ -159,6 +163,10 @@ class LatentcastClient:
         out = note_solver(out, used, keys, np.concatenate([p.nfe for p in parts]) if parts else np.zeros(0))
         notes = [w for p in parts for w in p.warnings]
         missing = [c for c in channels if c not in frame.columns]
+        absent = [c for c in (*events, *static) if c not in frame.columns]
+        if absent:
+            msg = f"inputs not in the table, sent as none known: {', '.join(absent)}"
+            notes.insert(0, {"id": None, "field": "columns", "msg": msg, "kind": "missing_inputs"})
         if missing:
             msg = f"channels not in the table, sent as never observed: {', '.join(missing)}"
             notes.insert(0, {"id": None, "field": "columns", "msg": msg, "kind": "missing_channels"})
@@ -175,9 +183,15 @@ class LatentcastClient:
         levels: list[float],
         accuracy: dict[str, Any],
         on_error: str,
+        inputs: _Inputs | None = None,
     ) -> _Part:
         """Series a:z as one Arrow request → their forecasts."""
         o, qo = table.offsets[a : z + 1], q_off[a : z + 1]
+        wire = None
+        if inputs is not None:
+            eo = inputs.offsets[a : z + 1]
+            ev_t = time_array(inputs.times.values[eo[0] : eo[-1]], inputs.times.is_datetime)
+            wire = (ev_t, eo - eo[0], inputs.values[eo[0] : eo[-1]], inputs.static[a:z])
         body = encode_request(
             table.ids[a:z],
             time_array(table.times.values[o[0] : o[-1]], table.times.is_datetime),
@@ -185,6 +199,7 @@ class LatentcastClient:
             table.values[o[0] : o[-1]],
             time_array(queries.values[qo[0] : qo[-1]], queries.is_datetime),
             qo - qo[0],
+            wire,
         )
         params = {"model": name, "quantiles": ",".join(repr(q) for q in levels), "on_error": on_error}
         params.update({"solver" if k == "level" else k: str(v) for k, v in accuracy.items()})
@@ -220,20 +235,25 @@ class LatentcastClient:
         levels: list[float],
         accuracy: dict[str, Any],
         on_error: str,
+        inputs: _Inputs | None = None,
     ) -> _Part:
         """Series a:z as one JSON request → their forecasts."""
         series = []
         for i in range(a, z):
             o0, o1, q0, q1 = table.offsets[i], table.offsets[i + 1], q_off[i], q_off[i + 1]
             vals = table.values[o0:o1]
-            series.append(
-                {
-                    "id": table.ids[i],
-                    "timestamps": _wire_times(table.times, o0, o1),
-                    "values": [[None if np.isnan(v) else float(v) for v in row] for row in vals],
-                    "query_times": _wire_times(queries, q0, q1),
-                }
-            )
+            one: dict[str, Any] = {
+                "id": table.ids[i],
+                "timestamps": _wire_times(table.times, o0, o1),
+                "values": [[None if np.isnan(v) else float(v) for v in row] for row in vals],
+                "query_times": _wire_times(queries, q0, q1),
+            }
+            if inputs is not None:
+                e0, e1 = inputs.offsets[i], inputs.offsets[i + 1]
+                one["event_times"] = _wire_times(inputs.times, e0, e1)
+                one["event_values"] = [[None if np.isnan(v) else float(v) for v in r] for r in inputs.values[e0:e1]]
+                one["static"] = [None if np.isnan(v) else float(v) for v in inputs.static[i]]
+            series.append(one)
         body: dict[str, Any] = {"model": name, "series": series, "quantiles": levels, "on_error": on_error}
         if accuracy:
             body["solver"] = accuracy
@@ -281,6 +301,36 @@ class _Part:
     ):
         self.answered, self.point, self.mean, self.quantiles, self.nfe = answered, point, mean, quantiles, nfe
         self.solver, self.warnings, self.errors = solver, warnings, errors
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """A table's events, flat (times (K,), offsets (B + 1,), values (K, E)), and statics (B, S)."""
+
+    times: Times
+    offsets: np.ndarray
+    values: np.ndarray
+    static: np.ndarray
+
+
+def _with_inputs(table: FlatTable, d: int, e: int, static: Sequence[str]) -> tuple[FlatTable, _Inputs | None]:
+    """A table over channels, event kinds and statics → the table of its observations (channels only) and
+    its inputs; a model without inputs: the table as it is."""
+    if not e and not static:
+        return table, None
+    found = table_inputs(table, d, e, static)
+    rows = found.observed
+    counts = np.add.reduceat(rows.astype(np.int64), table.offsets[:-1]) if len(table) else np.zeros(0, np.int64)
+    obs = dataclasses.replace(
+        table, times=Times(table.times.values[rows], table.times.is_datetime), values=table.values[rows, :d],
+        offsets=offsets(counts),
+    )  # fmt: skip
+    ev = found.events
+    inputs = _Inputs(
+        Times(table.times.values[ev], table.times.is_datetime), found.event_offsets, table.values[ev, d : d + e],
+        found.static,
+    )  # fmt: skip
+    return obs, inputs
 
 
 def _answered(a: int, z: int, errors: list[dict[str, Any]]) -> np.ndarray:

@@ -202,6 +202,45 @@ def from_frame(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class TableInputs:
+    """The input columns of a `FlatTable` whose columns are D channels, then E event kinds, then S static
+    covariates: `observed` (N,) rows that observe a channel; events (K,) flat row indices of the rows
+    carrying an event value, `event_offsets` (B + 1,) per series; static (B, S), NaN = not given."""
+
+    observed: np.ndarray
+    events: np.ndarray
+    event_offsets: np.ndarray
+    static: np.ndarray
+
+
+def table_inputs(table: FlatTable, n_channels: int, n_events: int, static_names: Sequence[str]) -> TableInputs:
+    """Split a table's rows into observations and events, and read each series' one value per static
+    column (two different values in one series are a DataError naming it)."""
+    d, e = n_channels, n_events
+    values = table.values
+    observed = ~np.isnan(values[:, :d]).all(axis=1)
+    has_event = ~np.isnan(values[:, d : d + e]).all(axis=1) if e else np.zeros(len(values), dtype=bool)
+    static = np.full((len(table), values.shape[1] - d - e), np.nan)
+    clash = []
+    for i, (a, z) in enumerate(zip(table.offsets[:-1].tolist(), table.offsets[1:].tolist(), strict=True)):
+        for j in range(static.shape[1]):
+            col = values[a:z, d + e + j]
+            seen = np.unique(col[~np.isnan(col)])
+            if seen.size > 1:
+                clash.append(f"series {table.ids[i]!r} column {static_names[j]!r} ({seen[0]:g} and {seen[1]:g})")
+            elif seen.size:
+                static[i, j] = seen[0]
+    if clash:
+        raise DataError(
+            f"a static covariate takes one value per series; {len(clash)} differ within a series, e.g. "
+            f"{'; '.join(clash[:3])}: give one value (e.g. the baseline), or model it as a channel"
+        )
+    events = np.flatnonzero(has_event)
+    counts = np.add.reduceat(has_event.astype(np.int64), table.offsets[:-1]) if len(table) else np.zeros(0, int)
+    return TableInputs(observed, events, offsets(counts), static)
+
+
 def _merge_agreeing(
     codes: np.ndarray, times: np.ndarray, values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

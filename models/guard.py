@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from latentcast.frames import offsets
 from latentcast.models.data import Normalizer, TimeSpec
+from latentcast.models.inputs import InputSpec, PackedInputs, SeriesInputs
 from latentcast.models.packed import PackedSeries
 from latentcast.models.validity import Validity
 
@@ -88,6 +89,29 @@ class Checked:
     positions: np.ndarray
     refused: list[Issue]
     warnings: list[Issue]
+
+    def with_inputs(
+        self, local: np.ndarray, ts: np.ndarray, n_obs: np.ndarray, held: Sequence[SeriesInputs], limits: Limits,
+        spec: InputSpec,
+    ) -> Checked:  # fmt: skip
+        """The accepted series with their inputs: `held` (one per series passed to `pack`, times in the
+        model's unit), `local` (B_ok,) the accepted series' indices among them, `ts` and `n_obs` as passed.
+        Event times are placed in model time as `pack` placed the observations (from each series' first
+        one); a series given no static covariate, for a model that takes some, is answered with a warning."""
+        first = offsets(n_obs)[:-1][local]
+        moved = [
+            dataclasses.replace(held[i], times=(held[i].times - ts[f]) * limits.time.scale)
+            for i, f in zip(local.tolist(), first.tolist(), strict=True)
+        ]
+        packed = PackedInputs.from_series(moved, len(spec.events), len(spec.static))
+        notes = [
+            Issue(int(p), "static", None, f"no value given for {', '.join(spec.static)}: the training mean is used",
+                  kind="missing_inputs")
+            for p, x in zip(self.positions.tolist(), moved, strict=True)
+            if spec.static and np.isnan(x.static).all()
+        ]  # fmt: skip
+        warnings = sorted([*self.warnings, *notes], key=lambda w: w.series)
+        return dataclasses.replace(self, packed=dataclasses.replace(self.packed, inputs=packed), warnings=warnings)
 
 
 def _firsts(rows: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentcast.frames import DataError, offsets
+from latentcast.frames import DataError, FlatTable, offsets, table_inputs
 
 LOG_FLOOR = 0.05  # the log feature of a compartment is log(LOG_FLOOR + amount), amount in typical events
 RATE_RANGE = (0.1, 20.0)  # the first and last compartment's initial rate (per model time unit)
@@ -120,37 +120,20 @@ class SeriesInputs:
 
 
 def split_inputs(
-    ids: Sequence[Any],
-    times: np.ndarray,
-    values: np.ndarray,
-    offs: np.ndarray,
-    n_channels: int,
-    n_events: int,
-    static_names: Sequence[str] = (),
+    table: FlatTable, times: np.ndarray, n_channels: int, n_events: int, static_names: Sequence[str] = ()
 ) -> tuple[np.ndarray, list[SeriesInputs]]:
-    """Flat table rows (N, D + E + S) of B series → which rows observe a channel (N,) bool, and each
-    series' inputs. A static covariate with two different values in one series is a DataError."""
+    """A table's rows (columns: D channels, E event kinds, S statics; `times` (N,) in the model's unit)
+    → which rows observe a channel (N,) bool, and each series' inputs (`latentcast.frames.table_inputs`)."""
+    found = table_inputs(table, n_channels, n_events, static_names)
     d, e = n_channels, n_events
-    obs = ~np.isnan(values[:, :d]).all(axis=1)
-    ev_rows = ~np.isnan(values[:, d : d + e]).all(axis=1) if e else np.zeros(len(values), dtype=bool)
-    out, clash = [], []
-    for i, (a, z) in enumerate(zip(offs[:-1].tolist(), offs[1:].tolist(), strict=True)):
-        keep = np.flatnonzero(ev_rows[a:z]) + a
-        st = values[a:z, d + e :]
-        static = np.full(st.shape[1], np.nan, dtype=np.float32)
-        for j in range(st.shape[1]):
-            seen = np.unique(st[:, j][~np.isnan(st[:, j])])
-            if seen.size > 1:
-                clash.append(f"series {ids[i]!r} column {static_names[j]!r} ({seen[0]:g} and {seen[1]:g})")
-            elif seen.size:
-                static[j] = seen[0]
-        out.append(SeriesInputs(times[keep].astype(np.float64), values[keep, d : d + e].astype(np.float32), static))
-    if clash:
-        raise DataError(
-            f"a static covariate takes one value per series; {len(clash)} differ within a series, e.g. "
-            f"{'; '.join(clash[:3])}: give one value (e.g. the baseline), or model it as a channel"
-        )
-    return obs, out
+    out = []
+    for i, (a, z) in enumerate(zip(found.event_offsets[:-1].tolist(), found.event_offsets[1:].tolist(), strict=True)):
+        rows = found.events[a:z]
+        out.append(
+            SeriesInputs(times[rows].astype(np.float64), table.values[rows, d : d + e].astype(np.float32),
+                         found.static[i].astype(np.float32))
+        )  # fmt: skip
+    return found.observed, out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,20 +154,6 @@ class PackedInputs:
             offsets=offsets(np.asarray([len(x.times) for x in inputs], dtype=np.int64)),
             static=np.stack([x.static for x in inputs]) if inputs else np.zeros((0, n_static), np.float32),
         )
-
-    @classmethod
-    def in_model_time(
-        cls, inputs: Sequence[SeriesInputs], origins: np.ndarray, scale: float, spec: InputSpec
-    ) -> PackedInputs:
-        """Series' inputs with times in the model's unit → model time from each series' origin (B,), as
-        `models.guard.pack` places the observations. A non-finite event value is a DataError."""
-        bad = [i for i, x in enumerate(inputs) if np.isinf(x.values).any() or np.isinf(x.static).any()]
-        if bad:
-            raise DataError(f"inputs of series {bad[0]}: a value is infinite; use an empty cell for none")
-        moved = [
-            dataclasses.replace(x, times=(x.times - o) * scale) for x, o in zip(inputs, origins.tolist(), strict=True)
-        ]
-        return cls.from_series(moved, len(spec.events), len(spec.static))
 
     def take(self, start: int, stop: int) -> PackedInputs:
         o = self.offsets
@@ -303,7 +272,12 @@ class InputEffect(nn.Module):
         after = (lag > 0) & inputs.ev_m[:, None, :]
         decay = torch.exp(-rate[:, None, None, :] * lag.clamp(min=0)[..., None])  # (B, T, K, J)
         decay = decay * after[..., None]
-        amount = torch.einsum("btkj,bke->btej", decay, inputs.ev_v).reshape(b, n_t, -1)  # (B, T, E·J)
+        each = decay[:, :, :, None, :] * inputs.ev_v[:, None, :, :, None]  # (B, T, K, E, J)
+        # summed in event order and read at each series' last event: the padding after it (other series'
+        # events) does not change the sum, so a series' answer does not depend on its batch
+        last = (inputs.ev_m.sum(1) - 1).clamp(min=0)  # (B,)
+        total = each.cumsum(dim=2).gather(2, last[:, None, None, None, None].expand(-1, n_t, 1, *each.shape[3:]))
+        amount = total.squeeze(2).reshape(b, n_t, -1)  # (B, T, E·J)
         if self.static_gain is not None:
             amount = amount * self.static_gain(inputs.static).exp()[:, None, :]
         return amount

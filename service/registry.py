@@ -54,6 +54,9 @@ class ServedModel:
             time_unit=b.time.unit,
             time_scale=scale,
             max_horizon=self.spec.limits.max_horizon / scale,
+            events=list(b.inputs.events),
+            static=list(b.inputs.static),
+            inputs=b.inputs.describe() if b.inputs else None,
             **_validity(b),
             training_data=data,
             metrics=b.metrics,
@@ -90,7 +93,9 @@ def load_models(settings: Settings, device: torch.device) -> dict[str, ServedMod
             settings.warnings_as_errors,
             bundle.entry_error_scales,
         )
-        spec = ModelSpec(bundle.name, bundle.version, tuple(bundle.channels), limits, bundle.config.solver)
+        spec = ModelSpec(
+            bundle.name, bundle.version, tuple(bundle.channels), limits, bundle.config.solver, bundle.inputs
+        )
         options: dict[str, Any] = dict(
             num_samples=settings.num_samples,
             batch_size=settings.max_batch_series,

@@ -98,6 +98,20 @@ class SeriesIn(BaseModel):
         min_length=1,
         description="any times (before, between, after the observations), same kind as timestamps",
     )
+    event_times: list[Time] = Field(
+        default_factory=list,
+        description="for a model with events (GET /models: `events`): when each happened or will happen, past or "
+        "future (the plan a forecast is asked under), same kind as timestamps, any order",
+    )
+    event_values: list[list[StrictFloat | None]] = Field(
+        default_factory=list,
+        description="one row per event time, one value per event kind in the model's order; null = none of that kind",
+    )
+    static: list[StrictFloat | None] | None = Field(
+        None,
+        description="for a model with static covariates (GET /models: `static`): one value each, in the model's "
+        "order; null (or the field omitted): unknown, the training mean is used, with a warning",
+    )
 
 
 class SolverRequest(BaseModel):
@@ -198,6 +212,15 @@ class ModelInfo(BaseModel):
     log_channels: list[str]
     time_unit: str = Field(description="unit of numeric times; date-times are converted to it")
     time_scale: float = Field(description="model time = time in unit × scale")
+    events: list[str] = Field(
+        default_factory=list, description="event kinds the model takes (a series' event_values columns, in order)"
+    )
+    static: list[str] = Field(
+        default_factory=list, description="static covariates the model takes (a series' static values, in order)"
+    )
+    inputs: dict[str, Any] | None = Field(
+        None, description="the inputs' training scales: each event kind's typical value, each covariate's mean and std"
+    )
     max_horizon: float = Field(description="furthest a query may lie from the observations, in time units")
     bounds: dict[str, list[float | None]] = Field(
         default_factory=dict,

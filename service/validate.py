@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from latentcast.frames import offsets
 from latentcast.models import ConfigError, Issue, Limits, PackedSeries, SolverConfig, TimeSpec
+from latentcast.models.inputs import InputSpec, SeriesInputs
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
 
@@ -34,6 +35,7 @@ class ModelSpec:
     channels: tuple[str, ...]
     limits: Limits
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)  # the model's own
+    inputs: InputSpec = dataclasses.field(default_factory=InputSpec)  # events and static covariates it takes
 
     @property
     def n_channels(self) -> int:
@@ -290,6 +292,46 @@ def check_series(
     return first_per_series(issues)
 
 
+def check_inputs(
+    model: ModelSpec,
+    positions: np.ndarray,
+    ev_t: np.ndarray,
+    n_ev: np.ndarray,
+    ev_v: np.ndarray,
+    static: np.ndarray,
+    settings: Settings,
+) -> tuple[list[SeriesInputs], list[Issue]]:
+    """Each series' inputs from flat arrays (as a format read them): ev_t (K,) event times in the model's
+    unit, n_ev (B,) events per series, ev_v (K, E) values (NaN: none of that kind), static (B, S) (NaN:
+    unknown). An issue for a series that sends inputs a model does not take, more events than
+    LATENTCAST_MAX_POINTS, or a time or value that is not finite."""
+    spec, e, s = model.inputs, len(model.inputs.events), len(model.inputs.static)
+    issues: list[Issue] = []
+    off = offsets(n_ev)
+    out = []
+    for k, p in enumerate(positions.tolist()):
+        a, z = int(off[k]), int(off[k + 1])
+        t, v = ev_t[a:z], ev_v[a:z]
+        if z > a and not spec.events:
+            issues.append(Issue(p, "event_times", None, f"model {model.name!r} takes no events (GET /models)"))
+        elif s == 0 and not np.isnan(static[k]).all():
+            issues.append(Issue(p, "static", None, f"model {model.name!r} takes no static covariates (GET /models)"))
+        elif z - a > settings.max_points:
+            msg = f"{z - a} events; the limit is {settings.max_points} (LATENTCAST_MAX_POINTS)"
+            issues.append(Issue(p, "event_times", None, msg, status=413))
+        elif not np.isfinite(t).all():
+            issues.append(Issue(p, "event_times", int(np.flatnonzero(~np.isfinite(t))[0]), "must be a finite time"))
+        elif np.isinf(v).any():
+            issues.append(
+                Issue(p, "event_values", int(np.flatnonzero(np.isinf(v).any(1))[0]), "must be finite or null")
+            )
+        elif np.isinf(static[k]).any():
+            issues.append(Issue(p, "static", int(np.flatnonzero(np.isinf(static[k]))[0]), "must be finite or null"))
+        order = np.argsort(t, kind="stable")
+        out.append(SeriesInputs(t[order], v[order].astype(np.float32).reshape(-1, e), static[k, :s].astype(np.float32)))
+    return out, issues
+
+
 def first_per_series(issues: Sequence[Issue]) -> list[Issue]:
     """The first issue of each series, in request order."""
     out: dict[int, Issue] = {}
@@ -333,13 +375,21 @@ def build_job(
     num_samples: int,
     solver: SolverConfig | None,
     on_error: OnError,
+    inputs: Sequence[SeriesInputs] | None = None,
 ) -> Job:
     """The model's checks over the series a format could read (`arrays`: ts, n_obs, values, tq, n_q;
     `positions` their request indices; `echo` their query times), with the issues the format found
-    (`pre`). Raises the 422 listing every refused series unless on_error is "skip"."""
+    (`pre`). `inputs`: each of those series' events and statics (times in the model's unit), for a model
+    that takes them. Raises the 422 listing every refused series unless on_error is "skip"."""
     ts, n_obs, values, tq, n_q = arrays
     ids = [str(every_id[p]) for p in positions.tolist()]  # the accepted series have string ids
     checked = model.limits.pack(ids, ts, n_obs, values, tq, n_q, show, positions)
+    if model.inputs:
+        e, s = len(model.inputs.events), len(model.inputs.static)
+        none = SeriesInputs(np.zeros(0), np.zeros((0, e), np.float32), np.full(s, np.nan, np.float32))
+        held = list(inputs) if inputs is not None else [none] * len(positions)
+        local = np.searchsorted(positions, checked.positions)
+        checked = checked.with_inputs(local, ts, n_obs, held, model.limits, model.inputs)
     refused = sorted([*pre, *checked.refused], key=lambda x: x.series)
     errors = [item(x, every_id) for x in refused]
     if errors and on_error == "raise":

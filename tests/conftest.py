@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -53,3 +55,19 @@ def tiny_config(**kw: object) -> ModelConfig:
     )
     base.update(kw)
     return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pk_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained with doses and weight on 100 subjects of the synthetic PK table (bench/pkpd.py,
+    seeded), saved to disk: a real checkpoint with inputs, for the counterfactual and serving tests."""
+    import latentcast
+    from bench.pkpd import make_pkpd
+
+    table = make_pkpd(100, seed=1)
+    recipe = {"model": {"latent_dim": 4, "encoder_hidden": 16, "dynamics_hidden": 16}, "train": {"batch_size": 25}}
+    model = latentcast.fit(
+        table, ["conc"], events=["dose"], static=["weight"], time_unit="hour", epochs=25, config=recipe, quiet=True,
+        device="cpu",
+    )  # fmt: skip
+    return model.save(tmp_path_factory.mktemp("pk") / "pk.pt")

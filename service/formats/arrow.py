@@ -11,12 +11,13 @@ import collections
 import json
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latentcast.arrowio import COLUMNS, MEDIA_TYPE
+from latentcast.arrowio import COLUMNS, INPUT_COLUMNS, MEDIA_TYPE
 from latentcast.frames import long_layout, offsets, quantile_column
 from latentcast.models import Issue, SolverConfig
 from latentcast.service.config import Settings
@@ -30,6 +31,7 @@ from latentcast.service.validate import (
     Lookup,
     ModelSpec,
     build_job,
+    check_inputs,
     check_options,
     check_series,
     solver_for,
@@ -129,11 +131,16 @@ def _read_table(body: bytes, settings: Settings) -> pa.Table:
     if twice:
         raise field_error(422, "the column appears more than once; send each column once", ["columns", twice[0]])
     missing = [c for c in COLUMNS if c not in names]
-    unknown = [c for c in names if c not in COLUMNS]
+    unknown = [c for c in names if c not in (*COLUMNS, *INPUT_COLUMNS)]
     if missing or unknown:
         col = (missing or unknown)[0]
         what = "missing column" if missing else "unknown column"
-        raise field_error(422, f"{what}; the table needs exactly the columns {', '.join(COLUMNS)}", ["columns", col])
+        raise field_error(
+            422,
+            f"{what}; the table needs the columns {', '.join(COLUMNS)} (and, for a model with inputs, "
+            f"{', '.join(INPUT_COLUMNS)})",
+            ["columns", col],
+        )
     return table
 
 
@@ -258,6 +265,16 @@ def _job(table: pa.Table, opts: Mapping[str, str], model: ModelSpec, settings: S
         v = flat[int(starts[i]) + j].as_py()
         return repr(v) if isinstance(v, int | float) else repr(str(v))
 
+    held = None
+    if model.inputs or any(c in table.column_names for c in INPUT_COLUMNS):
+        every, found = _inputs(table, kind, model, settings, issues)
+        for x in found:
+            issues.add(x.series, x.field, x.index, x.msg, x.status)
+        ok[list(issues.found)] = False
+        keep = np.flatnonzero(ok)
+        held = [every[i] for i in keep.tolist()]
+        obs_rows, q_rows = np.repeat(ok, n_obs), np.repeat(ok, n_q)
+        sub_t, sub_q = off_t[keep], off_q[keep]
     return build_job(
         model,
         every_id,
@@ -270,15 +287,66 @@ def _job(table: pa.Table, opts: Mapping[str, str], model: ModelSpec, settings: S
         num_samples,
         solver,
         "skip" if opts.get("on_error") == "skip" else "raise",
+        held,
     )
 
 
-def _values(rows: pa.Array, n_rows: np.ndarray, n_obs: np.ndarray, d: int, name: str, issues: _Issues) -> np.ndarray:
+def _inputs(
+    table: pa.Table, kind: str, model: ModelSpec, settings: Settings, issues: _Issues
+) -> tuple[list[Any], list[Issue]]:
+    """Every row's events and statics from the optional columns (`check_inputs`), and the issues found."""
+    b, e, s = table.num_rows, len(model.inputs.events), len(model.inputs.static)
+    names = table.column_names
+    if "event_times" in names:
+        flat_e, n_ev, _ = _list_column(table, "event_times")
+        ekind = _time_kind(flat_e, "event_times", model)
+        if "none" not in (kind, ekind) and ekind != kind:
+            raise field_error(422, f"must be of the same kind as timestamps ({kind}s)", ["columns", "event_times"])
+        ev_t = _times(flat_e, offsets(n_ev), "event_times", model, issues)
+    else:
+        n_ev, ev_t = np.zeros(b, dtype=np.int64), np.zeros(0)
+    if not e or "event_values" not in names:
+        ev_v = np.full((int(n_ev.sum()), e), np.nan)
+        if e:
+            for i in np.flatnonzero(n_ev > 0).tolist():
+                issues.add(i, "event_values", None, "event times need event_values (a row per event time)")
+    else:
+        rows, n_rows, _ = _list_column(table, "event_values")
+        ev_v = _values(rows, n_rows, n_ev, e, model.name, issues, "event_values", "event times", "event kinds")
+    static = np.full((b, s), np.nan)
+    if "static" in names:
+        flat_s, n_s, _ = _list_column(table, "static")
+        null = pa.types.is_null(flat_s.type)
+        vals = np.full(len(flat_s), np.nan) if null else _float64(flat_s, ["columns", "static"])
+        off_s = offsets(n_s)
+        for i in range(b):
+            got = vals[off_s[i] : off_s[i + 1]]
+            if got.size and not s and not np.isnan(got).all():
+                issues.add(i, "static", None, f"model {model.name!r} takes no static covariates (GET /models)")
+            elif got.size and s and got.size != s:
+                msg = f"has {got.size} values; model {model.name!r} takes {s} static covariates (GET /models: static)"
+                issues.add(i, "static", None, msg)
+            elif got.size and s:
+                static[i] = got
+    return check_inputs(model, np.arange(b), ev_t, n_ev, ev_v, static, settings)
+
+
+def _values(
+    rows: pa.Array,
+    n_rows: np.ndarray,
+    n_obs: np.ndarray,
+    d: int,
+    name: str,
+    issues: _Issues,
+    field: str = "values",
+    per: str = "timestamps",
+    what: str = "channels",
+) -> np.ndarray:
     """The values column → (N, D) float64 aligned with the timestamps, NaN where not observed (and in
     series refused for the shape of their rows); an issue for each series whose rows are not one per
     timestamp, each of D values, finite or null."""
     for i in np.flatnonzero(n_rows != n_obs).tolist():
-        issues.add(i, "values", None, f"has {n_rows[i]} rows for {n_obs[i]} timestamps")
+        issues.add(i, field, None, f"has {n_rows[i]} rows for {n_obs[i]} {per}")
     offs = offsets(n_rows)
     out = np.full((int(n_obs.sum()), d), np.nan)
     if pa.types.is_null(rows.type):
@@ -291,23 +359,21 @@ def _values(rows: pa.Array, n_rows: np.ndarray, n_obs: np.ndarray, d: int, name:
         bounds = rows.offsets.to_numpy()
         widths, starts = np.diff(bounds), bounds[:-1]
     else:
-        raise field_error(
-            422, f"column must be a list of rows (lists) per series, not {rows.type}", ["columns", "values"]
-        )
+        raise field_error(422, f"column must be a list of rows (lists) per series, not {rows.type}", ["columns", field])
     issues.at_elements(
-        _nulls(rows), offs, "values", lambda k: "row must not be null (null values inside it mean not observed)"
+        _nulls(rows), offs, field, lambda k: "row must not be null (null values inside it mean not observed)"
     )
     issues.at_elements(
         np.flatnonzero(widths != d),
         offs,
-        "values",
-        lambda k: f"row has {widths[k]} values; model {name!r} has {d} channels (GET /models lists them)",
+        field,
+        lambda k: f"row has {widths[k]} values; model {name!r} has {d} {what} (GET /models lists them)",
     )
     child = rows.values
     t = child.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
-        raise field_error(422, f"values must be numbers, not {t}", ["columns", "values"])
-    flat = _float64(child, ["columns", "values"])
+        raise field_error(422, f"{field} must be numbers, not {t}", ["columns", field])
+    flat = _float64(child, ["columns", field])
     ok = np.ones(len(n_rows), dtype=bool)
     ok[list(issues.found)] = False
     src = np.flatnonzero(np.repeat(ok, n_rows))  # value rows of the series still accepted …
@@ -316,7 +382,7 @@ def _values(rows: pa.Array, n_rows: np.ndarray, n_obs: np.ndarray, d: int, name:
     issues.at_elements(
         np.flatnonzero(np.isinf(out).any(axis=1)),
         offsets(n_obs),
-        "values",
+        field,
         lambda k: "must be finite (null or NaN = not observed)",
     )
     return out

@@ -28,6 +28,7 @@ from latentcast.service.validate import (
     Lookup,
     ModelSpec,
     build_job,
+    check_inputs,
     check_options,
     check_series,
     first_per_series,
@@ -80,6 +81,12 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     if more:  # a date-time that does not parse: those series out, the rest again
         items, positions = _without(items, positions, more)
         ts, tq, _ = _times(items, positions, model)
+    held, bad_inputs = _inputs(items, positions, model, settings)
+    if bad_inputs:  # those series out, the rest again
+        items, positions = _without(items, positions, bad_inputs)
+        ts, tq, _ = _times(items, positions, model)
+        held, _ = _inputs(items, positions, model, settings)
+        more = [*more, *bad_inputs]
     n_obs = np.fromiter(map(len, (s.timestamps for s in items)), dtype=np.int64, count=len(items))
     n_q = np.fromiter(map(len, (s.query_times for s in items)), dtype=np.int64, count=len(items))
     rows = list(itertools.chain.from_iterable(s.values for s in items))
@@ -104,7 +111,64 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
         opts.num_samples,
         solver,
         opts.on_error,
+        held if model.inputs else None,
     )
+
+
+def _inputs(
+    items: list[SeriesIn], positions: np.ndarray, model: ModelSpec, settings: Settings
+) -> tuple[list[Any], list[Issue]]:
+    """Each series' events and statics (`check_inputs`), after their shapes and times: a row of event values
+    per event time, a value per event kind, a value per static covariate, event times of the series' kind."""
+    e, s = len(model.inputs.events), len(model.inputs.static)
+    issues: list[Issue] = []
+    ev_t: list[np.ndarray] = []
+    ev_v: list[np.ndarray] = []
+    static = np.full((len(items), s), np.nan)
+    for k, x in enumerate(items):
+        p = int(positions[k])
+        times, rows, st = x.event_times, x.event_values, x.static
+        if (times or rows) and not e:
+            issues.append(Issue(p, "event_times", None, f"model {model.name!r} takes no events (GET /models)"))
+        elif len(rows) != len(times):
+            issues.append(Issue(p, "event_values", None, f"has {len(rows)} rows for {len(times)} event times"))
+        elif any(len(r) != e for r in rows):
+            j = next(i for i, r in enumerate(rows) if len(r) != e)
+            msg = f"row has {len(rows[j])} values; model {model.name!r} takes {e} event kinds (GET /models: events)"
+            issues.append(Issue(p, "event_values", j, msg))
+        elif st is not None and not s and any(v is not None for v in st):
+            issues.append(Issue(p, "static", None, f"model {model.name!r} takes no static covariates (GET /models)"))
+        elif st is not None and len(st) != s and s:
+            msg = f"has {len(st)} values; model {model.name!r} takes {s} static covariates (GET /models: static)"
+            issues.append(Issue(p, "static", None, msg))
+        elif times and _kind(times) != _kind(x.timestamps):
+            issues.append(
+                Issue(p, "event_times", None, f"must be of the same kind as timestamps ({_kind(x.timestamps)}s)")
+            )
+        else:
+            try:
+                ev_t.append(
+                    np.asarray(times, dtype=np.float64)
+                    if _kind(times) == "number"
+                    else to_unit(parse_datetimes(times), model.time.unit)
+                )
+            except TimeParseError as exc:
+                issues.append(Issue(p, "event_times", exc.index, f"{exc.value!r} is {exc.reason}"))
+                continue
+            vals = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+            ev_v.append(vals.reshape(len(rows), e))
+            if st is not None and s:
+                static[k] = [np.nan if v is None else v for v in st]
+            continue
+        ev_t.append(np.zeros(0))
+        ev_v.append(np.zeros((0, e)))
+    if issues:
+        return [], first_per_series(issues)
+    n_ev = np.fromiter(map(len, ev_t), dtype=np.int64, count=len(ev_t))
+    flat_t = np.concatenate(ev_t) if ev_t else np.zeros(0)
+    flat_v = np.concatenate(ev_v) if ev_v else np.zeros((0, e))
+    held, found = check_inputs(model, positions, flat_t, n_ev, flat_v, static, settings)
+    return held, found
 
 
 def _id_of(s: Any) -> str | None:

@@ -1,0 +1,110 @@
+"""Known inputs (models/inputs.py): the compartments' closed form, what the checkpoint keeps, and a trained
+model's answers under dosing plans: a larger planned dose raises the forecast after it and nothing before,
+a dose after the last query changes nothing, and a series' forecast does not depend on the events of the
+other series in its batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import latentcast
+from bench.pkpd import make_pkpd
+from latentcast.models import ModelBundle
+from latentcast.models.inputs import BatchInputs, InputEffect, InputSpec
+
+
+def test_a_compartment_holds_each_event_decaying_after_its_time_and_nothing_before() -> None:
+    spec = InputSpec(("dose",), (), (1.0,))
+    effect = InputEffect(spec, n_channels=1, n_rates=2)
+    with torch.no_grad():
+        effect.log_rate.copy_(torch.tensor([0.1, 1.0]).log())
+    inputs = BatchInputs(
+        ev_t=torch.tensor([[1.0, 3.0]]), ev_v=torch.tensor([[[2.0], [5.0]]]), ev_m=torch.tensor([[True, True]]),
+        static=torch.zeros(1, 0),
+    )  # fmt: skip
+    t = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]])
+    got = effect.amounts(t, inputs)[0].detach()  # (T, J)
+    for j, rate in enumerate((0.1, 1.0)):
+        want = [0.0, 0.0, 2 * np.exp(-rate), 2 * np.exp(-2 * rate), 2 * np.exp(-3 * rate) + 5 * np.exp(-rate)]
+        np.testing.assert_allclose(got[:, j].numpy(), want, rtol=1e-6)  # at an event's own time: not yet
+
+
+def test_the_checkpoint_keeps_the_inputs_and_an_old_one_reads_as_none(pk_checkpoint: Path, tmp_path: Path) -> None:
+    bundle = ModelBundle.load(pk_checkpoint)
+    assert bundle.inputs.events == ("dose",) and bundle.inputs.static == ("weight",)
+    assert bundle.inputs.event_scale[0] > 0 and 50 < bundle.inputs.static_mean[0] < 110
+    again = ModelBundle.load(bundle.save(tmp_path / "again.pt"))
+    assert again.inputs == bundle.inputs and again.version == bundle.version
+    assert not ModelBundle.load("pbcseq").inputs  # a checkpoint from before inputs
+
+
+def _history(subject: str, until: float) -> pd.DataFrame:
+    table = make_pkpd(100, seed=7)  # subjects the fixture's model did not see (seed 1 trained it)
+    return table[(table["id"] == subject) & (table["time"] < until)]
+
+
+def _plan(history: pd.DataFrame, name: str, doses: list[tuple[float, float]]) -> pd.DataFrame:
+    weight = float(history["weight"].iloc[0])
+    rows = pd.DataFrame({"id": name, "time": [t for t, _ in doses], "dose": [d for _, d in doses], "weight": weight})
+    return pd.concat([history.assign(id=name), rows], ignore_index=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_larger_planned_dose_gives_a_higher_forecast_after_it_and_the_same_before(
+    pk_checkpoint: Path, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    model = latentcast.load(pk_checkpoint, device="cpu")
+    subject = f"s{int(rng.integers(0, 100)):04d}"
+    history = _history(subject, until=float(rng.uniform(30, 60)))
+    if history["conc"].notna().sum() == 0:
+        history = _history("s0000", until=60.0)
+    at = float(history["time"].max()) + float(rng.uniform(1, 12))
+    small, large = sorted(rng.choice([50.0, 100.0, 200.0, 300.0, 400.0, 600.0], 2, replace=False))
+    obs = pd.concat([_plan(history, "small", [(at, small)]), _plan(history, "large", [(at, large)])])
+    before = [at - 2.0, at - 0.5, at]
+    after = [at + 0.25, at + 1.0, at + 4.0, at + 12.0]
+    fc = model.predict(obs, query_times=before + after, quantiles=[0.5]).set_index(["id", "time"])
+    lo, hi = fc.loc["small"], fc.loc["large"]
+    np.testing.assert_array_equal(lo.loc[before, "point"].to_numpy(), hi.loc[before, "point"].to_numpy())
+    assert (hi.loc[after, "point"] > lo.loc[after, "point"]).all(), (small, large, fc)
+    assert (hi.loc[after, "mean"] > lo.loc[after, "mean"]).all()
+
+
+def test_a_dose_after_the_last_query_time_changes_nothing(pk_checkpoint: Path) -> None:
+    model = latentcast.load(pk_checkpoint, device="cpu")
+    history = _history("s0003", until=48.0)
+    queries = [50.0, 60.0, 72.0]
+    without = model.predict(_plan(history, "a", [(49.0, 200.0)]), query_times=queries)
+    later = model.predict(_plan(history, "a", [(49.0, 200.0), (72.0, 400.0), (90.0, 300.0)]), query_times=queries)
+    pd.testing.assert_frame_equal(without, later)  # a dose at 72 counts from just after 72
+
+
+def test_a_series_forecast_does_not_depend_on_the_other_series_events(pk_checkpoint: Path) -> None:
+    model = latentcast.load(pk_checkpoint, device="cpu")
+    table = make_pkpd(12, seed=5)
+    queries = [20.0, 50.0, 100.0]
+    quiet = model.predict(table, query_times=queries)
+    weight = float(table.loc[table["id"] == "s0007", "weight"].iloc[0])
+    extra = pd.DataFrame({"id": "s0007", "time": np.arange(1.0, 120.0, 2.0) + 0.01, "dose": 75.0, "weight": weight})
+    busy = model.predict(pd.concat([table, extra]), query_times=queries)  # one series gets 60 more doses
+    others = quiet["id"] != "s0007"
+    pd.testing.assert_frame_equal(quiet[others], busy[others], check_exact=True)
+    assert not np.allclose(quiet.loc[~others, "point"], busy.loc[~others, "point"])
+    alone = model.predict(table[table["id"] == "s0004"], query_times=queries).reset_index(drop=True)
+    mine = quiet[quiet["id"] == "s0004"].reset_index(drop=True)  # alone vs in a batch: as without inputs
+    pd.testing.assert_frame_equal(alone, mine, check_exact=False, rtol=1e-4)
+
+
+def test_inputs_the_table_lacks_are_answered_with_a_warning(pk_checkpoint: Path) -> None:
+    model = latentcast.load(pk_checkpoint, device="cpu")
+    history = _history("s0002", until=48.0)[["id", "time", "conc"]].dropna()
+    with pytest.warns(latentcast.LatentcastWarning, match="inputs not in the table"):
+        fc = model.predict(history, query_times=[60.0])
+    assert np.isfinite(fc["point"]).all()
+    assert any(w["kind"] == "missing_inputs" for w in fc.attrs["warnings"])
