@@ -1,0 +1,85 @@
+"""Events and statics over HTTP: `latentcast serve` as a subprocess on 127.0.0.1 with a checkpoint trained
+with doses (the session's `pk_checkpoint`); the client's Arrow and JSON requests equal `Model.predict` on
+the same long table, GET /models shows the inputs, and malformed inputs are refused per series."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+import latentcast
+from bench.pkpd import make_pkpd
+from bench.server import ServerProcess
+from latentcast.client import LatentcastClient
+from tests.service.conftest import SERVER_START_S
+
+
+@pytest.fixture(scope="module")
+def server(pk_checkpoint: Path) -> Iterator[str]:
+    env = {"LATENTCAST_MODELS": json.dumps([str(pk_checkpoint)]), "LATENTCAST_NUM_SAMPLES": "32",
+           "LATENTCAST_MAX_WAIT_MS": "5"}  # fmt: skip
+    with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
+        yield srv.url
+
+
+def _plans() -> pd.DataFrame:
+    """Ten subjects' first 40 hours, each with a plan after it; two of them the same history under two plans."""
+    table = make_pkpd(14, seed=11)
+    hist = table[table["time"] < 40.0]
+    sampled = hist.loc[hist["conc"].notna(), "id"].unique()[:10]
+    hist = hist[hist["id"].isin(sampled)]
+    weight = hist.groupby("id")["weight"].first()
+    plan = pd.DataFrame({"id": weight.index, "time": 44.0, "dose": 300.0, "weight": weight.to_numpy()})
+    twin = hist[hist["id"] == "s0002"].assign(id="s0002-double")
+    extra = pd.DataFrame({"id": ["s0002-double"] * 2, "time": [44.0, 52.0], "dose": [300.0, 300.0],
+                          "weight": float(weight["s0002"])})  # fmt: skip
+    return pd.concat([hist, plan, twin, extra], ignore_index=True)
+
+
+@pytest.mark.parametrize("transport", ["arrow", "json"])
+def test_forecasts_over_http_equal_model_predict(server: str, pk_checkpoint: Path, transport: str) -> None:
+    obs, queries = _plans(), [38.0, 45.0, 53.0, 60.0]
+    local = latentcast.load(pk_checkpoint, device="cpu", num_samples=32).predict(obs, query_times=queries)
+    with LatentcastClient(server) as client:
+        remote = client.forecast(obs, queries, transport=transport)  # type: ignore[arg-type]
+    assert len(remote) == len(local) == 11 * len(queries)
+    for col in ("point", "mean", "q0.1", "q0.5", "q0.9"):
+        np.testing.assert_allclose(remote[col].to_numpy(), local[col].to_numpy(), rtol=1e-5, err_msg=col)
+    twin = remote.set_index(["id", "time"])["point"]
+    assert twin[("s0002-double", 53.0)] > twin[("s0002", 53.0)]  # the second dose, after 52
+    assert twin[("s0002-double", 45.0)] == twin[("s0002", 45.0)]
+
+
+def test_models_lists_the_inputs(server: str) -> None:
+    info = httpx.get(f"{server}/models").json()["models"][0]
+    assert info["events"] == ["dose"] and info["static"] == ["weight"]
+    assert info["inputs"]["events"][0]["name"] == "dose" and info["inputs"]["static"][0]["std"] > 0
+
+
+def test_malformed_inputs_are_refused_per_series(server: str) -> None:
+    good = {"id": "a", "timestamps": [1.0, 5.0], "values": [[2.0], [1.5]], "query_times": [10.0],
+            "event_times": [0.0, 8.0], "event_values": [[200.0], [100.0]], "static": [70.0]}  # fmt: skip
+    bad = [
+        ({"event_values": [[200.0]]}, "event_values", "has 1 rows for 2 event times"),
+        ({"event_values": [[200.0, 1.0], [100.0, 1.0]]}, "event_values", "takes 1 event kinds"),
+        ({"static": [70.0, 1.0]}, "static", "takes 1 static covariates"),
+        ({"event_times": ["2026-01-01T00:00:00Z", 8.0]}, "event_times", "same kind as timestamps"),
+    ]
+    for change, field, words in bad:
+        body = {"series": [good, {**good, **change, "id": "b"}], "on_error": "skip"}
+        r = httpx.post(f"{server}/forecast", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert [f["id"] for f in out["forecasts"]] == ["a"]
+        assert out["errors"][0]["loc"][:3] == ["series", 1, field] and words in out["errors"][0]["msg"], out["errors"]
+    r = httpx.post(f"{server}/forecast", json={"series": [{**good, "static": None}]})
+    assert r.status_code == 200 and "training mean" in r.json()["forecasts"][0]["warnings"][0]["msg"]
+    text = json.dumps({"series": [{**good, "event_values": [[1.0], [2.0]]}]}).replace("[1.0]", "[1e400]")
+    r = httpx.post(f"{server}/forecast", content=text, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "event_values" in r.json()["errors"][0]["loc"], r.text
