@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -65,7 +66,7 @@ def test_models_lists_the_inputs(server: str) -> None:
 def test_malformed_inputs_are_refused_per_series(server: str) -> None:
     good = {"id": "a", "timestamps": [1.0, 5.0], "values": [[2.0], [1.5]], "query_times": [10.0],
             "event_times": [0.0, 8.0], "event_values": [[200.0], [100.0]], "static": [70.0]}  # fmt: skip
-    bad = [
+    bad: list[tuple[dict[str, Any], str, str]] = [
         ({"event_values": [[200.0]]}, "event_values", "has 1 rows for 2 event times"),
         ({"event_values": [[200.0, 1.0], [100.0, 1.0]]}, "event_values", "takes 1 event kinds"),
         ({"static": [70.0, 1.0]}, "static", "takes 1 static covariates"),
