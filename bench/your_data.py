@@ -68,8 +68,8 @@ SETS = [
         "hours",
         "136 patients' quinidine and glycoprotein",
         "hour",
-        "the concentration follows doses that this table does not hold (nlme's Quinidine has them on its dosing "
-        "rows): a forecast cannot know a dose given after the context; issue 26 adds doses as inputs",
+        "the concentration follows doses, which this benchmark leaves out (it trains on the channels alone): "
+        "bench/interventions.py trains with the table's doses and covariates",
     ),
     DataSet(
         "pbcseq",

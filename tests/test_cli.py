@@ -319,3 +319,21 @@ def test_the_run_directory_and_the_name_default_to_the_file(tmp_path, monkeypatc
     assert f"run directory: {Path('runs') / name}" in res.output
     assert "WARNING: column 'ward' not modelled (not among the channels" in res.output
     assert load_checkpoint(tmp_path / "runs" / name / "best.pt").name == name
+
+
+def test_train_with_events_and_static_columns(tmp_path) -> None:
+    from bench.pkpd import make_pkpd
+    from latentcast.models import ModelBundle
+
+    data = tmp_path / "pk.csv"
+    make_pkpd(40, seed=2).to_csv(data, index=False)
+    args = ["train", "--data", str(data), "--channels", "conc", "--events", "dose", "--static", "weight"]
+    res = CliRunner().invoke(
+        app, [*args, "--time-unit", "hour", "--epochs", "2", "--quiet", "--out", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 0, res.output
+    bundle = ModelBundle.load(tmp_path / "r" / "best.pt")
+    assert bundle.inputs.events == ("dose",) and bundle.inputs.static == ("weight",)
+    assert "dose" not in bundle.data["ignored_columns"] and bundle.channels == ("conc",)
+    res = CliRunner().invoke(app, [*args[:-2], "--static", "height", "--time-unit", "hour", "--quiet"])
+    assert res.exit_code != 0 and "['height'] not in the table" in str(res.exception or res.output)
