@@ -328,7 +328,9 @@ def check_inputs(
         elif np.isinf(static[k]).any():
             issues.append(Issue(p, "static", int(np.flatnonzero(np.isinf(static[k]))[0]), "must be finite or null"))
         order = np.argsort(t, kind="stable")
-        out.append(SeriesInputs(t[order], v[order].astype(np.float32).reshape(-1, e), static[k, :s].astype(np.float32)))
+        out.append(
+            SeriesInputs(t[order], v[order].astype(np.float32).reshape(len(t), e), static[k, :s].astype(np.float32))
+        )
     return out, issues
 
 

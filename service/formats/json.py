@@ -81,7 +81,10 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     if more:  # a date-time that does not parse: those series out, the rest again
         items, positions = _without(items, positions, more)
         ts, tq, _ = _times(items, positions, model)
-    held, bad_inputs = _inputs(items, positions, model, settings)
+    held: list[Any] = []
+    bad_inputs: list[Issue] = []
+    if model.inputs or any(x.event_times or x.event_values or x.static is not None for x in items):
+        held, bad_inputs = _inputs(items, positions, model, settings)
     if bad_inputs:  # those series out, the rest again
         items, positions = _without(items, positions, bad_inputs)
         ts, tq, _ = _times(items, positions, model)
