@@ -45,7 +45,6 @@ from latentcast.models import (
     Status,
     resolve_device,
 )
-from latentcast.models.inputs import SeriesInputs, split_inputs
 from latentcast.models.training import build_experiment, dataset_from_frame, train_model
 from latentcast.times import to_unit
 
@@ -189,9 +188,9 @@ class Model:
         ts, tq = self._unit(table.times, time_col), self._unit(queries, "query_times")
         d = len(self.channels)
         rows = np.ones(len(ts), dtype=bool)
-        held: list[SeriesInputs] = []
+        held: list[Any] = []
         if spec:  # rows with only event values are events, not observations
-            rows, held = split_inputs(table, ts, d, len(spec.events), spec.static)
+            rows, held = spec.split(table, ts, d)
         obs_times = Times(table.times.values[rows], table.times.is_datetime)
         obs_off = offsets(np.add.reduceat(rows.astype(np.int64), table.offsets[:-1]) if len(table) else [])
         n_obs, n_q = np.diff(obs_off), np.diff(q_off)

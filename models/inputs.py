@@ -86,6 +86,22 @@ class InputSpec:
             std.append(float(col.std()) if col.std() > 1e-8 else 1.0)
         return InputSpec(tuple(events), tuple(static), tuple(scale), tuple(mean), tuple(std))
 
+    def held(self, times: np.ndarray, values: np.ndarray, static: np.ndarray) -> SeriesInputs:
+        """One series' inputs of these kinds: times (k,), values (k, E), static (S,) (NaN: none, unknown)."""
+        e, s = len(self.events), len(self.static)
+        return SeriesInputs(
+            np.asarray(times, dtype=np.float64), np.asarray(values, dtype=np.float32).reshape(len(times), e),
+            np.asarray(static, dtype=np.float32).reshape(s),
+        )  # fmt: skip
+
+    def none(self) -> SeriesInputs:
+        """A series' inputs when it gives none: no event, every static unknown."""
+        return self.held(np.zeros(0), np.zeros((0, len(self.events))), np.full(len(self.static), np.nan))
+
+    def split(self, table: FlatTable, times: np.ndarray, n_channels: int) -> tuple[np.ndarray, list[SeriesInputs]]:
+        """`split_inputs` for a table whose columns are the channels, then these events and statics."""
+        return split_inputs(table, times, n_channels, len(self.events), self.static)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
 

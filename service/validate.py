@@ -17,8 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from latentcast.frames import offsets
-from latentcast.models import ConfigError, Issue, Limits, PackedSeries, SolverConfig, TimeSpec
-from latentcast.models.inputs import InputSpec, SeriesInputs
+from latentcast.models import ConfigError, InputSpec, Issue, Limits, PackedSeries, SolverConfig, TimeSpec
 from latentcast.service.config import Settings
 from latentcast.service.errors import ServiceError, field_error
 
@@ -300,7 +299,7 @@ def check_inputs(
     ev_v: np.ndarray,
     static: np.ndarray,
     settings: Settings,
-) -> tuple[list[SeriesInputs], list[Issue]]:
+) -> tuple[list[Any], list[Issue]]:
     """Each series' inputs from flat arrays (as a format read them): ev_t (K,) event times in the model's
     unit, n_ev (B,) events per series, ev_v (K, E) values (NaN: none of that kind), static (B, S) (NaN:
     unknown). An issue for a series that sends inputs a model does not take, more events than
@@ -328,9 +327,7 @@ def check_inputs(
         elif np.isinf(static[k]).any():
             issues.append(Issue(p, "static", int(np.flatnonzero(np.isinf(static[k]))[0]), "must be finite or null"))
         order = np.argsort(t, kind="stable")
-        out.append(
-            SeriesInputs(t[order], v[order].astype(np.float32).reshape(len(t), e), static[k, :s].astype(np.float32))
-        )
+        out.append(spec.held(t[order], v[order].reshape(len(t), e), static[k, :s]))
     return out, issues
 
 
@@ -377,7 +374,7 @@ def build_job(
     num_samples: int,
     solver: SolverConfig | None,
     on_error: OnError,
-    inputs: Sequence[SeriesInputs] | None = None,
+    inputs: Sequence[Any] | None = None,
 ) -> Job:
     """The model's checks over the series a format could read (`arrays`: ts, n_obs, values, tq, n_q;
     `positions` their request indices; `echo` their query times), with the issues the format found
@@ -387,9 +384,7 @@ def build_job(
     ids = [str(every_id[p]) for p in positions.tolist()]  # the accepted series have string ids
     checked = model.limits.pack(ids, ts, n_obs, values, tq, n_q, show, positions)
     if model.inputs:
-        e, s = len(model.inputs.events), len(model.inputs.static)
-        none = SeriesInputs(np.zeros(0), np.zeros((0, e), np.float32), np.full(s, np.nan, np.float32))
-        held = list(inputs) if inputs is not None else [none] * len(positions)
+        held = list(inputs) if inputs is not None else [model.inputs.none()] * len(positions)
         local = np.searchsorted(positions, checked.positions)
         checked = checked.with_inputs(local, ts, n_obs, held, model.limits, model.inputs)
     refused = sorted([*pre, *checked.refused], key=lambda x: x.series)
