@@ -31,7 +31,6 @@ from latentcast.frames import (
     from_frame,
     note_outcome,
     note_solver,
-    offsets,
     query_table,
     to_frame,
 )
@@ -186,23 +185,21 @@ class Model:
         table = from_frame(obs, [*self.channels, *spec.columns], id_col, time_col, extra_columns)
         queries, q_off = query_table(table, query_times, id_col, time_col)
         ts, tq = self._unit(table.times, time_col), self._unit(queries, "query_times")
-        d = len(self.channels)
-        rows = np.ones(len(ts), dtype=bool)
+        observed = table
         held: list[Any] = []
         if spec:  # rows with only event values are events, not observations
-            rows, held = spec.split(table, ts, d)
-        obs_times = Times(table.times.values[rows], table.times.is_datetime)
-        obs_off = offsets(np.add.reduceat(rows.astype(np.int64), table.offsets[:-1]) if len(table) else [])
-        n_obs, n_q = np.diff(obs_off), np.diff(q_off)
+            rows, held = spec.split(table, ts, len(self.channels))
+            observed, ts = table.subset(rows, len(self.channels)), ts[rows]
+        n_obs, n_q = np.diff(observed.offsets), np.diff(q_off)
 
         def show(field: str, i: int, j: int) -> str:
-            times, offs = (obs_times, obs_off) if field == "timestamps" else (queries, q_off)
+            times, offs = (observed.times, observed.offsets) if field == "timestamps" else (queries, q_off)
             k = int(offs[i]) + j
             return repr(str(times.as_column()[k]) if times.is_datetime else float(times.values[k]))
 
-        checked = self.limits.pack(table.ids, ts[rows], n_obs, table.values[rows, :d], tq, n_q, show)
+        checked = self.limits.pack(table.ids, ts, n_obs, observed.values, tq, n_q, show)
         if spec:
-            checked = checked.with_inputs(checked.positions, ts[rows], n_obs, held, self.limits, spec)
+            checked = checked.with_inputs([held[p] for p in checked.positions.tolist()], self.limits, spec)
         refused = [self._note(x, table.keys, time_col) for x in checked.refused]
         if refused and on_error == "raise":
             raise Refused(refused, len(table))

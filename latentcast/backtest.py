@@ -188,7 +188,7 @@ def backtest(
     inputs = [c for c in spec.columns if c in obs.columns]
     seen = obs[channels].notna().any(axis=1)
     context, held = split_series(obs.loc[seen, [id_col, time_col, *channels, *inputs]], task, id_col, time_col)
-    if [c for c in spec.events if c in obs.columns]:  # events stay known: the past, and the plan unless told not
+    if any(c in obs.columns for c in spec.events):  # events stay known: the past, and the plan unless told not
         events = obs.loc[obs[list(spec.events)].notna().any(axis=1), [id_col, time_col, *inputs]]
         if not future_inputs:
             last = context.groupby(id_col)[time_col].max()

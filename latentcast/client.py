@@ -319,12 +319,7 @@ def _with_inputs(table: FlatTable, d: int, e: int, static: Sequence[str]) -> tup
     if not e and not static:
         return table, None
     found = table_inputs(table, d, e, static)
-    rows = found.observed
-    counts = np.add.reduceat(rows.astype(np.int64), table.offsets[:-1]) if len(table) else np.zeros(0, np.int64)
-    obs = dataclasses.replace(
-        table, times=Times(table.times.values[rows], table.times.is_datetime), values=table.values[rows, :d],
-        offsets=offsets(counts),
-    )  # fmt: skip
+    obs = table.subset(found.observed, d)
     ev = found.events
     inputs = _Inputs(
         Times(table.times.values[ev], table.times.is_datetime), found.event_offsets, table.values[ev, d : d + e],

@@ -147,6 +147,14 @@ class FlatTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, rows: np.ndarray, n_columns: int | None = None) -> FlatTable:
+        """The rows marked in `rows` (N,) bool, and the first `n_columns` columns (all: None); every series
+        kept, its offsets recounted."""
+        counts = np.add.reduceat(rows.astype(np.int64), self.offsets[:-1]) if len(self) else np.zeros(0, np.int64)
+        values = self.values[rows] if n_columns is None else self.values[rows, :n_columns]
+        times = Times(self.times.values[rows], self.times.is_datetime)
+        return dataclasses.replace(self, times=times, values=values, offsets=offsets(counts))
+
 
 def from_frame(
     frame: pd.DataFrame,
@@ -221,16 +229,15 @@ def table_inputs(table: FlatTable, n_channels: int, n_events: int, static_names:
     values = table.values
     observed = ~np.isnan(values[:, :d]).all(axis=1)
     has_event = ~np.isnan(values[:, d : d + e]).all(axis=1) if e else np.zeros(len(values), dtype=bool)
-    static = np.full((len(table), values.shape[1] - d - e), np.nan)
-    clash = []
-    for i, (a, z) in enumerate(zip(table.offsets[:-1].tolist(), table.offsets[1:].tolist(), strict=True)):
-        for j in range(static.shape[1]):
-            col = values[a:z, d + e + j]
-            seen = np.unique(col[~np.isnan(col)])
-            if seen.size > 1:
-                clash.append(f"series {table.ids[i]!r} column {static_names[j]!r} ({seen[0]:g} and {seen[1]:g})")
-            elif seen.size:
-                static[i, j] = seen[0]
+    cols = values[:, d + e :]
+    starts = table.offsets[:-1]
+    lo = np.fmin.reduceat(cols, starts, axis=0) if len(table) else cols[:0]  # (B, S), NaN: never given
+    hi = np.fmax.reduceat(cols, starts, axis=0) if len(table) else cols[:0]
+    clash = [
+        f"series {table.ids[i]!r} column {static_names[j]!r} ({lo[i, j]:g} and {hi[i, j]:g})"
+        for i, j in zip(*np.nonzero(lo < hi), strict=True)
+    ]
+    static = lo
     if clash:
         raise DataError(
             f"a static covariate takes one value per series; {len(clash)} differ within a series, e.g. "

@@ -82,26 +82,23 @@ class Issue:
 
 @dataclasses.dataclass(frozen=True)
 class Checked:
-    """The accepted series packed in model time, with `positions` (B_ok,) their indices in the request;
-    one `Issue` per refused series and the warnings of the accepted ones, each in request order."""
+    """The accepted series packed in model time, with `positions` (B_ok,) their indices in the request
+    and `origins` (B_ok,) the time (in the model's unit) each one's model time counts from; one `Issue`
+    per refused series and the warnings of the accepted ones, each in request order."""
 
     packed: PackedSeries
     positions: np.ndarray
+    origins: np.ndarray
     refused: list[Issue]
     warnings: list[Issue]
 
-    def with_inputs(
-        self, local: np.ndarray, ts: np.ndarray, n_obs: np.ndarray, held: Sequence[SeriesInputs], limits: Limits,
-        spec: InputSpec,
-    ) -> Checked:  # fmt: skip
-        """The accepted series with their inputs: `held` (one per series passed to `pack`, times in the
-        model's unit), `local` (B_ok,) the accepted series' indices among them, `ts` and `n_obs` as passed.
-        Event times are placed in model time as `pack` placed the observations (from each series' first
-        one); a series given no static covariate, for a model that takes some, is answered with a warning."""
-        first = offsets(n_obs)[:-1][local]
+    def with_inputs(self, held: Sequence[SeriesInputs], limits: Limits, spec: InputSpec) -> Checked:
+        """The accepted series with their inputs: `held` (B_ok,), one per accepted series, times in the
+        model's unit. Event times are placed in model time as the observations were (from `origins`); a
+        series given no static covariate, for a model that takes some, is answered with a warning."""
         moved = [
-            dataclasses.replace(held[i], times=(held[i].times - ts[f]) * limits.time.scale)
-            for i, f in zip(local.tolist(), first.tolist(), strict=True)
+            dataclasses.replace(x, times=(x.times - o) * limits.time.scale)
+            for x, o in zip(held, self.origins.tolist(), strict=True)
         ]
         packed = PackedInputs.from_series(moved, len(spec.events), len(spec.static))
         notes = [
@@ -232,6 +229,7 @@ def pack(
     return Checked(
         packed,
         v.pos[kept],
+        origin[kept],
         [v.bad[i] for i in sorted(v.bad)],
         [w for i in sorted(v.warn) if i not in v.bad for w in v.warn[i]],
     )

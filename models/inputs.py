@@ -180,9 +180,6 @@ class PackedInputs:
             self.static[start:stop],
         )
 
-    def select(self, series: Sequence[int]) -> PackedInputs:
-        return PackedInputs.concat([self.take(i, i + 1) for i in series], self.values.shape[1], self.static.shape[1])
-
     @staticmethod
     def concat(parts: Sequence[PackedInputs], n_events: int, n_static: int) -> PackedInputs:
         if len(parts) == 1:
@@ -239,10 +236,8 @@ class BatchInputs:
 
 def collate_inputs(inputs: Sequence[SeriesInputs | None], spec: InputSpec, anchors: np.ndarray) -> BatchInputs:
     """`Series.inputs` of a batch → `BatchInputs` (a series without any: no events, unknown statics)."""
-    e, s = len(spec.events), len(spec.static)
-    empty = SeriesInputs(np.zeros(0), np.zeros((0, e), np.float32), np.full(s, np.nan, np.float32))
-    held = [x if x is not None else empty for x in inputs]
-    return PackedInputs.from_series(held, e, s).batch(spec, anchors)
+    held = [x if x is not None else spec.none() for x in inputs]
+    return PackedInputs.from_series(held, len(spec.events), len(spec.static)).batch(spec, anchors)
 
 
 class InputEffect(nn.Module):

@@ -161,9 +161,7 @@ class PackedSeries:
         """The held inputs, or none of `spec`'s kinds for every series."""
         if self.inputs is not None:
             return self.inputs
-        e, s = len(spec.events), len(spec.static)
-        none = SeriesInputs(np.zeros(0), np.zeros((0, e), np.float32), np.full(s, np.nan, np.float32))
-        return PackedInputs.from_series([none] * len(self), e, s)
+        return PackedInputs.from_series([spec.none()] * len(self), len(spec.events), len(spec.static))
 
     def padded_queries(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(B, Qmax) query times relative to each anchor, each row padded with its own last query (the

@@ -313,8 +313,6 @@ def check_inputs(
         t, v = ev_t[a:z], ev_v[a:z]
         if z > a and not spec.events:
             issues.append(Issue(p, "event_times", None, f"model {model.name!r} takes no events (GET /models)"))
-        elif s == 0 and not np.isnan(static[k]).all():
-            issues.append(Issue(p, "static", None, f"model {model.name!r} takes no static covariates (GET /models)"))
         elif z - a > settings.max_points:
             msg = f"{z - a} events; the limit is {settings.max_points} (LATENTCAST_MAX_POINTS)"
             issues.append(Issue(p, "event_times", None, msg, status=413))
@@ -384,9 +382,9 @@ def build_job(
     ids = [str(every_id[p]) for p in positions.tolist()]  # the accepted series have string ids
     checked = model.limits.pack(ids, ts, n_obs, values, tq, n_q, show, positions)
     if model.inputs:
-        held = list(inputs) if inputs is not None else [model.inputs.none()] * len(positions)
-        local = np.searchsorted(positions, checked.positions)
-        checked = checked.with_inputs(local, ts, n_obs, held, model.limits, model.inputs)
+        local = np.searchsorted(positions, checked.positions).tolist()
+        held = [inputs[i] for i in local] if inputs is not None else [model.inputs.none()] * len(local)
+        checked = checked.with_inputs(held, model.limits, model.inputs)
     refused = sorted([*pre, *checked.refused], key=lambda x: x.series)
     errors = [item(x, every_id) for x in refused]
     if errors and on_error == "raise":
