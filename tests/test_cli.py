@@ -321,19 +321,34 @@ def test_the_run_directory_and_the_name_default_to_the_file(tmp_path, monkeypatc
     assert load_checkpoint(tmp_path / "runs" / name / "best.pt").name == name
 
 
-def test_train_with_events_and_static_columns(tmp_path) -> None:
+def test_train_with_events_and_static_columns_on_a_terminal(tmp_path) -> None:
+    """`latentcast train --events --static` as typed, bar and all, on a table in minutes; the model then
+    forecasts a history under a plan given in the same minutes."""
+    import latentcast
     from bench.pkpd import make_pkpd
     from latentcast.models import ModelBundle
 
-    data = tmp_path / "pk.csv"
-    make_pkpd(40, seed=2).to_csv(data, index=False)
-    args = ["train", "--data", str(data), "--channels", "conc", "--events", "dose", "--static", "weight"]
-    res = CliRunner().invoke(
-        app, [*args, "--time-unit", "hour", "--epochs", "2", "--quiet", "--out", str(tmp_path / "r")]
+    table = make_pkpd(40, seed=2)
+    table.assign(time=table["time"] * 60.0).to_csv(tmp_path / "pk.csv", index=False)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    args = ["train", "--data", "pk.csv", "--channels", "conc", "--events", "dose", "--static", "weight"]
+    code, out = _run_on_a_terminal(
+        [*args, "--time-unit", "minute", "--config", "tiny.toml", "--epochs", "2", "--out", "r", "--device", "cpu"],
+        tmp_path,
     )
-    assert res.exit_code == 0, res.output
+    assert code == 0, out[-3000:]
+    assert "\x1b[" in out and "━" in out and "val nmse" in out  # rich's bar on a real terminal
     bundle = ModelBundle.load(tmp_path / "r" / "best.pt")
     assert bundle.inputs.events == ("dose",) and bundle.inputs.static == ("weight",)
     assert "dose" not in bundle.data["ignored_columns"] and bundle.channels == ("conc",)
-    res = CliRunner().invoke(app, [*args[:-2], "--static", "height", "--time-unit", "hour", "--quiet"])
+    assert bundle.time.unit == "minute"
+    history = pd.read_csv(tmp_path / "pk.csv", dtype={"id": str})
+    history = history[(history["id"] == "s0001") & (history["time"] < 2400.0)]
+    plan = pd.DataFrame({"id": "s0001", "time": [2700.0], "dose": [300.0], "weight": history["weight"].iloc[0]})
+    fc = latentcast.load(tmp_path / "r" / "best.pt", device="cpu").predict(
+        pd.concat([history, plan]), query_times=[2600.0, 2760.0]
+    )
+    assert list(fc["time"]) == [2600.0, 2760.0] and np.isfinite(fc["point"]).all()
+    wrong = ["train", "--data", str(tmp_path / "pk.csv"), "--channels", "conc", "--static", "height"]
+    res = CliRunner().invoke(app, [*wrong, "--time-unit", "hour", "--quiet"])
     assert res.exit_code != 0 and "['height'] not in the table" in str(res.exception or res.output)
