@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from latentcast.models import Interrupted, PackedForecast, PackedSeries
+from latentcast.models import Interrupted, PackedForecast, PackedSeries, Status
 from latentcast.service.cost import CostModel
 from latentcast.service.errors import ServiceError
 from latentcast.service.registry import ServedModel
@@ -441,8 +441,11 @@ class Batcher:
         nfe1, captures1 = forecaster.counters()
         steps = int(np.diff(packed.offsets).max())
         estimated = float(sum(it.units[a:z].sum() for it, a, z in work)) + self.costs.fixed(model.name, steps)
-        nfe = float(out.nfe.mean()) if len(out) else 0.0
-        self.costs.learn(model.name, items[0].job.solver_used, nfe, estimated, seconds)
+        # only what answered teaches the cost model: a series that ran out of steps (an input far out, say)
+        # would have one client's bad request make everyone's look dearer
+        ok = out.status == Status.OK
+        nfe = float(out.nfe[ok].mean()) if ok.any() else 0.0
+        self.costs.learn(model.name, items[0].job.solver_used, nfe, estimated if ok.all() else 0.0, seconds)
         for it in items:
             if it.started is None:
                 it.started = started

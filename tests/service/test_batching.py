@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentcast.models import Limits, Series, TimeSpec
+from latentcast.models import Limits, Series, Status, TimeSpec
 from latentcast.models.forecast import per_series
 from latentcast.models.packed import PackedSeries
 from latentcast.service.batching import Batcher, BatchStats, Done
@@ -385,3 +385,33 @@ def test_a_slice_whose_client_leaves_stops_part_way_and_is_counted_gone(checkpoi
         batcher.stop()
     assert [d.outcome for d in done] == ["gone"] and batcher.queued_series == 0
     assert [s.stopped for s in stats] == [True] and stats[0].nfe == 0  # stopped before the solve
+
+
+def test_a_series_the_solver_could_not_answer_teaches_the_cost_model_nothing(checkpoints, monkeypatch) -> None:
+    """A request whose series run out of steps (an input far out) must not make the next client's request
+    look dearer: admission stays where the answered solves put it."""
+    import dataclasses as dc
+
+    models, batcher = _toy_batcher(checkpoints, 4, max_wait_ms=0)
+    fc = models["toy"].forecaster
+    real = fc.predict_packed
+
+    def out_of_steps(packed: PackedSeries, *a: Any, **k: Any) -> Any:
+        out = real(packed, *a, **k)
+        if any(i.startswith("j9") for i in packed.ids):
+            return dc.replace(out, status=np.full(len(out), int(Status.MAX_STEPS)), nfe=np.full(len(out), 2000.0))
+        return out
+
+    monkeypatch.setattr(fc, "predict_packed", out_of_steps)
+    try:
+        batcher.costs.seed("toy", TOY.solver, 0.0, 0.0, np.array([1e-6, 1e-6, 1e-6]), 20.0)
+        _, before = batcher.estimate(_job(0, n_series=8))
+        for _ in range(3):
+            asyncio.run(batcher.submit(_job(9), _soon(10.0)))
+        _, after = batcher.estimate(_job(0, n_series=8))
+        asyncio.run(batcher.submit(_job(1), _soon(10.0)))  # an answered solve still teaches
+        _, answered = batcher.estimate(_job(0, n_series=8))
+    finally:
+        batcher.stop()
+    assert after == pytest.approx(before)
+    assert answered != pytest.approx(before)
