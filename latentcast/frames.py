@@ -199,7 +199,8 @@ def from_frame(
     order = np.lexsort((times.values, codes))
     values = frame.reindex(columns=list(channels)).to_numpy(dtype=np.float64)[order]
     if np.isinf(values).any():
-        raise DataError("channel values contain inf; use an empty cell for 'not observed'")
+        col = list(channels)[int(np.nonzero(np.isinf(values))[1][0])]
+        raise DataError(f"column {col!r} contains inf; use an empty cell for 'not observed'")
     codes, at, values = _merge_agreeing(codes[order], times.values[order], values)
     return FlatTable(
         keys=list(keys),

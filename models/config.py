@@ -27,6 +27,7 @@ ContextPolicy = Literal["fixed", "random"]
 Likelihood = Literal["all", "forecast"]
 Normalization = Literal["robust", "standard", "minmax"]
 ValTask = Literal["last", "half"]
+InputGains = Literal["population", "series"]
 
 # Options that lost their ablation (bench/results/physionet2012_ablation.md, recipe_selection.md) and
 # left the product after commit RETIRED_AT, where they still run: a key still holding the value every
@@ -125,6 +126,8 @@ class ModelConfig:
         "last": at the last observation, encoder runs forwards (fresher state for forecasting).
     obs_std: the decoder's Gaussian σ in normalised units; with learn_std it is only the start value.
     input_rates: learned decay rates (compartments) per event kind, for a model with inputs.
+    input_gains: "population": the compartments' gains and rates depend on the static covariates only;
+        "series": also on each series' posterior mean state (bench/results/interventions.md).
     residual: "none": the decoder gives values. "level": the decoded trajectory is the change from each
         channel's last observed value in the context (the encoder still sees absolute values), so "no
         change" costs the model nothing. (true / false read as "level" / "none".)
@@ -148,6 +151,7 @@ class ModelConfig:
     residual: Residual = "none"
     static_channels: tuple[int, ...] = ()
     input_rates: int = 4
+    input_gains: InputGains = "population"
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
@@ -171,6 +175,11 @@ class ModelConfig:
             and len(set(self.static_channels)) == len(self.static_channels),
             "model.static_channels",
             f"must be distinct channel indices >= 0, got {list(self.static_channels)}",
+        )
+        _check(
+            self.input_gains in get_args(InputGains),
+            "model.input_gains",
+            _one_of("input_gains", self.input_gains, InputGains),
         )
         _check(1 <= self.input_rates <= 32, "model.input_rates", "must be in [1, 32] (compartments per event kind)")
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")

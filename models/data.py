@@ -119,7 +119,7 @@ def series_from_frame(
     allv = flat.values.astype(np.float32)
     held: list[SeriesInputs | None] = [None] * len(flat.ids)
     if events or static:
-        _, found = split_inputs(flat, times, d, len(events), static)
+        _, found = split_inputs(flat, times, d, events, static)
         held = list(found)
     vals = allv[:, :d]
     out: list[Series] = []

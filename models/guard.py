@@ -94,21 +94,46 @@ class Checked:
 
     def with_inputs(self, held: Sequence[SeriesInputs], limits: Limits, spec: InputSpec) -> Checked:
         """The accepted series with their inputs: `held` (B_ok,), one per accepted series, times in the
-        model's unit. Event times are placed in model time as the observations were (from `origins`); a
-        series given no static covariate, for a model that takes some, is answered with a warning."""
+        model's unit. Event times are placed in model time as the observations were (from `origins`). A
+        series given no static covariate, for a model that takes some, is answered with a warning, and so
+        is one whose inputs lie outside the training inputs (`InputSpec.unusual`; refused when strict)."""
+        unusual = [
+            Issue(int(p), field, k, msg, kind="unusual_value")
+            for p, x in zip(self.positions.tolist(), held, strict=True)
+            for field, k, msg in spec.unusual(x)[:1]  # the first of each series, as for its values
+        ]
+        checked, refused = self, list(self.refused)
+        if limits.strict and unusual:  # refused instead, as an unusual value is
+            bad = {x.series for x in unusual}
+            keep = [i for i, p in enumerate(self.positions.tolist()) if p not in bad]
+            parts = [self.packed.take(i, i + 1) for i in keep]
+            checked = dataclasses.replace(
+                self,
+                packed=PackedSeries.concat(parts) if parts else self.packed.take(0, 0),
+                positions=self.positions[keep],
+                origins=self.origins[keep],
+                warnings=[w for w in self.warnings if w.series not in bad],
+            )
+            held = [held[i] for i in keep]
+            refused += [dataclasses.replace(x, kind="invalid", setting="strict") for x in unusual]
+            unusual = []
         moved = [
             dataclasses.replace(x, times=(x.times - o) * limits.time.scale)
-            for x, o in zip(held, self.origins.tolist(), strict=True)
+            for x, o in zip(held, checked.origins.tolist(), strict=True)
         ]
         packed = PackedInputs.from_series(moved, len(spec.events), len(spec.static))
         notes = [
             Issue(int(p), "static", None, f"no value given for {', '.join(spec.static)}: the training mean is used",
                   kind="missing_inputs")
-            for p, x in zip(self.positions.tolist(), moved, strict=True)
+            for p, x in zip(checked.positions.tolist(), moved, strict=True)
             if spec.static and np.isnan(x.static).all()
         ]  # fmt: skip
-        warnings = sorted([*self.warnings, *notes], key=lambda w: w.series)
-        return dataclasses.replace(self, packed=dataclasses.replace(self.packed, inputs=packed), warnings=warnings)
+        return dataclasses.replace(
+            checked,
+            packed=dataclasses.replace(checked.packed, inputs=packed),
+            refused=sorted(refused, key=lambda x: x.series),
+            warnings=sorted([*checked.warnings, *notes, *unusual], key=lambda w: w.series),
+        )
 
 
 def _firsts(rows: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,10 +287,17 @@ def _without_empty(
         pos[keep],
     )
     mine = [
-        Issue(int(pos[i]), "timestamps" if n_obs[i] == 0 else "query_times", None, "must hold at least one time")
+        Issue(int(pos[i]), "timestamps" if n_obs[i] == 0 else "query_times", None, _EMPTY[n_obs[i] == 0])
         for i in np.flatnonzero(empty).tolist()
     ]
     return dataclasses.replace(sub, refused=sorted([*sub.refused, *mine], key=lambda x: x.series))
+
+
+# why a series with no timestamps or no query times is refused
+_EMPTY = {
+    True: "must hold at least one time (an observation of a channel: rows with only event values are events)",
+    False: "must hold at least one time",
+}
 
 
 def _resolution_note(a: float, b: float, time: TimeSpec) -> str:

@@ -31,6 +31,7 @@ from latentcast.frames import DataError, FlatTable, offsets, table_inputs
 
 LOG_FLOOR = 0.05  # the log feature of a compartment is log(LOG_FLOOR + amount), amount in typical events
 RATE_RANGE = (0.1, 20.0)  # the first and last compartment's initial rate (per model time unit)
+AMOUNT_TERMS = 1 << 22  # (series × times × events × kinds × rates) terms summed at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,8 @@ class InputSpec:
 
     events, static: column names. event_scale (E,): the root mean square of each kind's training
     events (one normalised unit: a typical event). static_mean, static_std (S,): each covariate's
-    training mean and standard deviation.
+    training mean and standard deviation. event_max (E,), static_min, static_max (S,): the training
+    range, behind the warnings on inputs outside it (empty in checkpoints that did not record it).
     """
 
     events: tuple[str, ...] = ()
@@ -47,6 +49,9 @@ class InputSpec:
     event_scale: tuple[float, ...] = ()
     static_mean: tuple[float, ...] = ()
     static_std: tuple[float, ...] = ()
+    event_max: tuple[float, ...] = ()
+    static_min: tuple[float, ...] = ()
+    static_max: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         names = [*self.events, *self.static]
@@ -69,22 +74,45 @@ class InputSpec:
             return InputSpec()
         held = [s.inputs for s in series if s.inputs is not None]
         ev = np.concatenate([h.values for h in held]) if held else np.zeros((0, len(events)))
-        scale = []
+        scale, top = [], []
         for j, name in enumerate(events):
             col = ev[:, j][~np.isnan(ev[:, j])] if len(ev) else np.zeros(0)
             rms = float(np.sqrt(np.mean(col.astype(np.float64) ** 2))) if col.size else 0.0
             if rms == 0.0:
                 raise DataError(f"event column {name!r} has no non-zero value in the training series")
             scale.append(rms)
+            top.append(float(np.abs(col).max()))
         st = np.stack([h.static for h in held]) if held else np.zeros((0, len(static)))
-        mean, std = [], []
+        mean, std, lo, hi = [], [], [], []
         for j, name in enumerate(static):
             col = st[:, j][~np.isnan(st[:, j])] if len(st) else np.zeros(0)
             if col.size == 0:
                 raise DataError(f"static column {name!r} has no value in the training series")
             mean.append(float(col.mean()))
             std.append(float(col.std()) if col.std() > 1e-8 else 1.0)
-        return InputSpec(tuple(events), tuple(static), tuple(scale), tuple(mean), tuple(std))
+            lo.append(float(col.min()))
+            hi.append(float(col.max()))
+        return InputSpec(
+            tuple(events), tuple(static), tuple(scale), tuple(mean), tuple(std), tuple(top), tuple(lo), tuple(hi)
+        )
+
+    def unusual(self, x: SeriesInputs) -> list[tuple[str, int, str]]:
+        """What lies outside the training inputs in one series' inputs, as (field, index, message): an event
+        more than twice the largest of its kind, a static covariate further out than half the training
+        range; the forecast then extrapolates (a model takes what it learned to be linear as linear)."""
+        out = []
+        if self.event_max:
+            big = np.abs(np.nan_to_num(x.values)) > 2 * np.asarray(self.event_max)  # (k, E)
+            for k, j in zip(*np.nonzero(big), strict=True):
+                out.append(("event_values", int(k), f"{self.events[j]} {x.values[k, j]:g} is more than twice the "
+                            f"largest in training ({self.event_max[j]:g}): the forecast extrapolates"))  # fmt: skip
+        if self.static_min:
+            lo, hi = np.asarray(self.static_min), np.asarray(self.static_max)
+            pad = (hi - lo) / 2
+            for j in np.flatnonzero((x.static < lo - pad) | (x.static > hi + pad)).tolist():
+                out.append(("static", j, f"{self.static[j]} {x.static[j]:g} lies far outside the training range "
+                            f"[{lo[j]:g}, {hi[j]:g}]: the forecast extrapolates"))  # fmt: skip
+        return out
 
     def held(self, times: np.ndarray, values: np.ndarray, static: np.ndarray) -> SeriesInputs:
         """One series' inputs of these kinds: times (k,), values (k, E), static (S,) (NaN: none, unknown)."""
@@ -100,7 +128,7 @@ class InputSpec:
 
     def split(self, table: FlatTable, times: np.ndarray, n_channels: int) -> tuple[np.ndarray, list[SeriesInputs]]:
         """`split_inputs` for a table whose columns are the channels, then these events and statics."""
-        return split_inputs(table, times, n_channels, len(self.events), self.static)
+        return split_inputs(table, times, n_channels, self.events, self.static)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
@@ -113,11 +141,16 @@ class InputSpec:
 
     def describe(self) -> dict[str, Any]:
         """What `GET /models` shows: the columns and their training scales."""
+        top = self.event_max or (None,) * len(self.events)
+        lo, hi = self.static_min or (None,) * len(self.static), self.static_max or (None,) * len(self.static)
         return {
-            "events": [{"name": n, "typical": s} for n, s in zip(self.events, self.event_scale, strict=True)],
+            "events": [
+                {"name": n, "typical": s, "largest": m}
+                for n, s, m in zip(self.events, self.event_scale, top, strict=True)
+            ],
             "static": [
-                {"name": n, "mean": m, "std": s}
-                for n, m, s in zip(self.static, self.static_mean, self.static_std, strict=True)
+                {"name": n, "mean": m, "std": s, "min": a, "max": b}
+                for n, m, s, a, b in zip(self.static, self.static_mean, self.static_std, lo, hi, strict=True)
             ],
         }
 
@@ -136,12 +169,23 @@ class SeriesInputs:
 
 
 def split_inputs(
-    table: FlatTable, times: np.ndarray, n_channels: int, n_events: int, static_names: Sequence[str] = ()
+    table: FlatTable, times: np.ndarray, n_channels: int, events: Sequence[str], static: Sequence[str] = ()
 ) -> tuple[np.ndarray, list[SeriesInputs]]:
-    """A table's rows (columns: D channels, E event kinds, S statics; `times` (N,) in the model's unit)
-    → which rows observe a channel (N,) bool, and each series' inputs (`latentcast.frames.table_inputs`)."""
-    found = table_inputs(table, n_channels, n_events, static_names)
-    d, e = n_channels, n_events
+    """A table's rows (columns: D channels, then the `events` and `static` columns; `times` (N,) in the
+    model's unit) → which rows observe a channel (N,) bool, and each series' inputs
+    (`latentcast.frames.table_inputs`). A value float32 cannot hold is a DataError naming it."""
+    found = table_inputs(table, n_channels, len(events), static)
+    d, e = n_channels, len(events)
+    far = np.abs(np.nan_to_num(table.values[:, d:])) > np.finfo(np.float32).max  # float32 cannot hold them
+    if far.any():
+        row, col = (int(x[0]) for x in np.nonzero(far))
+        series = int(np.searchsorted(table.offsets, row, side="right") - 1)
+        name = [*events, *static][col]
+        value = table.values[row, d + col]
+        raise DataError(
+            f"series {table.ids[series]!r}: column {name!r} holds {value:g}, beyond float32's range (the model "
+            "computes in float32)"
+        )
     out = []
     for i, (a, z) in enumerate(zip(found.event_offsets[:-1].tolist(), found.event_offsets[1:].tolist(), strict=True)):
         rows = found.events[a:z]
@@ -250,7 +294,7 @@ class InputEffect(nn.Module):
     linear map to the D channels, zero at initialisation so a model starts as one without inputs).
     """
 
-    def __init__(self, spec: InputSpec, n_channels: int, n_rates: int):
+    def __init__(self, spec: InputSpec, n_channels: int, n_rates: int, latent_dim: int = 0):
         super().__init__()
         self.n_events, self.n_static, self.n_rates = len(spec.events), len(spec.static), n_rates
         lo, hi = RATE_RANGE
@@ -259,7 +303,11 @@ class InputEffect(nn.Module):
         width = self.n_events * n_rates
         self.static_gain = nn.Linear(self.n_static, width, bias=False) if self.n_static else None
         self.static_rate = nn.Linear(self.n_static, n_rates, bias=False) if self.n_static else None
-        for lin in (self.static_gain, self.static_rate):
+        # with `latent_dim`, the series' own gains and rates from its posterior mean state too (as a population
+        # PK model's random effects)
+        self.state_gain = nn.Linear(latent_dim, width, bias=False) if latent_dim else None
+        self.state_rate = nn.Linear(latent_dim, n_rates, bias=False) if latent_dim else None
+        for lin in (self.static_gain, self.static_rate, self.state_gain, self.state_rate):
             if lin is not None:
                 nn.init.zeros_(lin.weight)
         self.readout = nn.Linear(2 * width, n_channels)
@@ -270,14 +318,26 @@ class InputEffect(nn.Module):
     def n_features(self) -> int:
         return 2 * self.n_events * self.n_rates
 
-    def amounts(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
-        """t (B, T) → (B, T, E·J)."""
+    def amounts(self, t: torch.Tensor, inputs: BatchInputs, state: torch.Tensor | None = None) -> torch.Tensor:
+        """t (B, T) → (B, T, E·J), computed over slices of T so that its (B, T, K, E, J) terms stay within
+        AMOUNT_TERMS numbers whatever the number of events K. `state` (B, L): the series' posterior mean,
+        which scales its gains and rates when the model learned to (None: the population's)."""
         b, n_t = t.shape
         if self.n_events == 0:
             return t.new_zeros(b, n_t, 0)
+        per_time = b * inputs.ev_t.shape[1] * self.n_events * self.n_rates
+        step = max(1, AMOUNT_TERMS // max(per_time, 1))
+        if n_t > step:
+            return torch.cat([self._amounts(t[:, i : i + step], inputs, state) for i in range(0, n_t, step)], dim=1)
+        return self._amounts(t, inputs, state)
+
+    def _amounts(self, t: torch.Tensor, inputs: BatchInputs, state: torch.Tensor | None) -> torch.Tensor:
+        b, n_t = t.shape
         log_rate = self.log_rate.expand(b, -1)  # (B, J)
         if self.static_rate is not None:
             log_rate = log_rate + self.static_rate(inputs.static)
+        if state is not None and self.state_rate is not None:
+            log_rate = log_rate + self.state_rate(state)
         rate = log_rate.exp()
         lag = t[:, :, None] - inputs.ev_t[:, None, :]  # (B, T, K)
         after = (lag > 0) & inputs.ev_m[:, None, :]
@@ -291,15 +351,17 @@ class InputEffect(nn.Module):
         amount = total.squeeze(2).reshape(b, n_t, -1)  # (B, T, E·J)
         if self.static_gain is not None:
             amount = amount * self.static_gain(inputs.static).exp()[:, None, :]
+        if state is not None and self.state_gain is not None:
+            amount = amount * self.state_gain(state).exp()[:, None, :]
         return amount
 
-    def features(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
-        a = self.amounts(t, inputs)
+    def features(self, t: torch.Tensor, inputs: BatchInputs, state: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.amounts(t, inputs, state)
         return torch.cat([a, torch.log(LOG_FLOOR + a.clamp(min=0))], dim=-1)
 
-    def forward(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, inputs: BatchInputs, state: torch.Tensor | None = None) -> torch.Tensor:
         """t (B, T) → what the inputs add to each channel's decoded value, (B, T, D) normalised."""
-        return self.readout(self.features(t, inputs))
+        return self.readout(self.features(t, inputs, state))
 
     def encoder_inputs(self, t: torch.Tensor, inputs: BatchInputs) -> torch.Tensor:
         """The encoder's extra inputs at the context times t (B, T): (B, T, 2·E·J + S)."""

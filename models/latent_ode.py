@@ -70,20 +70,22 @@ class LatentODE(nn.Module):
         self.inputs = inputs or InputSpec()
         if any(i >= n_channels for i in cfg.static_channels):
             raise ValueError(f"model.static_channels {list(cfg.static_channels)}: the data has {n_channels} channels")
-        self.effect = InputEffect(self.inputs, n_channels, cfg.input_rates) if self.inputs else None
+        own = cfg.latent_dim if cfg.input_gains == "series" else 0
+        self.effect = InputEffect(self.inputs, n_channels, cfg.input_rates, own) if self.inputs else None
         n_extra = self.effect.n_features + self.effect.n_static if self.effect is not None else 0
         self.encoder = make_encoder(cfg, n_channels, n_extra)
         self.dynamics = Dynamics(cfg)
         self.decoder = Decoder(cfg, n_channels)
 
-    def input_effect(self, batch: Batch, t: torch.Tensor) -> torch.Tensor | None:
+    def input_effect(self, batch: Batch, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor | None:
         """What the batch's inputs add to the decoded channels at times t (B, T): (B, T, D), or None for a
-        model without inputs. A batch without them, for a model with them, is a ValueError."""
+        model without inputs; `state` (B, L) the posterior mean (model.input_gains "series"). A batch
+        without inputs, for a model with them, is a ValueError."""
         if self.effect is None:
             return None
         if batch.inputs is None:
             raise ValueError("this model takes inputs (events/static); the batch carries none")
-        return self.effect(t, batch.inputs)
+        return self.effect(t, batch.inputs, state)
 
     def with_static(self, z0: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
@@ -161,7 +163,7 @@ class LatentODE(nn.Module):
         zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
-        effect = self.input_effect(batch, batch.tgt_t)
+        effect = self.input_effect(batch, batch.tgt_t, mean)
         if effect is not None:
             x_hat = x_hat + effect
         if self.cfg.residual != "none":  # changes from each channel's last observed value (0 where none)
@@ -242,7 +244,7 @@ class LatentODE(nn.Module):
             )
             x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
             x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
-            effect = self.input_effect(batch, query_t)
+            effect = self.input_effect(batch, query_t, mean)
             if effect is not None:
                 x = x + effect
             if self.cfg.residual != "none":

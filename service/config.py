@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     max_series: int = Field(10_000, ge=1)
     max_points: int = Field(10_000, ge=1, description="observations per series")
     max_query_times: int = Field(2_000, ge=1, description="query times per series")
-    max_total_points: int = Field(2_000_000, ge=1, description="observations + query times per request")
+    max_total_points: int = Field(2_000_000, ge=1, description="observations + query times + events per request")
     max_quantiles: int = Field(32, ge=1, description="quantile levels per request")
     max_response_values: int = Field(
         1 << 24,

@@ -153,8 +153,9 @@ class Job:
 
     @property
     def points(self) -> int:
-        """Observations + query times: what the job holds while it waits."""
-        return len(self.packed.times) + len(self.packed.queries)
+        """Observations + query times + events: what the job holds while it waits."""
+        events = len(self.packed.inputs.times) if self.packed.inputs is not None else 0
+        return len(self.packed.times) + len(self.packed.queries) + events
 
     @property
     def answer_values(self) -> int:
@@ -191,7 +192,7 @@ def check_options(
     if n_points > settings.max_total_points:
         raise ServiceError(
             413,
-            f"{n_points} observations + query times; the limit per request is "
+            f"{n_points} observations + query times (+ events); the limit per request is "
             f"{settings.max_total_points} (LATENTCAST_MAX_TOTAL_POINTS): split the request",
         )
     if len(levels) > settings.max_quantiles:
@@ -318,15 +319,23 @@ def check_inputs(
             issues.append(Issue(p, "event_times", None, msg, status=413))
         elif not np.isfinite(t).all():
             issues.append(Issue(p, "event_times", int(np.flatnonzero(~np.isfinite(t))[0]), "must be a finite time"))
-        elif np.isinf(v).any():
-            issues.append(
-                Issue(p, "event_values", int(np.flatnonzero(np.isinf(v).any(1))[0]), "must be finite or null")
-            )
-        elif np.isinf(static[k]).any():
-            issues.append(Issue(p, "static", int(np.flatnonzero(np.isinf(static[k]))[0]), "must be finite or null"))
+        elif _beyond_float32(v).any():
+            j = int(np.flatnonzero(_beyond_float32(v).any(1))[0])
+            issues.append(Issue(p, "event_values", j, f"must be finite and within ±{F32_MAX:.3g}, or null"))
+        elif _beyond_float32(static[k]).any():
+            j = int(np.flatnonzero(_beyond_float32(static[k]))[0])
+            issues.append(Issue(p, "static", j, f"must be finite and within ±{F32_MAX:.3g}, or null"))
         order = np.argsort(t, kind="stable")
         out.append(spec.held(t[order], v[order].reshape(len(t), e), static[k, :s]))
     return out, issues
+
+
+F32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
+
+
+def _beyond_float32(x: np.ndarray) -> np.ndarray:
+    """Values (not NaN) that float32 cannot hold: infinite, or finite beyond its range."""
+    return np.abs(np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=-np.inf)) > F32_MAX
 
 
 def first_per_series(issues: Sequence[Issue]) -> list[Issue]:

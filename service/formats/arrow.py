@@ -241,7 +241,12 @@ def _job(table: pa.Table, opts: Mapping[str, str], model: ModelSpec, settings: S
     for nulls, name in ((null_t, "timestamps"), (null_q, "query_times"), (null_v, "values")):
         for i in nulls.tolist():
             issues.add(i, name, None, "must not be null")
-    check_options(b, int(n_obs.sum() + n_q.sum()), int(n_q.sum()), d, levels, num_samples, settings)
+    n_ev = 0  # events are points too: they cost memory and time
+    if "event_times" in table.column_names:
+        col = _column(table, "event_times")
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):  # anything else: a 422 below
+            n_ev = int(pc.sum(col.value_lengths()).as_py() or 0)
+    check_options(b, int(n_obs.sum() + n_q.sum()) + n_ev, int(n_q.sum()), d, levels, num_samples, settings)
     for counts, name in ((n_obs, "timestamps"), (n_q, "query_times")):
         for i in np.flatnonzero(counts == 0).tolist():
             issues.add(i, name, None, "must hold at least one time")
@@ -316,6 +321,9 @@ def _inputs(
     static = np.full((b, s), np.nan)
     if "static" in names:
         flat_s, n_s, _ = _list_column(table, "static")
+        kind = flat_s.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
+            raise field_error(422, f"static must be numbers, not {kind}", ["columns", "static"])
         null = pa.types.is_null(flat_s.type)
         vals = np.full(len(flat_s), np.nan) if null else _float64(flat_s, ["columns", "static"])
         off_s = offsets(n_s)

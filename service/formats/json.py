@@ -68,7 +68,9 @@ def decode(body: bytes, params: Mapping[str, str], lookup: Lookup, settings: Set
     b, d = len(items), model.n_channels
     n_obs = np.fromiter(map(len, (s.timestamps for s in items)), dtype=np.int64, count=b)
     n_q = np.fromiter(map(len, (s.query_times for s in items)), dtype=np.int64, count=b)
-    check_options(len(raw), int(n_obs.sum() + n_q.sum()), int(n_q.sum()), d, opts.quantiles, opts.num_samples, settings)
+    n_ev = sum(len(s.event_times) for s in items)  # events are points too: they cost memory and time
+    points = int(n_obs.sum() + n_q.sum()) + n_ev
+    check_options(len(raw), points, int(n_q.sum()), d, opts.quantiles, opts.num_samples, settings)
     found = first_per_series(
         [
             *check_series([s.id for s in items], n_obs, n_q, positions, settings),

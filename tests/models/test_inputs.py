@@ -108,3 +108,42 @@ def test_inputs_the_table_lacks_are_answered_with_a_warning(pk_checkpoint: Path)
         fc = model.predict(history, query_times=[60.0])
     assert np.isfinite(fc["point"]).all()
     assert any(w["kind"] == "missing_inputs" for w in fc.attrs["warnings"])
+
+
+def test_inputs_outside_training_are_warned_about_refused_when_strict_and_float32_overflow_is_refused(
+    pk_checkpoint: Path,
+) -> None:
+    history = _history("s0003", until=48.0)
+    plan = _plan(history, "a", [(50.0, 40_000.0)])
+    model = latentcast.load(pk_checkpoint, device="cpu")
+    with pytest.warns(latentcast.LatentcastWarning, match="more than twice the largest"):
+        fc = model.predict(plan, query_times=[60.0])
+    assert [w["kind"] for w in fc.attrs["warnings"]] == ["unusual_value"]
+    strict = latentcast.load(pk_checkpoint, device="cpu", warnings_as_errors=True)
+    with pytest.raises(latentcast.DataError, match="more than twice the largest"):
+        strict.predict(plan, query_times=[60.0])
+    out = strict.predict(pd.concat([plan, _plan(history, "b", [(50.0, 200.0)])]), query_times=[60.0], on_error="skip")
+    assert list(out["id"].unique()) == ["b"] and out.attrs["errors"][0]["id"] == "a"
+    with pytest.raises(latentcast.DataError, match="column 'dose' holds 1e\\+300, beyond float32"):
+        model.predict(_plan(history, "c", [(50.0, 1e300)]), query_times=[60.0])
+
+
+def test_series_gains_train_save_and_keep_the_planning_properties(tmp_path: Path) -> None:
+    from latentcast.models import ConfigError
+    from latentcast.models.training import ModelConfig
+
+    recipe = {"model": {"latent_dim": 3, "encoder_hidden": 8, "dynamics_hidden": 8, "input_gains": "series"}}
+    table = make_pkpd(30, seed=4)
+    model = latentcast.fit(table, ["conc"], events=["dose"], static=["weight"], time_unit="hour", epochs=2,
+                           config=recipe, quiet=True, device="cpu")  # fmt: skip
+    again = latentcast.load(model.save(tmp_path / "series.pt"), device="cpu")
+    effect = again.bundle.model.effect
+    assert again.bundle.config.input_gains == "series" and isinstance(effect, InputEffect)
+    assert effect.state_gain is not None and effect.state_rate is not None
+    history = _history("s0003", until=48.0)
+    queries = [50.0, 60.0]
+    without = again.predict(_plan(history, "a", [(49.0, 200.0)]), query_times=queries)
+    later = again.predict(_plan(history, "a", [(49.0, 200.0), (60.0, 400.0)]), query_times=queries)
+    pd.testing.assert_frame_equal(without, later)
+    with pytest.raises(ConfigError, match="input_gains"):
+        ModelConfig(input_gains="patient")  # type: ignore[arg-type]

@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import latentcast
 from bench.pkpd import make_pkpd
 from bench.server import ServerProcess
+from latentcast.arrowio import MEDIA_TYPE, write_stream
 from latentcast.client import LatentcastClient
 from tests.service.conftest import SERVER_START_S
 
@@ -24,7 +26,7 @@ from tests.service.conftest import SERVER_START_S
 @pytest.fixture(scope="module")
 def server(pk_checkpoint: Path) -> Iterator[str]:
     env = {"LATENTCAST_MODELS": json.dumps([str(pk_checkpoint)]), "LATENTCAST_NUM_SAMPLES": "32",
-           "LATENTCAST_MAX_WAIT_MS": "5"}  # fmt: skip
+           "LATENTCAST_MAX_WAIT_MS": "5", "LATENTCAST_MAX_TOTAL_POINTS": "5000"}  # fmt: skip
     with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
         yield srv.url
 
@@ -84,3 +86,36 @@ def test_malformed_inputs_are_refused_per_series(server: str) -> None:
     text = json.dumps({"series": [{**good, "event_values": [[1.0], [2.0]]}]}).replace("[1.0]", "[1e400]")
     r = httpx.post(f"{server}/forecast", content=text, headers={"content-type": "application/json"})
     assert r.status_code == 422 and "event_values" in r.json()["errors"][0]["loc"], r.text
+
+
+GOOD = {"id": "a", "timestamps": [1.0, 5.0], "values": [[2.0], [1.5]], "query_times": [10.0],
+        "event_times": [0.0, 8.0], "event_values": [[200.0], [100.0]], "static": [70.0]}  # fmt: skip
+
+
+def test_inputs_far_out_are_refused_at_once_or_answered_with_a_warning(server: str) -> None:
+    for change, field in (({"static": [1e308]}, "static"), ({"event_values": [[1e308], [1.0]]}, "event_values")):
+        r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, **change}]})
+        assert r.status_code == 422 and r.elapsed.total_seconds() < 2.0, r.text  # before any solve
+        assert r.json()["errors"][0]["loc"][2] == field and "within ±3.4e+38" in r.json()["errors"][0]["msg"]
+    r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "event_values": [[200.0], [30000.0]]}]})
+    warned = r.json()["forecasts"][0]["warnings"]
+    assert r.status_code == 200 and warned[0]["kind"] == "unusual_value", warned
+    assert warned[0]["loc"] == ["series", 0, "event_values", 1] and "more than twice the largest" in warned[0]["msg"]
+    r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "static": [900.0]}]})
+    assert "far outside the training range" in r.json()["forecasts"][0]["warnings"][0]["msg"]
+
+
+def test_events_count_toward_the_points_limit(server: str) -> None:
+    many = {**GOOD, "event_times": [0.5 * k for k in range(5000)], "event_values": [[10.0]] * 5000}
+    r = httpx.post(f"{server}/forecast", json={"series": [many]})
+    assert r.status_code == 413 and "(+ events)" in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize("column", [pa.array([["70"]]), pa.array([[[70.0]]]), pa.array([[True]])])
+def test_an_arrow_static_column_of_anything_but_numbers_is_a_422(server: str, column: pa.Array) -> None:
+    table = pa.table(
+        {"id": ["a"], "timestamps": [[1.0, 5.0]], "values": [[[2.0], [1.5]]], "query_times": [[10.0]],
+         "event_times": [[0.0]], "event_values": [[[200.0]]], "static": column}
+    )  # fmt: skip
+    r = httpx.post(f"{server}/forecast", content=write_stream(table), headers={"content-type": MEDIA_TYPE})
+    assert r.status_code == 422 and "static must be numbers" in r.text, r.text
