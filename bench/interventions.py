@@ -2,7 +2,7 @@
 covariates against one trained without them, LOCF and a per-series linear trend, on each table's test
 split, both tasks (the last point; the second half).
 
-    python -m bench.interventions [--only pkpd] [--runs DIR]   # writes bench/results/interventions.md
+    python -m bench.interventions [--only pkpd] [--runs DIR] [--config TOML]   # writes bench/results/interventions.md
 
 Each model is trained as a user would: `latentcast train --data FILE --channels … --time-unit hour`
 (and `--events dose --static …`), nothing else. The model with inputs is scored twice: given every dose
@@ -73,7 +73,7 @@ TABLES = [
 VARIANTS = [("with inputs", True, True), ("inputs, no future doses", True, False), ("without inputs", False, False)]
 
 
-def train(t: Table, runs: Path, with_inputs: bool) -> tuple[Path, float]:
+def train(t: Table, runs: Path, with_inputs: bool, config: Path | None = None) -> tuple[Path, float]:
     out = runs / f"{t.name}-{'inputs' if with_inputs else 'plain'}"
     cmd = [
         sys.executable,
@@ -88,6 +88,7 @@ def train(t: Table, runs: Path, with_inputs: bool) -> tuple[Path, float]:
     cmd += ["--time-unit", "hour", "--out", str(out), "--quiet", "--device", "cpu"]
     if with_inputs:
         cmd += ["--events", ",".join(t.events), "--static", ",".join(t.static)]
+        cmd += ["--config", str(config)] if config else []
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -95,12 +96,12 @@ def train(t: Table, runs: Path, with_inputs: bool) -> tuple[Path, float]:
     return out, time.perf_counter() - t0
 
 
-def run(t: Table, runs: Path) -> dict[str, Any]:
+def run(t: Table, runs: Path, config: Path | None = None) -> dict[str, Any]:
     table = read_long_table(DATA / t.file)
     row: dict[str, Any] = {"name": t.name, "about": t.about, "channels": list(t.channels), "scores": {}}
     models = {}
     for with_inputs in (True, False):
-        out, wall = train(t, runs, with_inputs)
+        out, wall = train(t, runs, with_inputs, config)
         models[with_inputs] = latentcast.load(out / "best.pt", device="cpu")
         metrics = json.loads((out / "metrics.json").read_text())
         row[f"wall_{with_inputs}"] = wall
@@ -174,17 +175,19 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated table names")
     ap.add_argument("--runs", type=Path, default=Path("/tmp/latentcast-interventions"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--config", type=Path, default=None, help="TOML on top of the default recipe (inputs' models)")
+    ap.add_argument("--name", default="interventions")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     rows = []
     for t in TABLES:
         if only and t.name not in only:
             continue
-        rows.append(run(t, args.runs))
+        rows.append(run(t, args.runs, args.config))
         print(f"{t.name}: done", flush=True)
     r = {"device": results.machine("cpu"), "commit": results.commit(), "date": time.strftime("%Y-%m-%d")}
     flat = [dict(x, scores={f"{k[0]}/{k[1]}": v for k, v in x["scores"].items()}) for x in rows]
-    results.write(args.out, "interventions", {**r, "rows": flat}, markdown(rows, r))
+    results.write(args.out, args.name, {**r, "rows": flat}, markdown(rows, r))
     print(markdown(rows, r))
 
 

@@ -113,6 +113,16 @@ class Model:
         return self.bundle.channels
 
     @property
+    def events(self) -> tuple[str, ...]:
+        """The event columns the model takes (doses: a value at the time it happens), () for none."""
+        return self.bundle.inputs.events
+
+    @property
+    def static(self) -> tuple[str, ...]:
+        """The static covariate columns the model takes (one value per series), () for none."""
+        return self.bundle.inputs.static
+
+    @property
     def log_channels(self) -> tuple[str, ...]:
         """The channels the model forecasts after a log: their `point` is the predictive median."""
         return tuple(c for c, lg in zip(self.channels, self.bundle.normalizer.log, strict=True) if lg)

@@ -23,6 +23,25 @@ def readme_snippet() -> str:
     return match.group(1)
 
 
+def test_the_readme_inputs_snippet_runs_as_written_but_for_its_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "Doses, treatments and other known inputs" block, run from the repository root (its path), with
+    two epochs instead of the default recipe's (the one change)."""
+    monkeypatch.chdir(README.parent)
+    section = README.read_text().split("## Doses, treatments and other known inputs", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README has no Python block under its inputs section"
+    code = match.group(1)
+    assert 'time_unit="hour")' in code
+    scope: dict[str, object] = {"pd": pd, "latentcast": latentcast}
+    exec(
+        compile(code.replace('time_unit="hour")', 'time_unit="hour", epochs=2, quiet=True)'), "README.md", "exec"),
+        scope,
+    )
+    fc = scope["fc"]
+    assert isinstance(fc, pd.DataFrame) and list(fc["time"]) == [45.0, 60.0] and np.isfinite(fc["point"]).all()
+    assert scope["model"].events == ("dose",) and scope["model"].static == ("weight",)  # type: ignore[attr-defined]
+
+
 def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # it saves runs/mine/model.pt
     scope: dict[str, object] = {}
