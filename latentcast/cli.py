@@ -283,7 +283,9 @@ def forecast(
     input: Annotated[
         Path,
         typer.Option(
-            help="long table (CSV/parquet): id, time, one column per channel; with --engine ray a parquet directory"
+            help="long table (CSV/parquet): id, time, one column per channel (and per event or static input the "
+            "model takes; rows with only event values are events, planned ones after the history); with "
+            "--engine ray a parquet directory"
         ),
     ],
     query_times: Annotated[

@@ -174,7 +174,10 @@ class Note(BaseModel):
     loc: list[str | int]
     msg: str
     series_id: str | None = None
-    kind: str = Field(description="out_of_bounds, unusual_value or unusual_forecast")
+    kind: str = Field(
+        description="out_of_bounds, unusual_value (a value or an input far from the training data), "
+        "unusual_forecast or missing_inputs (a static covariate not given: the training mean is used)"
+    )
 
 
 class SeriesForecastOut(BaseModel):
