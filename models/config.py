@@ -230,6 +230,10 @@ class TrainConfig:
     k-fold cross-validation over them, the model is trained on all of them for that many epochs, and its
     intervals are calibrated on the folds' out-of-fold forecasts (0: off). A larger table short of points
     keeps its split and is warned (k + 1 trainings would cost more there than a larger share of it).
+    window_factor: with random contexts, a training series spanning more than this many times the median
+    training span is cut, each epoch, to a random window of that length (its events all kept): a few
+    very long records (decades of visits, 8,000 hours of doses) would otherwise have one step integrate
+    far past any horizon the model is asked for, and blow the dynamics up (0: whole series).
     """
 
     epochs: int = 50
@@ -258,6 +262,7 @@ class TrainConfig:
     max_val_share: float = 0.25
     folds: int = 5
     cv_max_series: int = 200
+    window_factor: float = 10.0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -281,6 +286,11 @@ class TrainConfig:
         _check(0 < self.max_val_share < 1, "train.max_val_share", "must be in (0, 1), e.g. 0.25")
         _check(self.folds == 0 or self.folds >= 2, "train.folds", "must be 0 (off) or >= 2")
         _check(self.cv_max_series >= 0, "train.cv_max_series", "must be >= 0")
+        _check(
+            self.window_factor == 0 or self.window_factor >= 1,
+            "train.window_factor",
+            "must be 0 (whole series) or >= 1 (windows of that many median spans)",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -401,6 +401,24 @@ def collate(
     )
 
 
+def random_windows(series: Sequence[Series], max_span: float, rng: np.random.Generator) -> list[Series]:
+    """Each series spanning more than `max_span` (model time) cut to the observations in [t_i, t_i + max_span]
+    for a start t_i drawn uniformly among its observations that leave a full window; the others as they
+    are (and no draw for them, so a table with no long series trains as without windows). Events and
+    statics are kept whole: a dose before the window still acts in it."""
+    out = []
+    for s in series:
+        if len(s) < 2 or s.times[-1] - s.times[0] <= max_span:
+            out.append(s)
+            continue
+        starts = np.flatnonzero(s.times <= s.times[-1] - max_span)
+        a = int(starts[rng.integers(len(starts))])
+        b = int(np.searchsorted(s.times, s.times[a] + max_span, side="right"))
+        truth = s.truth[a:b] if s.truth is not None else None
+        out.append(dataclasses.replace(s, times=s.times[a:b], values=s.values[a:b], truth=truth, n_context=None))
+    return out
+
+
 def random_contexts(series: Sequence[Series], min_context: int, rng: np.random.Generator) -> list[int]:
     """One cut per series, uniform in [min(min_context, n - 1), n - 1]: at least one point is forecast
     whenever the series has two or more points (a single-point series is reconstructed)."""

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latentcast.models.checkpoint import ModelBundle, build_model, load_checkpoint, read_payload, save_checkpoint
 from latentcast.models.config import ExperimentConfig, from_dict, to_dict
-from latentcast.models.data import DataError, Normalizer, collate, random_contexts
+from latentcast.models.data import DataError, Normalizer, collate, random_contexts, random_windows
 from latentcast.models.device import resolve_device
 from latentcast.models.latent_ode import LatentODE
 from latentcast.models.rnn_baseline import RNNBaseline
@@ -235,8 +235,12 @@ def _epoch(
     perm = np.asarray(list(distributed.shard(rng.permutation(len(split.train)), world)))  # this rank's share
     batches = batch_indices(perm, lengths, tc.batch_size, tc.length_pool, rng)
     run_loss, run_n, nfe, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
+    spans = [s.times[-1] - s.times[0] for s in split.train if len(s) > 1]
+    max_span = tc.window_factor * float(np.median(spans)) if spans and tc.context == "random" else 0.0
     for step in range(steps):
         part = [split.train[i] for i in batches[step]]
+        if max_span > 0:
+            part = random_windows(part, max_span, ctx_rng)
         ctx = None if tc.context == "fixed" else random_contexts(part, tc.min_context, ctx_rng)
         batch = collate(part, run.normalizer, ctx, exp.model.anchor, split.inputs).to(dev)
         kl = kl_weight(exp, epoch + step / steps)

@@ -233,3 +233,40 @@ def test_a_non_negative_channel_with_zeros_and_no_bound_is_pointed_at_bounds(tmp
     assert unbounded_at_zero(split, Validity.from_config({"a": [0, math.inf]}, {}, split.channels)) == []
     res = train(_exp(1), split, tmp_path, device="cpu", show_progress=False)
     assert hints[0] in res.metrics["report"]["warnings"]
+
+
+def test_a_validation_batch_that_cannot_solve_is_counted_not_raised(tmp_path) -> None:
+    """Dynamics that blow up mid-training once made validation raise and the run die at that epoch."""
+    from latentcast.models.config import SolverConfig
+    from latentcast.models.training.validation import validate
+
+    exp, split = _exp(1), _split()
+    train(exp, split, tmp_path, device="cpu", show_progress=False)
+    bundle = load_checkpoint(tmp_path / BEST)
+    bundle.model.cfg = dataclasses.replace(
+        bundle.model.cfg, solver=SolverConfig(method="rk4", step_size=1e-3, max_num_steps=5)
+    )
+    val = validate(bundle, split, exp, torch.device("cpu"))
+    assert math.isnan(val["val_loss"]) and val["val_failed_batches"] == 1  # 6 series: one batch
+    assert val["val_failed_series"] == len(split.val)  # the forecasts fail too, and say so
+
+
+def test_long_series_train_on_windows_and_the_others_whole(tmp_path) -> None:
+    from latentcast.models.data import random_windows
+
+    split = _split()
+    long = dataclasses.replace(split.train[0], times=split.train[0].times * 40)  # 40 times the others' span
+    rng = np.random.default_rng(0)
+    kept = random_windows(split.train[1:], 5.0, rng)
+    assert all(a is b for a, b in zip(kept, split.train[1:], strict=True))
+    assert rng.bit_generator.state == np.random.default_rng(0).bit_generator.state  # no draw for them
+    span = 5.0
+    for _ in range(20):
+        (w,) = random_windows([long], span, rng)
+        assert w.times[-1] - w.times[0] <= span and len(w) >= 1
+        first = int(np.searchsorted(long.times, w.times[0]))
+        np.testing.assert_array_equal(w.times, long.times[first : first + len(w)])  # contiguous
+        np.testing.assert_array_equal(w.values, long.values[first : first + len(w)])
+    res = train(_exp(2, window_factor=2.0), dataclasses.replace(split, train=[long, *split.train[1:]]), tmp_path,
+                device="cpu", show_progress=False)  # fmt: skip
+    assert all(math.isfinite(r["train_loss"]) for r in res.metrics["history"])
