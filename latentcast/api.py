@@ -373,6 +373,7 @@ def fit(
     *,
     events: Sequence[str] = (),
     static: Sequence[str] = (),
+    levels: Sequence[str] = (),
     time_unit: str | None = None,
     time_scale: float | None = None,
     log_channels: Sequence[str] | None = None,
@@ -404,8 +405,9 @@ def fit(
     (best.pt, last.pt, metrics.json); by default it is temporary. events, static: input columns
     (`latentcast.models.inputs`): event values at the times they happen (doses: rows carrying only them
     are events, not observations) and one value per series (age, weight); a forecast then takes them
-    the same way, future events as rows after the last observation. A progress bar shows each epoch on
-    stderr (`quiet=True`: none; `progress` is its former, opposite switch).
+    the same way, future events as rows after the last observation. levels: input columns whose value
+    holds until their next value (an infusion rate; a row carrying only them is a change). A progress
+    bar shows each epoch on stderr (`quiet=True`: none; `progress` is its former, opposite switch).
     """
     overrides = dict(config) if isinstance(config, Mapping) else {}
     data = {
@@ -413,6 +415,7 @@ def fit(
         "channels": list(channels),
         "events": list(events),
         "static": list(static),
+        "levels": list(levels),
         "log_channels": list(log_channels) if log_channels is not None else None,
         "time_unit": time_unit,
         "time_scale": time_scale,

@@ -73,6 +73,13 @@ def train_cmd(
         str | None,
         typer.Option(help="for a user file: static covariate columns (one value per series), comma-separated"),
     ] = None,
+    levels: Annotated[
+        str | None,
+        typer.Option(
+            help="for a user file: input columns whose value holds until their next value (an infusion rate), "
+            "comma-separated; a row with only input values is a change, not an observation"
+        ),
+    ] = None,
     log_channels: Annotated[
         str | None, typer.Option(help="channels to model on a log scale (default: chosen from the data)")
     ] = None,
@@ -127,6 +134,7 @@ def train_cmd(
                 "channels": _split_list(channels),
                 "events": _split_list(events),
                 "static": _split_list(static),
+                "levels": _split_list(levels),
                 "log_channels": [] if no_log_channels else _split_list(log_channels),
                 "time_unit": time_unit,
                 "time_scale": time_scale,

@@ -213,7 +213,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
     path = find_checkpoint(path)
     payload = read_payload(path)
     try:
-        cfg = from_dict(ModelConfig, payload["config"])
+        config = dict(payload["config"])
+        if payload.get("inputs") and "input_effect" not in config:  # written before the option: the level
+            config["input_effect"] = "level"
+        cfg = from_dict(ModelConfig, config)
         normalizer = Normalizer.from_dict(payload["normalizer"])
         if not normalizer.method:  # older checkpoints: the training config says which statistics
             method = (payload.get("data") or {}).get("config", {}).get("normalize") or ""

@@ -28,6 +28,7 @@ Likelihood = Literal["all", "forecast"]
 Normalization = Literal["robust", "standard", "minmax"]
 ValTask = Literal["last", "half"]
 InputGains = Literal["population", "series"]
+InputEffectKind = Literal["change", "level"]
 
 # Options that lost their ablation (bench/results/physionet2012_ablation.md, recipe_selection.md) and
 # left the product after commit RETIRED_AT, where they still run: a key still holding the value every
@@ -128,6 +129,8 @@ class ModelConfig:
     input_rates: learned decay rates (compartments) per event kind, for a model with inputs.
     input_gains: "population": the compartments' gains and rates depend on the static covariates only;
         "series": also on each series' posterior mean state (bench/results/interventions.md).
+    input_effect: with a residual decoder, "change": the inputs add the change in their effect since each
+        channel's last observation, so an unchanged regimen costs the model nothing; "level": their effect.
     residual: "none": the decoder gives values. "level": the decoded trajectory is the change from each
         channel's last observed value in the context (the encoder still sees absolute values), so "no
         change" costs the model nothing. (true / false read as "level" / "none".)
@@ -152,6 +155,7 @@ class ModelConfig:
     static_channels: tuple[int, ...] = ()
     input_rates: int = 4
     input_gains: InputGains = "population"
+    input_effect: InputEffectKind = "change"
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
@@ -180,6 +184,11 @@ class ModelConfig:
             self.input_gains in get_args(InputGains),
             "model.input_gains",
             _one_of("input_gains", self.input_gains, InputGains),
+        )
+        _check(
+            self.input_effect in get_args(InputEffectKind),
+            "model.input_effect",
+            _one_of("input_effect", self.input_effect, InputEffectKind),
         )
         _check(1 <= self.input_rates <= 32, "model.input_rates", "must be in [1, 32] (compartments per event kind)")
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")
@@ -315,13 +324,15 @@ class DataConfig:
     missing_values: channel (or "*") → the values a source writes for "unknown" (e.g. [-1]); read as not
     observed. bounds_source: where the bounds come from (shown with them). All three go into the
     checkpoint (`models.validity`). events, static: input columns beside the channels (`models.inputs`):
-    values at the times they happen (doses), and one value per series (age, weight).
+    values at the times they happen (doses), and one value per series (age, weight); levels: input
+    columns whose value holds until their next value (an infusion rate), beside the events.
     """
 
     name: str = "spirals"
     channels: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
     static: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
     log_channels: tuple[str, ...] | None = None
     time_unit: str | None = None
     time_scale: float | None = None
@@ -356,6 +367,13 @@ class DataConfig:
             self.time_unit is None or self.time_unit in TIME_UNITS,
             "data.time_unit",
             f"one of {', '.join(TIME_UNITS)} (or unset for date-times: chosen from the data)",
+        )
+        named = [*self.channels, *self.events, *self.levels, *self.static]
+        _check(
+            len(set(named)) == len(named),
+            "data",
+            f"a column is named twice among channels, events, levels and static: "
+            f"{sorted({c for c in named if named.count(c) > 1})}",
         )
         _check(self.normalize in get_args(Normalization), "data.normalize", f"one of {get_args(Normalization)}")
         _check(self.outlier_z >= 0, "data.outlier_z", "must be >= 0 (0: keep every value)")

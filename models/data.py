@@ -320,11 +320,16 @@ class Batch:
         seen = self.ctx_m.amax(dim=1)  # (B, D)
         return self.ctx_x.gather(1, self._last_position()[:, None, :]).squeeze(1) * seen
 
+    def last_times(self) -> torch.Tensor:
+        """(B, D) the time of each channel's last observation in the context (the first context time where
+        it is never observed)."""
+        return self.ctx_t.gather(1, self._last_position())
+
     def hold_weight(self, query_t: torch.Tensor, persistence: torch.Tensor) -> torch.Tensor:
         """(B, Q, D) the weight of each channel's last observed value in a forecast at `query_t` (B, Q):
         exp(-|t - t_last| / τ) for the channel's τ in `persistence` (D,) (model time), 0 where τ is 0 or
         the context never observes the channel (models.calibrate.fit_persistence)."""
-        t_last = self.ctx_t.gather(1, self._last_position())  # (B, D)
+        t_last = self.last_times()  # (B, D)
         tau = persistence.to(query_t)
         gap = (query_t[:, :, None] - t_last[:, None, :]).abs()  # (B, Q, D)
         weight = torch.exp(-gap / tau.clamp(min=1e-12))

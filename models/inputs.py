@@ -5,13 +5,15 @@ happen, absent elsewhere, in the past or the future of a series) and *static* co
 series). In a long table they are columns beside the channels; a row that carries only event values is
 an event, and events after the last observation are the plan a forecast is asked under.
 
-Each event kind feeds a bank of J learned one-compartment decays (`InputEffect`): after an event of value
-v at t_k, compartment j holds g · v · exp(−λ_j (t − t_k)), summed over events (superposition, as a
-linear compartment under bolus doses). The compartments are a linear ODE with jumps at the events,
-solved here in closed form, so an event is never smeared across a solver step. An event counts from
-just after its time: a sample at a dose's time is the pre-dose value. The decoder reads the compartments
-beside the latent state, the encoder reads them at each observation, and the static covariates scale
-each series' gains g and rates λ and enter the encoder.
+Each event kind feeds a bank of J learned one-compartment decays (`InputEffect`): after an event of value v at t_k,
+compartment j holds g · v · exp(−λ_j (t − t_k)), summed over events (superposition, as a linear compartment under
+bolus doses). A *level* kind (an infusion rate, a ventilator setting: a value held from its time until the next of
+its kind) feeds its compartments through a first-order lag instead: each change Δ_k of the level adds g · Δ_k · (1 −
+exp(−λ_j (t − t_k))), the closed form of dA/dt = λ_j (level(t) − A), so a held level is reached at rate λ_j. The
+compartments are a linear ODE with jumps at the events, solved here in closed form, so an event is never smeared
+across a solver step. An event counts from just after its time: a sample at a dose's time is the pre-dose value. The
+decoder reads the compartments beside the latent state, the encoder reads them at each observation, and the static
+covariates scale each series' gains g and rates λ and enter the encoder.
 
 Shapes: B series, K events (padded), E event kinds, S static covariates, J rates, T or Q times.
 """
@@ -38,10 +40,11 @@ AMOUNT_TERMS = 1 << 22  # (series × times × events × kinds × rates) terms su
 class InputSpec:
     """The inputs a model was trained with, and their scales (fitted on the training series).
 
-    events, static: column names. event_scale (E,): the root mean square of each kind's training
-    events (one normalised unit: a typical event). static_mean, static_std (S,): each covariate's
-    training mean and standard deviation. event_max (E,), static_min, static_max (S,): the training
-    range, behind the warnings on inputs outside it (empty in checkpoints that did not record it).
+    events, static: column names; levels: the event columns that are levels (held until the next value of their
+    kind, as an infusion rate) rather than amounts given at once. event_scale (E,): the root mean square of each
+    kind's training events (one normalised unit: a typical event). static_mean, static_std (S,): each covariate's
+    training mean and standard deviation. event_max (E,), static_min, static_max (S,): the training range, behind
+    the warnings on inputs outside it (empty in checkpoints that did not record it).
     """
 
     events: tuple[str, ...] = ()
@@ -52,6 +55,7 @@ class InputSpec:
     event_max: tuple[float, ...] = ()
     static_min: tuple[float, ...] = ()
     static_max: tuple[float, ...] = ()
+    levels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [*self.events, *self.static]
@@ -59,6 +63,13 @@ class InputSpec:
             raise DataError(
                 f"inputs: a column is named twice among events {list(self.events)} and static {list(self.static)}"
             )
+        if set(self.levels) - set(self.events):
+            raise DataError(f"inputs: levels {sorted(set(self.levels) - set(self.events))} are not event columns")
+
+    @property
+    def is_level(self) -> tuple[bool, ...]:
+        """(E,) which event kinds are levels."""
+        return tuple(e in self.levels for e in self.events)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.static)
@@ -68,8 +79,10 @@ class InputSpec:
         return (*self.events, *self.static)
 
     @staticmethod
-    def fit(series: Sequence[Any], events: Sequence[str], static: Sequence[str]) -> InputSpec:
-        """Scales from training `Series` (their `inputs`)."""
+    def fit(
+        series: Sequence[Any], events: Sequence[str], static: Sequence[str], levels: Sequence[str] = ()
+    ) -> InputSpec:
+        """Scales from training `Series` (their `inputs`); `levels` among `events`."""
         if not events and not static:
             return InputSpec()
         held = [s.inputs for s in series if s.inputs is not None]
@@ -93,8 +106,9 @@ class InputSpec:
             lo.append(float(col.min()))
             hi.append(float(col.max()))
         return InputSpec(
-            tuple(events), tuple(static), tuple(scale), tuple(mean), tuple(std), tuple(top), tuple(lo), tuple(hi)
-        )
+            tuple(events), tuple(static), tuple(scale), tuple(mean), tuple(std), tuple(top), tuple(lo), tuple(hi),
+            tuple(levels),
+        )  # fmt: skip
 
     def unusual(self, x: SeriesInputs) -> list[tuple[str, int, str]]:
         """What lies outside the training inputs in one series' inputs, as (field, index, message): an event
@@ -145,8 +159,8 @@ class InputSpec:
         lo, hi = self.static_min or (None,) * len(self.static), self.static_max or (None,) * len(self.static)
         return {
             "events": [
-                {"name": n, "typical": s, "largest": m}
-                for n, s, m in zip(self.events, self.event_scale, top, strict=True)
+                {"name": n, "kind": "level" if lv else "event", "typical": s, "largest": m}
+                for n, s, m, lv in zip(self.events, self.event_scale, top, self.is_level, strict=True)
             ],
             "static": [
                 {"name": n, "mean": m, "std": s, "min": a, "max": b}
@@ -237,6 +251,21 @@ class PackedInputs:
             static=np.concatenate([p.static for p in parts]),
         )
 
+    def level_changes(self, spec: InputSpec) -> np.ndarray:
+        """(K, E) the values, with each level kind's value replaced by its change from the previous value
+        of that kind in the series (from 0 before the first); NaN (no value then) stays NaN (no change)."""
+        out = self.values.copy()
+        k = len(self.times)
+        start = np.repeat(self.offsets[:-1], np.diff(self.offsets))  # (K,) each row's series start
+        for j in np.flatnonzero(spec.is_level).tolist():
+            col = self.values[:, j]
+            seen = ~np.isnan(col)
+            last = np.maximum.accumulate(np.where(seen, np.arange(k), -1))  # the latest value at or before
+            prev = np.concatenate([[-1], last[:-1]]) if k else last
+            prev_val = np.where(prev >= start, col[np.maximum(prev, 0)], 0.0) if k else col
+            out[:, j] = np.where(seen, col - prev_val, np.nan)
+        return out
+
     def batch(self, spec: InputSpec, anchors: np.ndarray) -> BatchInputs:
         """Padded, normalised tensors for the model; times relative to each series' anchor."""
         counts = np.diff(self.offsets)
@@ -248,7 +277,7 @@ class PackedInputs:
         m = np.zeros((b, k), dtype=bool)
         t[row, col] = self.times - np.repeat(anchors, counts)
         if len(spec.events):
-            v[row, col] = np.nan_to_num(self.values / np.asarray(spec.event_scale, dtype=np.float32))
+            v[row, col] = np.nan_to_num(self.level_changes(spec) / np.asarray(spec.event_scale, dtype=np.float32))
         m[row, col] = True
         st = (self.static - np.asarray(spec.static_mean)) / np.asarray(spec.static_std) if spec.static else self.static
         f32 = torch.float32
@@ -263,8 +292,8 @@ class PackedInputs:
 @dataclasses.dataclass
 class BatchInputs:
     """ev_t (B, K) event times relative to each series' anchor; ev_v (B, K, E) values in typical events
-    (0: none of that kind); ev_m (B, K) real events (False: padding); static (B, S) standardised (0:
-    unknown)."""
+    (a level kind: the change of the level; 0: none of that kind); ev_m (B, K) real events (False:
+    padding); static (B, S) standardised (0: unknown)."""
 
     ev_t: torch.Tensor
     ev_v: torch.Tensor
@@ -289,7 +318,8 @@ class InputEffect(nn.Module):
 
     `amounts(t, inputs)`: (B, T, E·J) the compartments at times t (B, T), each a sum over the series'
     events strictly before t of g · v · exp(−λ (t − t_k)); log-gains and log-rates are linear in the
-    static covariates (zero at the training mean). `features`: the amounts and log(LOG_FLOOR + amount⁺)
+    static covariates (zero at the training mean); a level kind's changes Δ add g · Δ · (1 − exp(−λ (t − t_k)))
+    instead. `features`: the amounts and log(LOG_FLOOR + amount⁺)
     (B, T, 2·E·J), the encoder's extra inputs (with the statics) and the decoder's (`forward`: their
     linear map to the D channels, zero at initialisation so a model starts as one without inputs).
     """
@@ -310,6 +340,8 @@ class InputEffect(nn.Module):
         for lin in (self.static_gain, self.static_rate, self.state_gain, self.state_rate):
             if lin is not None:
                 nn.init.zeros_(lin.weight)
+        self.is_level: torch.Tensor
+        self.register_buffer("is_level", torch.tensor(spec.is_level, dtype=torch.bool), persistent=False)
         self.readout = nn.Linear(2 * width, n_channels)
         nn.init.zeros_(self.readout.weight)
         nn.init.zeros_(self.readout.bias)
@@ -341,9 +373,11 @@ class InputEffect(nn.Module):
         rate = log_rate.exp()
         lag = t[:, :, None] - inputs.ev_t[:, None, :]  # (B, T, K)
         after = (lag > 0) & inputs.ev_m[:, None, :]
-        decay = torch.exp(-rate[:, None, None, :] * lag.clamp(min=0)[..., None])  # (B, T, K, J)
-        decay = decay * after[..., None]
-        each = decay[:, :, :, None, :] * inputs.ev_v[:, None, :, :, None]  # (B, T, K, E, J)
+        decay = torch.exp(-rate[:, None, None, :] * lag.clamp(min=0)[..., None])[:, :, :, None, :]  # (B, T, K, 1, J)
+        if bool(self.is_level.any()):  # a level's change approaches at each rate: 1 - exp(-λ lag)
+            decay = torch.where(self.is_level[:, None], 1 - decay, decay)  # (B, T, K, E, J)
+        decay = decay * after[..., None, None]
+        each = decay * inputs.ev_v[:, None, :, :, None]  # (B, T, K, E, J)
         # summed in event order and read at each series' last event: the padding after it (other series'
         # events) does not change the sum, so a series' answer does not depend on its batch
         last = (inputs.ev_m.sum(1) - 1).clamp(min=0)  # (B,)

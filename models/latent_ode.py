@@ -79,13 +79,20 @@ class LatentODE(nn.Module):
 
     def input_effect(self, batch: Batch, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor | None:
         """What the batch's inputs add to the decoded channels at times t (B, T): (B, T, D), or None for a
-        model without inputs; `state` (B, L) the posterior mean (model.input_gains "series"). A batch
+        model without inputs (with a residual decoder and model.input_effect "change", the change since each
+        channel's last observation); `state` (B, L) the posterior mean (model.input_gains "series"). A batch
         without inputs, for a model with them, is a ValueError."""
         if self.effect is None:
             return None
         if batch.inputs is None:
             raise ValueError("this model takes inputs (events/static); the batch carries none")
-        return self.effect(t, batch.inputs, state)
+        effect = self.effect(t, batch.inputs, state)
+        if self.cfg.residual == "none" or self.cfg.input_effect == "level":
+            return effect
+        # a residual decoder forecasts changes from each channel's last value: the inputs' change since then
+        at_last = self.effect(batch.last_times(), batch.inputs, state).diagonal(dim1=1, dim2=2)  # (B, D)
+        seen = batch.ctx_m.amax(dim=1)  # (B, D)
+        return effect - (at_last * seen)[:, None, :]
 
     def with_static(self, z0: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values

@@ -105,7 +105,8 @@ class SeriesIn(BaseModel):
     )
     event_values: list[list[StrictFloat | None]] = Field(
         default_factory=list,
-        description="one row per event time, one value per event kind in the model's order; null = none of that kind",
+        description="one row per event time, one value per event kind in the model's order; null = none of that kind"
+        " (a level kind, GET /models `inputs`: unchanged; its value holds until the next)",
     )
     static: list[StrictFloat | None] | None = Field(
         None,
@@ -222,7 +223,9 @@ class ModelInfo(BaseModel):
         default_factory=list, description="static covariates the model takes (a series' static values, in order)"
     )
     inputs: dict[str, Any] | None = Field(
-        None, description="the inputs' training scales: each event kind's typical value, each covariate's mean and std"
+        None,
+        description="the inputs' training scales: each event kind's kind (\"event\": an amount at its time; "
+        '"level": a value held until the next, as an infusion rate) and typical value, each covariate\'s mean and std',
     )
     max_horizon: float = Field(description="furthest a query may lie from the observations, in time units")
     bounds: dict[str, list[float | None]] = Field(

@@ -71,3 +71,19 @@ def pk_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         device="cpu",
     )  # fmt: skip
     return model.save(tmp_path_factory.mktemp("pk") / "pk.pt")
+
+
+@pytest.fixture(scope="session")
+def drip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As `pk_checkpoint`, on the table whose subjects also get piecewise-constant infusions: doses as events,
+    the infusion rate as a level (`levels=["rate"]`), weight as a static."""
+    import latentcast
+    from bench.pkpd import make_pkpd
+
+    table = make_pkpd(100, seed=1, infusion=True)
+    recipe = {"model": {"latent_dim": 4, "encoder_hidden": 16, "dynamics_hidden": 16}, "train": {"batch_size": 25}}
+    model = latentcast.fit(
+        table, ["conc"], events=["dose"], levels=["rate"], static=["weight"], time_unit="hour", epochs=25,
+        config=recipe, quiet=True, device="cpu",
+    )  # fmt: skip
+    return model.save(tmp_path_factory.mktemp("drip") / "drip.pt")

@@ -322,16 +322,17 @@ def test_the_run_directory_and_the_name_default_to_the_file(tmp_path, monkeypatc
 
 
 def test_train_with_events_and_static_columns_on_a_terminal(tmp_path) -> None:
-    """`latentcast train --events --static` as typed, bar and all, on a table in minutes; the model then
-    forecasts a history under a plan given in the same minutes."""
+    """`latentcast train --events --levels --static` as typed, bar and all, on a table in minutes; the model
+    then forecasts a history under a plan (a dose and an infusion rate) given in the same minutes."""
     import latentcast
     from bench.pkpd import make_pkpd
     from latentcast.models import ModelBundle
 
-    table = make_pkpd(40, seed=2)
+    table = make_pkpd(40, seed=2, infusion=True)
     table.assign(time=table["time"] * 60.0).to_csv(tmp_path / "pk.csv", index=False)
     (tmp_path / "tiny.toml").write_text(TINY)
-    args = ["train", "--data", "pk.csv", "--channels", "conc", "--events", "dose", "--static", "weight"]
+    args = ["train", "--data", "pk.csv", "--channels", "conc", "--events", "dose", "--levels", "rate", "--static"]
+    args += ["weight"]
     code, out = _run_on_a_terminal(
         [*args, "--time-unit", "minute", "--config", "tiny.toml", "--epochs", "2", "--out", "r", "--device", "cpu"],
         tmp_path,
@@ -339,12 +340,13 @@ def test_train_with_events_and_static_columns_on_a_terminal(tmp_path) -> None:
     assert code == 0, out[-3000:]
     assert "\x1b[" in out and "━" in out and "val nmse" in out  # rich's bar on a real terminal
     bundle = ModelBundle.load(tmp_path / "r" / "best.pt")
-    assert bundle.inputs.events == ("dose",) and bundle.inputs.static == ("weight",)
-    assert "dose" not in bundle.data["ignored_columns"] and bundle.channels == ("conc",)
+    assert bundle.inputs.events == ("dose", "rate") and bundle.inputs.static == ("weight",)
+    assert bundle.inputs.levels == ("rate",)
+    assert not {"dose", "rate"} & set(bundle.data["ignored_columns"]) and bundle.channels == ("conc",)
     assert bundle.time.unit == "minute"
     history = pd.read_csv(tmp_path / "pk.csv", dtype={"id": str})
     history = history[(history["id"] == "s0001") & (history["time"] < 2400.0)]
-    plan = pd.DataFrame({"id": "s0001", "time": [2700.0], "dose": [300.0], "weight": history["weight"].iloc[0]})
+    plan = pd.DataFrame({"id": "s0001", "time": [2700.0, 2710.0], "dose": [300.0, None], "rate": [None, 20.0]})
     fc = latentcast.load(tmp_path / "r" / "best.pt", device="cpu").predict(
         pd.concat([history, plan]), query_times=[2600.0, 2760.0]
     )

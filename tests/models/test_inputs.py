@@ -15,7 +15,7 @@ import torch
 import latentcast
 from bench.pkpd import make_pkpd
 from latentcast.models import ModelBundle
-from latentcast.models.inputs import BatchInputs, InputEffect, InputSpec
+from latentcast.models.inputs import BatchInputs, InputEffect, InputSpec, PackedInputs
 
 
 def test_a_compartment_holds_each_event_decaying_after_its_time_and_nothing_before() -> None:
@@ -147,3 +147,79 @@ def test_series_gains_train_save_and_keep_the_planning_properties(tmp_path: Path
     pd.testing.assert_frame_equal(without, later)
     with pytest.raises(ConfigError, match="input_gains"):
         ModelConfig(input_gains="patient")  # type: ignore[arg-type]
+
+
+def _level_inputs(spec: InputSpec) -> BatchInputs:
+    """Two series: the first's infusion rate is 2 from t=1, 0 from t=4 and 1 from t=6, with a dose at 5 (a
+    row with no rate: the rate holds); the second's rate is 3 from t=2 (its first value is a change from 0)."""
+    rows = np.array([[np.nan, 2.0], [np.nan, 0.0], [1.0, np.nan], [np.nan, 1.0]])
+    a = spec.held(np.array([1.0, 4.0, 5.0, 6.0]), rows, np.zeros(0))
+    b = spec.held(np.array([2.0]), np.array([[np.nan, 3.0]]), np.zeros(0))
+    return PackedInputs.from_series([a, b], 2, 0).batch(spec, anchors=np.zeros(2))
+
+
+def test_a_level_reaches_its_value_as_the_integral_of_the_held_rate_and_a_missing_value_holds_it() -> None:
+    spec = InputSpec(("dose", "rate"), (), (1.0, 1.0), levels=("rate",))
+    effect = InputEffect(spec, n_channels=1, n_rates=2)
+    with torch.no_grad():
+        effect.log_rate.copy_(torch.tensor([0.1, 1.0]).log())
+    inputs = _level_inputs(spec)
+    np.testing.assert_allclose(inputs.ev_v[0, :, 1].numpy(), [2.0, -2.0, 0.0, 1.0])  # changes of the level
+    t = torch.tensor([[0.5, 1.0, 2.5, 4.0, 5.5, 7.0, 12.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 9.0]])
+    got = effect.amounts(t, inputs)[..., 2:].detach().numpy()  # (B, T, J) the rate's compartments
+    grid = np.arange(0.0, 12.0, 1e-4) + 5e-5  # midpoints: dA/dt = λ (level − A) integrated by brute force
+    levels = [np.select([grid < 1, grid < 4, grid < 6], [0.0, 2.0, 0.0], 1.0), np.where(grid < 2, 0.0, 3.0)]
+    for b, level in enumerate(levels):
+        for j, lam in enumerate((0.1, 1.0)):
+            want = [lam * np.sum(level * np.exp(-lam * (tq - grid)) * (grid < tq)) * 1e-4 for tq in t[b].tolist()]
+            np.testing.assert_allclose(got[b, :, j], want, rtol=1e-3, atol=1e-6)
+    dose = effect.amounts(t, inputs)[0, :, :2].detach().numpy()  # the dose at 5 is a bolus, as before
+    np.testing.assert_allclose(dose[:, 1], [0, 0, 0, 0, np.exp(-0.5), np.exp(-2.0), np.exp(-7.0)], rtol=1e-6)
+
+
+def test_levels_train_save_and_a_higher_planned_rate_raises_the_forecast(drip_checkpoint: Path) -> None:
+    again = latentcast.load(drip_checkpoint, device="cpu")
+    assert again.bundle.inputs.events == ("dose", "rate") and again.bundle.inputs.levels == ("rate",)
+    kinds = {e["name"]: e["kind"] for e in again.bundle.inputs.describe()["events"]}
+    assert kinds == {"dose": "event", "rate": "level"}
+    other = make_pkpd(100, seed=7, infusion=True)
+    history = other[(other["id"] == "s0005") & (other["time"] < 40.0)]
+    weight = float(history["weight"].iloc[0])
+    plans = [
+        pd.concat([history.assign(id=name), pd.DataFrame({"id": name, "time": [41.0], "rate": [r], "weight": weight})])
+        for name, r in (("low", 10.0), ("high", 40.0))
+    ]
+    before, after = [40.5, 41.0], [42.0, 45.0, 55.0]
+    fc = again.predict(pd.concat(plans), query_times=before + after).set_index(["id", "time"])
+    lo, hi = fc.loc["low"], fc.loc["high"]
+    np.testing.assert_array_equal(lo.loc[before, "point"].to_numpy(), hi.loc[before, "point"].to_numpy())
+    assert (hi.loc[after, "point"] > lo.loc[after, "point"]).all(), fc
+
+
+def test_a_residual_decoder_adds_the_inputs_change_since_each_last_value_and_old_checkpoints_their_level(
+    pk_checkpoint: Path, tmp_path: Path
+) -> None:
+    from latentcast.models.data import collate, series_from_frame
+    from latentcast.models.latent_ode import LatentODE
+
+    bundle = ModelBundle.load(pk_checkpoint)
+    model = bundle.model
+    assert isinstance(model, LatentODE) and model.effect is not None
+    assert model.cfg.residual == "level" and model.cfg.input_effect == "change"
+    series = series_from_frame(make_pkpd(8, seed=3), ["conc"], bundle.time, events=["dose"], static=["weight"])
+    series = [s for s in series if len(s) >= 2]
+    batch = collate(series, bundle.normalizer, [len(s) - 1 for s in series], model.cfg.anchor, bundle.inputs)
+    mean, _ = model.encode(batch)
+    last = batch.last_times()  # (B, 1): one channel
+    with torch.no_grad():
+        at_last = model.input_effect(batch, last, mean)
+        later = model.input_effect(batch, last + 0.5, mean)
+        level = model.effect(last + 0.5, batch.inputs, mean)  # what "level" adds
+        base = model.effect(last, batch.inputs, mean)
+    assert at_last is not None and later is not None
+    np.testing.assert_allclose(at_last.numpy(), 0.0, atol=1e-6)  # no change yet: the last value stands
+    np.testing.assert_allclose(later.numpy(), (level - base).numpy(), rtol=1e-5, atol=1e-6)
+    payload = torch.load(pk_checkpoint, weights_only=True)
+    del payload["config"]["input_effect"]  # a checkpoint written before the option
+    torch.save(payload, tmp_path / "old.pt")
+    assert ModelBundle.load(tmp_path / "old.pt").model.cfg.input_effect == "level"

@@ -59,6 +59,36 @@ def test_forecasts_over_http_equal_model_predict(server: str, pk_checkpoint: Pat
     assert twin[("s0002-double", 45.0)] == twin[("s0002", 45.0)]
 
 
+@pytest.fixture(scope="module")
+def drip_server(drip_checkpoint: Path) -> Iterator[str]:
+    env = {"LATENTCAST_MODELS": json.dumps([str(drip_checkpoint)]), "LATENTCAST_NUM_SAMPLES": "32",
+           "LATENTCAST_MAX_WAIT_MS": "5"}  # fmt: skip
+    with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
+        yield srv.url
+
+
+@pytest.mark.parametrize("transport", ["arrow", "json"])
+def test_levels_over_http_equal_model_predict(drip_server: str, drip_checkpoint: Path, transport: str) -> None:
+    """An infusion rate (a level: null rows leave it unchanged) over both formats, two plans for one history."""
+    table = make_pkpd(6, seed=13, infusion=True)
+    hist = table[table["time"] < 40.0]
+    plan = pd.DataFrame({"id": ["s0001-up", "s0001-up", "s0001-off"], "time": [41.0, 44.0, 41.0],
+                         "dose": [None, 200.0, None], "rate": [40.0, None, 0.0]})  # fmt: skip
+    twins = [hist[hist["id"] == "s0001"].assign(id=name) for name in ("s0001-up", "s0001-off")]
+    obs, queries = pd.concat([hist, *twins, plan], ignore_index=True), [38.0, 41.0, 43.0, 50.0]
+    local = latentcast.load(drip_checkpoint, device="cpu", num_samples=32).predict(obs, query_times=queries)
+    with LatentcastClient(drip_server) as client:
+        remote = client.forecast(obs, queries, transport=transport)  # type: ignore[arg-type]
+    assert len(remote) == len(local) == (obs["id"].nunique()) * len(queries)
+    for col in ("point", "mean", "q0.1", "q0.9"):
+        np.testing.assert_allclose(remote[col].to_numpy(), local[col].to_numpy(), rtol=1e-5, err_msg=col)
+    point = remote.set_index(["id", "time"])["point"]
+    assert point[("s0001-up", 43.0)] > point[("s0001-off", 43.0)]  # the infusion runs from 41
+    assert point[("s0001-up", 41.0)] == point[("s0001-off", 41.0)]
+    info = httpx.get(f"{drip_server}/models").json()["models"][0]
+    assert [(e["name"], e["kind"]) for e in info["inputs"]["events"]] == [("dose", "event"), ("rate", "level")]
+
+
 def test_models_lists_the_inputs(server: str) -> None:
     info = httpx.get(f"{server}/models").json()["models"][0]
     assert info["events"] == ["dose"] and info["static"] == ["weight"]

@@ -59,8 +59,9 @@ def dataset_from_frame(
     if not cfg.channels:
         raise DataError(f"data {cfg.name!r}: name the channels to model (--channels a,b,c)")
     unit, unit_rule = time_unit_of(frame, cfg, id_col, time_col)
+    events = (*cfg.events, *cfg.levels)  # a level is an event column whose value holds until the next
     series = series_from_frame(
-        frame, cfg.channels, TimeSpec(unit, cfg.time_scale or 1.0), id_col, time_col, cfg.events, cfg.static
+        frame, cfg.channels, TimeSpec(unit, cfg.time_scale or 1.0), id_col, time_col, events, cfg.static
     )
     parts = split_ids([s.id for s in series], cfg.split, cfg.split_seed)
     train_ids = set(parts[0])
@@ -92,10 +93,10 @@ def dataset_from_frame(
             "series": len(series),
             "preprocessing": choices,
             "ignored_columns": [
-                str(c) for c in frame.columns if c not in {id_col, time_col, *cfg.channels, *cfg.events, *cfg.static}
+                str(c) for c in frame.columns if c not in {id_col, time_col, *cfg.channels, *events, *cfg.static}
             ],
         },
-        InputSpec.fit([s for s in series if s.id in train_ids], cfg.events, cfg.static),
+        InputSpec.fit([s for s in series if s.id in train_ids], events, cfg.static, cfg.levels),
     )
 
 
