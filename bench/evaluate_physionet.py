@@ -17,22 +17,40 @@ from bench import results
 from bench.physionet import PUBLISHED, Scale, locf, score, targets
 from latentcast.models import Forecaster, ModelBundle, resolve_device
 from latentcast.models.training import BEST, METRICS, build_experiment, load_dataset, train_model
+from latentcast.models.training.datasets.physionet2012 import CHANNELS
 
 
-def forecast_test(checkpoint: Path, split: Any, scale: Scale, device: str, samples: int = 32) -> dict[str, Any]:
-    """Means (for the MSE and MAE) and the 10-90% interval (for coverage) of every test target."""
+def forecast_test(
+    checkpoint: Path, split: Any, scale: Scale, device: str, samples: int = 32, truth: Any = None
+) -> dict[str, Any]:
+    """Means (for the MSE and MAE) and the 10-90% interval (for coverage) of every test target. A model
+    whose channels are not the 41 (descriptors as static covariates) forecasts its own `split`; its
+    answers are scored against `truth` (the 41-channel split of the same records), the others' columns
+    empty."""
     bundle = ModelBundle.load(checkpoint, device)
     fc = Forecaster.from_bundle(bundle, device, num_samples=samples)
     series, queries = targets(split.test)
     t0 = time.perf_counter()
     out = fc.predict(series, queries, levels=(0.1, 0.9), n_context=[int(s.n_context or len(s)) for s in series])
     seconds = time.perf_counter() - t0
-    result = score(series, [f.mean for f in out], scale)
+    means, lows, highs = [f.mean for f in out], [f.quantiles[0.1] for f in out], [f.quantiles[0.9] for f in out]
+    if tuple(bundle.channels) != CHANNELS:
+        cols = [CHANNELS.index(c) for c in bundle.channels]
+        by_id = {s.id: s for s in truth.test}
+        series = [by_id[s.id] for s in series]
+
+        def widen(x: np.ndarray) -> np.ndarray:
+            full = np.full((len(x), len(CHANNELS)), np.nan)
+            full[:, cols] = x
+            return full
+
+        means, lows, highs = [widen(x) for x in means], [widen(x) for x in lows], [widen(x) for x in highs]
+    result = score(series, means, scale)
     inside = total = 0
-    for s, f in zip(series, out, strict=True):
-        truth = s.values[s.n_context :]
-        seen = ~np.isnan(truth)
-        inside += int(((truth >= f.quantiles[0.1]) & (truth <= f.quantiles[0.9]) & seen).sum())
+    for s, lo, hi in zip(series, lows, highs, strict=True):
+        held = s.values[s.n_context :]
+        seen = ~np.isnan(held)
+        inside += int(((held >= lo) & (held <= hi) & seen).sum())
         total += int(seen.sum())
     result.update(coverage80=inside / max(total, 1), predict_seconds=seconds, failed=sum(f.status != 0 for f in out))
     return result

@@ -68,9 +68,11 @@ def main() -> None:
             name = f"{f.stem}, seed {args.seed}"
         exp = build_experiment("physionet2012", f, data={"name": args.data}, train=train)
         run = args.work / (f.stem if args.seed is None else f"{f.stem}_seed{args.seed}")
+        own = load_dataset(exp.data) if exp.data.static else split  # descriptors as static covariates
         if not (args.reuse and (run / BEST).is_file()):
-            train_model(exp, split, run, device="cpu", show_progress=False)
-        v = forecast_test(run / BEST, val_split, scale, "cpu")  # test = val here: the validation split
+            train_model(exp, own, run, device="cpu", show_progress=False)
+        # test = val here: the validation split
+        v = forecast_test(run / BEST, validation_as_test(own), scale, "cpu", truth=val_split)
         m = json.loads((run / METRICS).read_text())
         rows[name] = {
             "mse": v["mse"],

@@ -29,6 +29,7 @@ Normalization = Literal["robust", "standard", "minmax"]
 ValTask = Literal["last", "half"]
 InputGains = Literal["population", "series"]
 InputEffectKind = Literal["change", "level"]
+StaticInputs = Literal["encoder", "dynamics"]
 
 # Options that lost their ablation (bench/results/physionet2012_ablation.md, recipe_selection.md) and
 # left the product after commit RETIRED_AT, where they still run: a key still holding the value every
@@ -131,6 +132,9 @@ class ModelConfig:
         "series": also on each series' posterior mean state (bench/results/interventions.md).
     input_effect: with a residual decoder, "change": the inputs add the change in their effect since each
         channel's last observation, so an unchanged regimen costs the model nothing; "level": their effect.
+    static_inputs: where static covariates (`data.static`) enter: "encoder" (with each observation, and
+        scaling the compartments), or "dynamics": also as constant inputs of the vector field, as
+        `static_channels` do for channels.
     residual: "none": the decoder gives values. "level": the decoded trajectory is the change from each
         channel's last observed value in the context (the encoder still sees absolute values), so "no
         change" costs the model nothing. (true / false read as "level" / "none".)
@@ -156,6 +160,7 @@ class ModelConfig:
     input_rates: int = 4
     input_gains: InputGains = "population"
     input_effect: InputEffectKind = "change"
+    static_inputs: StaticInputs = "encoder"
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
@@ -189,6 +194,11 @@ class ModelConfig:
             self.input_effect in get_args(InputEffectKind),
             "model.input_effect",
             _one_of("input_effect", self.input_effect, InputEffectKind),
+        )
+        _check(
+            self.static_inputs in get_args(StaticInputs),
+            "model.static_inputs",
+            _one_of("static_inputs", self.static_inputs, StaticInputs),
         )
         _check(1 <= self.input_rates <= 32, "model.input_rates", "must be in [1, 32] (compartments per event kind)")
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")

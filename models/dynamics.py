@@ -51,13 +51,14 @@ def apply_mlp(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 class Dynamics(nn.Module):
-    """dz/dt = f(t, z). z: (R, L + S), the latent state and S = len(cfg.static_channels) constant inputs
-    (their derivative is 0); t: scalar or (R,) (used only with `time_input`). Counts calls in `nfe`."""
+    """dz/dt = f(t, z). z: (R, L + S), the latent state and S constant inputs (their derivative is 0): the
+    static channels, and the static covariates where they enter the dynamics (`n_static`, default
+    len(cfg.static_channels)); t: scalar or (R,) (used only with `time_input`). Counts calls in `nfe`."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_static: int | None = None):
         super().__init__()
         self.time_input = cfg.time_input
-        self.n_static = len(cfg.static_channels)
+        self.n_static = len(cfg.static_channels) if n_static is None else n_static
         n_in = cfg.latent_dim + self.n_static + int(cfg.time_input)
         self.net = mlp(n_in, cfg.dynamics_hidden, cfg.dynamics_depth, cfg.latent_dim, cfg.activation)
         self.nfe = 0

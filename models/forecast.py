@@ -218,7 +218,7 @@ class Forecaster:
     def _chunks(self, packed: PackedSeries, samples: int) -> list[tuple[int, int]]:
         """Consecutive series ranges: ≤ batch_size series, padded solver output ≤ max_chunk_values."""
         cfg = self.model.cfg
-        state = getattr(cfg, "latent_dim", 1) + len(getattr(cfg, "static_channels", ()))  # the ODE's state width
+        state = getattr(cfg, "latent_dim", 1) + int(getattr(self.model, "n_const", 0))  # the ODE's state width
         width = max(state, len(self.normalizer.channels)) * max(samples, 1)
         n_q = np.diff(packed.query_offsets)
         if len(packed) <= self.batch_size and len(packed) * (int(n_q.max()) + 8) * width <= self.max_chunk_values:

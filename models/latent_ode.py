@@ -74,7 +74,9 @@ class LatentODE(nn.Module):
         self.effect = InputEffect(self.inputs, n_channels, cfg.input_rates, own) if self.inputs else None
         n_extra = self.effect.n_features + self.effect.n_static if self.effect is not None else 0
         self.encoder = make_encoder(cfg, n_channels, n_extra)
-        self.dynamics = Dynamics(cfg)
+        own = len(self.inputs.static) if cfg.static_inputs == "dynamics" else 0
+        self.n_const = len(cfg.static_channels) + own  # constant inputs of the vector field
+        self.dynamics = Dynamics(cfg, self.n_const)
         self.decoder = Decoder(cfg, n_channels)
 
     def input_effect(self, batch: Batch, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor | None:
@@ -94,12 +96,18 @@ class LatentODE(nn.Module):
         seen = batch.ctx_m.amax(dim=1)  # (B, D)
         return effect - (at_last * seen)[:, None, :]
 
-    def with_static(self, z0: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def with_static(self, z0: torch.Tensor, last: torch.Tensor, batch: Batch) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
-        (`last` (B, D), batch.last_observed(): normalised, 0 where unseen) appended (cfg.static_channels)."""
-        if not self.cfg.static_channels:
+        (`last` (B, D), batch.last_observed(): normalised, 0 where unseen; cfg.static_channels), then the
+        batch's standardised static covariates where they enter the dynamics, appended."""
+        if not self.n_const:
             return z0
-        s = last[:, list(self.cfg.static_channels)]  # (B, S)
+        parts = [last[:, list(self.cfg.static_channels)]]  # (B, S1)
+        if self.n_const > len(self.cfg.static_channels):
+            if batch.inputs is None:
+                raise ValueError("this model takes inputs (events/static); the batch carries none")
+            parts.append(batch.inputs.static.to(last))  # (B, S2)
+        s = torch.cat(parts, dim=-1)
         return torch.cat([z0, s.expand(*z0.shape[:-1], -1)], dim=-1)
 
     @torch.inference_mode(False)  # the module it keeps holds ordinary tensors, even when made in predict
@@ -111,7 +119,7 @@ class LatentODE(nn.Module):
         net = self.decoder.net
         if not isinstance(net, nn.Linear):
             return None
-        n_static = len(self.cfg.static_channels)
+        n_static = self.n_const
         if not n_static:
             return net
         held = self.__dict__.get("_readout")
@@ -166,7 +174,7 @@ class LatentODE(nn.Module):
             t_union, idx = gather_times(batch, mask)
         nfe0 = self.dynamics.nfe
         last = batch.last_observed()  # (B, D)
-        state0 = self.with_static(z0, last).reshape(k * b, -1)  # (KB, L + S)
+        state0 = self.with_static(z0, last, batch).reshape(k * b, -1)  # (KB, L + S)
         zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
@@ -242,7 +250,7 @@ class LatentODE(nn.Module):
             last = batch.last_observed()  # (B, D)
             sol = solve_per_series(
                 self.dynamics,
-                self.with_static(z0, last).reshape(s * b, -1),
+                self.with_static(z0, last, batch).reshape(s * b, -1),
                 query_t.repeat(s, 1),
                 solver,
                 readout=linear,

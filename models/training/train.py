@@ -153,7 +153,10 @@ def _setup(
     run left off."""
     tc = exp.train
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    validity = Validity.from_config(exp.data.bounds, exp.data.missing_values, split.channels, exp.data.bounds_source)
+    inputs = set(exp.data.static)  # a loader applies its statics' bounds and markers itself (physionet2012)
+    bounds = {k: v for k, v in exp.data.bounds.items() if k not in inputs}
+    marks = {k: v for k, v in exp.data.missing_values.items() if k not in inputs}
+    validity = Validity.from_config(bounds, marks, split.channels, exp.data.bounds_source)
     valid_train, valid_val = apply_validity(split.train, validity), apply_validity(split.val, validity)
     split = dataclasses.replace(split, train=valid_train.series, val=valid_val.series)
     check_trainable(split)

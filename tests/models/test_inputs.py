@@ -223,3 +223,19 @@ def test_a_residual_decoder_adds_the_inputs_change_since_each_last_value_and_old
     del payload["config"]["input_effect"]  # a checkpoint written before the option
     torch.save(payload, tmp_path / "old.pt")
     assert ModelBundle.load(tmp_path / "old.pt").model.cfg.input_effect == "level"
+
+
+def test_statics_in_the_dynamics_train_save_and_move_the_forecast(tmp_path: Path) -> None:
+    from latentcast.models.latent_ode import LatentODE
+
+    recipe = {"model": {"latent_dim": 3, "encoder_hidden": 8, "dynamics_hidden": 8, "static_inputs": "dynamics"}}
+    model = latentcast.fit(make_pkpd(30, seed=4), ["conc"], events=["dose"], static=["weight"], time_unit="hour",
+                           epochs=2, config=recipe, quiet=True, device="cpu")  # fmt: skip
+    again = latentcast.load(model.save(tmp_path / "dyn.pt"), device="cpu")
+    net = again.bundle.model
+    assert isinstance(net, LatentODE) and net.n_const == 1 and net.dynamics.n_static == 1
+    history = _history("s0003", until=48.0)
+    light, heavy = history.assign(id="light", weight=50.0), history.assign(id="heavy", weight=110.0)
+    fc = again.predict(pd.concat([light, heavy]), query_times=[50.0, 70.0]).set_index(["id", "time"])
+    assert np.isfinite(fc["point"]).all()
+    assert not np.allclose(fc.loc["light", "point"], fc.loc["heavy", "point"])

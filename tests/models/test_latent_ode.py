@@ -135,7 +135,7 @@ def test_static_channels_condition_the_dynamics_and_stay_constant(series, normal
     torch.manual_seed(0)
     model = LatentODE(tiny_config(static_channels=(1,)), 3)
     batch = collate(series, normalizer)
-    state = model.with_static(torch.zeros(batch.size, 4), batch.last_observed())
+    state = model.with_static(torch.zeros(batch.size, 4), batch.last_observed(), batch)
     assert state.shape == (batch.size, 5)
     torch.testing.assert_close(state[:, 4], batch.last_observed()[:, 1])
     d = model.dynamics(torch.tensor(0.0), state)
@@ -166,7 +166,7 @@ def test_static_channels_forecast_through_the_linear_readout_as_a_plain_solve(se
     assert model.readout() is model.readout()  # one module: cached CUDA graphs stay valid
     assert "_readout" not in model.state_dict() and not any("_readout" in k for k in model.state_dict())
     mean, _ = model.encode(batch)
-    state = model.with_static(mean, batch.last_observed())  # (B, L + S)
+    state = model.with_static(mean, batch.last_observed(), batch)  # (B, L + S)
     ts = torch.cat([torch.zeros(1), q[0]])
     zs = odeint(model.dynamics, state, ts, rtol=1e-7, atol=1e-8)[1:, :, :4]  # (Q, B, L)
     ref = model.decoder(zs).transpose(0, 1) + batch.last_observed()[:, None, :]

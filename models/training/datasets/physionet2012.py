@@ -8,7 +8,9 @@ Reads the three official archives (`set-a.tar.gz`, `set-b.tar.gz`, `set-c.tar.gz
   test = perm[:2400], train = perm[2400:9600], val = perm[9600:];
 - times in hours at minute resolution (no quantisation); several values of one variable at the same
   minute are averaged; the descriptors (Age, Gender, Height, ICUType, Weight at 00:00) are channels,
-  their -1 ("unknown") kept as a value;
+  their -1 ("unknown") kept as a value; with `data.static` naming some of Age, Gender, Height and
+  ICUType, those are static covariates instead (`models.inputs`), each read from 00:00, a missing-value
+  marker or a value outside `data.bounds` read as unknown;
 - observe every record for t < 24 h, forecast every observation at t ≥ 24 h (`Series.n_context`).
 Parsed records are cached (`LATENTCAST_CACHE`, default ~/.cache/latentcast) by the archives' sizes and
 modification times.
@@ -16,6 +18,7 @@ modification times.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -27,6 +30,7 @@ import numpy as np
 
 from latentcast.models.config import DataConfig
 from latentcast.models.data import DataError, Series, TimeSpec
+from latentcast.models.inputs import InputSpec
 from latentcast.models.training.datasets.base import DatasetSplit, split_series
 
 CHANNELS = (
@@ -135,14 +139,52 @@ def protocol_split(series: list[Series]) -> tuple[list[str], list[str], list[str
     return pick(perm[2400:9600]), pick(perm[9600:]), pick(perm[:2400])
 
 
+def with_static(series: list[Series], cfg: DataConfig) -> tuple[list[Series], tuple[str, ...]]:
+    """The descriptors named in `cfg.static` moved from the channels to each series' static covariates
+    (their value at 00:00; a marker of `cfg.missing_values` or a value outside `cfg.bounds`: unknown),
+    the rows left empty dropped; and the channels that remain."""
+    unknown = sorted(set(cfg.static) - set(DESCRIPTORS))
+    if unknown or cfg.events or cfg.levels:
+        raise DataError(f"physionet2012: static covariates are among {list(DESCRIPTORS)} (no events); got {unknown}")
+    idx = [_INDEX[c] for c in cfg.static]
+    keep = [i for i in range(len(CHANNELS)) if i not in idx]
+    spec = InputSpec(static=tuple(cfg.static))
+    out = []
+    for s in series:
+        first = s.values[0, idx].astype(np.float64) if s.times[0] == 0 else np.full(len(idx), np.nan)
+        for j, name in enumerate(cfg.static):
+            lo, hi = cfg.bounds.get(name, cfg.bounds.get("*", (-np.inf, np.inf)))
+            marks = cfg.missing_values.get(name, cfg.missing_values.get("*", ()))
+            if first[j] in marks or not lo <= first[j] <= hi:
+                first[j] = np.nan
+        values = s.values[:, keep]
+        rows = ~np.isnan(values).all(axis=1)
+        if not rows.any():
+            continue
+        times = s.times[rows]
+        n_context = max(1, int((times < HISTORY_HOURS * TIME.scale).sum()))
+        inputs = spec.held(np.zeros(0), np.zeros((0, 0)), first)
+        out.append(dataclasses.replace(s, times=times, values=values[rows], n_context=n_context, inputs=inputs))
+    return out, tuple(CHANNELS[i] for i in keep)
+
+
 def load_physionet2012(cfg: DataConfig) -> DatasetSplit:
     """`cfg.name` = "physionet2012" (the default path) or "physionet2012:PATH"."""
     _, _, path = cfg.name.partition(":")
     series = read_records(path or DEFAULT_PATH)
+    ids = protocol_split(series)
+    channels: tuple[str, ...] = CHANNELS
+    inputs = None
+    if cfg.static:
+        series, channels = with_static(series, cfg)
+        train = set(ids[0])
+        inputs = InputSpec.fit([s for s in series if s.id in train], (), cfg.static)
+        present = {s.id for s in series}
+        ids = tuple([i for i in part if i in present] for part in ids)  # type: ignore[assignment]
     return split_series(
         series,
-        protocol_split(series),
-        CHANNELS,
+        ids,
+        channels,
         () if cfg.log_channels is None else cfg.log_channels,
         TIME,
         {
@@ -152,4 +194,5 @@ def load_physionet2012(cfg: DataConfig) -> DatasetSplit:
             "time": "hours since ICU admission (model time: 12 h = 1)",
             "history_hours": HISTORY_HOURS,
         },
+        inputs,
     )

@@ -79,3 +79,30 @@ def test_the_protocol_split_is_the_benchmarks() -> None:
     perm = np.random.RandomState(42).permutation(12000)
     assert test[:3] == [str(i) for i in perm[:3]] and len(test) == 2400
     assert len(train) == 7200 and len(val) == 2400 and train[0] == str(perm[2400]) and val[0] == str(perm[9600])
+
+
+def test_descriptors_named_static_leave_the_channels_for_the_series_statics(tmp_path) -> None:
+    from latentcast.models.config import DataConfig
+    from latentcast.models.training.datasets.physionet2012 import with_static
+
+    (tmp_path / "set-a").mkdir()
+    (tmp_path / "set-a" / "1.txt").write_text(RECORD.format(rid=1))
+    (tmp_path / "set-a" / "2.txt").write_text(RECORD.format(rid=2).replace("00:00,Age,54", "00:00,Age,140"))
+    (tmp_path / "set-a" / "3.txt").write_text("Time,Parameter,Value\n00:00,RecordID,3\n00:00,Age,70\n")
+    for name in ("set-b", "set-c"):
+        (tmp_path / name).mkdir()
+    series = read_records(tmp_path)
+    cfg = DataConfig(
+        name="physionet2012", static=("Age", "Height", "ICUType"), missing_values={"*": (-1.0,)},
+        bounds={"Age": (0.0, 125.0)},
+    )  # fmt: skip
+    out, channels = with_static(series, cfg)
+    assert len(channels) == len(CHANNELS) - 3 and "Age" not in channels and channels[:2] == ("Gender", "Weight")
+    assert [s.id for s in out] == ["1", "2"]  # record 3 had only descriptors: nothing left to model
+    one, two = out
+    assert one.inputs is not None and two.inputs is not None
+    np.testing.assert_array_equal(one.inputs.static, [54.0, np.nan, 4.0])  # Height -1: unknown
+    assert np.isnan(two.inputs.static[0])  # Age 140 is outside its bounds: unknown
+    assert one.values.shape == (5, len(channels)) and one.n_context == 3
+    with pytest.raises(DataError, match="static covariates are among"):
+        with_static(series, DataConfig(name="physionet2012", static=("HR",)))
