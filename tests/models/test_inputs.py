@@ -239,3 +239,19 @@ def test_statics_in_the_dynamics_train_save_and_move_the_forecast(tmp_path: Path
     fc = again.predict(pd.concat([light, heavy]), query_times=[50.0, 70.0]).set_index(["id", "time"])
     assert np.isfinite(fc["point"]).all()
     assert not np.allclose(fc.loc["light", "point"], fc.loc["heavy", "point"])
+
+
+def test_inputs_train_through_the_adjoint_and_answer_at_every_accuracy(tmp_path: Path) -> None:
+    from latentcast.models.latent_ode import LatentODE
+
+    recipe = {"model": {"latent_dim": 3, "encoder_hidden": 8, "dynamics_hidden": 8, "solver": {"adjoint": True}}}
+    model = latentcast.fit(make_pkpd(30, seed=4), ["conc"], events=["dose"], levels=[], static=["weight"],
+                           time_unit="hour", epochs=2, config=recipe, quiet=True, device="cpu")  # fmt: skip
+    net = model.bundle.model
+    assert isinstance(net, LatentODE) and net.cfg.solver.adjoint and net.effect is not None
+    assert float(net.effect.readout.weight.abs().sum()) > 0  # the inputs' readout learned through the adjoint
+    history = _plan(_history("s0003", until=48.0), "a", [(49.0, 200.0)])
+    answers = {level: model.predict(history, query_times=[50.0, 60.0], solver=level)["point"].to_numpy()
+               for level in ("fast", "default", "precise")}  # fmt: skip
+    assert all(np.isfinite(a).all() for a in answers.values())
+    np.testing.assert_allclose(answers["default"], answers["precise"], rtol=1e-2)
