@@ -2,13 +2,16 @@
 covariates against one trained without them, LOCF and a per-series linear trend, on each table's test
 split, both tasks (the last point; the second half).
 
-    python -m bench.interventions [--only pkpd] [--runs DIR] [--config TOML]   # writes bench/results/interventions.md
+    python -m bench.interventions [--only pkpd] [--seeds 0,1,2] [--runs DIR] [--config TOML]
+    # writes bench/results/interventions.md
 
-Each model is trained as a user would: `latentcast train --data FILE --channels … --time-unit hour`
+Each model is trained as a user would: `latentcast train --data FILE --channels … --time-unit UNIT`
 (and `--events dose --static …`), nothing else. The model with inputs is scored twice: given every dose
 (those after the cut being the plan, as a forecast under a known plan is asked), and given only the doses
 up to the last context observation. Scores are `Model.backtest`'s: NMSE, CRPS and the 80% interval's
-coverage on the data's scale, over all channels.
+coverage on the data's scale, over all channels. With several `--seeds`, each seed is another split of
+the table (data.split_seed) and training seed, so that a table of 59 or 136 series is scored on more
+than one draw of its 5–13 test series; the tables give the mean and spread over seeds.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,8 @@ class Table:
     events: tuple[str, ...]
     static: tuple[str, ...]
     about: str
+    levels: tuple[str, ...] = ()
+    unit: str = "hour"
 
 
 TABLES = [
@@ -67,14 +74,50 @@ TABLES = [
         ("weight",),
         "200 synthetic one-compartment subjects (bench/pkpd.py), truth known",
     ),
+    Table(
+        "remifentanil",
+        "remifentanil_rate.csv.gz",
+        ("conc",),
+        (),
+        ("age", "sex_female", "height", "weight", "lbm"),
+        "65 volunteers on remifentanil infusions (nlme::Remifentanil), the rate a level; times in minutes",
+        ("rate",),
+        "minute",
+    ),
+    Table(
+        "pkpd_infusion",
+        "pkpd_infusion.csv.gz",
+        ("conc",),
+        ("dose",),
+        ("weight",),
+        "the same subjects with piecewise-constant infusions too (bench/pkpd.py --infusion; --levels rate)",
+        ("rate",),
+    ),
 ]
 
 # the runs compared: (label, trained with inputs, future doses given)
 VARIANTS = [("with inputs", True, True), ("inputs, no future doses", True, False), ("without inputs", False, False)]
 
 
-def train(t: Table, runs: Path, with_inputs: bool, config: Path | None = None) -> tuple[Path, float]:
-    out = runs / f"{t.name}-{'inputs' if with_inputs else 'plain'}"
+def seeded_config(config: Path | None, seed: int, runs: Path) -> Path | None:
+    """The recipe overrides for one seed: `config` with data.split_seed and train.seed set (JSON)."""
+    if seed == 0:
+        return config
+    values: dict[str, Any] = tomllib.loads(config.read_text()) if config else {}
+    values.setdefault("data", {})["split_seed"] = seed
+    values.setdefault("train", {})["seed"] = seed
+    path = runs / f"config-{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values))
+    return path
+
+
+def train(t: Table, runs: Path, with_inputs: bool, config: Path | None = None, seed: int = 0) -> tuple[Path, float]:
+    """Train one model, or reuse the run in `runs` that trained it (its best.pt and wall.json)."""
+    kind = f"inputs-{config.stem if config else 'default'}" if with_inputs else "plain"
+    out = runs / f"{t.name}-{kind}-{seed}"
+    if (out / "wall.json").exists():
+        return out, float(json.loads((out / "wall.json").read_text()))
     cmd = [
         sys.executable,
         "-m",
@@ -85,27 +128,33 @@ def train(t: Table, runs: Path, with_inputs: bool, config: Path | None = None) -
         "--channels",
         ",".join(t.channels),
     ]
-    cmd += ["--time-unit", "hour", "--out", str(out), "--quiet", "--device", "cpu"]
+    cmd += ["--time-unit", t.unit, "--out", str(out), "--quiet", "--device", "cpu"]
     if with_inputs:
-        cmd += ["--events", ",".join(t.events), "--static", ",".join(t.static)]
-        cmd += ["--config", str(config)] if config else []
+        cmd += ["--events", ",".join(t.events)] if t.events else []
+        cmd += ["--levels", ",".join(t.levels)] if t.levels else []
+        cmd += ["--static", ",".join(t.static)]
+    overrides = seeded_config(config if with_inputs else None, seed, runs)
+    cmd += ["--config", str(overrides)] if overrides else []
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{t.name}: {proc.stderr.strip().splitlines()[-1]}")
-    return out, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    (out / "wall.json").write_text(json.dumps(wall))
+    return out, wall
 
 
-def run(t: Table, runs: Path, config: Path | None = None) -> dict[str, Any]:
+def run(t: Table, runs: Path, config: Path | None = None, seed: int = 0) -> dict[str, Any]:
     table = read_long_table(DATA / t.file)
-    row: dict[str, Any] = {"name": t.name, "about": t.about, "channels": list(t.channels), "scores": {}}
+    row: dict[str, Any] = {"name": t.name, "about": t.about, "channels": list(t.channels), "scores": {}, "seed": seed}
     models = {}
     for with_inputs in (True, False):
-        out, wall = train(t, runs, with_inputs, config)
+        out, wall = train(t, runs, with_inputs, config, seed)
         models[with_inputs] = latentcast.load(out / "best.pt", device="cpu")
         metrics = json.loads((out / "metrics.json").read_text())
         row[f"wall_{with_inputs}"] = wall
         row[f"epochs_{with_inputs}"] = len(metrics["history"])
+        row[f"val_{with_inputs}"] = metrics["best_score"]  # the validation NMSE the epoch was chosen on
     ids = set(split_table(data_config(models[True].bundle))["id"].astype(str))
     test = table[table["id"].astype(str).isin(ids)]
     row["test_series"] = len(ids)
@@ -121,17 +170,37 @@ def run(t: Table, runs: Path, config: Path | None = None) -> dict[str, Any]:
     return row
 
 
+LABELS = ("with inputs", "inputs, no future doses", "without inputs", "locf", "linear_trend")
+
+
+def _mean(xs: list[float]) -> str:
+    """The mean and, over several seeds, the standard deviation."""
+    if len(xs) == 1:
+        return f"{xs[0]:.3f}"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+
+
+def grouped(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for x in rows:
+        out.setdefault(x["name"], []).append(x)
+    return out
+
+
 def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
+    seeds = sorted({x["seed"] for x in rows})
     lines = [
         "# Known inputs: doses and static covariates (issue 26)",
         "",
-        f"Measured on {r['device']} at commit {r['commit']}, {r['date']}.",
+        f"Measured on {r['device']} at commit {r['commit']}, {r['date']}, over split seeds {seeds}.",
         "",
         "Each table's test split (series no model saw), scored by `Model.backtest` on the data's scale: NMSE over",
         "all channels (the mean of each channel's NMSE), CRPS (the mean over channels) and the 80% interval's",
         "coverage. *with inputs*: trained with `--events dose --static …` and given every dose, those after the",
         "cut being the plan; *inputs, no future doses*: the same model given the doses up to the last context",
-        "observation only; *without inputs*: trained on the channels alone, as before this issue.",
+        "observation only; *without inputs*: trained on the channels alone, as before this issue. Each seed is",
+        "another split of the table and another training seed; cells are the mean (± standard deviation) over",
+        "seeds, and *wins* counts the seeds where the model with inputs beats LOCF.",
         "",
     ]
     for task in TASKS:
@@ -139,52 +208,72 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         lines += [
             f"## {title}",
             "",
-            "| table (test series, points) | with inputs | inputs, no future doses | without inputs | LOCF "
-            "| linear trend |",
-            "|---|---|---|---|---|---|",
+            "| table (test series, points per seed) | with inputs | inputs, no future doses | without inputs | LOCF "
+            "| linear trend | wins |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for x in rows:
+        for name, xs in grouped(rows).items():
             cells = []
-            for label in ("with inputs", "inputs, no future doses", "without inputs", "locf", "linear_trend"):
-                s = x["scores"][(task, label)]["all"]
-                cov = f", {100 * s['coverage80']:.0f}%" if s["coverage80"] == s["coverage80"] else ""
-                cells.append(f"{s['nmse']:.3f} ({s['crps']:.3g}{cov})")
-            lines.append(f"| {x['name']} ({x['test_series']}, {x[f'points_{task}']}) | " + " | ".join(cells) + " |")
+            for label in LABELS:
+                each = [x["scores"][(task, label)]["all"] for x in xs]
+                crps = statistics.mean(s["crps"] for s in each)
+                covs = [s["coverage80"] for s in each if s["coverage80"] == s["coverage80"]]
+                cov = f", {100 * statistics.mean(covs):.0f}%" if covs else ""
+                cells.append(f"{_mean([s['nmse'] for s in each])} ({crps:.3g}{cov})")
+            wins = sum(
+                x["scores"][(task, "with inputs")]["all"]["nmse"] < x["scores"][(task, "locf")]["all"]["nmse"]
+                for x in xs
+            )
+            n_series = statistics.mean(x["test_series"] for x in xs)
+            size = f"{n_series:.0f}, {statistics.mean(x[f'points_{task}'] for x in xs):.0f}"
+            lines.append(f"| {name} ({size}) | " + " | ".join(cells) + f" | {wins}/{len(xs)} |")
         lines += ["", "Cells: NMSE (CRPS, 80% coverage).", ""]
-    lines += ["## Per channel, NMSE (with inputs / without / LOCF)", ""]
-    for x in rows:
+    lines += ["## Per channel, NMSE (with inputs / without / LOCF), mean over seeds", ""]
+    for name, xs in grouped(rows).items():
         for task in TASKS:
             per = []
-            for ch in x["channels"]:
-                vals = [x["scores"][(task, k)].get(ch, {}).get("nmse", float("nan")) for k in
-                        ("with inputs", "without inputs", "locf")]  # fmt: skip
+            for ch in xs[0]["channels"]:
+                vals = [
+                    statistics.mean(x["scores"][(task, k)].get(ch, {}).get("nmse", float("nan")) for x in xs)
+                    for k in ("with inputs", "without inputs", "locf")
+                ]
                 per.append(f"{ch} {' / '.join(f'{v:.3f}' for v in vals)}")
-            lines.append(f"- {x['name']}, {task}: " + "; ".join(per))
-    lines += ["", "## Training", ""]
-    for x in rows:
+            lines.append(f"- {name}, {task}: " + "; ".join(per))
+    lines += ["", "## Training (mean per seed)", ""]
+    for name, xs in grouped(rows).items():
+        m = {k: statistics.mean(x[k] for x in xs) for k in ("epochs_True", "wall_True", "epochs_False", "wall_False")}
+        val = [x["val_True"] for x in xs]
         lines.append(
-            f"- {x['name']} ({x['about']}): with inputs {x['epochs_True']} epochs in {x['wall_True']:.0f} s; "
-            f"without {x['epochs_False']} epochs in {x['wall_False']:.0f} s"
+            f"- {name} ({xs[0]['about']}): with inputs {m['epochs_True']:.0f} epochs in {m['wall_True']:.0f} s "
+            f"(validation NMSE {_mean(val)}); without {m['epochs_False']:.0f} epochs in {m['wall_False']:.0f} s"
         )
-    lines += ["", f"Reproduce: `python -m bench.interventions` ({r['commit']}, {r['device']})."]
+    lines += [
+        "",
+        f"Reproduce: `python -m bench.interventions --seeds {','.join(map(str, seeds))}` ({r['commit']}, "
+        f"{r['device']}).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default=None, help="comma-separated table names")
-    ap.add_argument("--runs", type=Path, default=Path("/tmp/latentcast-interventions"))
+    ap.add_argument(
+        "--runs", type=Path, default=Path("/tmp/latentcast-interventions"), help="runs kept here are reused"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--config", type=Path, default=None, help="TOML on top of the default recipe (inputs' models)")
     ap.add_argument("--name", default="interventions")
+    ap.add_argument("--seeds", default="0", help="comma-separated split and training seeds")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     rows = []
     for t in TABLES:
         if only and t.name not in only:
             continue
-        rows.append(run(t, args.runs, args.config))
-        print(f"{t.name}: done", flush=True)
+        for seed in (int(x) for x in args.seeds.split(",")):
+            rows.append(run(t, args.runs, args.config, seed))
+            print(f"{t.name} seed {seed}: done", flush=True)
     r = {"device": results.machine("cpu"), "commit": results.commit(), "date": time.strftime("%Y-%m-%d")}
     flat = [dict(x, scores={f"{k[0]}/{k[1]}": v for k, v in x["scores"].items()}) for x in rows]
     results.write(args.out, args.name, {**r, "rows": flat}, markdown(rows, r))
