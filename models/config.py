@@ -30,6 +30,7 @@ ValTask = Literal["last", "half"]
 InputGains = Literal["population", "series"]
 InputEffectKind = Literal["change", "level"]
 StaticInputs = Literal["encoder", "dynamics"]
+InputDynamics = Literal["none", "levels"]
 
 # Options that lost their ablation (bench/results/physionet2012_ablation.md, recipe_selection.md) and
 # left the product after commit RETIRED_AT, where they still run: a key still holding the value every
@@ -135,6 +136,10 @@ class ModelConfig:
     static_inputs: where static covariates (`data.static`) enter: "encoder" (with each observation, and
         scaling the compartments), or "dynamics": also as constant inputs of the vector field, as
         `static_channels` do for channels.
+    input_dynamics: "levels": the level inputs (infusion rates) also drive the vector field, dz/dt =
+        f(z, u(t)), u each level through first-order lags at fixed rates (continuous in t: no jumps for the
+        solver to step over), so the latent trajectory knows whether an infusion runs; "none": they enter
+        through the decoder's compartments only.
     residual: "none": the decoder gives values. "level": the decoded trajectory is the change from each
         channel's last observed value in the context (the encoder still sees absolute values), so "no
         change" costs the model nothing. (true / false read as "level" / "none".)
@@ -161,6 +166,7 @@ class ModelConfig:
     input_gains: InputGains = "population"
     input_effect: InputEffectKind = "change"
     static_inputs: StaticInputs = "encoder"
+    input_dynamics: InputDynamics = "none"
     solver: SolverConfig = dataclasses.field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
@@ -199,6 +205,11 @@ class ModelConfig:
             self.static_inputs in get_args(StaticInputs),
             "model.static_inputs",
             _one_of("static_inputs", self.static_inputs, StaticInputs),
+        )
+        _check(
+            self.input_dynamics in get_args(InputDynamics),
+            "model.input_dynamics",
+            _one_of("input_dynamics", self.input_dynamics, InputDynamics),
         )
         _check(1 <= self.input_rates <= 32, "model.input_rates", "must be in [1, 32] (compartments per event kind)")
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")

@@ -53,18 +53,27 @@ def apply_mlp(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 class Dynamics(nn.Module):
     """dz/dt = f(t, z). z: (R, L + S), the latent state and S constant inputs (their derivative is 0): the
     static channels, and the static covariates where they enter the dynamics (`n_static`, default
-    len(cfg.static_channels)); t: scalar or (R,) (used only with `time_input`). Counts calls in `nfe`."""
+    len(cfg.static_channels)); t: scalar or (R,) (used by `time_input` and the control). With `n_control`
+    the field also reads u(t) = control(t, R) (R, n_control), a callable its model sets for the length of
+    a solve (`LatentODE.controlled`). Counts calls in `nfe`."""
 
-    def __init__(self, cfg: ModelConfig, n_static: int | None = None):
+    def __init__(self, cfg: ModelConfig, n_static: int | None = None, n_control: int = 0):
         super().__init__()
         self.time_input = cfg.time_input
         self.n_static = len(cfg.static_channels) if n_static is None else n_static
-        n_in = cfg.latent_dim + self.n_static + int(cfg.time_input)
+        self.n_control = n_control
+        self.control: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+        n_in = cfg.latent_dim + self.n_static + n_control + int(cfg.time_input)
         self.net = mlp(n_in, cfg.dynamics_hidden, cfg.dynamics_depth, cfg.latent_dim, cfg.activation)
         self.nfe = 0
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
+        if self.n_control:
+            if self.control is None:
+                raise RuntimeError("these dynamics read the model's inputs: solve them inside LatentODE.controlled")
+            u = self.control(torch.as_tensor(t, dtype=z.dtype, device=z.device), z.shape[0])  # (R, U)
+            z = torch.cat([z, u], dim=-1)
         if self.time_input:
             tt = torch.as_tensor(t, dtype=z.dtype, device=z.device).expand(z.shape[0])  # (R,)
             z = torch.cat([z, tt[:, None]], dim=-1)  # (R, L + S + 1)

@@ -340,6 +340,10 @@ class InputEffect(nn.Module):
         for lin in (self.static_gain, self.static_rate, self.state_gain, self.state_rate):
             if lin is not None:
                 nn.init.zeros_(lin.weight)
+        # the control of a vector field that reads the levels: fixed lag rates, no parameters (so the
+        # adjoint, which differentiates the field's own parameters, stays exact)
+        self.control_rate: torch.Tensor
+        self.register_buffer("control_rate", rates.clone(), persistent=False)
         self.is_level: torch.Tensor
         self.register_buffer("is_level", torch.tensor(spec.is_level, dtype=torch.bool), persistent=False)
         self.readout = nn.Linear(2 * width, n_channels)
@@ -388,6 +392,24 @@ class InputEffect(nn.Module):
         if state is not None and self.state_gain is not None:
             amount = amount * self.state_gain(state).exp()[:, None, :]
         return amount
+
+    @property
+    def n_control(self) -> int:
+        return int(sum(self.is_level.tolist())) * self.n_rates
+
+    def control(self, t: torch.Tensor, inputs: BatchInputs, rows: torch.Tensor) -> torch.Tensor:
+        """u(t) for solver rows: t scalar or (R,), rows (R,) each row's series in the batch → (R, E_level·J)
+        each level kind through first-order lags at the fixed `control_rate`s, Σ_k Δ_k (1 − exp(−λ_j (t −
+        t_k))) over the row's changes before t (continuous in t), summed in event order as `amounts`."""
+        levels = self.is_level.nonzero().flatten()
+        ev_t, ev_m = inputs.ev_t[rows], inputs.ev_m[rows]  # (R, K)
+        lag = t.expand(len(rows))[:, None] - ev_t.to(t.dtype)  # (R, K)
+        lagged = 1 - torch.exp(-self.control_rate.to(lag) * lag.clamp(min=0)[..., None])  # (R, K, J)
+        lagged = lagged * ((lag > 0) & ev_m)[..., None]
+        each = lagged[:, :, None, :] * inputs.ev_v[rows][:, :, levels, None].to(lag)  # (R, K, E_level, J)
+        last = (ev_m.sum(1) - 1).clamp(min=0)  # (R,)
+        total = each.cumsum(dim=1).gather(1, last[:, None, None, None].expand(-1, 1, *each.shape[2:]))
+        return total.reshape(len(rows), -1)
 
     def features(self, t: torch.Tensor, inputs: BatchInputs, state: torch.Tensor | None = None) -> torch.Tensor:
         a = self.amounts(t, inputs, state)

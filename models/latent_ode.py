@@ -6,9 +6,11 @@ and out.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -59,6 +61,9 @@ def gather_times(batch: Batch, mask: torch.Tensor | None = None) -> tuple[torch.
     return t_union, idx
 
 
+_CONTROL_LOCK = threading.Lock()  # one controlled solve at a time: the control lives on the dynamics module
+
+
 class LatentODE(nn.Module):
     """`inputs`: the events and static covariates the model takes (`models.inputs`; none by default):
     their compartments join the decoder's output and, with the statics, the encoder's inputs."""
@@ -76,7 +81,8 @@ class LatentODE(nn.Module):
         self.encoder = make_encoder(cfg, n_channels, n_extra)
         own = len(self.inputs.static) if cfg.static_inputs == "dynamics" else 0
         self.n_const = len(cfg.static_channels) + own  # constant inputs of the vector field
-        self.dynamics = Dynamics(cfg, self.n_const)
+        n_control = self.effect.n_control if self.effect is not None and cfg.input_dynamics == "levels" else 0
+        self.dynamics = Dynamics(cfg, self.n_const, n_control)
         self.decoder = Decoder(cfg, n_channels)
 
     def input_effect(self, batch: Batch, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor | None:
@@ -95,6 +101,28 @@ class LatentODE(nn.Module):
         at_last = self.effect(batch.last_times(), batch.inputs, state).diagonal(dim1=1, dim2=2)  # (B, D)
         seen = batch.ctx_m.amax(dim=1)  # (B, D)
         return effect - (at_last * seen)[:, None, :]
+
+    @contextlib.contextmanager
+    def controlled(self, batch: Batch, rows: torch.Tensor) -> Iterator[Callable[[torch.Tensor], None]]:
+        """Within it (and after it, until the next, for an adjoint's backward solve), the dynamics read this
+        batch's inputs (model.input_dynamics); `rows` (R,) is each solver row's series. It yields
+        `select(src)`: the solver's rows became rows[src] (backward rows)."""
+        if not self.dynamics.n_control:
+            yield lambda src: None
+            return
+        if self.effect is None or batch.inputs is None:
+            raise ValueError("this model takes inputs (events/static); the batch carries none")
+        effect, inputs, now = self.effect, batch.inputs, {"rows": rows}
+
+        def control(t: torch.Tensor, n: int) -> torch.Tensor:
+            return effect.control(t, inputs, now["rows"][:n])
+
+        def select(src: torch.Tensor) -> None:
+            now["rows"] = rows[src]
+
+        with _CONTROL_LOCK:  # the control stays set after it: the adjoint's backward pass solves again
+            self.dynamics.control = control
+            yield select
 
     def with_static(self, z0: torch.Tensor, last: torch.Tensor, batch: Batch) -> torch.Tensor:
         """z0 (…, B, L) → the ODE's initial state (…, B, L + S): the static channels' last context values
@@ -175,7 +203,8 @@ class LatentODE(nn.Module):
         nfe0 = self.dynamics.nfe
         last = batch.last_observed()  # (B, D)
         state0 = self.with_static(z0, last, batch).reshape(k * b, -1)  # (KB, L + S)
-        zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
+        with self.controlled(batch, torch.arange(k * b, device=state0.device) % b):
+            zs = odeint_grid(self.dynamics, state0, t_union, self.cfg.solver)[..., :lat]  # (KB, U, L)
         z_t = zs.gather(1, idx.repeat(k, 1)[..., None].expand(-1, -1, lat))  # (KB, Tt, L)
         x_hat = self.decoder(z_t).view(k, b, *batch.tgt_x.shape[1:])  # (K, B, Tt, D)
         effect = self.input_effect(batch, batch.tgt_t, mean)
@@ -248,15 +277,17 @@ class LatentODE(nn.Module):
             # a linear decoder is applied inside the solve, before the dense output (D values per query, not L)
             linear = self.readout()
             last = batch.last_observed()  # (B, D)
-            sol = solve_per_series(
-                self.dynamics,
-                self.with_static(z0, last, batch).reshape(s * b, -1),
-                query_t.repeat(s, 1),
-                solver,
-                readout=linear,
-                cache=graphs,
-                deadline=deadline.repeat(s) if deadline is not None else None,
-            )
+            with self.controlled(batch, torch.arange(s * b, device=mean.device) % b) as select:
+                sol = solve_per_series(
+                    self.dynamics,
+                    self.with_static(z0, last, batch).reshape(s * b, -1),
+                    query_t.repeat(s, 1),
+                    solver,
+                    readout=linear,
+                    cache=graphs if not self.dynamics.n_control else None,  # a graph would keep one batch's inputs
+                    deadline=deadline.repeat(s) if deadline is not None else None,
+                    on_rows=select,
+                )
             x = sol.z if linear is not None else self.decoder(sol.z[..., :lat])  # (S·B, Q, D)
             x = x.view(s, b, q, self.n_channels)  # (S, B, Q, D)
             effect = self.input_effect(batch, query_t, mean)

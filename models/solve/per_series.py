@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -67,13 +68,16 @@ def solve_per_series(
     readout: torch.nn.Linear | None = None,
     cache: GraphCache | None = None,
     deadline: torch.Tensor | None = None,
+    on_rows: Callable[[torch.Tensor], None] | None = None,
 ) -> PerSeriesSolution:
     """Solve each row from z0 (at t = 0) to its own query times, with its own steps.
 
     func(t, z): t (R,) per-row times, z (R, L) → (R, L). z0: (B, L). t_query: (B, Q), any order and
     sign. Call under torch.no_grad() / inference_mode(). `deadline`: (B,) float64 `time.monotonic()`
     times on the CPU; between steps, rows past theirs stop with `Status.DEADLINE` (the others go on,
-    unchanged). With `readout` (a linear map L → K, e.g. a
+    unchanged). `on_rows(src)`, before the first evaluation: the solver's rows are z0's rows `src` (R,)
+    (a series with queries before t = 0 gets a second, backward row), for a `func` that reads per-row
+    inputs. With `readout` (a linear map L → K, e.g. a
     linear decoder) the solution holds readout(z) at the query times, (B, Q, K): the dense output is
     interpolated after the map, so its buffers hold K values per query instead of L.
 
@@ -111,6 +115,8 @@ def solve_per_series(
         mine = torch.where(is_fwd[:, None], tq_r >= 0, tq_r < 0)
     else:  # the common case: every query ahead of the anchor, one forward row per series
         src, r, span, tq_r, mine = torch.arange(b, device=dev), b, t_hi, tq, None
+    if on_rows is not None:
+        on_rows(src)
     safe_span = torch.where(span == 0, 1.0, span)
     s_q = torch.where(span[:, None] == 0, 0.0, tq_r / safe_span[:, None])
     if mine is not None:

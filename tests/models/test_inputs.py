@@ -255,3 +255,37 @@ def test_inputs_train_through_the_adjoint_and_answer_at_every_accuracy(tmp_path:
                for level in ("fast", "default", "precise")}  # fmt: skip
     assert all(np.isfinite(a).all() for a in answers.values())
     np.testing.assert_allclose(answers["default"], answers["precise"], rtol=1e-2)
+
+
+def test_a_level_drives_the_vector_field_continuously_and_a_series_still_answers_alone(tmp_path: Path) -> None:
+    from latentcast.models.latent_ode import LatentODE
+
+    spec = InputSpec(("dose", "rate"), (), (1.0, 1.0), levels=("rate",))
+    effect = InputEffect(spec, n_channels=1, n_rates=2)
+    inputs = _level_inputs(spec)
+    rates = effect.control_rate.tolist()
+    for t in (0.5, 1.0, 3.0, 6.5, 12.0):
+        got = effect.control(torch.tensor(t, dtype=torch.float64), inputs, torch.tensor([0, 1, 0])).numpy()
+        changes = [[(1.0, 2.0), (4.0, -2.0), (6.0, 1.0)], [(2.0, 3.0)], [(1.0, 2.0), (4.0, -2.0), (6.0, 1.0)]]
+        want = [[sum(d * (1 - np.exp(-lam * (t - tk))) for tk, d in c if tk < t) for lam in rates] for c in changes]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    recipe = {"model": {"latent_dim": 3, "encoder_hidden": 8, "dynamics_hidden": 8, "input_dynamics": "levels",
+                        "solver": {"adjoint": True}}}  # fmt: skip
+    table = make_pkpd(30, seed=4, infusion=True)
+    model = latentcast.fit(table, ["conc"], events=["dose"], levels=["rate"], static=["weight"], time_unit="hour",
+                           epochs=2, config=recipe, quiet=True, device="cpu")  # fmt: skip
+    model = latentcast.load(model.save(tmp_path / "ctl.pt"), device="cpu")
+    net = model.bundle.model
+    assert isinstance(net, LatentODE) and net.dynamics.n_control == 4
+    queries = [5.0, 30.0, 60.0, 100.0]  # 5 h lies before most series' last observation: backward rows too
+    quiet = model.predict(table, query_times=queries)
+    sid = str(table["id"].iloc[0])
+    weight = float(table.loc[table["id"] == sid, "weight"].iloc[0])
+    more = pd.DataFrame({"id": sid, "time": np.arange(1.0, 90.0, 3.0) + 0.01, "rate": 25.0, "weight": weight})
+    busy = model.predict(pd.concat([table, more]), query_times=queries)
+    others = quiet["id"] != sid
+    pd.testing.assert_frame_equal(quiet[others], busy[others], check_exact=True)
+    assert not np.allclose(quiet.loc[~others, "point"], busy.loc[~others, "point"])
+    alone = model.predict(table[table["id"] == "s0004"], query_times=queries).reset_index(drop=True)
+    mine = quiet[quiet["id"] == "s0004"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone, mine, check_exact=False, rtol=1e-4)
