@@ -96,15 +96,24 @@ class Checked:
         """The accepted series with their inputs: `held` (B_ok,), one per accepted series, times in the
         model's unit. Event times are placed in model time as the observations were (from `origins`). A
         series given no static covariate, for a model that takes some, is answered with a warning, and so
-        is one whose inputs lie outside the training inputs (`InputSpec.unusual`; refused when strict)."""
+        is one whose inputs lie outside the training inputs (`InputSpec.unusual`; refused when strict). Inputs the
+        model cannot represent (`InputSpec.beyond`) are refused (422), the series' others answered."""
+        beyond = [
+            Issue(int(p), field, k, msg, status=422)
+            for p, x in zip(self.positions.tolist(), held, strict=True)
+            for field, k, msg in spec.beyond(x)[:1]
+        ]
+        cannot = {x.series for x in beyond}
         unusual = [
             Issue(int(p), field, k, msg, kind="unusual_value")
             for p, x in zip(self.positions.tolist(), held, strict=True)
+            if int(p) not in cannot
             for field, k, msg in spec.unusual(x)[:1]  # the first of each series, as for its values
         ]
-        checked, refused = self, list(self.refused)
-        if limits.strict and unusual:  # refused instead, as an unusual value is
-            bad = {x.series for x in unusual}
+        checked, refused = self, [*self.refused, *beyond]
+        strict = limits.strict and unusual  # refused instead, as an unusual value is
+        if strict or beyond:
+            bad = cannot | ({x.series for x in unusual} if strict else set())
             keep = [i for i, p in enumerate(self.positions.tolist()) if p not in bad]
             parts = [self.packed.take(i, i + 1) for i in keep]
             checked = dataclasses.replace(
@@ -115,18 +124,20 @@ class Checked:
                 warnings=[w for w in self.warnings if w.series not in bad],
             )
             held = [held[i] for i in keep]
-            refused += [dataclasses.replace(x, kind="invalid", setting="strict") for x in unusual]
-            unusual = []
+            if strict:
+                refused += [dataclasses.replace(x, kind="invalid", setting="strict") for x in unusual]
+                unusual = []
         moved = [
             dataclasses.replace(x, times=(x.times - o) * limits.time.scale)
             for x, o in zip(held, checked.origins.tolist(), strict=True)
         ]
         packed = PackedInputs.from_series(moved, len(spec.events), len(spec.static))
+        names = np.asarray(spec.static)
         notes = [
-            Issue(int(p), "static", None, f"no value given for {', '.join(spec.static)}: the training mean is used",
-                  kind="missing_inputs")
+            Issue(int(p), "static", None, f"no value given for {', '.join(names[np.isnan(x.static)])}: the training "
+                  "mean is used", kind="missing_inputs")
             for p, x in zip(checked.positions.tolist(), moved, strict=True)
-            if spec.static and np.isnan(x.static).all()
+            if spec.static and np.isnan(x.static).any()
         ]  # fmt: skip
         return dataclasses.replace(
             checked,

@@ -33,6 +33,11 @@ from latentcast.frames import DataError, FlatTable, offsets, table_inputs
 
 LOG_FLOOR = 0.05  # the log feature of a compartment is log(LOG_FLOOR + amount), amount in typical events
 RATE_RANGE = (0.1, 20.0)  # the first and last compartment's initial rate (per model time unit)
+# beyond these an input is refused, not extrapolated: the compartments' log features saturate and the
+# solve degenerates (an event over EVENT_LIMIT times the largest of its kind in training; a static
+# covariate further than STATIC_LIMIT training ranges outside its range)
+EVENT_LIMIT = 5.0
+STATIC_LIMIT = 10.0
 AMOUNT_TERMS = 1 << 22  # (series × times × events × kinds × rates) terms summed at once
 
 
@@ -56,6 +61,7 @@ class InputSpec:
     static_min: tuple[float, ...] = ()
     static_max: tuple[float, ...] = ()
     levels: tuple[str, ...] = ()
+    event_min: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         names = [*self.events, *self.static]
@@ -87,7 +93,7 @@ class InputSpec:
             return InputSpec()
         held = [s.inputs for s in series if s.inputs is not None]
         ev = np.concatenate([h.values for h in held]) if held else np.zeros((0, len(events)))
-        scale, top = [], []
+        scale, top, low = [], [], []
         for j, name in enumerate(events):
             col = ev[:, j][~np.isnan(ev[:, j])] if len(ev) else np.zeros(0)
             rms = float(np.sqrt(np.mean(col.astype(np.float64) ** 2))) if col.size else 0.0
@@ -95,6 +101,7 @@ class InputSpec:
                 raise DataError(f"event column {name!r} has no non-zero value in the training series")
             scale.append(rms)
             top.append(float(np.abs(col).max()))
+            low.append(float(col.min()))
         st = np.stack([h.static for h in held]) if held else np.zeros((0, len(static)))
         mean, std, lo, hi = [], [], [], []
         for j, name in enumerate(static):
@@ -107,7 +114,7 @@ class InputSpec:
             hi.append(float(col.max()))
         return InputSpec(
             tuple(events), tuple(static), tuple(scale), tuple(mean), tuple(std), tuple(top), tuple(lo), tuple(hi),
-            tuple(levels),
+            tuple(levels), tuple(low),
         )  # fmt: skip
 
     def unusual(self, x: SeriesInputs) -> list[tuple[str, int, str]]:
@@ -120,12 +127,45 @@ class InputSpec:
             for k, j in zip(*np.nonzero(big), strict=True):
                 out.append(("event_values", int(k), f"{self.events[j]} {x.values[k, j]:g} is more than twice the "
                             f"largest in training ({self.event_max[j]:g}): the forecast extrapolates"))  # fmt: skip
+        if self.event_min:
+            negative = (np.nan_to_num(x.values) < 0) & (np.asarray(self.event_min) >= 0)  # (k, E)
+            for k, j in zip(*np.nonzero(negative), strict=True):
+                out.append(("event_values", int(k), f"{self.events[j]} {x.values[k, j]:g} is negative; training "
+                            "had none: the forecast extrapolates"))  # fmt: skip
         if self.static_min:
             lo, hi = np.asarray(self.static_min), np.asarray(self.static_max)
             pad = (hi - lo) / 2
             for j in np.flatnonzero((x.static < lo - pad) | (x.static > hi + pad)).tolist():
                 out.append(("static", j, f"{self.static[j]} {x.static[j]:g} lies far outside the training range "
                             f"[{lo[j]:g}, {hi[j]:g}]: the forecast extrapolates"))  # fmt: skip
+        return out
+
+    def beyond(self, x: SeriesInputs) -> list[tuple[str, int, str]]:
+        """What one series' inputs hold that the model cannot represent, as (field, index, message): an event
+        over EVENT_LIMIT times the largest of its kind in training, a static covariate further than
+        STATIC_LIMIT training ranges outside its range, and two different values of a level at one time."""
+        out = []
+        if self.event_max:
+            top = EVENT_LIMIT * np.asarray(self.event_max)
+            for k, j in zip(*np.nonzero(np.abs(np.nan_to_num(x.values)) > top), strict=True):
+                out.append(("event_values", int(k), f"{self.events[j]} {x.values[k, j]:g} is over {EVENT_LIMIT:g} "
+                            f"times the largest in training ({self.event_max[j]:g}); the model cannot represent it "
+                            "(check the unit)"))  # fmt: skip
+        if self.static_min:
+            lo, hi = np.asarray(self.static_min), np.asarray(self.static_max)
+            pad = STATIC_LIMIT * np.maximum(hi - lo, np.abs(hi) * 1e-3 + 1e-12)
+            for j in np.flatnonzero((x.static < lo - pad) | (x.static > hi + pad)).tolist():
+                out.append(("static", j, f"{self.static[j]} {x.static[j]:g} lies over {STATIC_LIMIT:g} training "
+                            f"ranges outside [{lo[j]:g}, {hi[j]:g}]; the model cannot represent it (check the "
+                            "unit)"))  # fmt: skip
+        for j in np.flatnonzero(self.is_level).tolist():
+            seen = ~np.isnan(x.values[:, j])
+            t, v = x.times[seen], x.values[seen, j]
+            same = (t[1:] == t[:-1]) & (v[1:] != v[:-1])  # times are sorted
+            if same.any():
+                k = int(np.flatnonzero(seen)[int(np.flatnonzero(same)[0]) + 1])
+                out.append(("event_values", k, f"level {self.events[j]!r} is given two values ({v[:-1][same][0]:g} "
+                            f"and {v[1:][same][0]:g}) at one time ({t[1:][same][0]:g}); give one"))  # fmt: skip
         return out
 
     def held(self, times: np.ndarray, values: np.ndarray, static: np.ndarray) -> SeriesInputs:

@@ -172,7 +172,8 @@ class Batcher:
         the express lane, the same way however busy the server has been)."""
         samples = max(self.num_samples, job.num_samples)
         n_obs, n_q = np.diff(job.packed.offsets), np.diff(job.packed.query_offsets)
-        units = self.costs.units(job.model.name, job.solver_used, samples, n_obs, n_q, learned)
+        n_ev = np.diff(job.packed.inputs.offsets) if job.packed.inputs is not None else None
+        units = self.costs.units(job.model.name, job.solver_used, samples, n_obs, n_q, learned, n_ev)
         steps = int(n_obs.max()) if len(n_obs) else 0
         return units, self.costs.seconds(job.model.name, float(units.sum()), steps, self.slice_seconds, learned)
 

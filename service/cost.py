@@ -3,7 +3,9 @@ admission refuses a request that could not finish in its share of the deadline.
 
 Per model, a solve of B series with S latent samples takes about
     overhead + c_step × T + S × Σ_series (c_eval × evaluations + c_obs × observations + c_query × queries)
-seconds, T the most observations of a series in it: a fixed cost per solve and per encoder step (the
+seconds (+ c_event × events × (observations + queries + S × evaluations where levels drive the field)
+for a model with inputs: each event's compartments are summed at every such time), T the most
+observations of a series in it: a fixed cost per solve and per encoder step (the
 encoder walks the padded observations one step at a time, whatever the batch), then the solver's
 vector-field evaluations, the encoder's rows and the readout (decoder and quantiles). A solve's
 fixed cost is why a request of long series is cut into few slices: each slice holds at least
@@ -48,6 +50,8 @@ class _Model:
     default: tuple[float, float]
     seeded_nfe: float
     factor: float = 1.0  # measured / estimated seconds of large solves
+    event: float = 0.0  # seconds per event and time its compartments are summed at
+    control: bool = False  # the model's levels drive its vector field: events cost at every evaluation
 
 
 class CostModel:
@@ -59,15 +63,24 @@ class CostModel:
         self._lock = threading.Lock()
 
     def seed(
-        self, model: str, solver: SolverConfig, overhead: float, step: float, coef: np.ndarray, nfe: float
+        self,
+        model: str,
+        solver: SolverConfig,
+        overhead: float,
+        step: float,
+        coef: np.ndarray,
+        nfe: float,
+        event: float = 0.0,
+        control: bool = False,
     ) -> None:
         """A model's figures, measured when it is loaded at its own tolerance."""
         key = (solver.rtol, solver.atol)
         nfe = max(nfe, 1.0)
         with self._lock:
             self._models[model] = _Model(
-                max(overhead, 0.0), max(step, 0.0), np.maximum(coef, 0.0), {key: nfe}, key, nfe
-            )
+                max(overhead, 0.0), max(step, 0.0), np.maximum(coef, 0.0), {key: nfe}, key, nfe,
+                event=max(event, 0.0), control=control,
+            )  # fmt: skip
 
     def nfe(self, model: str, solver: SolverConfig, learned: bool = True) -> float:
         """Evaluations per trajectory expected at `solver`'s tolerance (fixed steps: a fixed guess);
@@ -94,13 +107,18 @@ class CostModel:
         n_obs: np.ndarray,
         n_q: np.ndarray,
         learned: bool = True,
+        n_ev: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(B,) seconds of work per series, beside the per-solve overhead."""
+        """(B,) seconds of work per series, beside the per-solve overhead; `n_ev` (B,): events per series."""
         m = self._models.get(model)
         coef = m.coef if m is not None else np.array([1e-6, 1e-6, 1e-6])
         nfe = self.nfe(model, solver, learned)
         per_row = coef[0] * nfe + coef[1] * n_obs.astype(np.float64) + coef[2] * n_q.astype(np.float64)
-        return max(samples, 1) * per_row
+        units = max(samples, 1) * per_row
+        if n_ev is not None and m is not None and m.event > 0:
+            times = n_obs + n_q + (max(samples, 1) * nfe if m.control else 0.0)
+            units = units + m.event * n_ev.astype(np.float64) * times
+        return units
 
     def fixed(self, model: str, steps: int) -> float:
         """Seconds a solve costs whatever its rows: per solve, and per encoder step (`steps`: the most
@@ -149,4 +167,5 @@ class CostModel:
             "per_row_query_s": float(m.coef[2]),
             "evaluations": m.seeded_nfe,
             "factor": m.factor,
+            "per_event_time_s": m.event,
         }

@@ -187,8 +187,38 @@ def calibrate(model: ServedModel, costs: CostModel, num_samples: int) -> None:
         seconds.append(best)
         nfes.append(nfe)
     coef = _nonnegative_fit(np.array(rows), np.array(seconds))
-    costs.seed(model.name, fc.solver, float(coef[0]), float(coef[1]), coef[2:], nfes[0])
+    event, control = _event_cost(model, num_samples)
+    costs.seed(model.name, fc.solver, float(coef[0]), float(coef[1]), coef[2:], nfes[0], event, control)
     log.info("model %s: cost %s", model.name, {k: float(f"{v:.3g}") for k, v in costs.describe(model.name).items()})
+
+
+EVENTS = 1024  # events per series in the solve that times them
+
+
+def _event_cost(model: ServedModel, num_samples: int) -> tuple[float, bool]:
+    """For a model with events: seconds per event and time its compartments are summed at (`service.cost`),
+    from the fastest of three solves of 4 series with and without EVENTS events each; and whether its
+    levels drive the vector field (events then cost at every evaluation of every sample)."""
+    spec, cfg = model.bundle.inputs, model.bundle.config
+    if not spec.events:
+        return 0.0, False
+    control = bool(spec.levels) and getattr(cfg, "input_dynamics", "none") != "none"
+    d, e, fc = len(model.bundle.channels), len(spec.events), model.forecaster
+    times, queries = np.linspace(0.0, 0.6, 4), [np.linspace(-0.1, 0.9, 64)] * 4
+    best, nfe = [], 0.0
+    for k in (0, EVENTS):
+        inputs = spec.held(np.linspace(-0.5, 0.9, k), np.ones((k, e)), np.full(len(spec.static), np.nan))
+        series = [Series(id=f"e{i}", times=times, values=np.ones((4, d), np.float32), inputs=inputs) for i in range(4)]
+        packed = PackedSeries.from_series(series, queries)
+        fastest = np.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = fc.predict_packed(packed, levels=(0.1, 0.5, 0.9))
+            fastest = min(fastest, time.perf_counter() - t0)
+        best.append(fastest)
+        nfe = float(out.nfe.mean())
+    per_series = len(times) + len(queries[0]) + (max(num_samples, 1) * nfe if control else 0.0)
+    return max(best[1] - best[0], 0.0) / (4 * EVENTS * per_series), control
 
 
 def _nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -114,11 +114,13 @@ def test_inputs_outside_training_are_warned_about_refused_when_strict_and_float3
     pk_checkpoint: Path,
 ) -> None:
     history = _history("s0003", until=48.0)
-    plan = _plan(history, "a", [(50.0, 40_000.0)])
+    plan = _plan(history, "a", [(50.0, 1_000.0)])
     model = latentcast.load(pk_checkpoint, device="cpu")
     with pytest.warns(latentcast.LatentcastWarning, match="more than twice the largest"):
         fc = model.predict(plan, query_times=[60.0])
     assert [w["kind"] for w in fc.attrs["warnings"]] == ["unusual_value"]
+    with pytest.raises(latentcast.DataError, match="over 5 times the largest in training"):
+        model.predict(_plan(history, "a", [(50.0, 40_000.0)]), query_times=[60.0])
     strict = latentcast.load(pk_checkpoint, device="cpu", warnings_as_errors=True)
     with pytest.raises(latentcast.DataError, match="more than twice the largest"):
         strict.predict(plan, query_times=[60.0])

@@ -62,7 +62,7 @@ def test_forecasts_over_http_equal_model_predict(server: str, pk_checkpoint: Pat
 @pytest.fixture(scope="module")
 def drip_server(drip_checkpoint: Path) -> Iterator[str]:
     env = {"LATENTCAST_MODELS": json.dumps([str(drip_checkpoint)]), "LATENTCAST_NUM_SAMPLES": "32",
-           "LATENTCAST_MAX_WAIT_MS": "5"}  # fmt: skip
+           "LATENTCAST_MAX_WAIT_MS": "5", "LATENTCAST_MAX_REQUEST_SECONDS": "1"}  # fmt: skip
     with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
         yield srv.url
 
@@ -87,6 +87,10 @@ def test_levels_over_http_equal_model_predict(drip_server: str, drip_checkpoint:
     assert point[("s0001-up", 41.0)] == point[("s0001-off", 41.0)]
     info = httpx.get(f"{drip_server}/models").json()["models"][0]
     assert [(e["name"], e["kind"]) for e in info["inputs"]["events"]] == [("dose", "event"), ("rate", "level")]
+    twice = {"id": "a", "timestamps": [1.0, 5.0], "values": [[2.0], [1.5]], "query_times": [10.0],
+             "event_times": [6.0, 6.0], "event_values": [[None, 40.0], [None, 0.0]]}  # fmt: skip
+    r = httpx.post(f"{drip_server}/forecast", json={"series": [twice]})
+    assert r.status_code == 422 and "given two values (40 and 0) at one time" in r.text, r.text
 
 
 def test_models_lists_the_inputs(server: str) -> None:
@@ -127,12 +131,24 @@ def test_inputs_far_out_are_refused_at_once_or_answered_with_a_warning(server: s
         r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, **change}]})
         assert r.status_code == 422 and r.elapsed.total_seconds() < 2.0, r.text  # before any solve
         assert r.json()["errors"][0]["loc"][2] == field and "within ±3.4e+38" in r.json()["errors"][0]["msg"]
-    r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "event_values": [[200.0], [30000.0]]}]})
+    r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "event_values": [[200.0], [1000.0]]}]})
     warned = r.json()["forecasts"][0]["warnings"]
     assert r.status_code == 200 and warned[0]["kind"] == "unusual_value", warned
     assert warned[0]["loc"] == ["series", 0, "event_values", 1] and "more than twice the largest" in warned[0]["msg"]
-    r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "static": [900.0]}]})
+    r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "static": [200.0]}]})
     assert "far outside the training range" in r.json()["forecasts"][0]["warnings"][0]["msg"]
+    r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "event_values": [[-200.0], [100.0]]}]})
+    assert "is negative; training had none" in r.json()["forecasts"][0]["warnings"][0]["msg"]
+    # what the model cannot represent is refused, quickly, the other series answered
+    for change, field, words in (
+        ({"event_values": [[200.0], [30000.0]]}, "event_values", "over 5 times the largest in training"),
+        ({"static": [1e6]}, "static", "over 10 training ranges outside"),
+    ):
+        body = {"series": [{**GOOD, **change}, {**GOOD, "id": "b"}], "on_error": "skip"}
+        r = httpx.post(f"{server}/forecast", json=body)
+        assert r.status_code == 200 and r.elapsed.total_seconds() < 5.0, r.text
+        assert [f["id"] for f in r.json()["forecasts"]] == ["b"]
+        assert r.json()["errors"][0]["loc"][2] == field and words in r.json()["errors"][0]["msg"], r.text
 
 
 def test_events_count_toward_the_points_limit(server: str) -> None:
@@ -149,3 +165,18 @@ def test_an_arrow_static_column_of_anything_but_numbers_is_a_422(server: str, co
     )  # fmt: skip
     r = httpx.post(f"{server}/forecast", content=write_stream(table), headers={"content-type": MEDIA_TYPE})
     assert r.status_code == 422 and "static must be numbers" in r.text, r.text
+
+
+def test_events_count_in_the_cost_so_a_request_heavy_with_them_is_refused_before_it_runs(drip_server: str) -> None:
+    """Each event's compartments are summed at every observation and query time: 20 series of 9,000 rate
+    changes and 1,000 query times take seconds, which the cost model once did not see."""
+    queries = [6.0 + 0.05 * k for k in range(1000)]
+    times, values = [-10.0 + 0.001 * k for k in range(9000)], [[None, float(k % 2) * 40.0] for k in range(9000)]
+    heavy = [
+        {"id": f"h{i}", "timestamps": [1.0, 5.0], "values": [[2.0], [1.5]], "query_times": queries,
+         "event_times": times, "event_values": values}
+        for i in range(20)
+    ]  # fmt: skip
+    r = httpx.post(f"{drip_server}/forecast", json={"series": heavy}, timeout=60.0)
+    assert r.status_code == 413 and "LATENTCAST_MAX_REQUEST_SECONDS" in r.text, r.text[:500]
+    assert r.elapsed.total_seconds() < 5.0
