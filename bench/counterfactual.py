@@ -46,7 +46,7 @@ CASES = {
         lambda later, cut: later.assign(dose=2 * later["dose"]),
     ),
     "remifentanil": Case(
-        "remifentanil_rate.csv.gz", "rate", "3", 8.0, 60.0, "minutes", "the infusion stopped at the cut",
+        "remifentanil_rate.csv.gz", "rate", "8", 8.0, 60.0, "minutes", "the infusion stopped at the cut",
         lambda later, cut: later.iloc[:1].assign(time=cut, rate=0.0),
     ),
 }  # fmt: skip

@@ -47,6 +47,7 @@ class Table:
     about: str
     levels: tuple[str, ...] = ()
     unit: str = "hour"
+    cut: float | None = None  # the "early" task: forecast every observation from this time on, from those before
 
 
 TABLES = [
@@ -83,6 +84,7 @@ TABLES = [
         "65 volunteers on remifentanil infusions (nlme::Remifentanil), the rate a level; times in minutes",
         ("rate",),
         "minute",
+        10.0,
     ),
     Table(
         "pkpd_infusion",
@@ -92,6 +94,8 @@ TABLES = [
         ("weight",),
         "the same subjects with piecewise-constant infusions too (bench/pkpd.py --infusion; --levels rate)",
         ("rate",),
+        "hour",
+        36.0,
     ),
 ]
 
@@ -167,7 +171,53 @@ def run(t: Table, runs: Path, config: Path | None = None, seed: int = 0) -> dict
                 for base in ("locf", "linear_trend"):
                     row["scores"][(task, base)] = scores.loc[base].to_dict("index")
             row[f"points_{task}"] = bt.points
+    if t.cut is not None:
+        row["scores"].update(early(t, models, test))
     return row
+
+
+def early(t: Table, models: dict[bool, Any], test: Any) -> dict[tuple[str, str], Any]:
+    """The "early" task: every observation at or after `t.cut` forecast from those before it, with the plan
+    (every later input), without it (inputs before the cut only: a level holds), by the model without
+    inputs and by LOCF. NMSE per channel (÷ the held values' variance), then averaged; 80% coverage."""
+    import numpy as np
+    import pandas as pd
+
+    ch, cols = list(t.channels), [*t.events, *t.levels]
+    seen = test[ch].notna().any(axis=1)
+    context, held = test[seen & (test["time"] < t.cut)], test[seen & (test["time"] >= t.cut)]
+    both = set(context["id"]) & set(held["id"])
+    context, held = context[context["id"].isin(both)], held[held["id"].isin(both)]
+    inputs = test[test["id"].isin(both) & test[cols].notna().any(axis=1)][["id", "time", *cols]]
+    actual = held.melt(["id", "time"], ch, "channel", "actual").dropna(subset=["actual"])
+    out: dict[tuple[str, str], Any] = {}
+
+    def scores(points: Any, low: Any = None, high: Any = None) -> dict[str, Any]:
+        per = {}
+        for c in ch:
+            m = actual["channel"] == c
+            a = actual.loc[m, "actual"].to_numpy()
+            nmse = float(np.mean((points[m.to_numpy()] - a) ** 2) / max(np.var(a), 1e-12))
+            cov = float(np.mean((low[m.to_numpy()] <= a) & (a <= high[m.to_numpy()]))) if low is not None else np.nan
+            per[c] = {"nmse": nmse, "crps": np.nan, "coverage80": cov}
+        per["all"] = {k: float(np.mean([per[c][k] for c in ch])) for k in ("nmse", "crps", "coverage80")}
+        return per
+
+    for label, with_inputs, future in VARIANTS:
+        frame = context if with_inputs else context[["id", "time", *ch]]
+        if with_inputs:
+            plan = inputs if future else inputs[inputs["time"] < t.cut]
+            frame = pd.concat([context.drop(columns=cols), plan], ignore_index=True)
+        fc = models[with_inputs].predict(frame, held[["id", "time"]], quantiles=[0.1, 0.9], on_error="skip",
+                                         extra_columns="ignore")  # fmt: skip
+        got = actual.merge(fc, on=["id", "time", "channel"], how="left")
+        out[("early", label)] = scores(got["point"].to_numpy(), got["q0.1"].to_numpy(), got["q0.9"].to_numpy())
+    last = context.sort_values("time").groupby("id")[ch].last()  # LOCF
+    locf = np.array([last.loc[i, c] for i, c in zip(actual["id"], actual["channel"], strict=True)])
+    out[("early", "locf")] = scores(locf)
+    out[("early", "linear_trend")] = {"all": {"nmse": np.nan, "crps": np.nan, "coverage80": np.nan}}
+    out[("early", "points")] = {"all": {"nmse": float(len(actual)), "crps": np.nan, "coverage80": np.nan}}
+    return out
 
 
 LABELS = ("with inputs", "inputs, no future doses", "without inputs", "locf", "linear_trend")
@@ -228,6 +278,33 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
             size = f"{n_series:.0f}, {statistics.mean(x[f'points_{task}'] for x in xs):.0f}"
             lines.append(f"| {name} ({size}) | " + " | ".join(cells) + f" | {wins}/{len(xs)} |")
         lines += ["", "Cells: NMSE (CRPS, 80% coverage).", ""]
+    early_rows = {n: xs for n, xs in grouped(rows).items() if ("early", "locf") in xs[0]["scores"]}
+    if early_rows:
+        lines += [
+            '## before the plan changes (the "early" task)',
+            "",
+            "Every observation from the table's cut on, forecast from those before it: a question only the plan",
+            "answers. *inputs, no future doses*: no input after the cut (a level holds its last value).",
+            "",
+            "| table (cut, held values per seed) | with inputs | inputs, no future doses | without inputs | LOCF "
+            "| wins |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, xs in early_rows.items():
+            cells = []
+            for label in ("with inputs", "inputs, no future doses", "without inputs", "locf"):
+                each = [x["scores"][("early", label)]["all"] for x in xs]
+                covs = [e["coverage80"] for e in each if e["coverage80"] == e["coverage80"]]
+                cov = f" ({100 * statistics.mean(covs):.0f}%)" if covs else ""
+                cells.append(f"{_mean([e['nmse'] for e in each])}{cov}")
+            wins = sum(
+                x["scores"][("early", "with inputs")]["all"]["nmse"] < x["scores"][("early", "locf")]["all"]["nmse"]
+                for x in xs
+            )
+            held = statistics.mean(x["scores"][("early", "points")]["all"]["nmse"] for x in xs)
+            cut = next(t.cut for t in TABLES if t.name == name)
+            lines.append(f"| {name} ({cut:g}, {held:.0f}) | " + " | ".join(cells) + f" | {wins}/{len(xs)} |")
+        lines += ["", "Cells: NMSE (80% coverage).", ""]
     lines += ["## Per channel, NMSE (with inputs / without / LOCF), mean over seeds", ""]
     for name, xs in grouped(rows).items():
         for task in TASKS:
