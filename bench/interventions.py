@@ -116,10 +116,14 @@ def seeded_config(config: Path | None, seed: int, runs: Path) -> Path | None:
     return path
 
 
+def run_dir(t: Table, runs: Path, with_inputs: bool, config: Path | None, seed: int) -> Path:
+    kind = f"inputs-{config.stem if config else 'default'}" if with_inputs else "plain"
+    return runs / f"{t.name}-{kind}-{seed}"
+
+
 def train(t: Table, runs: Path, with_inputs: bool, config: Path | None = None, seed: int = 0) -> tuple[Path, float]:
     """Train one model, or reuse the run in `runs` that trained it (its best.pt and wall.json)."""
-    kind = f"inputs-{config.stem if config else 'default'}" if with_inputs else "plain"
-    out = runs / f"{t.name}-{kind}-{seed}"
+    out = run_dir(t, runs, with_inputs, config, seed)
     if (out / "wall.json").exists():
         return out, float(json.loads((out / "wall.json").read_text()))
     cmd = [
@@ -342,6 +346,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=None, help="TOML on top of the default recipe (inputs' models)")
     ap.add_argument("--name", default="interventions")
     ap.add_argument("--seeds", default="0", help="comma-separated split and training seeds")
+    ap.add_argument("--no-train", action="store_true", help="score only the seeds already trained in --runs")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     rows = []
@@ -349,6 +354,9 @@ def main() -> None:
         if only and t.name not in only:
             continue
         for seed in (int(x) for x in args.seeds.split(",")):
+            trained = all((run_dir(t, args.runs, w, args.config, seed) / "wall.json").exists() for w in (True, False))
+            if args.no_train and not trained:
+                continue
             rows.append(run(t, args.runs, args.config, seed))
             print(f"{t.name} seed {seed}: done", flush=True)
     r = {"device": results.machine("cpu"), "commit": results.commit(), "date": time.strftime("%Y-%m-%d")}

@@ -261,9 +261,10 @@ class TrainConfig:
     intervals are calibrated on the folds' out-of-fold forecasts (0: off). A larger table short of points
     keeps its split and is warned (k + 1 trainings would cost more there than a larger share of it).
     window_factor: with random contexts, a training series spanning more than this many times the median
-    training span is cut, each epoch, to a random window of that length (its events all kept): a few
-    very long records (decades of visits, 8,000 hours of doses) would otherwise have one step integrate
-    far past any horizon the model is asked for, and blow the dynamics up (0: whole series).
+    training span is cut, each epoch, to a random window of that length (its events all kept). 0 (the
+    default): whole series. Off because it lost where it was meant to help: on Quinidine (18 of 136
+    records over 10 median spans) the validation forecasts of the long records, never trained at their
+    length, blew up (validation NMSE 1e2 to 1e8; bench/results/interventions.md).
     """
 
     epochs: int = 50
@@ -292,7 +293,7 @@ class TrainConfig:
     max_val_share: float = 0.25
     folds: int = 5
     cv_max_series: int = 200
-    window_factor: float = 10.0
+    window_factor: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
