@@ -359,6 +359,10 @@ def _train(
                 on_epoch(row)
             distributed.barrier(world)
             stop = _stop_reason(exp, history, time.perf_counter() - started)
+            if done.skipped >= steps:  # every step failed: the weights have diverged and cannot come back
+                stop = (
+                    f"every batch of epoch {epoch + 1} failed to solve (the dynamics diverged); the best epoch is kept"
+                )
             if distributed.any_true(world, stop is not None, dev):
                 log.info("stopping after epoch %d: %s", epoch + 1, stop)
                 stopped = stop

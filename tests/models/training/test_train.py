@@ -270,3 +270,20 @@ def test_long_series_train_on_windows_and_the_others_whole(tmp_path) -> None:
     res = train(_exp(2, window_factor=2.0), dataclasses.replace(split, train=[long, *split.train[1:]]), tmp_path,
                 device="cpu", show_progress=False)  # fmt: skip
     assert all(math.isfinite(r["train_loss"]) for r in res.metrics["history"])
+
+
+def test_an_epoch_whose_every_step_failed_stops_the_run_and_keeps_the_best(tmp_path, monkeypatch) -> None:
+    from latentcast.models.training import train as module
+
+    real = module._epoch
+
+    def diverged_after_two(run, exp, epoch, dev, world, steps, on_step):
+        done = real(run, exp, epoch, dev, world, steps, on_step)
+        return done if epoch < 2 else dataclasses.replace(done, skipped=steps)
+
+    monkeypatch.setattr(module, "_epoch", diverged_after_two)
+    res = train(_exp(8), _split(), tmp_path, device="cpu", show_progress=False)
+    assert (
+        len(res.metrics["history"]) == 3 and "failed to solve (the dynamics diverged)" in res.metrics["stopped_early"]
+    )
+    assert load_checkpoint(tmp_path / BEST).metrics["validation"]["epoch"] <= 3
