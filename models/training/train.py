@@ -252,6 +252,7 @@ def _epoch(
             channel_weight=run.channel_weight,
         )  # fmt: skip
         opt.zero_grad(set_to_none=True)
+        ok = ok and bool(torch.isfinite(loss.detach()))  # a NaN loss would make every weight NaN
         if not distributed.all_ok(world, ok, dev):  # a solver failure on some rank: all skip
             if world.active:
                 loss.backward()  # zero gradients, but every rank joins DDP's all-reduce
@@ -259,7 +260,11 @@ def _epoch(
             skipped += 1
             continue
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        if not distributed.all_ok(world, bool(torch.isfinite(norm)), dev):  # non-finite gradients: no step
+            log.warning("epoch %d step %d: skipped a batch: non-finite gradients", epoch + 1, step)
+            skipped += 1
+            continue
         opt.step()
         run_loss += stats.loss
         run_n += 1
@@ -375,6 +380,12 @@ def _train(
         log.info("%d ranks, weights digests %s", world.size, digests)
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
+    if not (out / BEST).is_file():
+        raise TrainingError(
+            f"no epoch of {len(history)} had a finite validation score (the dynamics diverged from the start; "
+            f"metrics.json in {out} has each epoch): try a smaller train.lr, --time-scale so that the longest "
+            "series spans fewer model time units, or --seed"
+        )
     best = load_checkpoint(out / BEST, dev)
     report, calibration = _report(run, exp, best, dev, cv, history, note)
     best = with_report(best, report, calibration)

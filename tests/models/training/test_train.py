@@ -287,3 +287,12 @@ def test_an_epoch_whose_every_step_failed_stops_the_run_and_keeps_the_best(tmp_p
         len(res.metrics["history"]) == 3 and "failed to solve (the dynamics diverged)" in res.metrics["stopped_early"]
     )
     assert load_checkpoint(tmp_path / BEST).metrics["validation"]["epoch"] <= 3
+
+
+def test_a_run_with_no_finite_validation_score_says_so_instead_of_missing_its_checkpoint(tmp_path, monkeypatch) -> None:
+    from latentcast.models.training import train as module
+
+    real = module.validate
+    monkeypatch.setattr(module, "validate", lambda *a, **k: {**real(*a, **k), "val_nmse": math.nan})
+    with pytest.raises(TrainingError, match="no epoch of 2 had a finite validation score"):
+        train(_exp(2), _split(), tmp_path, device="cpu", show_progress=False)
