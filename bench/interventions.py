@@ -309,6 +309,9 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
             cut = next(t.cut for t in TABLES if t.name == name)
             lines.append(f"| {name} ({cut:g}, {held:.0f}) | " + " | ".join(cells) + f" | {wins}/{len(xs)} |")
         lines += ["", "Cells: NMSE (80% coverage).", ""]
+    if r.get("failed"):
+        lines += ["## Trainings that stopped with an error (not scored)", ""]
+        lines += [f"- {f}" for f in r["failed"]] + [""]
     lines += ["## Per channel, NMSE (with inputs / without / LOCF), mean over seeds", ""]
     for name, xs in grouped(rows).items():
         for task in TASKS:
@@ -330,8 +333,8 @@ def markdown(rows: list[dict[str, Any]], r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Reproduce: `python -m bench.interventions --seeds {','.join(map(str, seeds))}` ({r['commit']}, "
-        f"{r['device']}).",
+        f"Reproduce: `python -m bench.interventions {r.get('args') or '--seeds ' + ','.join(map(str, seeds))}` "
+        f"({r['commit']}, {r['device']}).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -349,7 +352,8 @@ def main() -> None:
     ap.add_argument("--no-train", action="store_true", help="score only the seeds already trained in --runs")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
-    rows = []
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
     for t in TABLES:
         if only and t.name not in only:
             continue
@@ -357,9 +361,17 @@ def main() -> None:
             trained = all((run_dir(t, args.runs, w, args.config, seed) / "wall.json").exists() for w in (True, False))
             if args.no_train and not trained:
                 continue
-            rows.append(run(t, args.runs, args.config, seed))
+            try:
+                rows.append(run(t, args.runs, args.config, seed))
+            except RuntimeError as exc:  # a training that stopped with an error: recorded, not scored
+                failed.append(f"{t.name} seed {seed}: {exc}")
+                print(failed[-1], flush=True)
+                continue
             print(f"{t.name} seed {seed}: done", flush=True)
-    r = {"device": results.machine("cpu"), "commit": results.commit(), "date": time.strftime("%Y-%m-%d")}
+    shown = [f"--only {args.only}"] if args.only else []
+    shown += [f"--seeds {args.seeds}"] + ([f"--config {args.config}"] if args.config else [])
+    r = {"device": results.machine("cpu"), "commit": results.commit(), "date": time.strftime("%Y-%m-%d"),
+         "args": " ".join(shown), "failed": failed}  # fmt: skip
     flat = [dict(x, scores={f"{k[0]}/{k[1]}": v for k, v in x["scores"].items()}) for x in rows]
     results.write(args.out, args.name, {**r, "rows": flat}, markdown(rows, r))
     print(markdown(rows, r))

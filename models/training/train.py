@@ -539,7 +539,8 @@ def _solver_advice(
 ) -> str:
     span = max(float(s.times[-1] - s.times[0]) for s in split.train)
     return (
-        f"{skipped} of {steps} batches of the first epoch failed to solve ({error}); likely causes: the time "
+        f"{skipped} of {steps} batches of the first epoch failed to solve "
+        f"({error if error is not None else 'a non-finite loss or gradient'}); likely causes: the time "
         f"scale (model time = time × {split.time.scale:.4g}; the longest training series spans {span:.3g} model "
         "units: set --time-scale so that series span a few units), outliers (data.outlier_z, --log-channels), "
         "or a solver too strict for the data (model.solver.rtol/atol, max_num_steps)"
