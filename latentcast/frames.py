@@ -188,7 +188,10 @@ def from_frame(
         )
     non_numeric = [c for c in present if not is_numeric(frame[c]) and not frame[c].isna().all()]
     if non_numeric:
-        raise DataError(f"channels {non_numeric} are not numeric")
+        raise DataError(
+            f"columns {non_numeric} are not numeric: channels and input columns (events, levels, static) hold "
+            "numbers; encode a category as numbers (e.g. sex as 0/1)"
+        )
     times = parse_times(frame[time_col], f"column {time_col!r}")
     codes, keys = pd.factorize(frame[id_col], sort=True)
     if (codes < 0).any():

@@ -86,6 +86,9 @@ def test_missing_columns_and_non_numeric_channels() -> None:
         series_from_frame(frame, ["y"], TimeSpec("day"))
     with pytest.raises(DataError, match="not numeric"):
         series_from_frame(frame, ["x"], TimeSpec("day"))
+    sexed = pd.DataFrame({"id": [1, 1], "time": [1.0, 2.0], "y": [1.0, 2.0], "sex": ["Male", "Male"]})
+    with pytest.raises(DataError, match=r"columns \['sex'\] are not numeric.*encode a category as numbers"):
+        series_from_frame(sexed, ["y"], TimeSpec("day"), static=["sex"])  # a static, not called a channel
 
 
 def test_read_long_table_csv_and_parquet(tmp_path) -> None:
