@@ -129,7 +129,7 @@ GOOD = {"id": "a", "timestamps": [1.0, 5.0], "values": [[2.0], [1.5]], "query_ti
 def test_inputs_far_out_are_refused_at_once_or_answered_with_a_warning(server: str) -> None:
     for change, field in (({"static": [1e308]}, "static"), ({"event_values": [[1e308], [1.0]]}, "event_values")):
         r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, **change}]})
-        assert r.status_code == 422 and r.elapsed.total_seconds() < 2.0, r.text  # before any solve
+        assert r.status_code == 422, r.text  # refused by validation, before any solve (speed: bench.input_refusals)
         assert r.json()["errors"][0]["loc"][2] == field and "within ±3.4e+38" in r.json()["errors"][0]["msg"]
     r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "event_values": [[200.0], [1000.0]]}]})
     warned = r.json()["forecasts"][0]["warnings"]
@@ -139,14 +139,14 @@ def test_inputs_far_out_are_refused_at_once_or_answered_with_a_warning(server: s
     assert "far outside the training range" in r.json()["forecasts"][0]["warnings"][0]["msg"]
     r = httpx.post(f"{server}/forecast", json={"series": [{**GOOD, "event_values": [[-200.0], [100.0]]}]})
     assert "is negative; training had none" in r.json()["forecasts"][0]["warnings"][0]["msg"]
-    # what the model cannot represent is refused, quickly, the other series answered
+    # what the model cannot represent is refused, the other series answered (how fast: bench.input_refusals)
     for change, field, words in (
         ({"event_values": [[200.0], [30000.0]]}, "event_values", "over 5 times the largest in training"),
         ({"static": [1e6]}, "static", "over 10 training ranges outside"),
     ):
         body = {"series": [{**GOOD, **change}, {**GOOD, "id": "b"}], "on_error": "skip"}
         r = httpx.post(f"{server}/forecast", json=body)
-        assert r.status_code == 200 and r.elapsed.total_seconds() < 5.0, r.text
+        assert r.status_code == 200, r.text
         assert [f["id"] for f in r.json()["forecasts"]] == ["b"]
         assert r.json()["errors"][0]["loc"][2] == field and words in r.json()["errors"][0]["msg"], r.text
 
@@ -178,5 +178,4 @@ def test_events_count_in_the_cost_so_a_request_heavy_with_them_is_refused_before
         for i in range(20)
     ]  # fmt: skip
     r = httpx.post(f"{drip_server}/forecast", json={"series": heavy}, timeout=60.0)
-    assert r.status_code == 413 and "LATENTCAST_MAX_REQUEST_SECONDS" in r.text, r.text[:500]
-    assert r.elapsed.total_seconds() < 5.0
+    assert r.status_code == 413 and "LATENTCAST_MAX_REQUEST_SECONDS" in r.text, r.text[:500]  # admission, not 504
