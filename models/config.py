@@ -191,26 +191,11 @@ class ModelConfig:
             "model.static_channels",
             f"must be distinct channel indices >= 0, got {list(self.static_channels)}",
         )
-        _check(
-            self.input_gains in get_args(InputGains),
-            "model.input_gains",
-            _one_of("input_gains", self.input_gains, InputGains),
-        )
-        _check(
-            self.input_effect in get_args(InputEffectKind),
-            "model.input_effect",
-            _one_of("input_effect", self.input_effect, InputEffectKind),
-        )
-        _check(
-            self.static_inputs in get_args(StaticInputs),
-            "model.static_inputs",
-            _one_of("static_inputs", self.static_inputs, StaticInputs),
-        )
-        _check(
-            self.input_dynamics in get_args(InputDynamics),
-            "model.input_dynamics",
-            _one_of("input_dynamics", self.input_dynamics, InputDynamics),
-        )
+        choices = {"input_gains": InputGains, "input_effect": InputEffectKind, "static_inputs": StaticInputs,
+                   "input_dynamics": InputDynamics}  # fmt: skip
+        for name, kind in choices.items():
+            value = getattr(self, name)
+            _check(value in get_args(kind), f"model.{name}", _one_of(name, value, kind))
         _check(1 <= self.input_rates <= 32, "model.input_rates", "must be in [1, 32] (compartments per event kind)")
         _check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0 (0 = linear decoder)")
         _check(self.obs_std > self.min_std > 0, "model.obs_std", "must exceed model.min_std > 0")

@@ -111,7 +111,7 @@ class Checked:
             for field, k, msg in spec.unusual(x)[:1]  # the first of each series, as for its values
         ]
         checked, refused = self, [*self.refused, *beyond]
-        strict = limits.strict and unusual  # refused instead, as an unusual value is
+        strict = bool(limits.strict and unusual)  # refused instead, as an unusual value is
         if strict or beyond:
             bad = cannot | ({x.series for x in unusual} if strict else set())
             keep = [i for i, p in enumerate(self.positions.tolist()) if p not in bad]

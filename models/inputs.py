@@ -353,6 +353,17 @@ def collate_inputs(inputs: Sequence[SeriesInputs | None], spec: InputSpec, ancho
     return PackedInputs.from_series(held, len(spec.events), len(spec.static)).batch(spec, anchors)
 
 
+def in_event_order(each: torch.Tensor, ev_m: torch.Tensor, dim: int) -> torch.Tensor:
+    """Σ over the events axis `dim` of `each` (B, …, K, …), summed in event order and read at each series'
+    last event (`ev_m` (B, K)): the padding after it (other series' events) cannot change the sum, so a
+    series' answer does not depend on its batch. The events axis is dropped."""
+    last = (ev_m.sum(1) - 1).clamp(min=0)  # (B,)
+    shape = [1] * each.dim()
+    shape[0] = -1
+    index = last.view(shape).expand(*each.shape[:dim], 1, *each.shape[dim + 1 :])
+    return each.cumsum(dim=dim).gather(dim, index).squeeze(dim)
+
+
 class InputEffect(nn.Module):
     """The compartments of every event kind and what they add to the decoder.
 
@@ -386,6 +397,7 @@ class InputEffect(nn.Module):
         self.register_buffer("control_rate", rates.clone(), persistent=False)
         self.is_level: torch.Tensor
         self.register_buffer("is_level", torch.tensor(spec.is_level, dtype=torch.bool), persistent=False)
+        self.n_levels = sum(spec.is_level)  # known here: the hot path asks without a device sync
         self.readout = nn.Linear(2 * width, n_channels)
         nn.init.zeros_(self.readout.weight)
         nn.init.zeros_(self.readout.bias)
@@ -418,15 +430,11 @@ class InputEffect(nn.Module):
         lag = t[:, :, None] - inputs.ev_t[:, None, :]  # (B, T, K)
         after = (lag > 0) & inputs.ev_m[:, None, :]
         decay = torch.exp(-rate[:, None, None, :] * lag.clamp(min=0)[..., None])[:, :, :, None, :]  # (B, T, K, 1, J)
-        if bool(self.is_level.any()):  # a level's change approaches at each rate: 1 - exp(-λ lag)
+        if self.n_levels:  # a level's change approaches at each rate: 1 - exp(-λ lag)
             decay = torch.where(self.is_level[:, None], 1 - decay, decay)  # (B, T, K, E, J)
         decay = decay * after[..., None, None]
         each = decay * inputs.ev_v[:, None, :, :, None]  # (B, T, K, E, J)
-        # summed in event order and read at each series' last event: the padding after it (other series'
-        # events) does not change the sum, so a series' answer does not depend on its batch
-        last = (inputs.ev_m.sum(1) - 1).clamp(min=0)  # (B,)
-        total = each.cumsum(dim=2).gather(2, last[:, None, None, None, None].expand(-1, n_t, 1, *each.shape[3:]))
-        amount = total.squeeze(2).reshape(b, n_t, -1)  # (B, T, E·J)
+        amount = in_event_order(each, inputs.ev_m, dim=2).reshape(b, n_t, -1)  # (B, T, E·J)
         if self.static_gain is not None:
             amount = amount * self.static_gain(inputs.static).exp()[:, None, :]
         if state is not None and self.state_gain is not None:
@@ -435,7 +443,7 @@ class InputEffect(nn.Module):
 
     @property
     def n_control(self) -> int:
-        return int(sum(self.is_level.tolist())) * self.n_rates
+        return self.n_levels * self.n_rates
 
     def control(self, t: torch.Tensor, inputs: BatchInputs, rows: torch.Tensor) -> torch.Tensor:
         """u(t) for solver rows: t scalar or (R,), rows (R,) each row's series in the batch → (R, E_level·J)
@@ -447,9 +455,7 @@ class InputEffect(nn.Module):
         lagged = 1 - torch.exp(-self.control_rate.to(lag) * lag.clamp(min=0)[..., None])  # (R, K, J)
         lagged = lagged * ((lag > 0) & ev_m)[..., None]
         each = lagged[:, :, None, :] * inputs.ev_v[rows][:, :, levels, None].to(lag)  # (R, K, E_level, J)
-        last = (ev_m.sum(1) - 1).clamp(min=0)  # (R,)
-        total = each.cumsum(dim=1).gather(1, last[:, None, None, None].expand(-1, 1, *each.shape[2:]))
-        return total.reshape(len(rows), -1)
+        return in_event_order(each, ev_m, dim=1).reshape(len(rows), -1)
 
     def features(self, t: torch.Tensor, inputs: BatchInputs, state: torch.Tensor | None = None) -> torch.Tensor:
         a = self.amounts(t, inputs, state)

@@ -23,12 +23,17 @@ from latentcast.client import LatentcastClient
 from tests.service.conftest import SERVER_START_S
 
 
-@pytest.fixture(scope="module")
-def server(pk_checkpoint: Path) -> Iterator[str]:
-    env = {"LATENTCAST_MODELS": json.dumps([str(pk_checkpoint)]), "LATENTCAST_NUM_SAMPLES": "32",
-           "LATENTCAST_MAX_WAIT_MS": "5", "LATENTCAST_MAX_TOTAL_POINTS": "5000"}  # fmt: skip
+def _serve(checkpoint: Path, **settings: str) -> Iterator[str]:
+    """`latentcast serve` of one checkpoint, 32 samples, a 5 ms batching wait, and LATENTCAST_<settings>."""
+    env = {"LATENTCAST_MODELS": json.dumps([str(checkpoint)]), "LATENTCAST_NUM_SAMPLES": "32",
+           "LATENTCAST_MAX_WAIT_MS": "5", **{f"LATENTCAST_{k.upper()}": v for k, v in settings.items()}}  # fmt: skip
     with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
         yield srv.url
+
+
+@pytest.fixture(scope="module")
+def server(pk_checkpoint: Path) -> Iterator[str]:
+    yield from _serve(pk_checkpoint, max_total_points="5000")
 
 
 def _plans() -> pd.DataFrame:
@@ -61,10 +66,7 @@ def test_forecasts_over_http_equal_model_predict(server: str, pk_checkpoint: Pat
 
 @pytest.fixture(scope="module")
 def drip_server(drip_checkpoint: Path) -> Iterator[str]:
-    env = {"LATENTCAST_MODELS": json.dumps([str(drip_checkpoint)]), "LATENTCAST_NUM_SAMPLES": "32",
-           "LATENTCAST_MAX_WAIT_MS": "5", "LATENTCAST_MAX_REQUEST_SECONDS": "1"}  # fmt: skip
-    with ServerProcess(env, "cpu", timeout=SERVER_START_S) as srv:
-        yield srv.url
+    yield from _serve(drip_checkpoint, max_request_seconds="1")
 
 
 @pytest.mark.parametrize("transport", ["arrow", "json"])
